@@ -1,0 +1,25 @@
+# Freshet: the two commands.
+#   make run   - build and start the server (psql -h 127.0.0.1 -p 5488 -U freshet)
+#   make test  - run the whole test suite
+# Both install what they need (idempotently) on a fresh Debian machine with Rust.
+
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
+LISTEN ?= 127.0.0.1:5488
+DATA_DIR ?= ./freshet-data
+
+.PHONY: run test deps bench check
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps
+	cargo run --release --bin freshet -- serve --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+test: deps
+	cargo test --no-fail-fast
+
+check:
+	cargo check --all-targets
+
+bench: deps
+	cargo bench --bench ingest

@@ -1,0 +1,178 @@
+//! The catalog: tables, materialized views and plain views, their schemas,
+//! keys and dependencies, and their registration with DataFusion so that
+//! ad-hoc queries (and pg_catalog / information_schema) see them.
+//!
+//! It owns names and metadata; rows live in the state store, and the
+//! dataflows that maintain views live in `stream::coordinator`.
+
+pub mod provider;
+pub mod snapshot;
+pub mod storage;
+pub mod writes;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
+use datafusion::logical_expr::Expr;
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Result, SqlError};
+use crate::stream::RelationId;
+use crate::stream::rowcodec::RowCodec;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelationKind {
+    Table,
+    MaterializedView,
+    View,
+}
+
+impl RelationKind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            RelationKind::Table => "table",
+            RelationKind::MaterializedView => "materialized view",
+            RelationKind::View => "view",
+        }
+    }
+}
+
+/// A fully qualified relation name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for QualifiedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.schema == "public" { f.write_str(&self.name) } else { write!(f, "{}.{}", self.schema, self.name) }
+    }
+}
+
+/// Metadata of one relation.
+pub struct Relation {
+    pub id: RelationId,
+    pub name: QualifiedName,
+    pub kind: RelationKind,
+    /// The schema users see (tables keep their NOT NULL flags).
+    pub schema: SchemaRef,
+    /// Primary-key column indices (tables only; empty = multiset of rows).
+    pub primary_key: Vec<usize>,
+    pub column_defaults: BTreeMap<String, Expr>,
+    /// Relations this one reads (views), for DROP and for dataflow order.
+    pub depends_on: BTreeSet<RelationId>,
+    /// The SQL text of a view's query.
+    pub definition: Option<String>,
+    /// Row-format codecs for the full row and for the primary key.
+    pub row_codec: RowCodec,
+    pub key_codec: Option<RowCodec>,
+    /// Set when a view's dataflow failed; reads of the view report it.
+    pub failure: Mutex<Option<SqlError>>,
+}
+
+impl Relation {
+    pub fn new(
+        id: RelationId,
+        name: QualifiedName,
+        kind: RelationKind,
+        schema: SchemaRef,
+        primary_key: Vec<usize>,
+    ) -> Result<Self> {
+        let row_codec = RowCodec::new(schema.clone())?;
+        let key_codec = if primary_key.is_empty() {
+            None
+        } else {
+            Some(RowCodec::new(Arc::new(schema.project(&primary_key)?))?)
+        };
+        Ok(Self {
+            id,
+            name,
+            kind,
+            schema,
+            primary_key,
+            column_defaults: BTreeMap::new(),
+            depends_on: BTreeSet::new(),
+            definition: None,
+            row_codec,
+            key_codec,
+            failure: Mutex::new(None),
+        })
+    }
+
+    pub fn check_healthy(&self) -> Result<()> {
+        match self.failure.lock().as_ref() {
+            Some(e) => Err(SqlError::new(
+                e.code,
+                format!("materialized view \"{}\" failed and must be recreated: {}", self.name, e.message),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// All relations by id and by name.
+#[derive(Default)]
+pub struct Catalog {
+    inner: RwLock<CatalogInner>,
+}
+
+#[derive(Default)]
+struct CatalogInner {
+    next_id: RelationId,
+    by_id: BTreeMap<RelationId, Arc<Relation>>,
+    by_name: BTreeMap<QualifiedName, RelationId>,
+}
+
+impl Catalog {
+    pub fn allocate_id(&self) -> RelationId {
+        let mut inner = self.inner.write();
+        inner.next_id += 1;
+        inner.next_id
+    }
+
+    pub fn add(&self, relation: Arc<Relation>) -> Result<()> {
+        let mut inner = self.inner.write();
+        if inner.by_name.contains_key(&relation.name) {
+            return Err(SqlError::duplicate_object(&relation.name));
+        }
+        inner.by_name.insert(relation.name.clone(), relation.id);
+        inner.by_id.insert(relation.id, relation);
+        Ok(())
+    }
+
+    pub fn remove(&self, id: RelationId) {
+        let mut inner = self.inner.write();
+        if let Some(rel) = inner.by_id.remove(&id) {
+            inner.by_name.remove(&rel.name);
+        }
+    }
+
+    pub fn get(&self, id: RelationId) -> Option<Arc<Relation>> {
+        self.inner.read().by_id.get(&id).cloned()
+    }
+
+    pub fn by_name(&self, name: &QualifiedName) -> Option<Arc<Relation>> {
+        let inner = self.inner.read();
+        inner.by_name.get(name).and_then(|id| inner.by_id.get(id)).cloned()
+    }
+
+    /// Relations that read `id` directly.
+    pub fn dependents(&self, id: RelationId) -> Vec<Arc<Relation>> {
+        self.inner.read().by_id.values().filter(|r| r.depends_on.contains(&id)).cloned().collect()
+    }
+
+    pub fn list(&self, kind: RelationKind) -> Vec<Arc<Relation>> {
+        self.inner.read().by_id.values().filter(|r| r.kind == kind).cloned().collect()
+    }
+}
+
+/// Splits a table reference into schema and name, defaulting to `public`.
+pub fn qualify(reference: &TableReference) -> QualifiedName {
+    QualifiedName {
+        schema: reference.schema().unwrap_or("public").to_string(),
+        name: reference.table().to_string(),
+    }
+}

@@ -1,0 +1,168 @@
+//! [`RelationProvider`]: tables and materialized views as DataFusion
+//! `TableProvider`s, so ad-hoc SELECTs, pg_catalog and information_schema
+//! see them, and UPDATE/DELETE planned by DataFusion land in our writes.
+//!
+//! Scans read the statement's pinned snapshot (one epoch for the whole
+//! statement). An equality filter on every primary-key column of a table is
+//! answered by key lookups instead of a scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+
+use super::snapshot::statement_snapshot;
+use super::{Relation, RelationKind, storage, writes};
+use crate::error::SqlError;
+use crate::stream::coordinator::Coordinator;
+
+pub struct RelationProvider {
+    pub relation: Arc<Relation>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl std::fmt::Debug for RelationProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RelationProvider({})", self.relation.name)
+    }
+}
+
+impl RelationProvider {
+    pub fn new(relation: Arc<Relation>, coordinator: Arc<Coordinator>) -> Self {
+        Self { relation, coordinator }
+    }
+
+    /// Primary-key bytes if `filters` pin every key column to a literal.
+    fn point_keys(&self, filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
+        let codec = self.relation.key_codec.as_ref()?;
+        let mut pinned: HashMap<usize, ScalarValue> = HashMap::new();
+        for filter in filters {
+            for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
+                if let Some((index, value)) = self.column_equals_literal(conjunct) {
+                    pinned.insert(index, value);
+                }
+            }
+        }
+        let mut columns = Vec::new();
+        for &index in &self.relation.primary_key {
+            let value = pinned.get(&index)?.cast_to(self.relation.schema.field(index).data_type()).ok()?;
+            columns.push(value.to_array().ok()?);
+        }
+        let rows = codec.encode(&columns).ok()?;
+        Some(vec![rows.row(0).data().to_vec()])
+    }
+
+    fn column_equals_literal(&self, expr: &Expr) -> Option<(usize, ScalarValue)> {
+        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = expr else { return None };
+        let (column, value) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
+            _ => return None,
+        };
+        if value.is_null() {
+            return None;
+        }
+        let index = self.relation.schema.index_of(&column.name).ok()?;
+        Some((index, value.clone()))
+    }
+
+    /// Compiles DML expressions against the table's columns (unqualified).
+    fn physical(&self, state: &dyn Session, expr: &Expr) -> DfResult<Arc<dyn PhysicalExpr>> {
+        let expr = expr
+            .clone()
+            .transform(|e| {
+                Ok(match e {
+                    Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+                    other => Transformed::no(other),
+                })
+            })?
+            .data;
+        let schema = DFSchema::try_from(self.relation.schema.as_ref().clone())?;
+        state.create_physical_expr(expr, &schema)
+    }
+
+    fn count_result(count: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![count as u64]))])?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for RelationProvider {
+    fn schema(&self) -> SchemaRef {
+        self.relation.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        match self.relation.kind {
+            RelationKind::Table => TableType::Base,
+            _ => TableType::View,
+        }
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.relation.column_defaults.get(column)
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Filters only narrow what we read; DataFusion still applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.relation.check_healthy().map_err(SqlError::into_datafusion)?;
+        let snapshot = statement_snapshot(self.coordinator.store().as_ref());
+        let batch = match self.point_keys(filters) {
+            Some(keys) => storage::lookup(&self.relation, snapshot.as_ref(), &keys),
+            None => storage::scan_all(&self.relation, snapshot.as_ref()),
+        }
+        .map_err(SqlError::into_datafusion)?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.relation.schema.clone(), projection.cloned())?)
+    }
+
+    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let filters = filters.iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
+        let mut guard = self.coordinator.begin().await;
+        let count = writes::delete(&mut guard, &self.relation, &filters).map_err(SqlError::into_datafusion)?;
+        Self::count_result(count)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let filters = filters.iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
+        let mut compiled = Vec::with_capacity(assignments.len());
+        for (column, expr) in &assignments {
+            let index = self.relation.schema.index_of(column).map_err(|_| {
+                SqlError::new(
+                    crate::error::sqlstate::UNDEFINED_COLUMN,
+                    format!("column \"{column}\" of relation \"{}\" does not exist", self.relation.name),
+                )
+                .into_datafusion()
+            })?;
+            compiled.push((index, self.physical(state, expr)?));
+        }
+        let mut guard = self.coordinator.begin().await;
+        let count = writes::update(&mut guard, &self.relation, &compiled, &filters).map_err(SqlError::into_datafusion)?;
+        Self::count_result(count)
+    }
+}

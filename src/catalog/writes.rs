@@ -1,0 +1,185 @@
+//! Table writes: turning INSERT, UPDATE and DELETE into change batches,
+//! with the checks a Postgres user expects (primary-key uniqueness, NOT NULL,
+//! ON CONFLICT DO NOTHING), and committing them as one epoch.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::physical_plan::PhysicalExpr;
+
+use super::{Relation, RelationKind, storage};
+use crate::error::{Result, SqlError, sqlstate};
+use crate::stream::ChangeBatch;
+use crate::stream::coordinator::EpochGuard;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnConflict {
+    Error,
+    DoNothing,
+}
+
+fn check_writable(relation: &Relation) -> Result<()> {
+    if relation.kind != RelationKind::Table {
+        return Err(SqlError::new(
+            sqlstate::WRONG_OBJECT_TYPE,
+            format!("cannot change {} \"{}\"", relation.kind.noun(), relation.name),
+        ));
+    }
+    Ok(())
+}
+
+/// Casts `batch` to the table's column types and checks NOT NULL.
+fn conform(relation: &Relation, batch: &RecordBatch) -> Result<RecordBatch> {
+    if batch.num_columns() != relation.schema.fields().len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            format!("INSERT has {} expressions but table \"{}\" has {} columns", batch.num_columns(), relation.name, relation.schema.fields().len()),
+        ));
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (column, field) in batch.columns().iter().zip(relation.schema.fields()) {
+        let column = if column.data_type() != field.data_type() { cast(column, field.data_type())? } else { column.clone() };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(SqlError::new(
+                sqlstate::NOT_NULL_VIOLATION,
+                format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", field.name(), relation.name),
+            ));
+        }
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(relation.schema.clone(), columns)?)
+}
+
+fn key_text(relation: &Relation, batch: &RecordBatch, row: usize) -> String {
+    let names: Vec<&str> = relation.primary_key.iter().map(|&i| relation.schema.field(i).name().as_str()).collect();
+    let values: Vec<String> = relation
+        .primary_key
+        .iter()
+        .map(|&i| array_value_to_string(batch.column(i), row).unwrap_or_default())
+        .collect();
+    format!("Key ({})=({}) already exists.", names.join(", "), values.join(", "))
+}
+
+fn unique_violation(relation: &Relation, batch: &RecordBatch, row: usize) -> SqlError {
+    SqlError::new(
+        sqlstate::UNIQUE_VIOLATION,
+        format!(
+            "duplicate key value violates unique constraint \"{}_pkey\" ({})",
+            relation.name.name,
+            key_text(relation, batch, row)
+        ),
+    )
+}
+
+/// Inserts rows; returns how many were inserted.
+pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[RecordBatch], on_conflict: OnConflict) -> Result<usize> {
+    check_writable(relation)?;
+    let batches = batches.iter().map(|b| conform(relation, b)).collect::<Result<Vec<_>>>()?;
+    let rows = concat_batches(&relation.schema, &batches)?;
+    if rows.num_rows() == 0 {
+        return Ok(0);
+    }
+    let rows = if let Some(codec) = &relation.key_codec {
+        let snapshot = guard.snapshot();
+        let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
+        let keys = codec.encode(&key_columns)?;
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut keep = Vec::with_capacity(rows.num_rows());
+        for i in 0..rows.num_rows() {
+            let key = keys.row(i).data();
+            let clash = !seen.insert(key) || storage::contains_key(relation, snapshot.as_ref(), key);
+            if clash && on_conflict == OnConflict::Error {
+                return Err(unique_violation(relation, &rows, i));
+            }
+            keep.push(!clash);
+        }
+        filter_record_batch(&rows, &BooleanArray::from(keep))?
+    } else {
+        rows
+    };
+    let count = rows.num_rows();
+    if count > 0 {
+        guard.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, 1))])?;
+    }
+    Ok(count)
+}
+
+/// The rows of the table matching all `filters` (at the writer's snapshot).
+fn matching(relation: &Relation, guard: &EpochGuard<'_>, filters: &[Arc<dyn PhysicalExpr>]) -> Result<RecordBatch> {
+    let snapshot = guard.snapshot();
+    let mut rows = storage::scan_all(relation, snapshot.as_ref())?;
+    for filter in filters {
+        let mask = filter.evaluate(&rows)?.into_array(rows.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| SqlError::new(sqlstate::DATATYPE_MISMATCH, "argument of WHERE must be type boolean"))?;
+        rows = filter_record_batch(&rows, &datafusion::arrow::compute::prep_null_mask_filter(mask))?;
+    }
+    Ok(rows)
+}
+
+/// Deletes the rows matching `filters`; returns how many.
+pub fn delete(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, filters: &[Arc<dyn PhysicalExpr>]) -> Result<usize> {
+    check_writable(relation)?;
+    let rows = matching(relation, guard, filters)?;
+    let count = rows.num_rows();
+    if count > 0 {
+        guard.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, -1))])?;
+    }
+    Ok(count)
+}
+
+/// Updates the rows matching `filters`: `assignments` gives the new value
+/// expression per column index (other columns keep theirs).
+pub fn update(
+    guard: &mut EpochGuard<'_>,
+    relation: &Arc<Relation>,
+    assignments: &[(usize, Arc<dyn PhysicalExpr>)],
+    filters: &[Arc<dyn PhysicalExpr>],
+) -> Result<usize> {
+    check_writable(relation)?;
+    let old = matching(relation, guard, filters)?;
+    let count = old.num_rows();
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut columns: Vec<ArrayRef> = old.columns().to_vec();
+    for (index, expr) in assignments {
+        columns[*index] = expr.evaluate(&old)?.into_array(count)?;
+    }
+    // Assigned values may have other types than their columns: conform casts.
+    let fields: Vec<_> = relation
+        .schema
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| datafusion::arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
+        .collect();
+    let assigned = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), columns)?;
+    let new = conform(relation, &assigned)?;
+    if let Some(codec) = &relation.key_codec {
+        // New keys must be unique among themselves and against rows not updated.
+        let snapshot = guard.snapshot();
+        let key_of = |batch: &RecordBatch| -> Result<datafusion::arrow::row::Rows> {
+            let cols: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| batch.column(i).clone()).collect();
+            codec.encode(&cols)
+        };
+        let old_keys = key_of(&old)?;
+        let new_keys = key_of(&new)?;
+        let freed: HashSet<&[u8]> = (0..count).map(|i| old_keys.row(i).data()).collect();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        for i in 0..count {
+            let key = new_keys.row(i).data();
+            if !seen.insert(key) || (!freed.contains(key) && storage::contains_key(relation, snapshot.as_ref(), key)) {
+                return Err(unique_violation(relation, &new, i));
+            }
+        }
+    }
+    let change = ChangeBatch::concat(&relation.schema, &[ChangeBatch::uniform(old, -1), ChangeBatch::uniform(new, 1)])?;
+    guard.commit(vec![(relation.clone(), change)])?;
+    Ok(count)
+}

@@ -1,0 +1,91 @@
+//! The `freshet` binary: `freshet serve` runs the server.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+/// Default port: near Postgres's 5432 without clashing with it.
+const DEFAULT_LISTEN: &str = "127.0.0.1:5488";
+
+#[derive(Parser)]
+#[command(name = "freshet", version, about = "A streaming SQL database speaking the Postgres protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on for Postgres clients.
+        #[arg(long, env = "FRESHET_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: String,
+        /// Directory for the server's data.
+        #[arg(long, env = "FRESHET_DATA_DIR", default_value = "./freshet-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FRESHET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("freshet: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve { listen, data_dir } => match runtime.block_on(serve(listen, data_dir)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "freshet stopped");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(listen: String, data_dir: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    tracing::info!(data_dir = %data_dir.display(), "state is kept in memory for now (durability is the next milestone)");
+    let engine = freshet::sql::Engine::new().map_err(|e| e.message)?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop.send(true);
+    });
+    freshet::server::serve(listener, engine, stopped).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,265 @@
+//! Lowering: a DataFusion-optimized `LogicalPlan` becomes a dataflow of
+//! [`crate::stream`] operators, node by node.
+//!
+//! Anything that cannot be maintained incrementally is refused here, at
+//! CREATE time, with 0A000 and the name of the construct — never a view that
+//! is silently wrong. Scalar expressions are compiled with DataFusion into
+//! `PhysicalExpr`s, so a view computes exactly what an ad-hoc query would.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, NullEquality};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{
+    ExprSchemable, Distinct, Expr, FetchType, JoinType, LogicalPlan, SkipType, SortExpr, TableScan,
+};
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::error::{Result, SqlError};
+use crate::stream::ops::aggregate::{Aggregate, AggregateCall};
+use crate::stream::ops::constant::Constant;
+use crate::stream::ops::filter::Filter;
+use crate::stream::ops::join::{Join, JoinKind, JoinSide};
+use crate::stream::ops::project::Project;
+use crate::stream::ops::scan::Scan;
+use crate::stream::ops::topn::TopN;
+use crate::stream::ops::union::Union;
+use crate::stream::rowcodec::RowCodec;
+use crate::stream::{Operator, RelationId};
+
+/// A lowered view: its root operator and the base relations it reads.
+pub struct Lowered {
+    pub root: Box<dyn Operator>,
+    pub inputs: BTreeSet<RelationId>,
+}
+
+/// Finds the relation a table scan reads (tables and materialized views).
+pub trait RelationResolver {
+    fn resolve(&self, scan: &TableScan) -> Result<RelationId>;
+}
+
+pub fn lower(plan: &LogicalPlan, state: &SessionState, resolver: &dyn RelationResolver) -> Result<Lowered> {
+    let mut lowering = Lowering { state, resolver, inputs: BTreeSet::new() };
+    let root = lowering.lower(plan)?;
+    Ok(Lowered { root, inputs: lowering.inputs })
+}
+
+/// The arrow schema of a plan node, every field nullable: outer joins and
+/// aggregates over empty input produce NULLs where a base column had none.
+pub fn stream_schema(schema: &DFSchema) -> SchemaRef {
+    let fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+    Arc::new(Schema::new(fields))
+}
+
+struct Lowering<'a> {
+    state: &'a SessionState,
+    resolver: &'a dyn RelationResolver,
+    inputs: BTreeSet<RelationId>,
+}
+
+fn unsupported(what: impl std::fmt::Display) -> SqlError {
+    SqlError::not_supported(format!("{what} is not supported in a materialized view"))
+}
+
+impl Lowering<'_> {
+    fn expr(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        if expr.is_volatile() {
+            return Err(unsupported(format!("the volatile expression {expr}")));
+        }
+        self.state.create_physical_expr(expr.clone(), schema).map_err(|e| {
+            let err = SqlError::from(e);
+            if err.code == crate::error::sqlstate::INTERNAL_ERROR {
+                unsupported(format!("the expression {expr}"))
+            } else {
+                err
+            }
+        })
+    }
+
+    fn exprs(&self, exprs: &[Expr], schema: &DFSchema) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+        exprs.iter().map(|e| self.expr(e, schema)).collect()
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<Box<dyn Operator>> {
+        Ok(match plan {
+            LogicalPlan::Projection(p) => {
+                let input = self.lower(&p.input)?;
+                let exprs = self.exprs(&p.expr, p.input.schema())?;
+                Box::new(Project::new(input, exprs, stream_schema(&p.schema)))
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.lower(&f.input)?;
+                let predicate = self.expr(&f.predicate, f.input.schema())?;
+                Box::new(Filter::new(input, predicate))
+            }
+            LogicalPlan::TableScan(scan) => {
+                if scan.fetch.is_some() {
+                    return Err(unsupported("LIMIT without ORDER BY"));
+                }
+                let relation = self.resolver.resolve(scan)?;
+                self.inputs.insert(relation);
+                Box::new(Scan::new(relation, scan.projection.clone(), stream_schema(&scan.projected_schema)))
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.lower(&alias.input)?,
+            LogicalPlan::Aggregate(agg) => {
+                if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                    return Err(unsupported("GROUPING SETS / ROLLUP / CUBE"));
+                }
+                let input = self.lower(&agg.input)?;
+                let input_schema = agg.input.schema();
+                let group_exprs = self.exprs(&agg.group_expr, input_schema)?;
+                let physical_input = input_schema.as_arrow();
+                let calls = agg
+                    .aggr_expr
+                    .iter()
+                    .map(|e| {
+                        #[allow(deprecated)]
+                        let (function, filter, _) = datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                            e,
+                            input_schema,
+                            physical_input,
+                            self.state.execution_props(),
+                        )?;
+                        Ok(AggregateCall::new(function, filter))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Box::new(Aggregate::new(input, group_exprs, calls, stream_schema(&agg.schema))?)
+            }
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let schema = input.schema().clone();
+                let op = self.lower(input)?;
+                let columns: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
+                let group_exprs = self.exprs(&columns, &schema)?;
+                Box::new(Aggregate::new(op, group_exprs, vec![], stream_schema(&schema))?)
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => return Err(unsupported("DISTINCT ON")),
+            LogicalPlan::Join(join) => {
+                if join.null_equality == NullEquality::NullEqualsNull {
+                    return Err(unsupported("a join on IS NOT DISTINCT FROM"));
+                }
+                let kind = match join.join_type {
+                    JoinType::Inner => JoinKind::Inner,
+                    JoinType::Left => JoinKind::Left,
+                    JoinType::Right => JoinKind::Right,
+                    JoinType::Full => JoinKind::Full,
+                    JoinType::LeftSemi => JoinKind::LeftSemi,
+                    JoinType::LeftAnti => JoinKind::LeftAnti,
+                    JoinType::RightSemi => JoinKind::RightSemi,
+                    JoinType::RightAnti => JoinKind::RightAnti,
+                    other => return Err(unsupported(format!("a {other} join (e.g. EXISTS under OR, or NOT IN over nullable values)"))),
+                };
+                if join.null_aware {
+                    return Err(unsupported("NOT IN over a subquery whose values may be NULL (use NOT EXISTS)"));
+                }
+                let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+                let left_key_exprs = self.exprs(&left_keys, join.left.schema())?;
+                let right_key_exprs = self.exprs(&right_keys, join.right.schema())?;
+                let key_schema = if left_keys.is_empty() {
+                    None
+                } else {
+                    let fields = left_keys
+                        .iter()
+                        .zip(&right_keys)
+                        .enumerate()
+                        .map(|(i, (l, r))| {
+                            let lt = l.get_type(join.left.schema())?;
+                            let rt = r.get_type(join.right.schema())?;
+                            let ty = if lt == rt {
+                                lt
+                            } else {
+                                datafusion::logical_expr::type_coercion::binary::comparison_coercion(&lt, &rt)
+                                    .ok_or_else(|| SqlError::new(crate::error::sqlstate::DATATYPE_MISMATCH, format!("cannot join {lt} with {rt}")))?
+                            };
+                            Ok(Field::new(format!("k{i}"), ty, true))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(Arc::new(Schema::new(fields)))
+                };
+                let joined = join.left.schema().join(join.right.schema())?;
+                let filter = join.filter.as_ref().map(|f| self.expr(f, &joined)).transpose()?;
+                let left = JoinSide::new(self.lower(&join.left)?, left_key_exprs)?;
+                let right = JoinSide::new(self.lower(&join.right)?, right_key_exprs)?;
+                Box::new(Join::new(left, right, kind, key_schema, filter, stream_schema(&joined), stream_schema(&join.schema))?)
+            }
+            LogicalPlan::Union(union) => {
+                let inputs = union.inputs.iter().map(|i| self.lower(i)).collect::<Result<Vec<_>>>()?;
+                Box::new(Union::new(inputs, stream_schema(&union.schema)))
+            }
+            LogicalPlan::Sort(sort) => match sort.fetch {
+                Some(fetch) => self.top_n(&sort.input, &sort.expr, 0, fetch)?,
+                // Rows of a view have no order; ORDER BY alone changes nothing.
+                None => self.lower(&sort.input)?,
+            },
+            LogicalPlan::Limit(limit) => {
+                let skip = match limit.get_skip_type()? {
+                    SkipType::Literal(n) => n,
+                    SkipType::UnsupportedExpr => return Err(unsupported("a non-constant OFFSET")),
+                };
+                let fetch = match limit.get_fetch_type()? {
+                    FetchType::Literal(n) => n.unwrap_or(usize::MAX),
+                    FetchType::UnsupportedExpr => return Err(unsupported("a non-constant LIMIT")),
+                };
+                match limit.input.as_ref() {
+                    LogicalPlan::Sort(sort) => {
+                        let fetch = sort.fetch.map_or(fetch, |f| f.saturating_sub(skip).min(fetch));
+                        self.top_n(&sort.input, &sort.expr, skip, fetch)?
+                    }
+                    _ => return Err(unsupported("LIMIT/OFFSET without ORDER BY")),
+                }
+            }
+            LogicalPlan::EmptyRelation(empty) => {
+                let schema = stream_schema(&empty.schema);
+                let rows = if empty.produce_one_row { 1 } else { 0 };
+                let options = RecordBatchOptions::new().with_row_count(Some(rows));
+                Box::new(Constant::new(RecordBatch::try_new_with_options(schema, vec![], &options)?))
+            }
+            LogicalPlan::Values(values) => Box::new(Constant::new(self.values(values)?)),
+            LogicalPlan::Window(_) => return Err(unsupported("a window function (OVER)")),
+            LogicalPlan::RecursiveQuery(_) => return Err(unsupported("WITH RECURSIVE")),
+            LogicalPlan::Unnest(_) => return Err(unsupported("UNNEST")),
+            other => return Err(unsupported(format!("the plan node {}", other.display()))),
+        })
+    }
+
+    fn top_n(&mut self, input: &LogicalPlan, sort: &[SortExpr], skip: usize, fetch: usize) -> Result<Box<dyn Operator>> {
+        let op = self.lower(input)?;
+        let exprs: Vec<Expr> = sort.iter().map(|s| s.expr.clone()).collect();
+        let physical = self.exprs(&exprs, input.schema())?;
+        let fields = exprs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Ok(Field::new(format!("s{i}"), e.get_type(input.schema())?, true)))
+            .collect::<Result<Vec<_>>>()?;
+        let options: Vec<SortOptions> =
+            sort.iter().map(|s| SortOptions { descending: !s.asc, nulls_first: s.nulls_first }).collect();
+        let codec = RowCodec::with_options(Arc::new(Schema::new(fields)), &options)?;
+        Ok(Box::new(TopN::new(op, physical, codec, skip, fetch)?))
+    }
+
+    /// Evaluates a VALUES list (constants) into a batch.
+    fn values(&self, values: &datafusion::logical_expr::Values) -> Result<RecordBatch> {
+        let schema = stream_schema(&values.schema);
+        let empty = DFSchema::empty();
+        let one_row = RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )?;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (c, field) in schema.fields().iter().enumerate() {
+            let mut parts = Vec::with_capacity(values.values.len());
+            for row in &values.values {
+                let array = self.expr(&row[c], &empty)?.evaluate(&one_row)?.into_array(1)?;
+                parts.push(datafusion::arrow::compute::cast(&array, field.data_type())?);
+            }
+            let refs: Vec<&dyn datafusion::arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
+            columns.push(datafusion::arrow::compute::concat(&refs)?);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(values.values.len()));
+        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+    }
+}

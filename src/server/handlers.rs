@@ -1,0 +1,107 @@
+//! The pgwire handler set: startup (trust authentication for now), simple
+//! and extended query handling (datafusion-postgres with our hook), errors
+//! with SQLSTATEs, and query cancellation.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion_postgres::DfSessionService;
+use futures::Sink;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{Response, Tag};
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+
+use super::errors::SqlStateErrorHandler;
+use super::hook::EngineHook;
+use crate::sql::Engine;
+
+pub struct FreshetHandlers {
+    session: Arc<DfSessionService>,
+    simple: Arc<FreshetSimpleQuery>,
+    startup: Arc<TrustStartup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl FreshetHandlers {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let ctx = Arc::new(engine.ctx.clone());
+        // Our hook first; then datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
+        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![Arc::new(EngineHook { engine })];
+        hooks.extend([
+            Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook) as Arc<dyn datafusion_postgres::QueryHook>,
+            Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
+            Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
+        ]);
+        let session = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
+        let connections = Arc::new(ConnectionManager::new());
+        Self {
+            simple: Arc::new(FreshetSimpleQuery { inner: session.clone() }),
+            session,
+            startup: Arc::new(TrustStartup { connections: connections.clone() }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for FreshetHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.simple.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrorHandler)
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Trust authentication: any user name is accepted (password/SCRAM later,
+/// by swapping this handler).
+pub struct TrustStartup {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for TrustStartup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+/// Simple-query handling: Freshet's own bare statements that no SQL parser
+/// knows (`FLUSH`), then everything else through datafusion-postgres.
+pub struct FreshetSimpleQuery {
+    inner: Arc<DfSessionService>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for FreshetSimpleQuery {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let bare = query.trim().trim_end_matches(';').trim();
+        if bare.eq_ignore_ascii_case("flush") {
+            // Every DML statement returns only after its epoch committed, so
+            // there is never anything to wait for.
+            return Ok(vec![Response::Execution(Tag::new("FLUSH"))]);
+        }
+        SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
+    }
+}

@@ -1,0 +1,59 @@
+//! The Postgres wire front end (pgwire, with datafusion-postgres for query
+//! execution, type encoding and pg_catalog).
+//!
+//! Owns connections and protocol concerns only: statements go to
+//! [`crate::sql::Engine`] through a query hook; errors leave as ErrorResponses
+//! with the SQLSTATE the engine chose. See docs/ARCHITECTURE.md for why we
+//! build on datafusion-postgres.
+
+mod errors;
+mod handlers;
+mod hook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::catalog::snapshot::with_statement_scope;
+use crate::sql::Engine;
+
+pub use handlers::FreshetHandlers;
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    let handlers = Arc::new(FreshetHandlers::new(engine));
+    tracing::info!(address = %listener.local_addr()?, "accepting connections");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = socket.set_nodelay(true);
+                let handlers = handlers.clone();
+                tokio::spawn(async move {
+                    serve_connection(socket, peer, handlers).await;
+                });
+            }
+            _ = shutdown.changed() => {
+                tracing::info!("shutting down: no new connections");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn serve_connection(socket: tokio::net::TcpStream, peer: SocketAddr, handlers: Arc<FreshetHandlers>) {
+    tracing::debug!(%peer, "connection opened");
+    // Each connection gets its own statement-snapshot slot.
+    let result = with_statement_scope(pgwire::tokio::process_socket(socket, None, handlers)).await;
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}

@@ -1,0 +1,294 @@
+//! CREATE TABLE, CREATE [MATERIALIZED] VIEW and DROP.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::{Constraint, TableReference};
+use datafusion::datasource::{ViewTable, source_as_provider};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, TableScan};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, ObjectName, ObjectType, Statement};
+
+use super::{DATABASE, Engine, Outcome};
+use crate::catalog::provider::RelationProvider;
+use crate::catalog::{QualifiedName, Relation, RelationKind, qualify, writes};
+use crate::error::{Result, SqlError, sqlstate};
+use crate::plan::{self, RelationResolver, stream_schema};
+use crate::stream::RelationId;
+use crate::stream::coordinator::ViewDataflow;
+
+fn schema_provider(engine: &Engine, name: &QualifiedName) -> Result<Arc<dyn SchemaProvider>> {
+    engine
+        .ctx
+        .catalog(DATABASE)
+        .and_then(|c| c.schema(&name.schema))
+        .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_SCHEMA, format!("schema \"{}\" does not exist", name.schema)))
+}
+
+fn object_name(engine: &Engine, name: &ObjectName) -> QualifiedName {
+    let reference = engine.ctx.state().resolve_table_references_for(name);
+    qualify(&reference)
+}
+
+trait ResolveName {
+    fn resolve_table_references_for(&self, name: &ObjectName) -> TableReference;
+}
+
+impl ResolveName for datafusion::execution::SessionState {
+    fn resolve_table_references_for(&self, name: &ObjectName) -> TableReference {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|p| match p.as_ident() {
+                Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
+                Some(ident) => ident.value.to_lowercase(),
+                None => p.to_string(),
+            })
+            .collect();
+        match parts.as_slice() {
+            [table] => TableReference::bare(table.as_str()),
+            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+            [catalog, schema, table] => TableReference::full(catalog.as_str(), schema.as_str(), table.as_str()),
+            _ => TableReference::bare(name.to_string()),
+        }
+    }
+}
+
+/// Fails with 42P07 unless `if_not_exists` (then reports "skip").
+fn check_absent(engine: &Engine, name: &QualifiedName, if_not_exists: bool) -> Result<bool> {
+    let exists = engine.catalog.by_name(name).is_some()
+        || schema_provider(engine, name)?.table_exist(&name.name);
+    match (exists, if_not_exists) {
+        (false, _) => Ok(false),
+        (true, true) => Ok(true),
+        (true, false) => Err(SqlError::duplicate_object(name)),
+    }
+}
+
+pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outcome> {
+    let done = Outcome::Command { tag: "CREATE TABLE", rows: None };
+    let state = engine.ctx.state();
+    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(create.clone())))).await?;
+    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) = plan else {
+        return Err(SqlError::not_supported(format!("this form of CREATE TABLE: {create}")));
+    };
+    if table.temporary {
+        return Err(SqlError::not_supported("CREATE TEMPORARY TABLE"));
+    }
+    let name = qualify(&table.name);
+    if table.or_replace {
+        return Err(SqlError::not_supported("CREATE OR REPLACE TABLE"));
+    }
+    if check_absent(engine, &name, table.if_not_exists)? {
+        return Ok(done);
+    }
+    let mut primary_key: Vec<usize> = Vec::new();
+    for constraint in table.constraints.iter() {
+        match constraint {
+            Constraint::PrimaryKey(columns) if primary_key.is_empty() => primary_key = columns.clone(),
+            Constraint::PrimaryKey(_) => {
+                return Err(SqlError::new(sqlstate::INVALID_TABLE_DEFINITION, format!("multiple primary keys for table \"{name}\" are not allowed")));
+            }
+            Constraint::Unique(_) => return Err(SqlError::not_supported("UNIQUE constraints other than PRIMARY KEY")),
+        }
+    }
+    // Primary-key columns are NOT NULL, as in Postgres.
+    let input_schema = table.input.schema().as_arrow().clone();
+    let fields: Vec<Field> = input_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.as_ref().clone().with_nullable(f.is_nullable() && !primary_key.contains(&i)))
+        .collect();
+    let mut seen = HashSet::new();
+    for f in &fields {
+        if !seen.insert(f.name().clone()) {
+            return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name())));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), RelationKind::Table, schema, primary_key)?;
+    relation.column_defaults = table.column_defaults.iter().cloned().collect();
+    let relation = Arc::new(relation);
+    let schema_provider = schema_provider(engine, &name)?;
+    engine.catalog.add(relation.clone())?;
+    schema_provider.register_table(name.name.clone(), Arc::new(RelationProvider::new(relation.clone(), engine.coordinator.clone())))?;
+
+    // CREATE TABLE … AS SELECT: fill it in one epoch.
+    if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+        let rows = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?.collect().await?;
+        let mut guard = engine.coordinator.begin().await;
+        writes::insert(&mut guard, &relation, &rows, writes::OnConflict::Error)?;
+    }
+    Ok(done)
+}
+
+/// Maps table scans in a view's plan to our relations.
+struct CatalogResolver;
+
+impl RelationResolver for CatalogResolver {
+    fn resolve(&self, scan: &TableScan) -> Result<RelationId> {
+        let provider = source_as_provider(&scan.source)?;
+        match provider.downcast_ref::<RelationProvider>() {
+            Some(p) => Ok(p.relation.id),
+            None => Err(SqlError::not_supported(format!(
+                "reading \"{}\" in a materialized view (only tables and materialized views can be maintained)",
+                scan.table_name
+            ))),
+        }
+    }
+}
+
+/// Every relation of ours a (not yet inlined) plan reads, views included.
+fn referenced_relations(engine: &Engine, plan: &LogicalPlan) -> BTreeSet<RelationId> {
+    let mut found = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Some(relation) = engine.catalog.by_name(&qualify(&scan.table_name)) {
+                found.insert(relation.id);
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome> {
+    let materialized = create.materialized;
+    let tag = if materialized { "CREATE MATERIALIZED VIEW" } else { "CREATE VIEW" };
+    let name = object_name(engine, &create.name);
+    if create.or_replace || create.or_alter {
+        return Err(SqlError::not_supported("CREATE OR REPLACE VIEW"));
+    }
+    if check_absent(engine, &name, create.if_not_exists)? {
+        return Ok(Outcome::Command { tag, rows: None });
+    }
+    let state = engine.ctx.state();
+    let query = Statement::Query(create.query.clone());
+    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(query))).await?;
+    let depends_on = referenced_relations(engine, &plan);
+
+    // Column names: the view's own list, else the query's output names.
+    let output = stream_schema(plan.schema());
+    if !create.columns.is_empty() && create.columns.len() != output.fields().len() {
+        return Err(SqlError::new(
+            sqlstate::SYNTAX_ERROR,
+            format!("view \"{name}\" names {} columns but its query returns {}", create.columns.len(), output.fields().len()),
+        ));
+    }
+    let fields: Vec<Field> = output
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let name = create.columns.get(i).map(|c| c.name.value.clone()).unwrap_or_else(|| f.name().clone());
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for f in &fields {
+        if !seen.insert(f.name().clone()) {
+            return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name())));
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let schema_provider = schema_provider(engine, &name)?;
+    let kind = if materialized { RelationKind::MaterializedView } else { RelationKind::View };
+    let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema.clone(), vec![])?;
+    relation.depends_on = depends_on;
+    relation.definition = Some(create.query.to_string());
+
+    if !materialized {
+        // A plain view is its query, inlined into whatever reads it.
+        let plan = if create.columns.is_empty() {
+            plan
+        } else {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+                .project(
+                    names
+                        .iter()
+                        .zip(output.fields())
+                        .map(|(n, f)| datafusion::prelude::col(datafusion::common::Column::new_unqualified(f.name())).alias(*n)),
+                )?
+                .build()?
+        };
+        let relation = Arc::new(relation);
+        engine.catalog.add(relation)?;
+        schema_provider.register_table(name.name.clone(), Arc::new(ViewTable::new(plan, Some(create.query.to_string()))))?;
+        return Ok(Outcome::Command { tag, rows: None });
+    }
+
+    let optimized = state.optimize(&plan)?;
+    let lowered = plan::lower(&optimized, &state, &CatalogResolver)?;
+    let relation = Arc::new(relation);
+    let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
+    let mut guard = engine.coordinator.begin().await;
+    // Re-check under the epoch lock: another session may have won the name.
+    if engine.catalog.by_name(&name).is_some() {
+        return Err(SqlError::duplicate_object(&name));
+    }
+    let flow = ViewDataflow { view: relation.clone(), root: lowered.root, inputs: lowered.inputs };
+    guard.create_view(flow, &sources)?;
+    engine.catalog.add(relation.clone())?;
+    schema_provider.register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
+    Ok(Outcome::Command { tag, rows: None })
+}
+
+pub async fn drop(engine: &Engine, object_type: ObjectType, if_exists: bool, names: &[ObjectName], cascade: bool) -> Result<Outcome> {
+    let (kind, tag) = match object_type {
+        ObjectType::Table => (RelationKind::Table, "DROP TABLE"),
+        ObjectType::View => (RelationKind::View, "DROP VIEW"),
+        ObjectType::MaterializedView => (RelationKind::MaterializedView, "DROP MATERIALIZED VIEW"),
+        other => return Err(SqlError::not_supported(format!("DROP {other}"))),
+    };
+    let mut guard = engine.coordinator.begin().await;
+    for name in names {
+        let qualified = object_name(engine, name);
+        let Some(relation) = engine.catalog.by_name(&qualified) else {
+            if if_exists {
+                continue;
+            }
+            return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("{} \"{qualified}\" does not exist", kind.noun())));
+        };
+        if relation.kind != kind {
+            return Err(SqlError::new(sqlstate::WRONG_OBJECT_TYPE, format!("\"{qualified}\" is not a {}", kind.noun())));
+        }
+        // Everything that reads it, transitively, dependents before what they read.
+        let mut order: Vec<Arc<Relation>> = Vec::new();
+        let mut stack = vec![relation.clone()];
+        while let Some(next) = stack.pop() {
+            for dependent in engine.catalog.dependents(next.id) {
+                if !order.iter().any(|r| r.id == dependent.id) {
+                    stack.push(dependent.clone());
+                    order.push(dependent);
+                }
+            }
+        }
+        if !order.is_empty() && !cascade {
+            let list: Vec<String> = order.iter().map(|r| format!("{} {} depends on {} {}", r.kind.noun(), r.name, relation.kind.noun(), relation.name)).collect();
+            return Err(SqlError::new(
+                sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!(
+                    "cannot drop {} {} because other objects depend on it ({}); use DROP ... CASCADE to drop the dependent objects too",
+                    relation.kind.noun(),
+                    relation.name,
+                    list.join("; ")
+                ),
+            ));
+        }
+        // Later-created relations depend on earlier ones: drop newest first.
+        order.sort_by_key(|r| std::cmp::Reverse(r.id));
+        order.push(relation);
+        for victim in order {
+            guard.drop_relation(&victim)?;
+            engine.catalog.remove(victim.id);
+            if let Ok(provider) = schema_provider(engine, &victim.name) {
+                provider.deregister_table(&victim.name.name)?;
+            }
+        }
+    }
+    Ok(Outcome::Command { tag, rows: None })
+}

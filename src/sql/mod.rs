@@ -1,0 +1,115 @@
+//! Statement handling: the statements Freshet owns (DDL, DML, SHOW), over
+//! one DataFusion `SessionContext` that also answers ad-hoc queries.
+//!
+//! DataFusion plans everything it can (CREATE TABLE column types and
+//! defaults, INSERT sources, UPDATE/DELETE, view queries); this module turns
+//! the plans into catalog changes, dataflows and table writes. It knows
+//! nothing of the wire protocol: results are [`Outcome`]s.
+
+mod ddl;
+mod dml;
+
+/// Helpers the wire front end needs to plan INSERT … ON CONFLICT.
+pub mod dml_support {
+    pub use super::dml::plannable_insert;
+}
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+
+use crate::catalog::{Catalog, RelationKind, snapshot};
+use crate::error::{Result, SqlError};
+use crate::state::{MemStore, StateStore};
+use crate::stream::coordinator::Coordinator;
+
+/// The database name clients connect to, and DataFusion's catalog name.
+pub const DATABASE: &str = "freshet";
+
+/// What a statement produced.
+pub enum Outcome {
+    /// A command tag such as `CREATE TABLE` or `INSERT 0 3`.
+    Command { tag: &'static str, rows: Option<usize> },
+    /// Rows to send back.
+    Rows(DataFrame),
+}
+
+pub struct Engine {
+    pub ctx: SessionContext,
+    pub catalog: Arc<Catalog>,
+    pub coordinator: Arc<Coordinator>,
+}
+
+impl Engine {
+    pub fn new() -> Result<Arc<Self>> {
+        Self::with_store(Arc::new(MemStore::new()))
+    }
+
+    pub fn with_store(store: Arc<dyn StateStore>) -> Result<Arc<Self>> {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(DATABASE, "public")
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(true);
+        // Plain Utf8 strings: simplest for the row format and the wire encoder.
+        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        config.options_mut().sql_parser.enable_ident_normalization = true;
+        let ctx = SessionContext::new_with_config(config);
+        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            DATABASE,
+            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
+        Ok(Arc::new(Self { ctx, catalog: Arc::new(Catalog::default()), coordinator: Arc::new(Coordinator::new(store)) }))
+    }
+
+    /// Whether the engine handles `statement` itself (else DataFusion does).
+    pub fn owns(statement: &Statement) -> bool {
+        match statement {
+            Statement::CreateTable(_) | Statement::CreateView(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => true,
+            Statement::Drop { object_type, .. } => {
+                matches!(object_type, ObjectType::Table | ObjectType::View | ObjectType::MaterializedView)
+            }
+            Statement::ShowTables { .. } | Statement::ShowViews { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Executes a statement the engine owns. `plan` and `params` come from
+    /// the extended protocol (a prepared statement's plan and its bound
+    /// parameters).
+    pub async fn execute(&self, statement: &Statement, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
+        snapshot::begin_statement();
+        let outcome = match statement {
+            Statement::CreateTable(create) => ddl::create_table(self, create).await,
+            Statement::CreateView(create) => ddl::create_view(self, create).await,
+            Statement::Drop { object_type, if_exists, names, cascade, .. } => {
+                ddl::drop(self, *object_type, *if_exists, names, *cascade).await
+            }
+            Statement::Insert(insert) => dml::insert(self, insert, plan, params).await,
+            Statement::Update(_) | Statement::Delete(_) => dml::update_or_delete(self, statement, plan, params).await,
+            Statement::ShowTables { .. } => self.show(RelationKind::Table),
+            Statement::ShowViews { materialized, .. } => {
+                self.show(if *materialized { RelationKind::MaterializedView } else { RelationKind::View })
+            }
+            other => Err(SqlError::internal(format!("statement not handled by the engine: {other}"))),
+        };
+        // Whatever this statement wrote, the next one reads afresh.
+        snapshot::begin_statement();
+        outcome
+    }
+
+    fn show(&self, kind: RelationKind) -> Result<Outcome> {
+        let mut names: Vec<String> = self.catalog.list(kind).iter().map(|r| r.name.to_string()).collect();
+        names.sort();
+        let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(names))])?;
+        Ok(Outcome::Rows(self.ctx.read_batch(batch)?))
+    }
+}

@@ -1,0 +1,145 @@
+//! The epoch coordinator: the one place where state changes.
+//!
+//! A writer (DML, CREATE/DROP) takes the epoch lock, computes the changes of
+//! the tables it writes, and calls [`EpochGuard::commit`]: the changes are fed
+//! through every dependent view's dataflow (views in creation order, which is
+//! a topological order: a view can only read relations that existed before
+//! it), and the table rows, the view contents and everything else of the
+//! epoch are written in one atomic batch. Readers use snapshots and never
+//! wait. When `commit` returns, the next statement of any session sees the
+//! epoch (read-your-writes).
+//!
+//! A view whose dataflow fails (say, division by zero on a new row) is marked
+//! failed; reads of it report the error; other views go on.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use crate::catalog::{Relation, storage};
+use crate::error::{Result, SqlError};
+use crate::state::{Epoch, Snapshot, StateStore, WriteBatch, relation_prefix};
+use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
+
+/// A materialized view's dataflow.
+pub struct ViewDataflow {
+    pub view: Arc<Relation>,
+    pub root: Box<dyn Operator>,
+    pub inputs: BTreeSet<RelationId>,
+}
+
+pub struct Coordinator {
+    store: Arc<dyn StateStore>,
+    dataflows: Mutex<Dataflows>,
+}
+
+struct Dataflows {
+    next_epoch: Epoch,
+    views: Vec<ViewDataflow>,
+}
+
+/// Exclusive right to write the next epoch.
+pub struct EpochGuard<'a> {
+    store: &'a Arc<dyn StateStore>,
+    flows: MutexGuard<'a, Dataflows>,
+}
+
+impl Coordinator {
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        let next_epoch = store.committed_epoch() + 1;
+        Self { store, dataflows: Mutex::new(Dataflows { next_epoch, views: Vec::new() }) }
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    pub async fn begin(&self) -> EpochGuard<'_> {
+        EpochGuard { store: &self.store, flows: self.dataflows.lock().await }
+    }
+}
+
+impl EpochGuard<'_> {
+    /// The latest committed state (the writer's view of the world).
+    pub fn snapshot(&self) -> Arc<dyn Snapshot> {
+        self.store.snapshot()
+    }
+
+    /// Applies table changes, maintains every dependent view, and commits.
+    pub fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()> {
+        let snapshot = self.store.snapshot();
+        let mut batch = WriteBatch::default();
+        let mut input = EpochInput::default();
+        for (relation, change) in changes {
+            storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
+            input.insert(relation.id, change);
+        }
+        let mut failed: BTreeSet<RelationId> = BTreeSet::new();
+        for flow in self.flows.views.iter_mut() {
+            if flow.view.failure.lock().is_some() {
+                failed.insert(flow.view.id);
+                continue;
+            }
+            if let Some(broken) = flow.inputs.iter().find(|r| failed.contains(r)) {
+                let error = SqlError::new(
+                    crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("it reads relation {broken}, which failed"),
+                );
+                *flow.view.failure.lock() = Some(error);
+                failed.insert(flow.view.id);
+                continue;
+            }
+            if !flow.inputs.iter().any(|r| input.touches(*r)) {
+                continue;
+            }
+            match flow.root.step(&input) {
+                Ok(delta) => {
+                    storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
+                    input.insert(flow.view.id, delta);
+                }
+                Err(error) => {
+                    tracing::warn!(view = %flow.view.name, %error, "materialized view failed");
+                    *flow.view.failure.lock() = Some(error);
+                    failed.insert(flow.view.id);
+                }
+            }
+        }
+        self.write(batch)
+    }
+
+    /// Backfills a new view from the current contents of its inputs and adds
+    /// its dataflow, so it follows every later epoch with no gap.
+    pub fn create_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>]) -> Result<()> {
+        let mut flow = flow;
+        let snapshot = self.store.snapshot();
+        let mut input = EpochInput::default();
+        for source in sources {
+            source.check_healthy()?;
+            let rows = storage::scan_all(source, snapshot.as_ref())?;
+            input.insert(source.id, ChangeBatch::uniform(rows, 1));
+        }
+        let delta = flow.root.step(&input)?;
+        let mut batch = WriteBatch::default();
+        storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
+        self.write(batch)?;
+        self.flows.views.push(flow);
+        Ok(())
+    }
+
+    /// Removes a relation's dataflow (if any) and all its rows.
+    pub fn drop_relation(&mut self, relation: &Relation) -> Result<()> {
+        self.flows.views.retain(|f| f.view.id != relation.id);
+        let snapshot = self.store.snapshot();
+        let mut batch = WriteBatch::default();
+        snapshot.scan_prefix(&relation_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
+        self.write(batch)
+    }
+
+    fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        let epoch = self.flows.next_epoch;
+        self.store.commit(epoch, batch)?;
+        self.flows.next_epoch += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! The incremental dataflow: change batches flowing through operators.
+//!
+//! A view's dataflow is a tree of [`Operator`]s whose leaves read the changes
+//! of base relations (tables and other views) in the current epoch. Each epoch
+//! the coordinator calls [`Operator::step`] on the root once; every operator
+//! pulls its inputs' changes for the epoch, updates its state and returns its
+//! own output changes (the DBSP "circuit step"). Changes are Z-sets: rows with
+//! integer weights (+1 insert, -1 delete; an update is -old/+new).
+//!
+//! This module may call `state` and DataFusion's physical expressions; it knows
+//! nothing of SQL text or of the wire protocol.
+
+pub mod change;
+pub mod coordinator;
+pub mod ops;
+pub mod rowcodec;
+
+use std::collections::HashMap;
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+pub use change::ChangeBatch;
+
+use crate::error::Result;
+
+/// Identifies a table or materialized view inside one database.
+pub type RelationId = u32;
+
+/// The changes of every base relation in one epoch, read by scan leaves.
+#[derive(Default)]
+pub struct EpochInput {
+    deltas: HashMap<RelationId, ChangeBatch>,
+}
+
+impl EpochInput {
+    pub fn insert(&mut self, relation: RelationId, delta: ChangeBatch) {
+        match self.deltas.remove(&relation) {
+            Some(existing) => {
+                let merged = ChangeBatch::concat(&existing.schema(), &[existing, delta])
+                    .expect("deltas of one relation share a schema");
+                self.deltas.insert(relation, merged);
+            }
+            None => {
+                self.deltas.insert(relation, delta);
+            }
+        }
+    }
+    pub fn get(&self, relation: RelationId) -> Option<&ChangeBatch> {
+        self.deltas.get(&relation)
+    }
+    pub fn touches(&self, relation: RelationId) -> bool {
+        self.deltas.get(&relation).is_some_and(|d| !d.is_empty())
+    }
+}
+
+/// One node of a dataflow.
+pub trait Operator: Send {
+    /// Pulls the inputs' changes for this epoch and returns this operator's.
+    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch>;
+    /// The schema of the rows this operator emits.
+    fn schema(&self) -> SchemaRef;
+}

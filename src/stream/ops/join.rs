@@ -1,0 +1,375 @@
+//! Equi-join (inner, left, right, full outer, semi, anti) with an optional
+//! residual filter, maintained with the delta rule of a symmetric hash join:
+//!
+//! ```text
+//!   Δ(L ⋈ R) = ΔL ⋈ R_old  +  L_new ⋈ ΔR
+//! ```
+//!
+//! Both sides are indexed by join key (rows stored as row bytes with
+//! multiplicities). The rows an outer join pads with NULLs, and the rows a
+//! semi or anti join keeps, depend only on whether a row has a partner; for
+//! every key touched in an epoch the operator compares that set before and
+//! after and emits the difference. NULL keys never match (SQL equality).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array, new_null_array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::error::{Result, SqlError};
+use crate::stream::rowcodec::RowCodec;
+use crate::stream::{ChangeBatch, EpochInput, Operator};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+    LeftSemi,
+    LeftAnti,
+    RightSemi,
+    RightAnti,
+}
+
+impl JoinKind {
+    fn emits_pairs(self) -> bool {
+        matches!(self, JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full)
+    }
+    /// What a side's rows contribute on their own, by whether they have a partner.
+    fn side_role(self, left: bool) -> SideRole {
+        use JoinKind::*;
+        match (self, left) {
+            (Left | Full, true) | (Right | Full, false) => SideRole::PadUnmatched,
+            (LeftAnti, true) | (RightAnti, false) => SideRole::Unmatched,
+            (LeftSemi, true) | (RightSemi, false) => SideRole::Matched,
+            _ => SideRole::None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SideRole {
+    None,
+    PadUnmatched,
+    Unmatched,
+    Matched,
+}
+
+type Multiset = HashMap<Vec<u8>, i64>;
+
+pub struct JoinSide {
+    input: Box<dyn Operator>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    codec: RowCodec,
+    index: HashMap<Vec<u8>, Multiset>,
+}
+
+impl JoinSide {
+    pub fn new(input: Box<dyn Operator>, keys: Vec<Arc<dyn PhysicalExpr>>) -> Result<Self> {
+        let codec = RowCodec::new(input.schema())?;
+        Ok(Self { input, keys, codec, index: HashMap::new() })
+    }
+
+    fn apply(&mut self, key: &[u8], row: &[u8], weight: i64) {
+        let rows = self.index.entry(key.to_vec()).or_default();
+        let n = rows.entry(row.to_vec()).or_insert(0);
+        *n += weight;
+        if *n == 0 {
+            rows.remove(row);
+            if rows.is_empty() {
+                self.index.remove(key);
+            }
+        }
+    }
+
+    fn rows_at(&self, key: &[u8]) -> Multiset {
+        self.index.get(key).cloned().unwrap_or_default()
+    }
+}
+
+pub struct Join {
+    left: JoinSide,
+    right: JoinSide,
+    kind: JoinKind,
+    /// Encodes join keys (typed like the left keys); `None` for a cross join.
+    key_codec: Option<RowCodec>,
+    key_types: Vec<DataType>,
+    /// Residual predicate over the left columns followed by the right ones.
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    joined_schema: SchemaRef,
+    schema: SchemaRef,
+}
+
+impl Join {
+    pub fn new(
+        left: JoinSide,
+        right: JoinSide,
+        kind: JoinKind,
+        key_schema: Option<SchemaRef>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        joined_schema: SchemaRef,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let key_types = key_schema
+            .as_ref()
+            .map(|s| s.fields().iter().map(|f| f.data_type().clone()).collect())
+            .unwrap_or_default();
+        let key_codec = key_schema.map(RowCodec::new).transpose()?;
+        Ok(Self { left, right, kind, key_codec, key_types, filter, joined_schema, schema })
+    }
+
+    /// Join keys of every row; `None` where a key column is NULL.
+    fn keys(&self, side: &JoinSide, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>> {
+        let Some(codec) = &self.key_codec else {
+            return Ok(vec![Some(Vec::new()); batch.num_rows()]);
+        };
+        let mut columns = super::evaluate(&side.keys, batch)?;
+        for (column, ty) in columns.iter_mut().zip(&self.key_types) {
+            if column.data_type() != ty {
+                *column = cast(column, ty)?;
+            }
+        }
+        let rows = codec.encode(&columns)?;
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let null = columns.iter().any(|c| c.is_null(i));
+                (!null).then(|| rows.row(i).data().to_vec())
+            })
+            .collect())
+    }
+
+    /// Evaluates the residual filter over pairs (left row, right row).
+    fn pair_mask(&self, left: &[ArrayRef], right: &[ArrayRef], n: usize) -> Result<Option<BooleanArray>> {
+        let Some(filter) = &self.filter else { return Ok(None) };
+        let columns: Vec<ArrayRef> = left.iter().chain(right).cloned().collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = RecordBatch::try_new_with_options(self.joined_schema.clone(), columns, &options)?;
+        let mask = filter.evaluate(&batch)?.into_array(n)?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| SqlError::internal("join filter is not boolean"))?;
+        Ok(Some(datafusion::arrow::compute::prep_null_mask_filter(mask)))
+    }
+
+    /// Output rows from left and/or right columns; a missing side is NULLs.
+    fn assemble(&self, left: Option<Vec<ArrayRef>>, right: Option<Vec<ArrayRef>>, weights: Vec<i64>) -> Result<ChangeBatch> {
+        let n = weights.len();
+        let fields = self.schema.fields();
+        let columns: Vec<ArrayRef> = match self.kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => left.unwrap_or_default(),
+            JoinKind::RightSemi | JoinKind::RightAnti => right.unwrap_or_default(),
+            _ => {
+                let left_width = self.left.input.schema().fields().len();
+                let pad = |range: std::ops::Range<usize>| -> Vec<ArrayRef> {
+                    fields[range].iter().map(|f| new_null_array(f.data_type(), n)).collect()
+                };
+                let mut columns = left.unwrap_or_else(|| pad(0..left_width));
+                columns.extend(right.unwrap_or_else(|| pad(left_width..fields.len())));
+                columns
+            }
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let rows = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        Ok(ChangeBatch::new(rows, Int64Array::from(weights)))
+    }
+
+    /// Which of `rows` have a partner among `others` (for the given side).
+    fn has_partner(&self, rows_left: bool, rows: &[&[u8]], others: &Multiset) -> Result<Vec<bool>> {
+        if others.is_empty() {
+            return Ok(vec![false; rows.len()]);
+        }
+        if self.filter.is_none() {
+            return Ok(vec![true; rows.len()]);
+        }
+        let others: Vec<&[u8]> = others.keys().map(|k| k.as_slice()).collect();
+        let (this_codec, other_codec) =
+            if rows_left { (&self.left.codec, &self.right.codec) } else { (&self.right.codec, &self.left.codec) };
+        let this = this_codec.decode(rows.iter().copied())?;
+        let other = other_codec.decode(others.iter().copied())?;
+        // Cross product of this key's rows: this row i pairs with every other row j.
+        let n = rows.len() * others.len();
+        let this_idx = UInt32Array::from_iter_values((0..rows.len() as u32).flat_map(|i| std::iter::repeat_n(i, others.len())));
+        let other_idx = UInt32Array::from_iter_values((0..rows.len()).flat_map(|_| 0..others.len() as u32));
+        let this_cols = take_columns(this.columns(), &this_idx)?;
+        let other_cols = take_columns(other.columns(), &other_idx)?;
+        let mask = if rows_left {
+            self.pair_mask(&this_cols, &other_cols, n)?
+        } else {
+            self.pair_mask(&other_cols, &this_cols, n)?
+        };
+        let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; n]));
+        Ok((0..rows.len()).map(|i| (0..others.len()).any(|j| mask.value(i * others.len() + j))).collect())
+    }
+
+    /// The rows a side contributes alone at one key, given both sides there.
+    fn side_rows(&self, left: bool, mine: &Multiset, others: &Multiset, out: &mut Multiset) -> Result<()> {
+        let role = self.kind.side_role(left);
+        if role == SideRole::None || mine.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<&[u8]> = mine.keys().map(|k| k.as_slice()).collect();
+        let partnered = self.has_partner(left, &rows, others)?;
+        for (row, partnered) in rows.into_iter().zip(partnered) {
+            let keep = match role {
+                SideRole::Matched => partnered,
+                _ => !partnered,
+            };
+            if keep {
+                *out.entry(row.to_vec()).or_insert(0) += mine[row];
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Operator for Join {
+    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
+        let dl = self.left.input.step(input)?;
+        let dr = self.right.input.step(input)?;
+        if dl.is_empty() && dr.is_empty() {
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        }
+        let left_keys = self.keys(&self.left, &dl.rows)?;
+        let right_keys = self.keys(&self.right, &dr.rows)?;
+        let left_bytes = self.left.codec.encode(dl.rows.columns())?;
+        let right_bytes = self.right.codec.encode(dr.rows.columns())?;
+
+        // Keys whose unmatched/matched sets may change, with both sides as they were.
+        let tracks_sides = self.kind.side_role(true) != SideRole::None || self.kind.side_role(false) != SideRole::None;
+        let mut before: HashMap<Vec<u8>, (Multiset, Multiset)> = HashMap::new();
+        if tracks_sides {
+            for key in left_keys.iter().chain(&right_keys).flatten() {
+                if !before.contains_key(key) {
+                    before.insert(key.clone(), (self.left.rows_at(key), self.right.rows_at(key)));
+                }
+            }
+        }
+
+        let mut parts = Vec::new();
+        // ΔL ⋈ R_old, then L_new ⋈ ΔR.
+        if self.kind.emits_pairs() {
+            let (mut li, mut rrows, mut w) = (Vec::new(), Vec::new(), Vec::new());
+            for (i, key) in left_keys.iter().enumerate() {
+                if let Some(rows) = key.as_ref().and_then(|k| self.right.index.get(k)) {
+                    for (row, &wr) in rows {
+                        li.push(i as u32);
+                        rrows.push(row.clone());
+                        w.push(dl.weights.value(i) * wr);
+                    }
+                }
+            }
+            for (i, key) in left_keys.iter().enumerate() {
+                if let Some(key) = key {
+                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i));
+                }
+            }
+            if !w.is_empty() {
+                let left_cols = take_columns(dl.rows.columns(), &UInt32Array::from(li))?;
+                let right_cols = self.right.codec.decode(rrows.iter().map(|r| r.as_slice()))?.columns().to_vec();
+                parts.push(self.filtered_pairs(left_cols, right_cols, w)?);
+            }
+            let (mut lrows, mut ri, mut w) = (Vec::new(), Vec::new(), Vec::new());
+            for (j, key) in right_keys.iter().enumerate() {
+                if let Some(rows) = key.as_ref().and_then(|k| self.left.index.get(k)) {
+                    for (row, &wl) in rows {
+                        lrows.push(row.clone());
+                        ri.push(j as u32);
+                        w.push(wl * dr.weights.value(j));
+                    }
+                }
+            }
+            if !w.is_empty() {
+                let left_cols = self.left.codec.decode(lrows.iter().map(|r| r.as_slice()))?.columns().to_vec();
+                let right_cols = take_columns(dr.rows.columns(), &UInt32Array::from(ri))?;
+                parts.push(self.filtered_pairs(left_cols, right_cols, w)?);
+            }
+        } else {
+            for (i, key) in left_keys.iter().enumerate() {
+                if let Some(key) = key {
+                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i));
+                }
+            }
+        }
+        for (j, key) in right_keys.iter().enumerate() {
+            if let Some(key) = key {
+                self.right.apply(key, right_bytes.row(j).data(), dr.weights.value(j));
+            }
+        }
+
+        if tracks_sides {
+            // Rows with a NULL key never have a partner.
+            let mut left_alone = Multiset::new();
+            let mut right_alone = Multiset::new();
+            let empty = Multiset::new();
+            for (i, key) in left_keys.iter().enumerate() {
+                if key.is_none() {
+                    let one: Multiset = [(left_bytes.row(i).data().to_vec(), dl.weights.value(i))].into();
+                    self.side_rows(true, &one, &empty, &mut left_alone)?;
+                }
+            }
+            for (j, key) in right_keys.iter().enumerate() {
+                if key.is_none() {
+                    let one: Multiset = [(right_bytes.row(j).data().to_vec(), dr.weights.value(j))].into();
+                    self.side_rows(false, &one, &empty, &mut right_alone)?;
+                }
+            }
+            for (key, (old_left, old_right)) in &before {
+                let (new_left, new_right) = (self.left.rows_at(key), self.right.rows_at(key));
+                let mut old_l = Multiset::new();
+                let mut old_r = Multiset::new();
+                self.side_rows(true, old_left, old_right, &mut old_l)?;
+                self.side_rows(false, old_right, old_left, &mut old_r)?;
+                self.side_rows(true, &new_left, &new_right, &mut left_alone)?;
+                self.side_rows(false, &new_right, &new_left, &mut right_alone)?;
+                for (row, n) in old_l {
+                    *left_alone.entry(row).or_insert(0) -= n;
+                }
+                for (row, n) in old_r {
+                    *right_alone.entry(row).or_insert(0) -= n;
+                }
+            }
+            for (alone, is_left) in [(left_alone, true), (right_alone, false)] {
+                let alone: Vec<(Vec<u8>, i64)> = alone.into_iter().filter(|(_, n)| *n != 0).collect();
+                if alone.is_empty() {
+                    continue;
+                }
+                let weights = alone.iter().map(|(_, n)| *n).collect();
+                let codec = if is_left { &self.left.codec } else { &self.right.codec };
+                let cols = codec.decode(alone.iter().map(|(r, _)| r.as_slice()))?.columns().to_vec();
+                parts.push(if is_left {
+                    self.assemble(Some(cols), None, weights)?
+                } else {
+                    self.assemble(None, Some(cols), weights)?
+                });
+            }
+        }
+        ChangeBatch::concat(&self.schema, &parts)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Join {
+    fn filtered_pairs(&self, left: Vec<ArrayRef>, right: Vec<ArrayRef>, weights: Vec<i64>) -> Result<ChangeBatch> {
+        let n = weights.len();
+        let mask = self.pair_mask(&left, &right, n)?;
+        let pairs = self.assemble(Some(left), Some(right), weights)?;
+        match mask {
+            Some(mask) => pairs.filter(&mask),
+            None => Ok(pairs),
+        }
+    }
+}
+
+fn take_columns(columns: &[ArrayRef], indices: &UInt32Array) -> Result<Vec<ArrayRef>> {
+    columns.iter().map(|c| Ok(take(c.as_ref(), indices, None)?)).collect()
+}

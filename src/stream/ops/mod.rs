@@ -1,0 +1,28 @@
+//! The operators a view's dataflow is built from, one per file.
+//!
+//! Linear operators (scan, filter, project, union, constant) map change
+//! batches; stateful ones (aggregate, join, top-N) keep keyed state and emit
+//! the difference between their output before and after each epoch.
+
+pub mod aggregate;
+pub mod constant;
+pub mod filter;
+pub mod join;
+pub mod project;
+pub mod scan;
+pub mod topn;
+pub mod union;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::physical_plan::PhysicalExpr;
+use std::sync::Arc;
+
+use crate::error::Result;
+
+/// Evaluates expressions over a batch into columns.
+pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs
+        .iter()
+        .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
+        .collect()
+}

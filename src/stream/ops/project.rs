@@ -1,0 +1,36 @@
+//! Computes the output columns of each changed row (SELECT list).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::error::Result;
+use crate::stream::{ChangeBatch, EpochInput, Operator};
+
+pub struct Project {
+    input: Box<dyn Operator>,
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+impl Project {
+    pub fn new(input: Box<dyn Operator>, exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+        Self { input, exprs, schema }
+    }
+}
+
+impl Operator for Project {
+    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
+        let delta = self.input.step(input)?;
+        if delta.is_empty() {
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        }
+        let columns = super::evaluate(&self.exprs, &delta.rows)?;
+        delta.with_columns(self.schema.clone(), columns)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

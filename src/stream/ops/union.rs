@@ -1,0 +1,29 @@
+//! UNION ALL: the changes of all inputs together. (UNION is a DISTINCT,
+//! i.e. a group-by without aggregates, over this.)
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::error::Result;
+use crate::stream::{ChangeBatch, EpochInput, Operator};
+
+pub struct Union {
+    inputs: Vec<Box<dyn Operator>>,
+    schema: SchemaRef,
+}
+
+impl Union {
+    pub fn new(inputs: Vec<Box<dyn Operator>>, schema: SchemaRef) -> Self {
+        Self { inputs, schema }
+    }
+}
+
+impl Operator for Union {
+    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
+        let parts = self.inputs.iter_mut().map(|i| i.step(input)).collect::<Result<Vec<_>>>()?;
+        ChangeBatch::concat(&self.schema, &parts)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}

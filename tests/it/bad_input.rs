@@ -1,0 +1,60 @@
+//! Bad input gets a clear error with the right SQLSTATE, and the server keeps
+//! serving (this session and others), with nothing accepted lost.
+
+use std::io::{Read, Write};
+
+use crate::server::{TestServer, error_code, rows};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
+    let mut server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT, s TEXT);
+             INSERT INTO t VALUES (1, 10, 'a'), (2, 0, 'b');",
+        )
+        .await
+        .expect("setup");
+
+    assert_eq!(error_code(&client, "SELEC 1").await, "42601");
+    assert_eq!(error_code(&client, "SELECT * FROM nowhere").await, "42P01");
+    assert_eq!(error_code(&client, "SELECT nope FROM t").await, "42703");
+    assert_eq!(error_code(&client, "CREATE TABLE t (x INT)").await, "42P07");
+    assert_eq!(error_code(&client, "INSERT INTO t VALUES (1, 5, 'dup')").await, "23505");
+    assert_eq!(error_code(&client, "INSERT INTO t VALUES (NULL, 5, 'x')").await, "23502");
+    assert_eq!(error_code(&client, "SELECT 1 / 0").await, "22012");
+    assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id, row_number() OVER (ORDER BY v) FROM t").await, "0A000");
+    assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id FROM t LIMIT 1").await, "0A000");
+    assert_eq!(error_code(&client, "DROP TABLE nothing_here").await, "42P01");
+
+    // A view that divides by zero on a new row reports it; others keep working.
+    client
+        .batch_execute(
+            "CREATE MATERIALIZED VIEW ratio AS SELECT id, 100 / v AS r FROM t WHERE v <> 0;
+             CREATE MATERIALIZED VIEW risky AS SELECT id, 100 / v AS r FROM t;
+             CREATE MATERIALIZED VIEW total AS SELECT sum(v) AS s FROM t;",
+        )
+        .await
+        .expect_err("risky divides by zero during backfill");
+    client.batch_execute("CREATE MATERIALIZED VIEW total AS SELECT sum(v) AS s FROM t").await.expect("total");
+    client.batch_execute("CREATE MATERIALIZED VIEW risky AS SELECT id, 100 / v AS r FROM t WHERE id > 5").await.expect("risky");
+    client.batch_execute("INSERT INTO t VALUES (9, 0, 'z')").await.expect("the insert itself is accepted");
+    assert_eq!(error_code(&client, "SELECT * FROM risky").await, "22012");
+    assert_eq!(rows(&client, "SELECT s FROM total").await, vec![vec!["10".to_string()]]);
+    assert_eq!(rows(&client, "SELECT count(*) FROM ratio").await, vec![vec!["1".to_string()]]);
+
+    // Garbage bytes on a socket: that connection fails, the server does not.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("raw connect");
+    raw.write_all(b"\x00\x00\x00\x08garbage!garbage!garbage!").expect("write garbage");
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok();
+    let mut sink = [0u8; 256];
+    let _ = raw.read(&mut sink);
+    drop(raw);
+    assert!(server.is_alive(), "the server died on garbage input");
+
+    // Other sessions (old and new) still work and nothing was lost.
+    let other = server.connect().await;
+    assert_eq!(rows(&other, "SELECT id FROM t ORDER BY id").await, vec![vec!["1".to_string()], vec!["2".to_string()], vec!["9".to_string()]]);
+    assert_eq!(rows(&client, "SELECT count(*) FROM t").await, vec![vec!["3".to_string()]]);
+}

@@ -1,0 +1,9 @@
+//! Freshet's integration tests: one test binary (compiles once), one module
+//! per area. Every test starts the real `freshet` binary and talks to it over
+//! the Postgres wire protocol with real clients.
+
+mod bad_input;
+mod clients;
+mod oracle;
+mod server;
+mod slt;
