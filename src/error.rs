@@ -141,6 +141,8 @@ impl SqlError {
             sqlstate::UNDEFINED_TABLE
         } else if lower.contains("no field named") || lower.contains("column") && lower.contains("not found") {
             sqlstate::UNDEFINED_COLUMN
+        } else if lower.contains("non-nullable but contains null") || lower.contains("violates not-null") {
+            sqlstate::NOT_NULL_VIOLATION
         } else if lower.contains("already exists") {
             sqlstate::DUPLICATE_OBJECT
         } else if lower.contains("invalid function") || lower.contains("unknown function") {

@@ -117,7 +117,7 @@ fn matching(relation: &Relation, guard: &EpochGuard<'_>, filters: &[Arc<dyn Phys
             .as_any()
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| SqlError::new(sqlstate::DATATYPE_MISMATCH, "argument of WHERE must be type boolean"))?;
-        rows = filter_record_batch(&rows, &datafusion::arrow::compute::prep_null_mask_filter(mask))?;
+        rows = filter_record_batch(&rows, &crate::stream::change::null_as_false(mask))?;
     }
     Ok(rows)
 }

@@ -31,6 +31,8 @@ use crate::stream::ops::union::Union;
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::{Operator, RelationId};
 
+mod subqueries;
+
 /// A lowered view: its root operator and the base relations it reads.
 pub struct Lowered {
     pub root: Box<dyn Operator>,
@@ -43,8 +45,9 @@ pub trait RelationResolver {
 }
 
 pub fn lower(plan: &LogicalPlan, state: &SessionState, resolver: &dyn RelationResolver) -> Result<Lowered> {
+    let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
     let mut lowering = Lowering { state, resolver, inputs: BTreeSet::new() };
-    let root = lowering.lower(plan)?;
+    let root = lowering.lower(&plan)?;
     Ok(Lowered { root, inputs: lowering.inputs })
 }
 

@@ -50,11 +50,7 @@ impl ChangeBatch {
 
     /// Keeps the rows where `mask` is true (NULL counts as false).
     pub fn filter(&self, mask: &BooleanArray) -> Result<Self> {
-        let mask = if mask.null_count() > 0 {
-            datafusion::arrow::compute::prep_null_mask_filter(mask)
-        } else {
-            mask.clone()
-        };
+        let mask = null_as_false(mask);
         let rows = filter_record_batch(&self.rows, &mask)?;
         let weights = filter(&self.weights, &mask)?;
         let weights = weights.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
@@ -100,4 +96,9 @@ pub fn rebind(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
     }
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &options)?)
+}
+
+/// A filter mask with NULL read as false (SQL WHERE semantics).
+pub fn null_as_false(mask: &BooleanArray) -> BooleanArray {
+    if mask.null_count() > 0 { datafusion::arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() }
 }

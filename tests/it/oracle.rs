@@ -7,7 +7,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::server::{TestServer, rows, try_rows};
+use crate::server::{TestServer, describe, rows, try_rows};
 
 const VIEWS: &[(&str, &str)] = &[
     ("join_agg", "SELECT t1.k, count(*) AS n, sum(t1.v + t2.w) AS total FROM t1 JOIN t2 ON t1.k = t2.k GROUP BY t1.k"),
@@ -106,7 +106,7 @@ async fn run_oracle(seed: u64, epochs: usize) {
         client
             .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
             .await
-            .unwrap_or_else(|e| panic!("seed {seed}: creating {name}: {e}"));
+            .unwrap_or_else(|e| panic!("seed {seed}: creating {name}: {}", describe(&e)));
     }
     let oracle_query = |name: &str| -> String {
         VIEWS.iter().chain(VIEWS_ON_VIEWS).find(|(n, _)| *n == name).map(|(_, q)| q.to_string()).unwrap_or_default()
@@ -118,7 +118,7 @@ async fn run_oracle(seed: u64, epochs: usize) {
         let statement = random_statement(&mut rng, &mut next_id);
         history.push(statement.clone());
         if let Err(e) = try_rows(&client, &statement).await {
-            panic!("seed {seed}, epoch {epoch}: {statement}: {e}");
+            panic!("seed {seed}, epoch {epoch}: {statement}: {}", describe(&e));
         }
         for (name, _) in VIEWS.iter().chain(VIEWS_ON_VIEWS) {
             let view = sorted(rows(&client, &format!("SELECT * FROM {name}")).await);

@@ -83,7 +83,15 @@ impl Drop for TestServer {
 
 /// Runs a simple-protocol query and returns its rows as text (NULL as "NULL").
 pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
-    try_rows(client, sql).await.unwrap_or_else(|e| panic!("query failed: {sql}: {e}"))
+    try_rows(client, sql).await.unwrap_or_else(|e| panic!("query failed: {sql}: {}", describe(&e)))
+}
+
+/// An error with the server's SQLSTATE and message.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 pub async fn try_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<String>>, tokio_postgres::Error> {

@@ -155,7 +155,7 @@ impl Join {
             .as_any()
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| SqlError::internal("join filter is not boolean"))?;
-        Ok(Some(datafusion::arrow::compute::prep_null_mask_filter(mask)))
+        Ok(Some(crate::stream::change::null_as_false(mask)))
     }
 
     /// Output rows from left and/or right columns; a missing side is NULLs.
@@ -241,13 +241,22 @@ impl Operator for Join {
         let left_bytes = self.left.codec.encode(dl.rows.columns())?;
         let right_bytes = self.right.codec.encode(dr.rows.columns())?;
 
-        // Keys whose unmatched/matched sets may change, with both sides as they were.
+        // Keys whose unmatched/matched sets may change, with what we need of
+        // both sides as they were: with a residual filter, the rows; without,
+        // only whether each side had rows (that alone decides partnership).
         let tracks_sides = self.kind.side_role(true) != SideRole::None || self.kind.side_role(false) != SideRole::None;
         let mut before: HashMap<Vec<u8>, (Multiset, Multiset)> = HashMap::new();
+        let mut had_rows: HashMap<Vec<u8>, (bool, bool)> = HashMap::new();
         if tracks_sides {
             for key in left_keys.iter().chain(&right_keys).flatten() {
-                if !before.contains_key(key) {
-                    before.insert(key.clone(), (self.left.rows_at(key), self.right.rows_at(key)));
+                if self.filter.is_some() {
+                    if !before.contains_key(key) {
+                        before.insert(key.clone(), (self.left.rows_at(key), self.right.rows_at(key)));
+                    }
+                } else {
+                    had_rows
+                        .entry(key.clone())
+                        .or_insert_with(|| (self.left.index.contains_key(key), self.right.index.contains_key(key)));
                 }
             }
         }
@@ -320,6 +329,21 @@ impl Operator for Join {
                     self.side_rows(false, &one, &empty, &mut right_alone)?;
                 }
             }
+            let group = |keys: &[Option<Vec<u8>>]| {
+                let mut by_key: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+                for (i, k) in keys.iter().enumerate() {
+                    if let Some(k) = k {
+                        by_key.entry(k.clone()).or_default().push(i);
+                    }
+                }
+                by_key
+            };
+            let (left_by_key, right_by_key) = if had_rows.is_empty() { Default::default() } else { (group(&left_keys), group(&right_keys)) };
+            for (key, &(left_before, right_before)) in &had_rows {
+                let (left_after, right_after) = (self.left.index.contains_key(key), self.right.index.contains_key(key));
+                self.side_transition(true, key, right_before, right_after, &left_by_key, &left_bytes, &dl, &mut left_alone);
+                self.side_transition(false, key, left_before, left_after, &right_by_key, &right_bytes, &dr, &mut right_alone);
+            }
             for (key, (old_left, old_right)) in &before {
                 let (new_left, new_right) = (self.left.rows_at(key), self.right.rows_at(key));
                 let mut old_l = Multiset::new();
@@ -359,6 +383,51 @@ impl Operator for Join {
 }
 
 impl Join {
+    /// Without a residual filter a row has a partner iff the other side has
+    /// rows at its key. Emits the change of one side's lone rows at `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn side_transition(
+        &self,
+        left: bool,
+        key: &[u8],
+        other_before: bool,
+        other_after: bool,
+        delta_by_key: &HashMap<Vec<u8>, Vec<usize>>,
+        delta_rows: &datafusion::arrow::row::Rows,
+        delta: &ChangeBatch,
+        out: &mut Multiset,
+    ) {
+        let role = self.kind.side_role(left);
+        let keep = |partnered: bool| match role {
+            SideRole::None => false,
+            SideRole::Matched => partnered,
+            SideRole::PadUnmatched | SideRole::Unmatched => !partnered,
+        };
+        let side = if left { &self.left } else { &self.right };
+        let add_delta = |out: &mut Multiset, sign: i64| {
+            for &i in delta_by_key.get(key).map(Vec::as_slice).unwrap_or_default() {
+                *out.entry(delta_rows.row(i).data().to_vec()).or_insert(0) += sign * delta.weights.value(i);
+            }
+        };
+        let add_current = |out: &mut Multiset, sign: i64| {
+            if let Some(rows) = side.index.get(key) {
+                for (row, n) in rows {
+                    *out.entry(row.clone()).or_insert(0) += sign * n;
+                }
+            }
+        };
+        match (keep(other_before), keep(other_after)) {
+            (true, true) => add_delta(out, 1),
+            (false, true) => add_current(out, 1),
+            // The rows as they were: the current rows minus this epoch's delta.
+            (true, false) => {
+                add_current(out, -1);
+                add_delta(out, 1);
+            }
+            (false, false) => {}
+        }
+    }
+
     fn filtered_pairs(&self, left: Vec<ArrayRef>, right: Vec<ArrayRef>, weights: Vec<i64>) -> Result<ChangeBatch> {
         let n = weights.len();
         let mask = self.pair_mask(&left, &right, n)?;
