@@ -1,0 +1,132 @@
+//! Ingest, freshness and point-query benchmarks over the real wire protocol.
+//!
+//! The server runs in this process (same code as `freshet serve`); a
+//! tokio-postgres client drives it over loopback TCP.
+//! - ingest: 1,000-row INSERTs into a table feeding an aggregate view and a
+//!   join view (rows/s; each INSERT returns after both views are updated).
+//! - freshness: one-row INSERT followed by a SELECT on the view that shows
+//!   it; prints p50/p99 of the pair.
+//! - point_query: primary-key SELECTs on a table of `FRESHET_BENCH_ROWS`
+//!   rows (default 1,000,000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokio::runtime::Runtime;
+
+struct Bench {
+    runtime: Runtime,
+    client: tokio_postgres::Client,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn start() -> Bench {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let client = runtime.block_on(async move {
+        let engine = freshet::sql::Engine::new().expect("engine");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), stopped));
+        let url = format!("host=127.0.0.1 port={port} user=freshet dbname=freshet");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(connection);
+        client
+    });
+    Bench { runtime, client, _stop: stop }
+}
+
+fn insert_sql(table: &str, first_id: i64, rows: i64) -> String {
+    let values: Vec<String> = (first_id..first_id + rows).map(|id| format!("({id}, {}, {})", id % 100, id % 997)).collect();
+    format!("INSERT INTO {table} VALUES {}", values.join(","))
+}
+
+fn ingest(c: &mut Criterion) {
+    let bench = start();
+    bench.runtime.block_on(async {
+        bench
+            .client
+            .batch_execute(
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, k INT, v INT);
+                 CREATE TABLE dim (k INT PRIMARY KEY, name TEXT);
+                 INSERT INTO dim SELECT CAST(value AS INT), 'n' || CAST(value AS TEXT) FROM generate_series(0, 99);
+                 CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k;
+                 CREATE MATERIALIZED VIEW joined AS SELECT t.id, d.name, t.v FROM t JOIN dim d ON t.k = d.k;",
+            )
+            .await
+            .expect("setup");
+    });
+    let mut next_id = 0i64;
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(1000));
+    group.sample_size(20);
+    group.bench_function("insert_1000_rows_agg_and_join_views", |b| {
+        b.iter_custom(|iterations| {
+            let statements: Vec<String> = (0..iterations)
+                .map(|_| {
+                    let sql = insert_sql("t", next_id, 1000);
+                    next_id += 1000;
+                    sql
+                })
+                .collect();
+            bench.runtime.block_on(async {
+                let start = Instant::now();
+                for sql in &statements {
+                    bench.client.batch_execute(sql).await.expect("insert");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.finish();
+
+    // Freshness: INSERT returns, then SELECT on the view shows it.
+    let mut latencies: Vec<Duration> = Vec::new();
+    bench.runtime.block_on(async {
+        for i in 0..2000 {
+            let id = 10_000_000 + i;
+            let start = Instant::now();
+            bench.client.batch_execute(&insert_sql("t", id, 1)).await.expect("insert");
+            let rows = bench.client.simple_query(&format!("SELECT name FROM joined WHERE id = {id}")).await.expect("select");
+            latencies.push(start.elapsed());
+            assert!(rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))), "insert not visible");
+        }
+    });
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
+    println!(
+        "freshness (insert + select on a view over {} rows): p50 {:?}, p99 {:?}",
+        next_id,
+        pct(0.5),
+        pct(0.99)
+    );
+}
+
+fn point_query(c: &mut Criterion) {
+    let bench = start();
+    let rows: i64 = std::env::var("FRESHET_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    bench.runtime.block_on(async {
+        bench.client.batch_execute("CREATE TABLE big (id BIGINT PRIMARY KEY, k INT, v INT)").await.expect("create");
+        let mut id = 0;
+        while id < rows {
+            let n = (rows - id).min(10_000);
+            bench.client.batch_execute(&insert_sql("big", id, n)).await.expect("load");
+            id += n;
+        }
+    });
+    let statement = bench.runtime.block_on(bench.client.prepare("SELECT id, k, v FROM big WHERE id = $1")).expect("prepare");
+    let mut group = c.benchmark_group("point_query");
+    group.throughput(Throughput::Elements(1));
+    let mut key = 0i64;
+    group.bench_function(format!("pk_lookup_{rows}_rows"), |b| {
+        b.iter(|| {
+            key = (key + 7919) % rows;
+            bench.runtime.block_on(bench.client.query_one(&statement, &[&key])).expect("lookup")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ingest, point_query);
+criterion_main!(benches);
