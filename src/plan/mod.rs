@@ -28,6 +28,7 @@ use crate::stream::ops::project::Project;
 use crate::stream::ops::scan::Scan;
 use crate::stream::ops::topn::TopN;
 use crate::stream::ops::union::Union;
+use crate::stream::ops::window::{Ranking, Window};
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::{Operator, RelationId};
 
@@ -221,7 +222,7 @@ impl Lowering<'_> {
                 Box::new(Constant::new(RecordBatch::try_new_with_options(schema, vec![], &options)?))
             }
             LogicalPlan::Values(values) => Box::new(Constant::new(self.values(values)?)),
-            LogicalPlan::Window(_) => return Err(unsupported("a window function (OVER)")),
+            LogicalPlan::Window(window) => self.window(window)?,
             LogicalPlan::RecursiveQuery(_) => return Err(unsupported("WITH RECURSIVE")),
             LogicalPlan::Unnest(_) => return Err(unsupported("UNNEST")),
             other => return Err(unsupported(format!("the plan node {}", other.display()))),
@@ -230,17 +231,75 @@ impl Lowering<'_> {
 
     fn top_n(&mut self, input: &LogicalPlan, sort: &[SortExpr], skip: usize, fetch: usize) -> Result<Box<dyn Operator>> {
         let op = self.lower(input)?;
+        let (physical, codec) = self.sort_codec(sort, input.schema())?;
+        Ok(Box::new(TopN::new(op, physical, codec, skip, fetch)?))
+    }
+
+    /// Ranking window functions sharing one PARTITION BY / ORDER BY.
+    fn window(&mut self, window: &datafusion::logical_expr::Window) -> Result<Box<dyn Operator>> {
+        let mut rankings = Vec::new();
+        let mut shape: Option<(Vec<Expr>, Vec<SortExpr>)> = None;
+        for expr in &window.window_expr {
+            let Expr::WindowFunction(function) = expr.clone().unalias() else {
+                return Err(unsupported(format!("the window expression {expr}")));
+            };
+            let name = function.fun.name().to_ascii_lowercase();
+            let ranking = match name.as_str() {
+                "row_number" => Ranking::RowNumber,
+                "rank" => Ranking::Rank,
+                "dense_rank" => Ranking::DenseRank,
+                _ => return Err(unsupported(format!("the window function {name}() (only row_number, rank and dense_rank)"))),
+            };
+            let this = (function.params.partition_by.clone(), function.params.order_by.clone());
+            match &shape {
+                Some(existing) if *existing != this => {
+                    return Err(unsupported("window functions with different PARTITION BY / ORDER BY in one query"));
+                }
+                _ => shape = Some(this),
+            }
+            rankings.push(ranking);
+        }
+        let (partition_by, order_by) = shape.unwrap_or_default();
+        let input_schema = window.input.schema();
+        let input = self.lower(&window.input)?;
+        let partition_exprs = self.exprs(&partition_by, input_schema)?;
+        let partition_codec = if partition_by.is_empty() {
+            None
+        } else {
+            let fields = partition_by
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Ok(Field::new(format!("p{i}"), e.get_type(input_schema)?, true)))
+                .collect::<Result<Vec<_>>>()?;
+            Some(RowCodec::new(Arc::new(Schema::new(fields)))?)
+        };
+        let (order_exprs, order_codec) = if order_by.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let (exprs, codec) = self.sort_codec(&order_by, input_schema)?;
+            (exprs, Some(codec))
+        };
+        Ok(Box::new(Window::new(
+            input,
+            (partition_exprs, partition_codec),
+            (order_exprs, order_codec),
+            rankings,
+            stream_schema(&window.schema),
+        )?))
+    }
+
+    /// Physical sort expressions and the codec that orders by them.
+    fn sort_codec(&self, sort: &[SortExpr], schema: &DFSchema) -> Result<(Vec<Arc<dyn PhysicalExpr>>, RowCodec)> {
         let exprs: Vec<Expr> = sort.iter().map(|s| s.expr.clone()).collect();
-        let physical = self.exprs(&exprs, input.schema())?;
+        let physical = self.exprs(&exprs, schema)?;
         let fields = exprs
             .iter()
             .enumerate()
-            .map(|(i, e)| Ok(Field::new(format!("s{i}"), e.get_type(input.schema())?, true)))
+            .map(|(i, e)| Ok(Field::new(format!("s{i}"), e.get_type(schema)?, true)))
             .collect::<Result<Vec<_>>>()?;
         let options: Vec<SortOptions> =
             sort.iter().map(|s| SortOptions { descending: !s.asc, nulls_first: s.nulls_first }).collect();
-        let codec = RowCodec::with_options(Arc::new(Schema::new(fields)), &options)?;
-        Ok(Box::new(TopN::new(op, physical, codec, skip, fetch)?))
+        Ok((physical, RowCodec::with_options(Arc::new(Schema::new(fields)), &options)?))
     }
 
     /// Evaluates a VALUES list (constants) into a batch.

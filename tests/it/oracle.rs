@@ -31,6 +31,11 @@ const VIEWS: &[(&str, &str)] = &[
     ("scalar_subquery", "SELECT id, v FROM t1 WHERE v > (SELECT avg(w) FROM t2)"),
     ("three_way", "SELECT t1.id, t2.id AS b, t3.x FROM t1 JOIN t2 ON t1.k = t2.k LEFT JOIN t3 ON t2.k = t3.k"),
     ("cte", "WITH big AS (SELECT k, v FROM t1 WHERE v > 20) SELECT b.k, count(*) AS n FROM big b JOIN t3 ON b.k = t3.k GROUP BY b.k"),
+    (
+        "group_top_n",
+        "SELECT id, k, v, rn FROM (SELECT id, k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn FROM t1) ranked WHERE rn <= 2",
+    ),
+    ("ranks", "SELECT id, rank() OVER (PARTITION BY k ORDER BY v) AS r, dense_rank() OVER (PARTITION BY k ORDER BY v) AS d FROM t1"),
     ("expressions", "SELECT id, CASE WHEN v IS NULL THEN 'none' ELSE upper(s) || '-' || CAST(v * 2 AS TEXT) END AS label, coalesce(k, -1) AS kk FROM t1"),
 ];
 

@@ -12,6 +12,7 @@ pub mod project;
 pub mod scan;
 pub mod topn;
 pub mod union;
+pub mod window;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::physical_plan::PhysicalExpr;
