@@ -18,12 +18,14 @@ use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 
+use super::copy::CopyInHandler;
 use super::errors::SqlStateErrorHandler;
 use super::hook::EngineHook;
 use crate::sql::Engine;
 
 pub struct FreshetHandlers {
     session: Arc<DfSessionService>,
+    copy: Arc<CopyInHandler>,
     simple: Arc<FreshetSimpleQuery>,
     startup: Arc<TrustStartup>,
     cancel: Arc<DefaultCancelHandler>,
@@ -32,6 +34,7 @@ pub struct FreshetHandlers {
 impl FreshetHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
         let ctx = Arc::new(engine.ctx.clone());
+        let copy = Arc::new(CopyInHandler::new(engine.clone()));
         // Our hook first; then datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
         let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![Arc::new(EngineHook { engine })];
         hooks.extend([
@@ -42,7 +45,8 @@ impl FreshetHandlers {
         let session = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            simple: Arc::new(FreshetSimpleQuery { inner: session.clone() }),
+            simple: Arc::new(FreshetSimpleQuery { inner: session.clone(), copy: copy.clone() }),
+            copy,
             session,
             startup: Arc::new(TrustStartup { connections: connections.clone() }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
@@ -59,6 +63,9 @@ impl PgWireServerHandlers for FreshetHandlers {
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
+    }
+    fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
+        self.copy.clone()
     }
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(SqlStateErrorHandler)
@@ -82,9 +89,11 @@ impl NoopStartupHandler for TrustStartup {
 }
 
 /// Simple-query handling: Freshet's own bare statements that no SQL parser
-/// knows (`FLUSH`), then everything else through datafusion-postgres.
+/// knows (`FLUSH`) and COPY FROM STDIN, then everything else through
+/// datafusion-postgres.
 pub struct FreshetSimpleQuery {
     inner: Arc<DfSessionService>,
+    copy: Arc<CopyInHandler>,
 }
 
 #[async_trait]
@@ -101,6 +110,15 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
             // Every DML statement returns only after its epoch committed, so
             // there is never anything to wait for.
             return Ok(vec![Response::Execution(Tag::new("FLUSH"))]);
+        }
+        if bare.len() > 4 && bare[..4].eq_ignore_ascii_case("copy") {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, bare) {
+                if statements.len() == 1 {
+                    let statement = statements.remove(0);
+                    return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
+                }
+            }
         }
         SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
     }

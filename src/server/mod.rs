@@ -6,6 +6,7 @@
 //! with the SQLSTATE the engine chose. See docs/ARCHITECTURE.md for why we
 //! build on datafusion-postgres.
 
+mod copy;
 mod errors;
 mod handlers;
 mod hook;

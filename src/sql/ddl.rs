@@ -27,7 +27,7 @@ fn schema_provider(engine: &Engine, name: &QualifiedName) -> Result<Arc<dyn Sche
         .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_SCHEMA, format!("schema \"{}\" does not exist", name.schema)))
 }
 
-fn object_name(engine: &Engine, name: &ObjectName) -> QualifiedName {
+pub(super) fn object_name(engine: &Engine, name: &ObjectName) -> QualifiedName {
     let reference = engine.ctx.state().resolve_table_references_for(name);
     qualify(&reference)
 }

@@ -6,6 +6,7 @@
 //! the plans into catalog changes, dataflows and table writes. It knows
 //! nothing of the wire protocol: results are [`Outcome`]s.
 
+pub mod copy;
 mod ddl;
 mod dml;
 

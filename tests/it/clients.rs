@@ -93,3 +93,62 @@ async fn extended_protocol_with_parameters_and_types() {
     let text = rows(&client, "SELECT true, false, 1.5::double precision, NULL::int, CAST(12.50 AS NUMERIC(10,2)), DATE '2024-01-02'").await;
     assert_eq!(text, vec![vec!["t", "f", "1.5", "NULL", "12.50", "2024-01-02"].into_iter().map(String::from).collect::<Vec<_>>()]);
 }
+
+fn psql_stdin(server: &TestServer, command: &str, input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "freshet", "-d", "freshet", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("psql output");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_stdin_csv_and_text() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE c (id INT PRIMARY KEY, name TEXT, amount NUMERIC(10,2));
+             CREATE MATERIALIZED VIEW c_total AS SELECT count(*) AS n, sum(amount) AS total FROM c;",
+        )
+        .await
+        .expect("setup");
+
+    let (ok, out, err) = psql_stdin(&server, "COPY c FROM STDIN WITH (FORMAT csv, HEADER true)", "id,name,amount\n1,ann,1.50\n2,\"b,ob\",2\n3,,3.25\n");
+    assert!(ok, "csv copy failed: {err}");
+    assert_eq!(out.trim(), "COPY 3");
+    let (ok, out, err) = psql_stdin(&server, "COPY c (id, name, amount) FROM STDIN", "4\tdan\\tx\t4.25\n5\t\\N\t5\n");
+    assert!(ok, "text copy failed: {err}");
+    assert_eq!(out.trim(), "COPY 2");
+
+    let got = rows(&client, "SELECT id, name, amount FROM c ORDER BY id").await;
+    let want: Vec<Vec<String>> = [
+        ["1", "ann", "1.50"],
+        ["2", "b,ob", "2.00"],
+        ["3", "NULL", "3.25"],
+        ["4", "dan\tx", "4.25"],
+        ["5", "NULL", "5.00"],
+    ]
+    .iter()
+    .map(|r| r.iter().map(|s| s.to_string()).collect())
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(rows(&client, "SELECT n, total FROM c_total").await, vec![vec!["5".to_string(), "16.00".to_string()]]);
+
+    // Bad data: a clear error, nothing of that COPY applied, the session goes on.
+    let (ok, _, err) = psql_stdin(&server, "COPY c FROM STDIN WITH (FORMAT csv)", "6,eve,1\n7,fay,not-a-number\n");
+    assert!(!ok && err.contains("not-a-number"), "expected a parse error, got: {err}");
+    let (ok, _, err) = psql_stdin(&server, "COPY c FROM STDIN WITH (FORMAT csv)", "1,dup,1\n");
+    assert!(!ok && err.contains("duplicate key"), "expected a unique violation, got: {err}");
+    assert_eq!(rows(&client, "SELECT count(*) FROM c").await, vec![vec!["5".to_string()]]);
+}
