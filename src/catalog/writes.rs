@@ -15,10 +15,18 @@ use crate::error::{Result, SqlError, sqlstate};
 use crate::stream::ChangeBatch;
 use crate::stream::coordinator::EpochGuard;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What INSERT does with a row whose primary key is already taken.
 pub enum OnConflict {
     Error,
     DoNothing,
+    DoUpdate(ConflictUpdate),
+}
+
+/// `ON CONFLICT DO UPDATE SET … [WHERE …]`, compiled against a batch whose
+/// columns are the existing row's followed by the proposed (EXCLUDED) row's.
+pub struct ConflictUpdate {
+    pub assignments: Vec<(usize, Arc<dyn PhysicalExpr>)>,
+    pub selection: Option<Arc<dyn PhysicalExpr>>,
 }
 
 fn check_writable(relation: &Relation) -> Result<()> {
@@ -74,37 +82,100 @@ fn unique_violation(relation: &Relation, batch: &RecordBatch, row: usize) -> Sql
     )
 }
 
-/// Inserts rows; returns how many were inserted.
-pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[RecordBatch], on_conflict: OnConflict) -> Result<usize> {
+/// Inserts rows; returns how many were inserted (or updated by ON CONFLICT
+/// DO UPDATE).
+pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[RecordBatch], on_conflict: &OnConflict) -> Result<usize> {
     check_writable(relation)?;
     let batches = batches.iter().map(|b| conform(relation, b)).collect::<Result<Vec<_>>>()?;
     let rows = concat_batches(&relation.schema, &batches)?;
     if rows.num_rows() == 0 {
         return Ok(0);
     }
-    let rows = if let Some(codec) = &relation.key_codec {
-        let snapshot = guard.snapshot();
-        let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
-        let keys = codec.encode(&key_columns)?;
-        let mut seen: HashSet<&[u8]> = HashSet::new();
-        let mut keep = Vec::with_capacity(rows.num_rows());
-        for i in 0..rows.num_rows() {
-            let key = keys.row(i).data();
-            let clash = !seen.insert(key) || storage::contains_key(relation, snapshot.as_ref(), key);
-            if clash && on_conflict == OnConflict::Error {
-                return Err(unique_violation(relation, &rows, i));
-            }
-            keep.push(!clash);
-        }
-        filter_record_batch(&rows, &BooleanArray::from(keep))?
-    } else {
-        rows
-    };
-    let count = rows.num_rows();
-    if count > 0 {
+    let Some(codec) = &relation.key_codec else {
+        let count = rows.num_rows();
         guard.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, 1))])?;
+        return Ok(count);
+    };
+    let snapshot = guard.snapshot();
+    let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
+    let keys = codec.encode(&key_columns)?;
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    let mut keep = Vec::with_capacity(rows.num_rows());
+    let mut conflicts: Vec<u32> = Vec::new();
+    for i in 0..rows.num_rows() {
+        let key = keys.row(i).data();
+        let repeated = !seen.insert(key);
+        let exists = !repeated && storage::contains_key(relation, snapshot.as_ref(), key);
+        match on_conflict {
+            OnConflict::Error if repeated || exists => return Err(unique_violation(relation, &rows, i)),
+            OnConflict::DoUpdate(_) if repeated => {
+                return Err(SqlError::new(
+                    sqlstate::CARDINALITY_VIOLATION,
+                    "ON CONFLICT DO UPDATE command cannot affect row a second time",
+                ));
+            }
+            OnConflict::DoUpdate(_) if exists => conflicts.push(i as u32),
+            _ => {}
+        }
+        keep.push(!repeated && !exists);
+    }
+    let inserted = filter_record_batch(&rows, &BooleanArray::from(keep))?;
+    let mut changes = vec![ChangeBatch::uniform(inserted, 1)];
+    if let (OnConflict::DoUpdate(update), false) = (on_conflict, conflicts.is_empty()) {
+        let conflicting_keys: Vec<Vec<u8>> = conflicts.iter().map(|&i| keys.row(i as usize).data().to_vec()).collect();
+        let existing = storage::lookup(relation, snapshot.as_ref(), &conflicting_keys)?;
+        let excluded = datafusion::arrow::compute::take_record_batch(&rows, &datafusion::arrow::array::UInt32Array::from(conflicts))?;
+        changes.extend(conflict_updates(relation, update, existing, excluded)?);
+    }
+    let count: usize = changes.iter().filter(|c| c.weights.values().first().is_some_and(|w| *w > 0)).map(ChangeBatch::len).sum();
+    let change = ChangeBatch::concat(&relation.schema, &changes)?;
+    if !change.is_empty() {
+        guard.commit(vec![(relation.clone(), change)])?;
     }
     Ok(count)
+}
+
+/// The -old/+new changes of ON CONFLICT DO UPDATE for the conflicting rows.
+fn conflict_updates(relation: &Relation, update: &ConflictUpdate, existing: RecordBatch, excluded: RecordBatch) -> Result<Vec<ChangeBatch>> {
+    let n = existing.num_rows();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> = Vec::new();
+    for (prefix, batch) in [("", &existing), ("excluded.", &excluded)] {
+        for f in batch.schema().fields() {
+            fields.push(datafusion::arrow::datatypes::Field::new(format!("{prefix}{}", f.name()), f.data_type().clone(), true));
+        }
+    }
+    let columns: Vec<ArrayRef> = existing.columns().iter().chain(excluded.columns()).cloned().collect();
+    let combined = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), columns)?;
+    let combined = match &update.selection {
+        Some(selection) => {
+            let mask = selection.evaluate(&combined)?.into_array(n)?;
+            let mask = mask
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| SqlError::new(sqlstate::DATATYPE_MISMATCH, "argument of WHERE must be type boolean"))?;
+            filter_record_batch(&combined, &crate::stream::change::null_as_false(mask))?
+        }
+        None => combined,
+    };
+    let updated = combined.num_rows();
+    if updated == 0 {
+        return Ok(vec![]);
+    }
+    let width = relation.schema.fields().len();
+    let old = RecordBatch::try_new(relation.schema.clone(), combined.columns()[..width].to_vec())?;
+    let mut new_columns: Vec<ArrayRef> = old.columns().to_vec();
+    for (index, expr) in &update.assignments {
+        new_columns[*index] = expr.evaluate(&combined)?.into_array(updated)?;
+    }
+    let fields: Vec<_> = relation
+        .schema
+        .fields()
+        .iter()
+        .zip(&new_columns)
+        .map(|(f, c)| datafusion::arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
+        .collect();
+    let new = conform(relation, &RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), new_columns)?)?;
+    Ok(vec![ChangeBatch::uniform(old, -1), ChangeBatch::uniform(new, 1)])
 }
 
 /// The rows of the table matching all `filters` (at the writer's snapshot).

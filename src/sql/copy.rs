@@ -115,7 +115,7 @@ pub async fn load(engine: &Engine, copy: &CopyIn, data: &[u8]) -> Result<usize> 
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )?;
     let mut guard = engine.coordinator.begin().await;
-    writes::insert(&mut guard, &copy.relation, &[batch], OnConflict::Error)
+    writes::insert(&mut guard, &copy.relation, &[batch], &OnConflict::Error)
 }
 
 type Record = Vec<Option<String>>;

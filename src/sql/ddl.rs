@@ -120,7 +120,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
         let rows = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?.collect().await?;
         let mut guard = engine.coordinator.begin().await;
-        writes::insert(&mut guard, &relation, &rows, writes::OnConflict::Error)?;
+        writes::insert(&mut guard, &relation, &rows, &writes::OnConflict::Error)?;
     }
     Ok(done)
 }

@@ -4,28 +4,40 @@
 //! for any query); INSERT's source rows are then written through
 //! `catalog::writes`, and UPDATE/DELETE run through our `TableProvider`.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{Array, UInt64Array};
-use datafusion::common::ParamValues;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Insert, OnConflictAction, OnInsert, Statement};
+use datafusion::sql::sqlparser::ast::{AssignmentTarget, DoUpdate, Insert, OnConflictAction, OnInsert, Statement};
 
 use super::{Engine, Outcome};
-use crate::catalog::qualify;
-use crate::catalog::writes::{self, OnConflict};
-use crate::error::{Result, SqlError};
+use crate::catalog::writes::{self, ConflictUpdate, OnConflict};
+use crate::catalog::{Relation, qualify};
+use crate::error::{Result, SqlError, sqlstate};
+
+/// An INSERT's ON CONFLICT clause, before it is compiled for its table.
+pub enum ConflictClause {
+    Error,
+    DoNothing,
+    DoUpdate(DoUpdate),
+}
 
 /// The INSERT without its ON CONFLICT clause (which DataFusion does not plan).
-pub fn plannable_insert(insert: &Insert) -> Result<(Insert, OnConflict)> {
+pub fn plannable_insert(insert: &Insert) -> Result<(Insert, ConflictClause)> {
     let mut insert = insert.clone();
     let on_conflict = match insert.on.take() {
-        None => OnConflict::Error,
+        None => ConflictClause::Error,
         Some(OnInsert::OnConflict(c)) => match c.action {
-            OnConflictAction::DoNothing => OnConflict::DoNothing,
-            OnConflictAction::DoUpdate(_) => return Err(SqlError::not_supported("INSERT … ON CONFLICT DO UPDATE")),
+            OnConflictAction::DoNothing => ConflictClause::DoNothing,
+            OnConflictAction::DoUpdate(update) => ConflictClause::DoUpdate(update),
         },
         Some(_) => return Err(SqlError::not_supported("this ON … clause of INSERT")),
     };
+    // The alias only names the existing row in ON CONFLICT DO UPDATE.
+    insert.table_alias = None;
     if insert.returning.is_some() {
         return Err(SqlError::not_supported("INSERT … RETURNING"));
     }
@@ -56,10 +68,48 @@ pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>
         .catalog
         .by_name(&qualify(&dml.table_name))
         .ok_or_else(|| SqlError::undefined_table(&dml.table_name))?;
+    let on_conflict = match on_conflict {
+        ConflictClause::Error => OnConflict::Error,
+        ConflictClause::DoNothing => OnConflict::DoNothing,
+        ConflictClause::DoUpdate(update) => {
+            let alias = insert.table_alias.as_ref().map(|a| a.alias.value.clone());
+            OnConflict::DoUpdate(compile_conflict_update(engine, &relation, alias, &update)?)
+        }
+    };
     let rows = engine.ctx.execute_logical_plan(dml.input.as_ref().clone()).await?.collect().await?;
     let mut guard = engine.coordinator.begin().await;
-    let count = writes::insert(&mut guard, &relation, &rows, on_conflict)?;
+    let count = writes::insert(&mut guard, &relation, &rows, &on_conflict)?;
     Ok(Outcome::Command { tag: "INSERT", rows: Some(count) })
+}
+
+/// Compiles SET and WHERE of ON CONFLICT DO UPDATE over (existing row,
+/// EXCLUDED row), the existing row named by the table (or its alias).
+fn compile_conflict_update(engine: &Engine, relation: &Relation, alias: Option<String>, update: &DoUpdate) -> Result<ConflictUpdate> {
+    let state = engine.ctx.state();
+    let table = alias.unwrap_or_else(|| relation.name.name.clone());
+    let existing = DFSchema::try_from_qualified_schema(table.as_str(), &relation.schema)?;
+    let excluded = DFSchema::try_from_qualified_schema("excluded", &relation.schema)?;
+    let combined = existing.join(&excluded)?;
+    let compile = |sql: &str| -> Result<Arc<dyn PhysicalExpr>> {
+        let expr = state.create_logical_expr(sql, &combined)?;
+        Ok(state.create_physical_expr(expr, &combined)?)
+    };
+    let mut assignments = Vec::with_capacity(update.assignments.len());
+    for assignment in &update.assignments {
+        let AssignmentTarget::ColumnName(name) = &assignment.target else {
+            return Err(SqlError::not_supported("tuple assignment in ON CONFLICT DO UPDATE"));
+        };
+        let column = name.0.last().and_then(|p| p.as_ident()).map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }).unwrap_or_default();
+        let index = relation.schema.index_of(&column).map_err(|_| {
+            SqlError::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{column}\" of relation \"{}\" does not exist", relation.name))
+        })?;
+        if relation.primary_key.contains(&index) {
+            return Err(SqlError::not_supported("changing the primary key in ON CONFLICT DO UPDATE"));
+        }
+        assignments.push((index, compile(&assignment.value.to_string())?));
+    }
+    let selection = update.selection.as_ref().map(|s| compile(&s.to_string())).transpose()?;
+    Ok(ConflictUpdate { assignments, selection })
 }
 
 pub async fn update_or_delete(engine: &Engine, statement: &Statement, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
