@@ -3,8 +3,9 @@
 //! see them, and UPDATE/DELETE planned by DataFusion land in our writes.
 //!
 //! Scans read the statement's pinned snapshot (one epoch for the whole
-//! statement). An equality filter on every primary-key column of a table is
-//! answered by key lookups instead of a scan.
+//! statement). Equality filters on leading key columns (a table's primary
+//! key; a view's or keyless table's first columns) become a prefix scan of
+//! just those keys instead of a full scan.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use super::snapshot::statement_snapshot;
 use super::{Relation, RelationKind, storage, writes};
 use crate::error::SqlError;
 use crate::stream::coordinator::Coordinator;
+use crate::stream::rowcodec::RowCodec;
 
 pub struct RelationProvider {
     pub relation: Arc<Relation>,
@@ -42,9 +44,10 @@ impl RelationProvider {
         Self { relation, coordinator }
     }
 
-    /// Primary-key bytes if `filters` pin every key column to a literal.
-    fn point_keys(&self, filters: &[Expr]) -> Option<Vec<Vec<u8>>> {
-        let codec = self.relation.key_codec.as_ref()?;
+    /// The storage-key prefix fixed by equality filters on the leading key
+    /// columns (primary key columns in key order; for relations without a
+    /// key, the row's columns in order), if any.
+    fn key_prefix(&self, filters: &[Expr]) -> Option<Vec<u8>> {
         let mut pinned: HashMap<usize, ScalarValue> = HashMap::new();
         for filter in filters {
             for conjunct in datafusion::logical_expr::utils::split_conjunction(filter) {
@@ -53,13 +56,25 @@ impl RelationProvider {
                 }
             }
         }
-        let mut columns = Vec::new();
-        for &index in &self.relation.primary_key {
-            let value = pinned.get(&index)?.cast_to(self.relation.schema.field(index).data_type()).ok()?;
-            columns.push(value.to_array().ok()?);
+        let key_columns: Vec<usize> = if self.relation.primary_key.is_empty() {
+            (0..self.relation.schema.fields().len()).collect()
+        } else {
+            self.relation.primary_key.clone()
+        };
+        let mut leading = Vec::new();
+        let mut arrays = Vec::new();
+        for index in key_columns {
+            let Some(value) = pinned.get(&index) else { break };
+            let value = value.cast_to(self.relation.schema.field(index).data_type()).ok()?;
+            arrays.push(value.to_array().ok()?);
+            leading.push(index);
         }
-        let rows = codec.encode(&columns).ok()?;
-        Some(vec![rows.row(0).data().to_vec()])
+        if leading.is_empty() {
+            return None;
+        }
+        let codec = RowCodec::new(Arc::new(self.relation.schema.project(&leading).ok()?)).ok()?;
+        let rows = codec.encode(&arrays).ok()?;
+        Some(rows.row(0).data().to_vec())
     }
 
     fn column_equals_literal(&self, expr: &Expr) -> Option<(usize, ScalarValue)> {
@@ -128,8 +143,8 @@ impl TableProvider for RelationProvider {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.relation.check_healthy().map_err(SqlError::into_datafusion)?;
         let snapshot = statement_snapshot(self.coordinator.store().as_ref());
-        let batch = match self.point_keys(filters) {
-            Some(keys) => storage::lookup(&self.relation, snapshot.as_ref(), &keys),
+        let batch = match self.key_prefix(filters) {
+            Some(prefix) => storage::scan_key_prefix(&self.relation, snapshot.as_ref(), &prefix),
             None => storage::scan_all(&self.relation, snapshot.as_ref()),
         }
         .map_err(SqlError::into_datafusion)?;

@@ -28,9 +28,16 @@ fn decode_value(key: &[u8], value: &[u8]) -> (i64, std::ops::Range<usize>, bool)
 
 /// Every row of `relation` at `snapshot`, each repeated by its multiplicity.
 pub fn scan_all(relation: &Relation, snapshot: &dyn Snapshot) -> Result<RecordBatch> {
+    scan_key_prefix(relation, snapshot, &[])
+}
+
+/// The rows whose storage key starts with `key_prefix`: the row-format
+/// encoding of the leading key columns (the primary key's, or for relations
+/// without one, the row's own leading columns).
+pub fn scan_key_prefix(relation: &Relation, snapshot: &dyn Snapshot, key_prefix: &[u8]) -> Result<RecordBatch> {
     let mut rows: Vec<u8> = Vec::new();
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
-    snapshot.scan_prefix(&relation_prefix(relation.id), &mut |key, value| {
+    snapshot.scan_prefix(&row_key(relation, key_prefix), &mut |key, value| {
         let (count, range, in_value) = decode_value(key, value);
         let bytes = if in_value { &value[range] } else { &key[range] };
         let start = rows.len();
