@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod clients;
+mod concurrency;
 mod oracle;
 mod server;
 mod slt;
