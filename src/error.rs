@@ -110,6 +110,10 @@ impl SqlError {
     fn from_arrow(error: &ArrowError) -> SqlError {
         match error {
             ArrowError::DivideByZero => Self::new(sqlstate::DIVISION_BY_ZERO, "division by zero"),
+            // A number that does not fit its target type, vs. text that is no number.
+            ArrowError::CastError(m) if m.starts_with("Can't cast value") => {
+                Self::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, m.clone())
+            }
             ArrowError::CastError(m) | ArrowError::ParseError(m) => {
                 Self::new(sqlstate::INVALID_TEXT_REPRESENTATION, m.clone())
             }
@@ -145,10 +149,16 @@ impl SqlError {
             sqlstate::NOT_NULL_VIOLATION
         } else if lower.contains("already exists") {
             sqlstate::DUPLICATE_OBJECT
-        } else if lower.contains("invalid function") || lower.contains("unknown function") {
+        } else if lower.contains("invalid function")
+            || lower.contains("unknown function")
+            || lower.contains("no function matches")
+            || lower.contains("cannot coerce arithmetic expression")
+        {
             sqlstate::UNDEFINED_FUNCTION
         } else if lower.contains("schema") && lower.contains("doesn't exist") {
             sqlstate::UNDEFINED_SCHEMA
+        } else if lower.contains("can't cast value") || lower.contains("out of range") {
+            sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
         } else if lower.contains("cannot cast") || lower.contains("cast error") {
             sqlstate::INVALID_TEXT_REPRESENTATION
         } else if lower.contains("overflow") {

@@ -27,6 +27,14 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
     assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id, lag(v) OVER (ORDER BY id) FROM t").await, "0A000");
     assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id FROM t LIMIT 1").await, "0A000");
     assert_eq!(error_code(&client, "DROP TABLE nothing_here").await, "42P01");
+    assert_eq!(error_code(&client, "INSERT INTO t VALUES ('abc', 1, 'x')").await, "22P02");
+    assert_eq!(error_code(&client, "INSERT INTO t VALUES (3000000000, 1, 'x')").await, "22003");
+    assert_eq!(error_code(&client, "SELECT 'a' + 1").await, "42883");
+    assert_eq!(error_code(&client, "SELECT abs('x')").await, "42883");
+    assert_eq!(error_code(&client, "UPDATE t SET nope = 1").await, "42703");
+    assert_eq!(error_code(&client, "DROP VIEW t").await, "42809");
+    assert_eq!(error_code(&client, "CREATE TABLE dup_cols (a INT, a INT)").await, "42701");
+    assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW m AS SELECT * FROM pg_catalog.pg_class").await, "0A000");
 
     // A view that divides by zero on a new row reports it; others keep working.
     client
