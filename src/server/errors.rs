@@ -14,8 +14,25 @@ pub fn to_pgwire(error: SqlError) -> PgWireError {
 /// all as "API errors") the way the engine would.
 pub struct SqlStateErrorHandler;
 
+/// The ErrorInfo a client gets for `error`.
+pub fn error_info(error: PgWireError) -> ErrorInfo {
+    let mut error = error;
+    classify(&mut error);
+    match error {
+        PgWireError::UserError(info) => *info,
+        other => ErrorInfo::new("ERROR".to_string(), sqlstate::INTERNAL_ERROR.to_string(), other.to_string()),
+    }
+}
+
 impl ErrorHandler for SqlStateErrorHandler {
     fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        classify(error);
+        tracing::debug!(%error, "sending error");
+    }
+}
+
+fn classify(error: &mut PgWireError) {
+    {
         if let PgWireError::ApiError(inner) = error {
             let classified = if let Some(df) = inner.downcast_ref::<DataFusionError>() {
                 SqlError::from_datafusion(df)
@@ -34,6 +51,5 @@ impl ErrorHandler for SqlStateErrorHandler {
             };
             *error = to_pgwire(classified);
         }
-        tracing::debug!(%error, "sending error");
     }
 }

@@ -120,6 +120,24 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
                 }
             }
         }
+        // Several statements: run them one by one so that, as in Postgres,
+        // the results of those before a failing one still reach the client.
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        if let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query) {
+            if statements.len() > 1 {
+                let mut responses = Vec::with_capacity(statements.len());
+                for statement in statements {
+                    match SimpleQueryHandler::do_query(self.inner.as_ref(), client, &statement.to_string()).await {
+                        Ok(mut results) => responses.append(&mut results),
+                        Err(error) => {
+                            responses.push(Response::Error(Box::new(super::errors::error_info(error))));
+                            break;
+                        }
+                    }
+                }
+                return Ok(responses);
+            }
+        }
         SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
     }
 }

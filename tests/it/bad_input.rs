@@ -36,6 +36,14 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
     assert_eq!(error_code(&client, "CREATE TABLE dup_cols (a INT, a INT)").await, "42701");
     assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW m AS SELECT * FROM pg_catalog.pg_class").await, "0A000");
 
+    // Several statements in one message: execution stops at the failing one.
+    assert_eq!(
+        error_code(&client, "INSERT INTO t VALUES (50, 1, 'm'); INSERT INTO t VALUES (1, 1, 'dup'); INSERT INTO t VALUES (51, 1, 'n')").await,
+        "23505"
+    );
+    assert_eq!(rows(&client, "SELECT count(*) FROM t WHERE id = 51").await, vec![vec!["0".to_string()]]);
+    client.batch_execute("DELETE FROM t WHERE id = 50").await.expect("cleanup");
+
     // A view that divides by zero on a new row reports it; others keep working.
     client
         .batch_execute(
