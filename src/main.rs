@@ -25,6 +25,10 @@ enum Command {
         /// Directory for the server's data.
         #[arg(long, env = "FRESHET_DATA_DIR", default_value = "./freshet-data")]
         data_dir: PathBuf,
+        /// Dataflow workers each stateful operator is partitioned over
+        /// (default: the number of cores).
+        #[arg(long, env = "FRESHET_WORKERS")]
+        workers: Option<usize>,
     },
 }
 
@@ -44,7 +48,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { listen, data_dir } => match runtime.block_on(serve(listen, data_dir)) {
+        Command::Serve { listen, data_dir, workers } => match runtime.block_on(serve(listen, data_dir, workers)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "freshet stopped");
@@ -54,10 +58,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(listen: String, data_dir: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(listen: String, data_dir: PathBuf, workers: Option<usize>) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     tracing::info!(data_dir = %data_dir.display(), "state is kept in memory for now (durability is the next milestone)");
-    let engine = freshet::sql::Engine::new().map_err(|e| e.message)?;
+    let workers = workers.unwrap_or_else(freshet::sql::default_workers).max(1);
+    tracing::info!(workers, "dataflow workers");
+    let store = std::sync::Arc::new(freshet::state::MemStore::new());
+    let engine = freshet::sql::Engine::with_store(store, workers).map_err(|e| e.message)?;
     let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, NullEquality};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
@@ -22,6 +22,7 @@ use datafusion::physical_plan::PhysicalExpr;
 use crate::error::{Result, SqlError};
 use crate::stream::ops::aggregate::{Aggregate, AggregateCall};
 use crate::stream::ops::constant::Constant;
+use crate::stream::ops::exchange::{Exchange, Feed, Routed};
 use crate::stream::ops::filter::Filter;
 use crate::stream::ops::join::{Join, JoinKind, JoinSide};
 use crate::stream::ops::project::Project;
@@ -45,9 +46,10 @@ pub trait RelationResolver {
     fn resolve(&self, scan: &TableScan) -> Result<RelationId>;
 }
 
-pub fn lower(plan: &LogicalPlan, state: &SessionState, resolver: &dyn RelationResolver) -> Result<Lowered> {
+/// Lowers `plan`; stateful operators are partitioned over `workers` workers.
+pub fn lower(plan: &LogicalPlan, state: &SessionState, resolver: &dyn RelationResolver, workers: usize) -> Result<Lowered> {
     let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
-    let mut lowering = Lowering { state, resolver, inputs: BTreeSet::new() };
+    let mut lowering = Lowering { state, resolver, inputs: BTreeSet::new(), workers: workers.max(1) };
     let root = lowering.lower(&plan)?;
     Ok(Lowered { root, inputs: lowering.inputs })
 }
@@ -63,6 +65,14 @@ struct Lowering<'a> {
     state: &'a SessionState,
     resolver: &'a dyn RelationResolver,
     inputs: BTreeSet<RelationId>,
+    workers: usize,
+}
+
+/// An input of a stateful operator and the key its rows are routed by.
+struct KeyedInput {
+    op: Box<dyn Operator>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    key_types: Vec<DataType>,
 }
 
 fn unsupported(what: impl std::fmt::Display) -> SqlError {
@@ -131,14 +141,24 @@ impl Lowering<'_> {
                         Ok(AggregateCall::new(function, filter))
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Box::new(Aggregate::new(input, group_exprs, calls, stream_schema(&agg.schema))?)
+                let schema = stream_schema(&agg.schema);
+                let key_types = agg.group_expr.iter().map(|e| e.get_type(input_schema)).collect::<datafusion::error::Result<Vec<_>>>()?;
+                let keyed = KeyedInput { op: input, keys: group_exprs.clone(), key_types };
+                self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
+                    Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), calls.clone(), schema.clone())?))
+                })?
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
                 let schema = input.schema().clone();
                 let op = self.lower(input)?;
                 let columns: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
                 let group_exprs = self.exprs(&columns, &schema)?;
-                Box::new(Aggregate::new(op, group_exprs, vec![], stream_schema(&schema))?)
+                let key_types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+                let output = stream_schema(&schema);
+                let keyed = KeyedInput { op, keys: group_exprs.clone(), key_types };
+                self.partitioned(vec![keyed], output.clone(), |mut feeds| {
+                    Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), vec![], output.clone())?))
+                })?
             }
             LogicalPlan::Distinct(Distinct::On(_)) => return Err(unsupported("DISTINCT ON")),
             LogicalPlan::Join(join) => {
@@ -185,9 +205,24 @@ impl Lowering<'_> {
                 };
                 let joined = join.left.schema().join(join.right.schema())?;
                 let filter = join.filter.as_ref().map(|f| self.expr(f, &joined)).transpose()?;
-                let left = JoinSide::new(self.lower(&join.left)?, left_key_exprs)?;
-                let right = JoinSide::new(self.lower(&join.right)?, right_key_exprs)?;
-                Box::new(Join::new(left, right, kind, key_schema, filter, stream_schema(&joined), stream_schema(&join.schema))?)
+                let (joined_schema, schema) = (stream_schema(&joined), stream_schema(&join.schema));
+                let key_types: Vec<DataType> =
+                    key_schema.as_ref().map(|k| k.fields().iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default();
+                let left = KeyedInput { op: self.lower(&join.left)?, keys: left_key_exprs.clone(), key_types: key_types.clone() };
+                let right = KeyedInput { op: self.lower(&join.right)?, keys: right_key_exprs.clone(), key_types };
+                self.partitioned(vec![left, right], schema.clone(), |mut feeds| {
+                    let right_feed = feeds.remove(1);
+                    let left_feed = feeds.remove(0);
+                    Ok(Box::new(Join::new(
+                        JoinSide::new(left_feed, left_key_exprs.clone())?,
+                        JoinSide::new(right_feed, right_key_exprs.clone())?,
+                        kind,
+                        key_schema.clone(),
+                        filter.clone(),
+                        joined_schema.clone(),
+                        schema.clone(),
+                    )?))
+                })?
             }
             LogicalPlan::Union(union) => {
                 let inputs = union.inputs.iter().map(|i| self.lower(i)).collect::<Result<Vec<_>>>()?;
@@ -263,29 +298,63 @@ impl Lowering<'_> {
         let input_schema = window.input.schema();
         let input = self.lower(&window.input)?;
         let partition_exprs = self.exprs(&partition_by, input_schema)?;
-        let partition_codec = if partition_by.is_empty() {
-            None
-        } else {
+        let partition_codec = || -> Result<Option<RowCodec>> {
+            if partition_by.is_empty() {
+                return Ok(None);
+            }
             let fields = partition_by
                 .iter()
                 .enumerate()
                 .map(|(i, e)| Ok(Field::new(format!("p{i}"), e.get_type(input_schema)?, true)))
                 .collect::<Result<Vec<_>>>()?;
-            Some(RowCodec::new(Arc::new(Schema::new(fields)))?)
+            Ok(Some(RowCodec::new(Arc::new(Schema::new(fields)))?))
         };
-        let (order_exprs, order_codec) = if order_by.is_empty() {
-            (Vec::new(), None)
-        } else {
+        let order = || -> Result<(Vec<Arc<dyn PhysicalExpr>>, Option<RowCodec>)> {
+            if order_by.is_empty() {
+                return Ok((Vec::new(), None));
+            }
             let (exprs, codec) = self.sort_codec(&order_by, input_schema)?;
-            (exprs, Some(codec))
+            Ok((exprs, Some(codec)))
         };
-        Ok(Box::new(Window::new(
-            input,
-            (partition_exprs, partition_codec),
-            (order_exprs, order_codec),
-            rankings,
-            stream_schema(&window.schema),
-        )?))
+        let schema = stream_schema(&window.schema);
+        let key_types = partition_by.iter().map(|e| e.get_type(input_schema)).collect::<datafusion::error::Result<Vec<_>>>()?;
+        let keyed = KeyedInput { op: input, keys: partition_exprs.clone(), key_types };
+        self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
+            Ok(Box::new(Window::new(
+                feeds.remove(0),
+                (partition_exprs.clone(), partition_codec()?),
+                order()?,
+                rankings.clone(),
+                schema.clone(),
+            )?))
+        })
+    }
+
+    /// A stateful operator over key-routed inputs: one copy per worker behind
+    /// an exchange, or (one worker, or no key to route by) a single copy.
+    fn partitioned(
+        &self,
+        inputs: Vec<KeyedInput>,
+        schema: SchemaRef,
+        build: impl Fn(Vec<Box<dyn Operator>>) -> Result<Box<dyn Operator>>,
+    ) -> Result<Box<dyn Operator>> {
+        if self.workers == 1 || inputs.iter().any(|i| i.keys.is_empty()) {
+            return build(inputs.into_iter().map(|i| i.op).collect());
+        }
+        let mut routed = Vec::with_capacity(inputs.len());
+        let mut feeds_by_input: Vec<std::vec::IntoIter<Feed>> = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let (r, feeds) = Routed::new(input.op, input.keys, input.key_types, self.workers);
+            routed.push(r);
+            feeds_by_input.push(feeds.into_iter());
+        }
+        let mut workers = Vec::with_capacity(self.workers);
+        for _ in 0..self.workers {
+            let feeds: Vec<Box<dyn Operator>> =
+                feeds_by_input.iter_mut().filter_map(|f| f.next()).map(|f| Box::new(f) as Box<dyn Operator>).collect();
+            workers.push(build(feeds)?);
+        }
+        Ok(Box::new(Exchange::new(routed, workers, schema)))
     }
 
     /// Physical sort expressions and the codec that orders by them.

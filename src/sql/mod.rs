@@ -45,14 +45,21 @@ pub struct Engine {
     pub ctx: SessionContext,
     pub catalog: Arc<Catalog>,
     pub coordinator: Arc<Coordinator>,
+    /// Workers each stateful operator of a view is partitioned over.
+    pub workers: usize,
+}
+
+/// The default number of dataflow workers: the machine's cores.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 impl Engine {
     pub fn new() -> Result<Arc<Self>> {
-        Self::with_store(Arc::new(MemStore::new()))
+        Self::with_store(Arc::new(MemStore::new()), default_workers())
     }
 
-    pub fn with_store(store: Arc<dyn StateStore>) -> Result<Arc<Self>> {
+    pub fn with_store(store: Arc<dyn StateStore>, workers: usize) -> Result<Arc<Self>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_information_schema(true)
@@ -67,7 +74,12 @@ impl Engine {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
-        Ok(Arc::new(Self { ctx, catalog: Arc::new(Catalog::default()), coordinator: Arc::new(Coordinator::new(store)) }))
+        Ok(Arc::new(Self {
+            ctx,
+            catalog: Arc::new(Catalog::default()),
+            coordinator: Arc::new(Coordinator::new(store)),
+            workers: workers.max(1),
+        }))
     }
 
     /// Whether the engine handles `statement` itself (else DataFusion does).

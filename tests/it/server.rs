@@ -38,12 +38,20 @@ fn free_port() -> u16 {
 
 impl TestServer {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the server with extra `freshet serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
         let data = tempdir::TempDir::new("server");
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(&data.0)
+            .args(extra)
             .env("FRESHET_LOG", "warn")
+            // Step partitioned operators in parallel even for tiny changes.
+            .env("FRESHET_PARALLEL_MIN_ROWS", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

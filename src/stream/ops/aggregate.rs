@@ -30,6 +30,7 @@ use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 /// One aggregate call: the function, its argument expressions (ORDER BY
 /// expressions appended, as DataFusion's accumulators expect) and FILTER.
+#[derive(Clone)]
 pub struct AggregateCall {
     pub function: Arc<AggregateFunctionExpr>,
     pub arguments: Vec<Arc<dyn PhysicalExpr>>,

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod constant;
+pub mod exchange;
 pub mod filter;
 pub mod join;
 pub mod project;
