@@ -119,12 +119,40 @@ fn point_query(c: &mut Criterion) {
     let mut group = c.benchmark_group("point_query");
     group.throughput(Throughput::Elements(1));
     let mut key = 0i64;
-    group.bench_function(format!("pk_lookup_{rows}_rows"), |b| {
+    group.bench_function(format!("freshet_pk_lookup_{rows}_rows"), |b| {
         b.iter(|| {
             key = (key + 7919) % rows;
             bench.runtime.block_on(bench.client.query_one(&statement, &[&key])).expect("lookup")
         })
     });
+
+    // The same lookups against a local PostgreSQL, for the ratio
+    // (FRESHET_BENCH_PG=postgres://user@127.0.0.1:port/db).
+    if let Ok(url) = std::env::var("FRESHET_BENCH_PG") {
+        let pg = bench.runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to postgres");
+            tokio::spawn(connection);
+            client
+                .batch_execute("DROP TABLE IF EXISTS big; CREATE TABLE big (id BIGINT PRIMARY KEY, k INT, v INT)")
+                .await
+                .expect("create in postgres");
+            let mut id = 0;
+            while id < rows {
+                let n = (rows - id).min(10_000);
+                client.batch_execute(&insert_sql("big", id, n)).await.expect("load postgres");
+                id += n;
+            }
+            client.batch_execute("ANALYZE big").await.expect("analyze");
+            client
+        });
+        let statement = bench.runtime.block_on(pg.prepare("SELECT id, k, v FROM big WHERE id = $1")).expect("prepare");
+        group.bench_function(format!("postgres_pk_lookup_{rows}_rows"), |b| {
+            b.iter(|| {
+                key = (key + 7919) % rows;
+                bench.runtime.block_on(pg.query_one(&statement, &[&key])).expect("lookup")
+            })
+        });
+    }
     group.finish();
 }
 

@@ -57,6 +57,14 @@ async fn plan_of(engine: &Engine, statement: Statement, plan: Option<&LogicalPla
 
 pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
     let (plannable, on_conflict) = plannable_insert(insert)?;
+    if plan.is_none() {
+        if let Some((relation, rows)) = super::values::literal_rows(engine, &plannable)? {
+            let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
+            let mut guard = engine.coordinator.begin().await;
+            let count = writes::insert(&mut guard, &relation, &[rows], &on_conflict)?;
+            return Ok(Outcome::Command { tag: "INSERT", rows: Some(count) });
+        }
+    }
     let plan = plan_of(engine, Statement::Insert(plannable), plan, params).await?;
     let LogicalPlan::Dml(dml) = plan else {
         return Err(SqlError::internal("INSERT did not plan to a DML statement"));
@@ -68,18 +76,22 @@ pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>
         .catalog
         .by_name(&qualify(&dml.table_name))
         .ok_or_else(|| SqlError::undefined_table(&dml.table_name))?;
-    let on_conflict = match on_conflict {
-        ConflictClause::Error => OnConflict::Error,
-        ConflictClause::DoNothing => OnConflict::DoNothing,
-        ConflictClause::DoUpdate(update) => {
-            let alias = insert.table_alias.as_ref().map(|a| a.alias.value.clone());
-            OnConflict::DoUpdate(compile_conflict_update(engine, &relation, alias, &update)?)
-        }
-    };
+    let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
     let rows = engine.ctx.execute_logical_plan(dml.input.as_ref().clone()).await?.collect().await?;
     let mut guard = engine.coordinator.begin().await;
     let count = writes::insert(&mut guard, &relation, &rows, &on_conflict)?;
     Ok(Outcome::Command { tag: "INSERT", rows: Some(count) })
+}
+
+fn compile_conflict_clause(engine: &Engine, relation: &Relation, insert: &Insert, clause: ConflictClause) -> Result<OnConflict> {
+    Ok(match clause {
+        ConflictClause::Error => OnConflict::Error,
+        ConflictClause::DoNothing => OnConflict::DoNothing,
+        ConflictClause::DoUpdate(update) => {
+            let alias = insert.table_alias.as_ref().map(|a| a.alias.value.clone());
+            OnConflict::DoUpdate(compile_conflict_update(engine, relation, alias, &update)?)
+        }
+    })
 }
 
 /// Compiles SET and WHERE of ON CONFLICT DO UPDATE over (existing row,

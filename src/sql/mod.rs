@@ -9,6 +9,7 @@
 pub mod copy;
 mod ddl;
 mod dml;
+mod values;
 
 /// Helpers the wire front end needs to plan INSERT … ON CONFLICT.
 pub mod dml_support {
