@@ -163,19 +163,27 @@ fn conflict_updates(relation: &Relation, update: &ConflictUpdate, existing: Reco
     }
     let width = relation.schema.fields().len();
     let old = RecordBatch::try_new(relation.schema.clone(), combined.columns()[..width].to_vec())?;
-    let mut new_columns: Vec<ArrayRef> = old.columns().to_vec();
-    for (index, expr) in &update.assignments {
-        new_columns[*index] = expr.evaluate(&combined)?.into_array(updated)?;
+    let new = assign(relation, &old, &combined, &update.assignments)?;
+    Ok(vec![ChangeBatch::uniform(old, -1), ChangeBatch::uniform(new, 1)])
+}
+
+/// `old` with the assigned columns replaced by `assignments` evaluated over
+/// `input` (row-aligned with `old`), cast and checked like any table row.
+fn assign(relation: &Relation, old: &RecordBatch, input: &RecordBatch, assignments: &[(usize, Arc<dyn PhysicalExpr>)]) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = old.columns().to_vec();
+    for (index, expr) in assignments {
+        columns[*index] = expr.evaluate(input)?.into_array(old.num_rows())?;
     }
+    // Assigned values may have other types than their columns: conform casts.
     let fields: Vec<_> = relation
         .schema
         .fields()
         .iter()
-        .zip(&new_columns)
+        .zip(&columns)
         .map(|(f, c)| datafusion::arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
         .collect();
-    let new = conform(relation, &RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), new_columns)?)?;
-    Ok(vec![ChangeBatch::uniform(old, -1), ChangeBatch::uniform(new, 1)])
+    let assigned = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), columns)?;
+    conform(relation, &assigned)
 }
 
 /// The rows of the table matching all `filters` (at the writer's snapshot).
@@ -218,20 +226,7 @@ pub fn update(
     if count == 0 {
         return Ok(0);
     }
-    let mut columns: Vec<ArrayRef> = old.columns().to_vec();
-    for (index, expr) in assignments {
-        columns[*index] = expr.evaluate(&old)?.into_array(count)?;
-    }
-    // Assigned values may have other types than their columns: conform casts.
-    let fields: Vec<_> = relation
-        .schema
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| datafusion::arrow::datatypes::Field::new(f.name(), c.data_type().clone(), true))
-        .collect();
-    let assigned = RecordBatch::try_new(Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), columns)?;
-    let new = conform(relation, &assigned)?;
+    let new = assign(relation, &old, &old, assignments)?;
     if let Some(codec) = &relation.key_codec {
         // New keys must be unique among themselves and against rows not updated.
         let snapshot = guard.snapshot();

@@ -43,18 +43,14 @@ impl ChangeBatch {
     }
 
     pub fn negate(&self) -> Result<Self> {
-        let weights = neg(&self.weights)?;
-        let weights = weights.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
-        Ok(Self::new(self.rows.clone(), weights))
+        Ok(Self::new(self.rows.clone(), as_weights(neg(&self.weights)?)?))
     }
 
     /// Keeps the rows where `mask` is true (NULL counts as false).
     pub fn filter(&self, mask: &BooleanArray) -> Result<Self> {
         let mask = null_as_false(mask);
         let rows = filter_record_batch(&self.rows, &mask)?;
-        let weights = filter(&self.weights, &mask)?;
-        let weights = weights.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
-        Ok(Self::new(rows, weights))
+        Ok(Self::new(rows, as_weights(filter(&self.weights, &mask)?)?))
     }
 
     /// Replaces the rows by other columns of the same length (projection).
@@ -66,9 +62,7 @@ impl ChangeBatch {
 
     pub fn take(&self, indices: &datafusion::arrow::array::UInt32Array) -> Result<Self> {
         let rows = take_record_batch(&self.rows, indices)?;
-        let weights = datafusion::arrow::compute::take(&self.weights, indices, None)?;
-        let weights = weights.as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
-        Ok(Self::new(rows, weights))
+        Ok(Self::new(rows, as_weights(datafusion::arrow::compute::take(&self.weights, indices, None)?)?))
     }
 
     /// Concatenates change batches of one schema; the result takes `schema`'s
@@ -96,6 +90,15 @@ pub fn rebind(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
     }
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(schema.clone(), batch.columns().to_vec(), &options)?)
+}
+
+/// The result of a kernel applied to weights, as weights again.
+fn as_weights(array: ArrayRef) -> Result<Int64Array> {
+    array
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| crate::error::SqlError::internal("weights kernel returned a non-Int64 array"))
 }
 
 /// A filter mask with NULL read as false (SQL WHERE semantics).

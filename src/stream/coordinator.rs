@@ -73,7 +73,7 @@ impl EpochGuard<'_> {
         let mut input = EpochInput::default();
         for (relation, change) in changes {
             storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
-            input.insert(relation.id, change);
+            input.insert(relation.id, change)?;
         }
         let mut failed: BTreeSet<RelationId> = BTreeSet::new();
         for flow in self.flows.views.iter_mut() {
@@ -96,7 +96,7 @@ impl EpochGuard<'_> {
             match flow.root.step(&input) {
                 Ok(delta) => {
                     storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
-                    input.insert(flow.view.id, delta);
+                    input.insert(flow.view.id, delta)?;
                 }
                 Err(error) => {
                     tracing::warn!(view = %flow.view.name, %error, "materialized view failed");
@@ -117,7 +117,7 @@ impl EpochGuard<'_> {
         for source in sources {
             source.check_healthy()?;
             let rows = storage::scan_all(source, snapshot.as_ref())?;
-            input.insert(source.id, ChangeBatch::uniform(rows, 1));
+            input.insert(source.id, ChangeBatch::uniform(rows, 1))?;
         }
         let delta = flow.root.step(&input)?;
         let mut batch = WriteBatch::default();

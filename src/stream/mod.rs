@@ -33,17 +33,13 @@ pub struct EpochInput {
 }
 
 impl EpochInput {
-    pub fn insert(&mut self, relation: RelationId, delta: ChangeBatch) {
-        match self.deltas.remove(&relation) {
-            Some(existing) => {
-                let merged = ChangeBatch::concat(&existing.schema(), &[existing, delta])
-                    .expect("deltas of one relation share a schema");
-                self.deltas.insert(relation, merged);
-            }
-            None => {
-                self.deltas.insert(relation, delta);
-            }
-        }
+    pub fn insert(&mut self, relation: RelationId, delta: ChangeBatch) -> Result<()> {
+        let merged = match self.deltas.remove(&relation) {
+            Some(existing) => ChangeBatch::concat(&existing.schema(), &[existing, delta])?,
+            None => delta,
+        };
+        self.deltas.insert(relation, merged);
+        Ok(())
     }
     pub fn get(&self, relation: RelationId) -> Option<&ChangeBatch> {
         self.deltas.get(&relation)

@@ -7,12 +7,15 @@ use tokio_postgres::types::Type;
 
 use crate::server::{TestServer, rows};
 
+/// psql connected to `server`: unaligned, tuples only, stop on the first error.
+fn psql_command(server: &TestServer) -> Command {
+    let mut command = Command::new("psql");
+    command.args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "freshet", "-d", "freshet", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    command
+}
+
 fn psql(server: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "freshet", "-d", "freshet", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-        .args(args)
-        .output()
-        .expect("psql must be installed (make test installs postgresql-client)");
+    let output = psql_command(server).args(args).output().expect("psql must be installed (make test installs postgresql-client)");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).to_string(),
@@ -96,8 +99,8 @@ async fn extended_protocol_with_parameters_and_types() {
 
 fn psql_stdin(server: &TestServer, command: &str, input: &str) -> (bool, String, String) {
     use std::io::Write;
-    let mut child = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "freshet", "-d", "freshet", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", command])
+    let mut child = psql_command(server)
+        .args(["-c", command])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
