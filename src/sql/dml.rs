@@ -11,7 +11,9 @@ use datafusion::common::{DFSchema, ParamValues};
 use datafusion::physical_plan::PhysicalExpr;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{AssignmentTarget, DoUpdate, Insert, OnConflictAction, OnInsert, Statement};
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, DoUpdate, Ident, Insert, ObjectName, OnConflictAction, OnInsert, SetExpr, Statement, TableObject,
+};
 
 use super::{Engine, Outcome};
 use crate::catalog::writes::{self, ConflictUpdate, OnConflict};
@@ -55,8 +57,29 @@ async fn plan_of(engine: &Engine, statement: Statement, plan: Option<&LogicalPla
     })
 }
 
+/// As in Postgres, `INSERT INTO t VALUES (…)` with fewer values than
+/// columns fills the leading columns and leaves the rest to their defaults.
+fn name_leading_columns(engine: &Engine, insert: &mut Insert) {
+    let (true, Some(query), TableObject::TableName(name)) = (insert.columns.is_empty(), &insert.source, &insert.table) else { return };
+    let SetExpr::Values(values) = query.body.as_ref() else { return };
+    let Some(relation) = engine.catalog.by_name(&super::ddl::object_name(engine, name)) else { return };
+    let Some(width) = values.rows.first().map(|r| r.content.len()) else { return };
+    if width < relation.schema.fields().len() && values.rows.iter().all(|r| r.content.len() == width) {
+        insert.columns = relation
+            .schema
+            .fields()
+            .iter()
+            .take(width)
+            .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name())]))
+            .collect();
+    }
+}
+
 pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
-    let (plannable, on_conflict) = plannable_insert(insert)?;
+    let (mut plannable, on_conflict) = plannable_insert(insert)?;
+    if plan.is_none() {
+        name_leading_columns(engine, &mut plannable);
+    }
     if plan.is_none() {
         if let Some((relation, rows)) = super::values::literal_rows(engine, &plannable)? {
             let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
