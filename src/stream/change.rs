@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
-use datafusion::arrow::compute::kernels::{filter::filter, numeric::neg};
+use datafusion::arrow::compute::kernels::filter::filter;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
@@ -40,10 +40,6 @@ impl ChangeBatch {
     }
     pub fn is_empty(&self) -> bool {
         self.rows.num_rows() == 0
-    }
-
-    pub fn negate(&self) -> Result<Self> {
-        Ok(Self::new(self.rows.clone(), as_weights(neg(&self.weights)?)?))
     }
 
     /// Keeps the rows where `mask` is true (NULL counts as false).

@@ -36,10 +36,6 @@ impl RowCodec {
         Ok(Self { converter: RowConverter::new(fields)?, schema })
     }
 
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
     pub fn encode(&self, columns: &[ArrayRef]) -> Result<Rows> {
         Ok(self.converter.convert_columns(columns)?)
     }

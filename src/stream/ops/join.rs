@@ -77,8 +77,15 @@ impl JoinSide {
     }
 
     fn apply(&mut self, key: &[u8], row: &[u8], weight: i64) {
-        let rows = self.index.entry(key.to_vec()).or_default();
-        let n = rows.entry(row.to_vec()).or_insert(0);
+        // Look up before inserting: most changes hit keys and rows that exist.
+        let rows = match self.index.get_mut(key) {
+            Some(rows) => rows,
+            None => self.index.entry(key.to_vec()).or_default(),
+        };
+        let n = match rows.get_mut(row) {
+            Some(n) => n,
+            None => rows.entry(row.to_vec()).or_insert(0),
+        };
         *n += weight;
         if *n == 0 {
             rows.remove(row);

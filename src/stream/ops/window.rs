@@ -6,7 +6,7 @@
 //! partition changes, its ranked rows before and after are compared and the
 //! difference emitted; the cost is the size of the touched partitions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
@@ -103,28 +103,29 @@ impl Operator for Window {
             None => None,
         };
         let rows = self.row_codec.encode(delta.rows.columns())?;
-        let mut touched: Vec<Vec<u8>> = Vec::new();
-        for i in 0..delta.len() {
-            let p = partitions.as_ref().map(|p| p.row(i).data().to_vec()).unwrap_or_default();
-            if !touched.contains(&p) {
-                touched.push(p);
-            }
-        }
+        let partition_of = |i: usize| -> &[u8] { partitions.as_ref().map(|p| p.row(i).data()).unwrap_or(&[]) };
+        // Each touched partition once, in first-touched order.
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let touched: Vec<Vec<u8>> =
+            (0..delta.len()).map(partition_of).filter(|p| seen.insert(*p)).map(<[u8]>::to_vec).collect();
         let mut diff = Ranked::new();
         for p in &touched {
             self.ranked(p, &mut diff, -1);
         }
         for (i, &w) in delta.weights.values().iter().enumerate() {
-            let p = partitions.as_ref().map(|p| p.row(i).data().to_vec()).unwrap_or_default();
+            let p = partition_of(i);
             let o = orders.as_ref().map(|o| o.row(i).data().to_vec()).unwrap_or_default();
-            let rows_of = self.partitions.entry(p.clone()).or_default();
             let entry = (o, rows.row(i).data().to_vec());
+            let rows_of = match self.partitions.get_mut(p) {
+                Some(rows_of) => rows_of,
+                None => self.partitions.entry(p.to_vec()).or_default(),
+            };
             let n = rows_of.entry(entry.clone()).or_insert(0);
             *n += w;
             if *n == 0 {
                 rows_of.remove(&entry);
                 if rows_of.is_empty() {
-                    self.partitions.remove(&p);
+                    self.partitions.remove(p);
                 }
             }
         }
