@@ -77,17 +77,12 @@ impl SqlError {
                 }
                 Self::internal(inner.to_string())
             }
-            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-                Self::from_datafusion(inner)
-            }
+            DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => Self::from_datafusion(inner),
             DataFusionError::Shared(inner) => Self::from_datafusion(inner),
-            DataFusionError::Collection(errors) => errors
-                .first()
-                .map(Self::from_datafusion)
-                .unwrap_or_else(|| Self::internal("unknown error")),
-            DataFusionError::SQL(e, _) => {
-                Self::new(sqlstate::SYNTAX_ERROR, clean_message(&e.to_string()))
+            DataFusionError::Collection(errors) => {
+                errors.first().map(Self::from_datafusion).unwrap_or_else(|| Self::internal("unknown error"))
             }
+            DataFusionError::SQL(e, _) => Self::new(sqlstate::SYNTAX_ERROR, clean_message(&e.to_string())),
             DataFusionError::ArrowError(e, _) => Self::from_arrow(e),
             DataFusionError::NotImplemented(m) => Self::not_supported(clean_message(m)),
             DataFusionError::SchemaError(e, _) => {
@@ -117,9 +112,7 @@ impl SqlError {
             ArrowError::CastError(m) | ArrowError::ParseError(m) => {
                 Self::new(sqlstate::INVALID_TEXT_REPRESENTATION, m.clone())
             }
-            ArrowError::ArithmeticOverflow(m) => {
-                Self::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, m.clone())
-            }
+            ArrowError::ArithmeticOverflow(m) => Self::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, m.clone()),
             ArrowError::ExternalError(inner) => {
                 if let Some(sql) = inner.downcast_ref::<SqlError>() {
                     return sql.clone();
@@ -163,7 +156,8 @@ impl SqlError {
             sqlstate::INVALID_TEXT_REPRESENTATION
         } else if lower.contains("overflow") {
             sqlstate::NUMERIC_VALUE_OUT_OF_RANGE
-        } else if lower.contains("unsupported") || lower.contains("not supported") || lower.contains("not implemented") {
+        } else if lower.contains("unsupported") || lower.contains("not supported") || lower.contains("not implemented")
+        {
             sqlstate::FEATURE_NOT_SUPPORTED
         } else {
             fallback

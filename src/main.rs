@@ -65,7 +65,8 @@ async fn serve(listen: String, data_dir: PathBuf, workers: Option<usize>) -> Res
     tracing::info!(workers, "dataflow workers");
     let store = std::sync::Arc::new(freshet::state::MemStore::new());
     let engine = freshet::sql::Engine::with_store(store, workers).map_err(|e| e.message)?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

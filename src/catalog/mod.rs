@@ -82,11 +82,8 @@ impl Relation {
         primary_key: Vec<usize>,
     ) -> Result<Self> {
         let row_codec = RowCodec::new(schema.clone())?;
-        let key_codec = if primary_key.is_empty() {
-            None
-        } else {
-            Some(RowCodec::new(Arc::new(schema.project(&primary_key)?))?)
-        };
+        let key_codec =
+            if primary_key.is_empty() { None } else { Some(RowCodec::new(Arc::new(schema.project(&primary_key)?))?) };
         Ok(Self {
             id,
             name,
@@ -171,8 +168,5 @@ impl Catalog {
 
 /// Splits a table reference into schema and name, defaulting to `public`.
 pub fn qualify(reference: &TableReference) -> QualifiedName {
-    QualifiedName {
-        schema: reference.schema().unwrap_or("public").to_string(),
-        name: reference.table().to_string(),
-    }
+    QualifiedName { schema: reference.schema().unwrap_or("public").to_string(), name: reference.table().to_string() }
 }

@@ -64,7 +64,9 @@ impl RelationProvider {
         let mut leading = Vec::new();
         let mut arrays = Vec::new();
         for index in key_columns {
-            let Some(value) = pinned.get(&index) else { break };
+            let Some(value) = pinned.get(&index) else {
+                break;
+            };
             let value = value.cast_to(self.relation.schema.field(index).data_type()).ok()?;
             arrays.push(value.to_array().ok()?);
             leading.push(index);
@@ -78,7 +80,9 @@ impl RelationProvider {
     }
 
     fn column_equals_literal(&self, expr: &Expr) -> Option<(usize, ScalarValue)> {
-        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = expr else { return None };
+        let Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) = expr else {
+            return None;
+        };
         let (column, value) = match (left.as_ref(), right.as_ref()) {
             (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => (c, v),
             _ => return None,
@@ -96,7 +100,9 @@ impl RelationProvider {
             .clone()
             .transform(|e| {
                 Ok(match e {
-                    Expr::Column(c) if c.relation.is_some() => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+                    Expr::Column(c) if c.relation.is_some() => {
+                        Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+                    }
                     other => Transformed::no(other),
                 })
             })?
@@ -177,7 +183,8 @@ impl TableProvider for RelationProvider {
             compiled.push((index, self.physical(state, expr)?));
         }
         let mut guard = self.coordinator.begin().await;
-        let count = writes::update(&mut guard, &self.relation, &compiled, &filters).map_err(SqlError::into_datafusion)?;
+        let count =
+            writes::update(&mut guard, &self.relation, &compiled, &filters).map_err(SqlError::into_datafusion)?;
         Self::count_result(count)
     }
 }

@@ -44,16 +44,26 @@ fn conform(relation: &Relation, batch: &RecordBatch) -> Result<RecordBatch> {
     if batch.num_columns() != relation.schema.fields().len() {
         return Err(SqlError::new(
             sqlstate::SYNTAX_ERROR,
-            format!("INSERT has {} expressions but table \"{}\" has {} columns", batch.num_columns(), relation.name, relation.schema.fields().len()),
+            format!(
+                "INSERT has {} expressions but table \"{}\" has {} columns",
+                batch.num_columns(),
+                relation.name,
+                relation.schema.fields().len()
+            ),
         ));
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
     for (column, field) in batch.columns().iter().zip(relation.schema.fields()) {
-        let column = if column.data_type() != field.data_type() { cast(column, field.data_type())? } else { column.clone() };
+        let column =
+            if column.data_type() != field.data_type() { cast(column, field.data_type())? } else { column.clone() };
         if !field.is_nullable() && column.null_count() > 0 {
             return Err(SqlError::new(
                 sqlstate::NOT_NULL_VIOLATION,
-                format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", field.name(), relation.name),
+                format!(
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                    field.name(),
+                    relation.name
+                ),
             ));
         }
         columns.push(column);
@@ -63,11 +73,8 @@ fn conform(relation: &Relation, batch: &RecordBatch) -> Result<RecordBatch> {
 
 fn key_text(relation: &Relation, batch: &RecordBatch, row: usize) -> String {
     let names: Vec<&str> = relation.primary_key.iter().map(|&i| relation.schema.field(i).name().as_str()).collect();
-    let values: Vec<String> = relation
-        .primary_key
-        .iter()
-        .map(|&i| array_value_to_string(batch.column(i), row).unwrap_or_default())
-        .collect();
+    let values: Vec<String> =
+        relation.primary_key.iter().map(|&i| array_value_to_string(batch.column(i), row).unwrap_or_default()).collect();
     format!("Key ({})=({}) already exists.", names.join(", "), values.join(", "))
 }
 
@@ -84,7 +91,12 @@ fn unique_violation(relation: &Relation, batch: &RecordBatch, row: usize) -> Sql
 
 /// Inserts rows; returns how many were inserted (or updated by ON CONFLICT
 /// DO UPDATE).
-pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[RecordBatch], on_conflict: &OnConflict) -> Result<usize> {
+pub fn insert(
+    guard: &mut EpochGuard<'_>,
+    relation: &Arc<Relation>,
+    batches: &[RecordBatch],
+    on_conflict: &OnConflict,
+) -> Result<usize> {
     check_writable(relation)?;
     let batches = batches.iter().map(|b| conform(relation, b)).collect::<Result<Vec<_>>>()?;
     let rows = concat_batches(&relation.schema, &batches)?;
@@ -107,7 +119,9 @@ pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[R
         let repeated = !seen.insert(key);
         let exists = !repeated && storage::contains_key(relation, snapshot.as_ref(), key);
         match on_conflict {
-            OnConflict::Error if repeated || exists => return Err(unique_violation(relation, &rows, i)),
+            OnConflict::Error if repeated || exists => {
+                return Err(unique_violation(relation, &rows, i));
+            }
             OnConflict::DoUpdate(_) if repeated => {
                 return Err(SqlError::new(
                     sqlstate::CARDINALITY_VIOLATION,
@@ -124,10 +138,14 @@ pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[R
     if let (OnConflict::DoUpdate(update), false) = (on_conflict, conflicts.is_empty()) {
         let conflicting_keys: Vec<Vec<u8>> = conflicts.iter().map(|&i| keys.row(i as usize).data().to_vec()).collect();
         let existing = storage::lookup(relation, snapshot.as_ref(), &conflicting_keys)?;
-        let excluded = datafusion::arrow::compute::take_record_batch(&rows, &datafusion::arrow::array::UInt32Array::from(conflicts))?;
+        let excluded = datafusion::arrow::compute::take_record_batch(
+            &rows,
+            &datafusion::arrow::array::UInt32Array::from(conflicts),
+        )?;
         changes.extend(conflict_updates(relation, update, existing, excluded)?);
     }
-    let count: usize = changes.iter().filter(|c| c.weights.values().first().is_some_and(|w| *w > 0)).map(ChangeBatch::len).sum();
+    let count: usize =
+        changes.iter().filter(|c| c.weights.values().first().is_some_and(|w| *w > 0)).map(ChangeBatch::len).sum();
     let change = ChangeBatch::concat(&relation.schema, &changes)?;
     if !change.is_empty() {
         guard.commit(vec![(relation.clone(), change)])?;
@@ -136,12 +154,21 @@ pub fn insert(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, batches: &[R
 }
 
 /// The -old/+new changes of ON CONFLICT DO UPDATE for the conflicting rows.
-fn conflict_updates(relation: &Relation, update: &ConflictUpdate, existing: RecordBatch, excluded: RecordBatch) -> Result<Vec<ChangeBatch>> {
+fn conflict_updates(
+    relation: &Relation,
+    update: &ConflictUpdate,
+    existing: RecordBatch,
+    excluded: RecordBatch,
+) -> Result<Vec<ChangeBatch>> {
     let n = existing.num_rows();
     let mut fields: Vec<datafusion::arrow::datatypes::Field> = Vec::new();
     for (prefix, batch) in [("", &existing), ("excluded.", &excluded)] {
         for f in batch.schema().fields() {
-            fields.push(datafusion::arrow::datatypes::Field::new(format!("{prefix}{}", f.name()), f.data_type().clone(), true));
+            fields.push(datafusion::arrow::datatypes::Field::new(
+                format!("{prefix}{}", f.name()),
+                f.data_type().clone(),
+                true,
+            ));
         }
     }
     let columns: Vec<ArrayRef> = existing.columns().iter().chain(excluded.columns()).cloned().collect();
@@ -169,7 +196,12 @@ fn conflict_updates(relation: &Relation, update: &ConflictUpdate, existing: Reco
 
 /// `old` with the assigned columns replaced by `assignments` evaluated over
 /// `input` (row-aligned with `old`), cast and checked like any table row.
-fn assign(relation: &Relation, old: &RecordBatch, input: &RecordBatch, assignments: &[(usize, Arc<dyn PhysicalExpr>)]) -> Result<RecordBatch> {
+fn assign(
+    relation: &Relation,
+    old: &RecordBatch,
+    input: &RecordBatch,
+    assignments: &[(usize, Arc<dyn PhysicalExpr>)],
+) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = old.columns().to_vec();
     for (index, expr) in assignments {
         columns[*index] = expr.evaluate(input)?.into_array(old.num_rows())?;
@@ -202,7 +234,11 @@ fn matching(relation: &Relation, guard: &EpochGuard<'_>, filters: &[Arc<dyn Phys
 }
 
 /// Deletes the rows matching `filters`; returns how many.
-pub fn delete(guard: &mut EpochGuard<'_>, relation: &Arc<Relation>, filters: &[Arc<dyn PhysicalExpr>]) -> Result<usize> {
+pub fn delete(
+    guard: &mut EpochGuard<'_>,
+    relation: &Arc<Relation>,
+    filters: &[Arc<dyn PhysicalExpr>],
+) -> Result<usize> {
     check_writable(relation)?;
     let rows = matching(relation, guard, filters)?;
     let count = rows.num_rows();

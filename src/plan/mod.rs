@@ -15,7 +15,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, NullEquality};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{
-    ExprSchemable, Distinct, Expr, FetchType, JoinType, LogicalPlan, SkipType, SortExpr, TableScan,
+    Distinct, Expr, ExprSchemable, FetchType, JoinType, LogicalPlan, SkipType, SortExpr, TableScan,
 };
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -47,7 +47,12 @@ pub trait RelationResolver {
 }
 
 /// Lowers `plan`; stateful operators are partitioned over `workers` workers.
-pub fn lower(plan: &LogicalPlan, state: &SessionState, resolver: &dyn RelationResolver, workers: usize) -> Result<Lowered> {
+pub fn lower(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    resolver: &dyn RelationResolver,
+    workers: usize,
+) -> Result<Lowered> {
     let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
     let mut lowering = Lowering { state, resolver, inputs: BTreeSet::new(), workers: workers.max(1) };
     let root = lowering.lower(&plan)?;
@@ -132,17 +137,22 @@ impl Lowering<'_> {
                     .iter()
                     .map(|e| {
                         #[allow(deprecated)]
-                        let (function, filter, _) = datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
-                            e,
-                            input_schema,
-                            physical_input,
-                            self.state.execution_props(),
-                        )?;
+                        let (function, filter, _) =
+                            datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                                e,
+                                input_schema,
+                                physical_input,
+                                self.state.execution_props(),
+                            )?;
                         Ok(AggregateCall::new(function, filter))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 let schema = stream_schema(&agg.schema);
-                let key_types = agg.group_expr.iter().map(|e| e.get_type(input_schema)).collect::<datafusion::error::Result<Vec<_>>>()?;
+                let key_types = agg
+                    .group_expr
+                    .iter()
+                    .map(|e| e.get_type(input_schema))
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let keyed = KeyedInput { op: input, keys: group_exprs.clone(), key_types };
                 self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
                     Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), calls.clone(), schema.clone())?))
@@ -174,7 +184,11 @@ impl Lowering<'_> {
                     JoinType::LeftAnti => JoinKind::LeftAnti,
                     JoinType::RightSemi => JoinKind::RightSemi,
                     JoinType::RightAnti => JoinKind::RightAnti,
-                    other => return Err(unsupported(format!("a {other} join (e.g. EXISTS under OR, or NOT IN over nullable values)"))),
+                    other => {
+                        return Err(unsupported(format!(
+                            "a {other} join (e.g. EXISTS under OR, or NOT IN over nullable values)"
+                        )));
+                    }
                 };
                 if join.null_aware {
                     return Err(unsupported("NOT IN over a subquery whose values may be NULL (use NOT EXISTS)"));
@@ -196,7 +210,12 @@ impl Lowering<'_> {
                                 lt
                             } else {
                                 datafusion::logical_expr::type_coercion::binary::comparison_coercion(&lt, &rt)
-                                    .ok_or_else(|| SqlError::new(crate::error::sqlstate::DATATYPE_MISMATCH, format!("cannot join {lt} with {rt}")))?
+                                    .ok_or_else(|| {
+                                        SqlError::new(
+                                            crate::error::sqlstate::DATATYPE_MISMATCH,
+                                            format!("cannot join {lt} with {rt}"),
+                                        )
+                                    })?
                             };
                             Ok(Field::new(format!("k{i}"), ty, true))
                         })
@@ -206,9 +225,15 @@ impl Lowering<'_> {
                 let joined = join.left.schema().join(join.right.schema())?;
                 let filter = join.filter.as_ref().map(|f| self.expr(f, &joined)).transpose()?;
                 let (joined_schema, schema) = (stream_schema(&joined), stream_schema(&join.schema));
-                let key_types: Vec<DataType> =
-                    key_schema.as_ref().map(|k| k.fields().iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default();
-                let left = KeyedInput { op: self.lower(&join.left)?, keys: left_key_exprs.clone(), key_types: key_types.clone() };
+                let key_types: Vec<DataType> = key_schema
+                    .as_ref()
+                    .map(|k| k.fields().iter().map(|f| f.data_type().clone()).collect())
+                    .unwrap_or_default();
+                let left = KeyedInput {
+                    op: self.lower(&join.left)?,
+                    keys: left_key_exprs.clone(),
+                    key_types: key_types.clone(),
+                };
                 let right = KeyedInput { op: self.lower(&join.right)?, keys: right_key_exprs.clone(), key_types };
                 self.partitioned(vec![left, right], schema.clone(), |mut feeds| {
                     let right_feed = feeds.remove(1);
@@ -264,7 +289,13 @@ impl Lowering<'_> {
         })
     }
 
-    fn top_n(&mut self, input: &LogicalPlan, sort: &[SortExpr], skip: usize, fetch: usize) -> Result<Box<dyn Operator>> {
+    fn top_n(
+        &mut self,
+        input: &LogicalPlan,
+        sort: &[SortExpr],
+        skip: usize,
+        fetch: usize,
+    ) -> Result<Box<dyn Operator>> {
         let op = self.lower(input)?;
         let (physical, codec) = self.sort_codec(sort, input.schema())?;
         Ok(Box::new(TopN::new(op, physical, codec, skip, fetch)?))
@@ -283,7 +314,11 @@ impl Lowering<'_> {
                 "row_number" => Ranking::RowNumber,
                 "rank" => Ranking::Rank,
                 "dense_rank" => Ranking::DenseRank,
-                _ => return Err(unsupported(format!("the window function {name}() (only row_number, rank and dense_rank)"))),
+                _ => {
+                    return Err(unsupported(format!(
+                        "the window function {name}() (only row_number, rank and dense_rank)"
+                    )));
+                }
             };
             let this = (function.params.partition_by.clone(), function.params.order_by.clone());
             match &shape {
@@ -317,7 +352,8 @@ impl Lowering<'_> {
             Ok((exprs, Some(codec)))
         };
         let schema = stream_schema(&window.schema);
-        let key_types = partition_by.iter().map(|e| e.get_type(input_schema)).collect::<datafusion::error::Result<Vec<_>>>()?;
+        let key_types =
+            partition_by.iter().map(|e| e.get_type(input_schema)).collect::<datafusion::error::Result<Vec<_>>>()?;
         let keyed = KeyedInput { op: input, keys: partition_exprs.clone(), key_types };
         self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
             Ok(Box::new(Window::new(

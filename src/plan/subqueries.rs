@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, NullEquality};
-use datafusion::logical_expr::{Expr, Filter, Join, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Subquery};
+use datafusion::logical_expr::{
+    Expr, Filter, Join, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Subquery,
+};
 
 use crate::error::{Result, SqlError};
 
@@ -22,16 +24,22 @@ pub fn scalar_subqueries_to_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
         let rewritten = match &node {
             LogicalPlan::Filter(filter) if has_scalar_subquery(&filter.predicate) => {
                 let original_schema = filter.input.schema().clone();
-                let (input, mut exprs) = join_subqueries(filter.input.as_ref().clone(), vec![filter.predicate.clone()], &mut counter)
-                    .map_err(|e| e.into_datafusion())?;
+                let (input, mut exprs) =
+                    join_subqueries(filter.input.as_ref().clone(), vec![filter.predicate.clone()], &mut counter)
+                        .map_err(|e| e.into_datafusion())?;
                 let predicate = exprs.remove(0);
                 let filtered = LogicalPlan::Filter(Filter::try_new(predicate, Arc::new(input))?);
                 Some(restore_schema(filtered, original_schema)?)
             }
             LogicalPlan::Projection(projection) if projection.expr.iter().any(has_scalar_subquery) => {
-                let (input, exprs) = join_subqueries(projection.input.as_ref().clone(), projection.expr.clone(), &mut counter)
-                    .map_err(|e| e.into_datafusion())?;
-                Some(LogicalPlan::Projection(Projection::try_new_with_schema(exprs, Arc::new(input), projection.schema.clone())?))
+                let (input, exprs) =
+                    join_subqueries(projection.input.as_ref().clone(), projection.expr.clone(), &mut counter)
+                        .map_err(|e| e.into_datafusion())?;
+                Some(LogicalPlan::Projection(Projection::try_new_with_schema(
+                    exprs,
+                    Arc::new(input),
+                    projection.schema.clone(),
+                )?))
             }
             _ => None,
         };
@@ -53,7 +61,9 @@ pub fn scalar_subqueries_to_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
         Ok(TreeNodeRecursion::Continue)
     })?;
     if leftover {
-        return Err(SqlError::not_supported("a scalar subquery in this position is not supported in a materialized view"));
+        return Err(SqlError::not_supported(
+            "a scalar subquery in this position is not supported in a materialized view",
+        ));
     }
     Ok(plan)
 }

@@ -33,7 +33,11 @@ impl CopyInHandler {
     }
 
     /// Starts a COPY FROM STDIN for this connection.
-    pub fn start(&self, client: SocketAddr, statement: &datafusion::sql::sqlparser::ast::Statement) -> PgWireResult<Response> {
+    pub fn start(
+        &self,
+        client: SocketAddr,
+        statement: &datafusion::sql::sqlparser::ast::Statement,
+    ) -> PgWireResult<Response> {
         let copy = copy::prepare(&self.engine, statement).map_err(to_pgwire)?;
         let columns = copy.columns();
         self.pending.lock().insert(client, (copy, Vec::new()));

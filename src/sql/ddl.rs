@@ -58,8 +58,7 @@ impl ResolveName for datafusion::execution::SessionState {
 
 /// Fails with 42P07 unless `if_not_exists` (then reports "skip").
 fn check_absent(engine: &Engine, name: &QualifiedName, if_not_exists: bool) -> Result<bool> {
-    let exists = engine.catalog.by_name(name).is_some()
-        || schema_provider(engine, name)?.table_exist(&name.name);
+    let exists = engine.catalog.by_name(name).is_some() || schema_provider(engine, name)?.table_exist(&name.name);
     match (exists, if_not_exists) {
         (false, _) => Ok(false),
         (true, true) => Ok(true),
@@ -70,7 +69,8 @@ fn check_absent(engine: &Engine, name: &QualifiedName, if_not_exists: bool) -> R
 pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outcome> {
     let done = Outcome::Command { tag: "CREATE TABLE", rows: None };
     let state = engine.ctx.state();
-    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(create.clone())))).await?;
+    let plan =
+        state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(create.clone())))).await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) = plan else {
         return Err(SqlError::not_supported(format!("this form of CREATE TABLE: {create}")));
     };
@@ -89,9 +89,14 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
         match constraint {
             Constraint::PrimaryKey(columns) if primary_key.is_empty() => primary_key = columns.clone(),
             Constraint::PrimaryKey(_) => {
-                return Err(SqlError::new(sqlstate::INVALID_TABLE_DEFINITION, format!("multiple primary keys for table \"{name}\" are not allowed")));
+                return Err(SqlError::new(
+                    sqlstate::INVALID_TABLE_DEFINITION,
+                    format!("multiple primary keys for table \"{name}\" are not allowed"),
+                ));
             }
-            Constraint::Unique(_) => return Err(SqlError::not_supported("UNIQUE constraints other than PRIMARY KEY")),
+            Constraint::Unique(_) => {
+                return Err(SqlError::not_supported("UNIQUE constraints other than PRIMARY KEY"));
+            }
         }
     }
     // Primary-key columns are NOT NULL, as in Postgres.
@@ -109,12 +114,16 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
         }
     }
     let schema = Arc::new(Schema::new(fields));
-    let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), RelationKind::Table, schema, primary_key)?;
+    let mut relation =
+        Relation::new(engine.catalog.allocate_id(), name.clone(), RelationKind::Table, schema, primary_key)?;
     relation.column_defaults = table.column_defaults.iter().cloned().collect();
     let relation = Arc::new(relation);
     let schema_provider = schema_provider(engine, &name)?;
     engine.catalog.add(relation.clone())?;
-    schema_provider.register_table(name.name.clone(), Arc::new(RelationProvider::new(relation.clone(), engine.coordinator.clone())))?;
+    schema_provider.register_table(
+        name.name.clone(),
+        Arc::new(RelationProvider::new(relation.clone(), engine.coordinator.clone())),
+    )?;
 
     // CREATE TABLE … AS SELECT: fill it in one epoch.
     if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
@@ -175,7 +184,11 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if !create.columns.is_empty() && create.columns.len() != output.fields().len() {
         return Err(SqlError::new(
             sqlstate::SYNTAX_ERROR,
-            format!("view \"{name}\" names {} columns but its query returns {}", create.columns.len(), output.fields().len()),
+            format!(
+                "view \"{name}\" names {} columns but its query returns {}",
+                create.columns.len(),
+                output.fields().len()
+            ),
         ));
     }
     let fields: Vec<Field> = output
@@ -207,17 +220,15 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         } else {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             datafusion::logical_expr::LogicalPlanBuilder::from(plan)
-                .project(
-                    names
-                        .iter()
-                        .zip(output.fields())
-                        .map(|(n, f)| datafusion::prelude::col(datafusion::common::Column::new_unqualified(f.name())).alias(*n)),
-                )?
+                .project(names.iter().zip(output.fields()).map(|(n, f)| {
+                    datafusion::prelude::col(datafusion::common::Column::new_unqualified(f.name())).alias(*n)
+                }))?
                 .build()?
         };
         let relation = Arc::new(relation);
         engine.catalog.add(relation)?;
-        schema_provider.register_table(name.name.clone(), Arc::new(ViewTable::new(plan, Some(create.query.to_string()))))?;
+        schema_provider
+            .register_table(name.name.clone(), Arc::new(ViewTable::new(plan, Some(create.query.to_string()))))?;
         return Ok(Outcome::Command { tag, rows: None });
     }
 
@@ -233,11 +244,18 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     let flow = ViewDataflow { view: relation.clone(), root: lowered.root, inputs: lowered.inputs };
     guard.create_view(flow, &sources)?;
     engine.catalog.add(relation.clone())?;
-    schema_provider.register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
+    schema_provider
+        .register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
     Ok(Outcome::Command { tag, rows: None })
 }
 
-pub async fn drop(engine: &Engine, object_type: ObjectType, if_exists: bool, names: &[ObjectName], cascade: bool) -> Result<Outcome> {
+pub async fn drop(
+    engine: &Engine,
+    object_type: ObjectType,
+    if_exists: bool,
+    names: &[ObjectName],
+    cascade: bool,
+) -> Result<Outcome> {
     let (kind, tag) = match object_type {
         ObjectType::Table => (RelationKind::Table, "DROP TABLE"),
         ObjectType::View => (RelationKind::View, "DROP VIEW"),
@@ -251,10 +269,16 @@ pub async fn drop(engine: &Engine, object_type: ObjectType, if_exists: bool, nam
             if if_exists {
                 continue;
             }
-            return Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("{} \"{qualified}\" does not exist", kind.noun())));
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_TABLE,
+                format!("{} \"{qualified}\" does not exist", kind.noun()),
+            ));
         };
         if relation.kind != kind {
-            return Err(SqlError::new(sqlstate::WRONG_OBJECT_TYPE, format!("\"{qualified}\" is not a {}", kind.noun())));
+            return Err(SqlError::new(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!("\"{qualified}\" is not a {}", kind.noun()),
+            ));
         }
         // Everything that reads it, transitively, dependents before what they read.
         let mut order: Vec<Arc<Relation>> = Vec::new();
@@ -268,7 +292,10 @@ pub async fn drop(engine: &Engine, object_type: ObjectType, if_exists: bool, nam
             }
         }
         if !order.is_empty() && !cascade {
-            let list: Vec<String> = order.iter().map(|r| format!("{} {} depends on {} {}", r.kind.noun(), r.name, relation.kind.noun(), relation.name)).collect();
+            let list: Vec<String> = order
+                .iter()
+                .map(|r| format!("{} {} depends on {} {}", r.kind.noun(), r.name, relation.kind.noun(), relation.name))
+                .collect();
             return Err(SqlError::new(
                 sqlstate::DEPENDENT_OBJECTS_STILL_EXIST,
                 format!(

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::common::{DFSchema, ParamValues};
-use datafusion::physical_plan::PhysicalExpr;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, DoUpdate, Ident, Insert, ObjectName, OnConflictAction, OnInsert, SetExpr, Statement, TableObject,
@@ -46,7 +46,12 @@ pub fn plannable_insert(insert: &Insert) -> Result<(Insert, ConflictClause)> {
     Ok((insert, on_conflict))
 }
 
-async fn plan_of(engine: &Engine, statement: Statement, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<LogicalPlan> {
+async fn plan_of(
+    engine: &Engine,
+    statement: Statement,
+    plan: Option<&LogicalPlan>,
+    params: Option<&ParamValues>,
+) -> Result<LogicalPlan> {
     let plan = match plan {
         Some(plan) => plan.clone(),
         None => engine.ctx.state().statement_to_plan(DfStatement::Statement(Box::new(statement))).await?,
@@ -60,10 +65,19 @@ async fn plan_of(engine: &Engine, statement: Statement, plan: Option<&LogicalPla
 /// As in Postgres, `INSERT INTO t VALUES (…)` with fewer values than
 /// columns fills the leading columns and leaves the rest to their defaults.
 fn name_leading_columns(engine: &Engine, insert: &mut Insert) {
-    let (true, Some(query), TableObject::TableName(name)) = (insert.columns.is_empty(), &insert.source, &insert.table) else { return };
-    let SetExpr::Values(values) = query.body.as_ref() else { return };
-    let Some(relation) = engine.catalog.by_name(&super::ddl::object_name(engine, name)) else { return };
-    let Some(width) = values.rows.first().map(|r| r.content.len()) else { return };
+    let (true, Some(query), TableObject::TableName(name)) = (insert.columns.is_empty(), &insert.source, &insert.table)
+    else {
+        return;
+    };
+    let SetExpr::Values(values) = query.body.as_ref() else {
+        return;
+    };
+    let Some(relation) = engine.catalog.by_name(&super::ddl::object_name(engine, name)) else {
+        return;
+    };
+    let Some(width) = values.rows.first().map(|r| r.content.len()) else {
+        return;
+    };
     if width < relation.schema.fields().len() && values.rows.iter().all(|r| r.content.len() == width) {
         insert.columns = relation
             .schema
@@ -75,7 +89,12 @@ fn name_leading_columns(engine: &Engine, insert: &mut Insert) {
     }
 }
 
-pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
+pub async fn insert(
+    engine: &Engine,
+    insert: &Insert,
+    plan: Option<&LogicalPlan>,
+    params: Option<&ParamValues>,
+) -> Result<Outcome> {
     let (mut plannable, on_conflict) = plannable_insert(insert)?;
     if plan.is_none() {
         name_leading_columns(engine, &mut plannable);
@@ -95,10 +114,8 @@ pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>
     if !matches!(dml.op, WriteOp::Insert(_)) {
         return Err(SqlError::internal("INSERT planned to another write"));
     }
-    let relation = engine
-        .catalog
-        .by_name(&qualify(&dml.table_name))
-        .ok_or_else(|| SqlError::undefined_table(&dml.table_name))?;
+    let relation =
+        engine.catalog.by_name(&qualify(&dml.table_name)).ok_or_else(|| SqlError::undefined_table(&dml.table_name))?;
     let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
     let rows = engine.ctx.execute_logical_plan(dml.input.as_ref().clone()).await?.collect().await?;
     let mut guard = engine.coordinator.begin().await;
@@ -106,7 +123,12 @@ pub async fn insert(engine: &Engine, insert: &Insert, plan: Option<&LogicalPlan>
     Ok(Outcome::Command { tag: "INSERT", rows: Some(count) })
 }
 
-fn compile_conflict_clause(engine: &Engine, relation: &Relation, insert: &Insert, clause: ConflictClause) -> Result<OnConflict> {
+fn compile_conflict_clause(
+    engine: &Engine,
+    relation: &Relation,
+    insert: &Insert,
+    clause: ConflictClause,
+) -> Result<OnConflict> {
     Ok(match clause {
         ConflictClause::Error => OnConflict::Error,
         ConflictClause::DoNothing => OnConflict::DoNothing,
@@ -119,7 +141,12 @@ fn compile_conflict_clause(engine: &Engine, relation: &Relation, insert: &Insert
 
 /// Compiles SET and WHERE of ON CONFLICT DO UPDATE over (existing row,
 /// EXCLUDED row), the existing row named by the table (or its alias).
-fn compile_conflict_update(engine: &Engine, relation: &Relation, alias: Option<String>, update: &DoUpdate) -> Result<ConflictUpdate> {
+fn compile_conflict_update(
+    engine: &Engine,
+    relation: &Relation,
+    alias: Option<String>,
+    update: &DoUpdate,
+) -> Result<ConflictUpdate> {
     let state = engine.ctx.state();
     let table = alias.unwrap_or_else(|| relation.name.name.clone());
     let existing = DFSchema::try_from_qualified_schema(table.as_str(), &relation.schema)?;
@@ -134,9 +161,17 @@ fn compile_conflict_update(engine: &Engine, relation: &Relation, alias: Option<S
         let AssignmentTarget::ColumnName(name) = &assignment.target else {
             return Err(SqlError::not_supported("tuple assignment in ON CONFLICT DO UPDATE"));
         };
-        let column = name.0.last().and_then(|p| p.as_ident()).map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() }).unwrap_or_default();
+        let column = name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| if i.quote_style.is_some() { i.value.clone() } else { i.value.to_lowercase() })
+            .unwrap_or_default();
         let index = relation.schema.index_of(&column).map_err(|_| {
-            SqlError::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{column}\" of relation \"{}\" does not exist", relation.name))
+            SqlError::new(
+                sqlstate::UNDEFINED_COLUMN,
+                format!("column \"{column}\" of relation \"{}\" does not exist", relation.name),
+            )
         })?;
         if relation.primary_key.contains(&index) {
             return Err(SqlError::not_supported("changing the primary key in ON CONFLICT DO UPDATE"));
@@ -147,7 +182,12 @@ fn compile_conflict_update(engine: &Engine, relation: &Relation, alias: Option<S
     Ok(ConflictUpdate { assignments, selection })
 }
 
-pub async fn update_or_delete(engine: &Engine, statement: &Statement, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
+pub async fn update_or_delete(
+    engine: &Engine,
+    statement: &Statement,
+    plan: Option<&LogicalPlan>,
+    params: Option<&ParamValues>,
+) -> Result<Outcome> {
     let tag = if matches!(statement, Statement::Update(_)) { "UPDATE" } else { "DELETE" };
     let plan = plan_of(engine, statement.clone(), plan, params).await?;
     let batches = engine.ctx.execute_logical_plan(plan).await?.collect().await?;

@@ -21,25 +21,37 @@ use crate::error::{Result, SqlError, sqlstate};
 
 /// The rows of `insert` as a batch for its table, if they are plain literals.
 pub fn literal_rows(engine: &Engine, insert: &Insert) -> Result<Option<(Arc<Relation>, RecordBatch)>> {
-    let TableObject::TableName(name) = &insert.table else { return Ok(None) };
-    let Some(relation) = engine.catalog.by_name(&super::ddl::object_name(engine, name)) else { return Ok(None) };
+    let TableObject::TableName(name) = &insert.table else {
+        return Ok(None);
+    };
+    let Some(relation) = engine.catalog.by_name(&super::ddl::object_name(engine, name)) else {
+        return Ok(None);
+    };
     if relation.kind != RelationKind::Table {
         return Ok(None);
     }
-    let Some(query) = &insert.source else { return Ok(None) };
+    let Some(query) = &insert.source else {
+        return Ok(None);
+    };
     if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
         return Ok(None);
     }
-    let SetExpr::Values(values) = query.body.as_ref() else { return Ok(None) };
+    let SetExpr::Values(values) = query.body.as_ref() else {
+        return Ok(None);
+    };
     let schema = &relation.schema;
     let columns: Vec<usize> = if insert.columns.is_empty() {
         (0..schema.fields().len()).collect()
     } else {
         let mut indices = Vec::with_capacity(insert.columns.len());
         for column in &insert.columns {
-            let Some(ident) = column.0.last().and_then(|p| p.as_ident()) else { return Ok(None) };
+            let Some(ident) = column.0.last().and_then(|p| p.as_ident()) else {
+                return Ok(None);
+            };
             let name = if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() };
-            let Ok(index) = schema.index_of(&name) else { return Ok(None) };
+            let Ok(index) = schema.index_of(&name) else {
+                return Ok(None);
+            };
             indices.push(index);
         }
         indices
@@ -58,7 +70,9 @@ pub fn literal_rows(engine: &Engine, insert: &Insert) -> Result<Option<(Arc<Rela
             return Ok(None);
         }
         for (field, expr) in row.content.iter().enumerate() {
-            let Some(text) = literal_text(expr) else { return Ok(None) };
+            let Some(text) = literal_text(expr) else {
+                return Ok(None);
+            };
             texts[field].push(text);
         }
     }
@@ -70,9 +84,16 @@ pub fn literal_rows(engine: &Engine, insert: &Insert) -> Result<Option<(Arc<Rela
         arrays[*column] = cast_with_options(&strings, target.data_type(), &options).map_err(|error| {
             // A number too large for its column is out of range, not malformed.
             let too_big = target.data_type().is_integer()
-                && texts[field].iter().flatten().any(|t| t.parse::<f64>().is_ok() && cast_with_options(&StringArray::from(vec![t.as_str()]), target.data_type(), &options).is_err());
+                && texts[field].iter().flatten().any(|t| {
+                    t.parse::<f64>().is_ok()
+                        && cast_with_options(&StringArray::from(vec![t.as_str()]), target.data_type(), &options)
+                            .is_err()
+                });
             if too_big {
-                SqlError::new(sqlstate::NUMERIC_VALUE_OUT_OF_RANGE, format!("value out of range for column \"{}\" ({})", target.name(), target.data_type()))
+                SqlError::new(
+                    sqlstate::NUMERIC_VALUE_OUT_OF_RANGE,
+                    format!("value out of range for column \"{}\" ({})", target.name(), target.data_type()),
+                )
             } else {
                 SqlError::from(error)
             }
@@ -91,7 +112,10 @@ pub fn literal_rows(engine: &Engine, insert: &Insert) -> Result<Option<(Arc<Rela
 fn castable_from_text(ty: &DataType) -> bool {
     ty.is_integer()
         || ty.is_floating()
-        || matches!(ty, DataType::Utf8 | DataType::LargeUtf8 | DataType::Boolean | DataType::Decimal128(_, _) | DataType::Date32)
+        || matches!(
+            ty,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Boolean | DataType::Decimal128(_, _) | DataType::Date32
+        )
 }
 
 /// The text of a literal (None inside means SQL NULL); `None` if `expr` is

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::compute::kernels::filter::filter;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
@@ -69,8 +69,7 @@ impl ChangeBatch {
             [] => Ok(Self::empty(schema.clone())),
             [one] => Ok(Self::new(rebind(schema, &one.rows)?, one.weights.clone())),
             many => {
-                let rebound: Vec<RecordBatch> =
-                    many.iter().map(|p| rebind(schema, &p.rows)).collect::<Result<_>>()?;
+                let rebound: Vec<RecordBatch> = many.iter().map(|p| rebind(schema, &p.rows)).collect::<Result<_>>()?;
                 let rows = concat_batches(schema, &rebound)?;
                 let weights: Vec<i64> = many.iter().flat_map(|p| p.weights.values().iter().copied()).collect();
                 Ok(Self::new(rows, Int64Array::from(weights)))

@@ -7,9 +7,9 @@
 //! the durable encoding is the durability issue's to pin down.
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use datafusion::arrow::compute::SortOptions;
 
 use crate::error::Result;
 
@@ -65,10 +65,12 @@ mod tests {
     /// is value order (NULLs first).
     #[test]
     fn leading_columns_encode_to_a_prefix_and_order_is_preserved() {
-        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true), Field::new("n", DataType::Int64, true)]));
         let full = RowCodec::new(schema.clone()).unwrap();
         let lead = RowCodec::new(Arc::new(schema.project(&[0]).unwrap())).unwrap();
-        let strings: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), Some("ab"), Some(""), None, Some("a\u{0}b")]));
+        let strings: ArrayRef =
+            Arc::new(StringArray::from(vec![Some("a"), Some("ab"), Some(""), None, Some("a\u{0}b")]));
         let numbers: ArrayRef = Arc::new(Int64Array::from(vec![Some(-5), Some(7), None, Some(0), Some(i64::MAX)]));
         let rows = full.encode(&[strings.clone(), numbers]).unwrap();
         let prefixes = lead.encode(&[strings]).unwrap();

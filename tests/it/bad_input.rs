@@ -24,7 +24,10 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
     assert_eq!(error_code(&client, "INSERT INTO t VALUES (1, 5, 'dup')").await, "23505");
     assert_eq!(error_code(&client, "INSERT INTO t VALUES (NULL, 5, 'x')").await, "23502");
     assert_eq!(error_code(&client, "SELECT 1 / 0").await, "22012");
-    assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id, lag(v) OVER (ORDER BY id) FROM t").await, "0A000");
+    assert_eq!(
+        error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id, lag(v) OVER (ORDER BY id) FROM t").await,
+        "0A000"
+    );
     assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id FROM t LIMIT 1").await, "0A000");
     assert_eq!(error_code(&client, "DROP TABLE nothing_here").await, "42P01");
     assert_eq!(error_code(&client, "INSERT INTO t VALUES ('abc', 1, 'x')").await, "22P02");
@@ -38,7 +41,11 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
 
     // Several statements in one message: execution stops at the failing one.
     assert_eq!(
-        error_code(&client, "INSERT INTO t VALUES (50, 1, 'm'); INSERT INTO t VALUES (1, 1, 'dup'); INSERT INTO t VALUES (51, 1, 'n')").await,
+        error_code(
+            &client,
+            "INSERT INTO t VALUES (50, 1, 'm'); INSERT INTO t VALUES (1, 1, 'dup'); INSERT INTO t VALUES (51, 1, 'n')"
+        )
+        .await,
         "23505"
     );
     assert_eq!(rows(&client, "SELECT count(*) FROM t WHERE id = 51").await, vec![vec!["0".to_string()]]);
@@ -54,7 +61,10 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
         .await
         .expect_err("risky divides by zero during backfill");
     client.batch_execute("CREATE MATERIALIZED VIEW total AS SELECT sum(v) AS s FROM t").await.expect("total");
-    client.batch_execute("CREATE MATERIALIZED VIEW risky AS SELECT id, 100 / v AS r FROM t WHERE id > 5").await.expect("risky");
+    client
+        .batch_execute("CREATE MATERIALIZED VIEW risky AS SELECT id, 100 / v AS r FROM t WHERE id > 5")
+        .await
+        .expect("risky");
     client.batch_execute("INSERT INTO t VALUES (9, 0, 'z')").await.expect("the insert itself is accepted");
     assert_eq!(error_code(&client, "SELECT * FROM risky").await, "22012");
     assert_eq!(rows(&client, "SELECT s FROM total").await, vec![vec!["10".to_string()]]);
@@ -71,6 +81,9 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
 
     // Other sessions (old and new) still work and nothing was lost.
     let other = server.connect().await;
-    assert_eq!(rows(&other, "SELECT id FROM t ORDER BY id").await, vec![vec!["1".to_string()], vec!["2".to_string()], vec!["9".to_string()]]);
+    assert_eq!(
+        rows(&other, "SELECT id FROM t ORDER BY id").await,
+        vec![vec!["1".to_string()], vec!["2".to_string()], vec!["9".to_string()]]
+    );
     assert_eq!(rows(&client, "SELECT count(*) FROM t").await, vec![vec!["3".to_string()]]);
 }

@@ -10,12 +10,29 @@ use crate::server::{TestServer, rows};
 /// psql connected to `server`: unaligned, tuples only, stop on the first error.
 fn psql_command(server: &TestServer) -> Command {
     let mut command = Command::new("psql");
-    command.args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "-U", "freshet", "-d", "freshet", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &server.port.to_string(),
+        "-U",
+        "freshet",
+        "-d",
+        "freshet",
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]);
     command
 }
 
 fn psql(server: &TestServer, args: &[&str]) -> (bool, String, String) {
-    let output = psql_command(server).args(args).output().expect("psql must be installed (make test installs postgresql-client)");
+    let output = psql_command(server)
+        .args(args)
+        .output()
+        .expect("psql must be installed (make test installs postgresql-client)");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).to_string(),
@@ -26,7 +43,8 @@ fn psql(server: &TestServer, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_commands_and_script_file() {
     let server = TestServer::start();
-    let (ok, _, err) = psql(&server, &["-c", "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT, amount NUMERIC(12,2))"]);
+    let (ok, _, err) =
+        psql(&server, &["-c", "CREATE TABLE orders (id BIGINT PRIMARY KEY, customer TEXT, amount NUMERIC(12,2))"]);
     assert!(ok, "psql -c failed: {err}");
 
     let script = std::env::temp_dir().join(format!("freshet-psql-{}.sql", std::process::id()));
@@ -71,7 +89,8 @@ async fn extended_protocol_with_parameters_and_types() {
         assert_eq!(n, 1);
     }
 
-    let select = client.prepare("SELECT id, name, price, qty, ok, day FROM items WHERE id = $1").await.expect("prepare select");
+    let select =
+        client.prepare("SELECT id, name, price, qty, ok, day FROM items WHERE id = $1").await.expect("prepare select");
     let types: Vec<Type> = select.columns().iter().map(|c| c.type_().clone()).collect();
     assert_eq!(types, vec![Type::INT8, Type::TEXT, Type::FLOAT8, Type::INT4, Type::BOOL, Type::DATE]);
     let row = client.query_one(&select, &[&2i64]).await.expect("select by key");
@@ -85,7 +104,8 @@ async fn extended_protocol_with_parameters_and_types() {
     let got: Vec<(String, i64, f64)> = rows_typed.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
     assert_eq!(got, vec![("ink".to_string(), 1, 7.25), ("pen".to_string(), 7, 2.0)]);
 
-    let updated = client.execute("UPDATE items SET qty = qty + $1 WHERE name = $2", &[&10i32, &"pen"]).await.expect("update");
+    let updated =
+        client.execute("UPDATE items SET qty = qty + $1 WHERE name = $2", &[&10i32, &"pen"]).await.expect("update");
     assert_eq!(updated, 2);
     let deleted = client.execute("DELETE FROM items WHERE id = $1", &[&2i64]).await.expect("delete");
     assert_eq!(deleted, 1);
@@ -93,8 +113,15 @@ async fn extended_protocol_with_parameters_and_types() {
 
     // Text output as Postgres prints it. (Timestamps are not yet: the wire
     // encoder always prints six fractional digits.)
-    let text = rows(&client, "SELECT true, false, 1.5::double precision, NULL::int, CAST(12.50 AS NUMERIC(10,2)), DATE '2024-01-02'").await;
-    assert_eq!(text, vec![vec!["t", "f", "1.5", "NULL", "12.50", "2024-01-02"].into_iter().map(String::from).collect::<Vec<_>>()]);
+    let text = rows(
+        &client,
+        "SELECT true, false, 1.5::double precision, NULL::int, CAST(12.50 AS NUMERIC(10,2)), DATE '2024-01-02'",
+    )
+    .await;
+    assert_eq!(
+        text,
+        vec![vec!["t", "f", "1.5", "NULL", "12.50", "2024-01-02"].into_iter().map(String::from).collect::<Vec<_>>()]
+    );
 }
 
 fn psql_stdin(server: &TestServer, command: &str, input: &str) -> (bool, String, String) {
@@ -127,7 +154,11 @@ async fn copy_from_stdin_csv_and_text() {
         .await
         .expect("setup");
 
-    let (ok, out, err) = psql_stdin(&server, "COPY c FROM STDIN WITH (FORMAT csv, HEADER true)", "id,name,amount\n1,ann,1.50\n2,\"b,ob\",2\n3,,3.25\n");
+    let (ok, out, err) = psql_stdin(
+        &server,
+        "COPY c FROM STDIN WITH (FORMAT csv, HEADER true)",
+        "id,name,amount\n1,ann,1.50\n2,\"b,ob\",2\n3,,3.25\n",
+    );
     assert!(ok, "csv copy failed: {err}");
     assert_eq!(out.trim(), "COPY 3");
     let (ok, out, err) = psql_stdin(&server, "COPY c (id, name, amount) FROM STDIN", "4\tdan\\tx\t4.25\n5\t\\N\t5\n");

@@ -29,7 +29,9 @@ async fn concurrent_writers_and_readers_see_consistent_epochs() {
                 }
                 // One statement, one epoch: the sum of balances never changes.
                 client
-                    .batch_execute(&format!("UPDATE acct SET bal = CASE WHEN id = {a} THEN bal - 1 ELSE bal + 1 END WHERE id IN ({a}, {b})"))
+                    .batch_execute(&format!(
+                        "UPDATE acct SET bal = CASE WHEN id = {a} THEN bal - 1 ELSE bal + 1 END WHERE id IN ({a}, {b})"
+                    ))
                     .await
                     .unwrap_or_else(|e| panic!("transfer: {}", describe(&e)));
             }
@@ -43,7 +45,9 @@ async fn concurrent_writers_and_readers_see_consistent_epochs() {
             let deadline = Instant::now() + Duration::from_secs(60);
             while checks < 60 && Instant::now() < deadline {
                 // The view and the table, read in one statement, are at one epoch.
-                let got = rows(&client, "SELECT (SELECT s FROM total), (SELECT sum(bal) FROM acct), (SELECT n FROM total)").await;
+                let got =
+                    rows(&client, "SELECT (SELECT s FROM total), (SELECT sum(bal) FROM acct), (SELECT n FROM total)")
+                        .await;
                 assert_eq!(got, vec![vec!["2000".to_string(), "2000".to_string(), "20".to_string()]]);
                 checks += 1;
             }

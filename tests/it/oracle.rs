@@ -30,13 +30,22 @@ const VIEWS: &[(&str, &str)] = &[
     ("not_exists", "SELECT id FROM t2 WHERE NOT EXISTS (SELECT 1 FROM t3 WHERE t3.k = t2.k)"),
     ("scalar_subquery", "SELECT id, v FROM t1 WHERE v > (SELECT avg(w) FROM t2)"),
     ("three_way", "SELECT t1.id, t2.id AS b, t3.x FROM t1 JOIN t2 ON t1.k = t2.k LEFT JOIN t3 ON t2.k = t3.k"),
-    ("cte", "WITH big AS (SELECT k, v FROM t1 WHERE v > 20) SELECT b.k, count(*) AS n FROM big b JOIN t3 ON b.k = t3.k GROUP BY b.k"),
+    (
+        "cte",
+        "WITH big AS (SELECT k, v FROM t1 WHERE v > 20) SELECT b.k, count(*) AS n FROM big b JOIN t3 ON b.k = t3.k GROUP BY b.k",
+    ),
     (
         "group_top_n",
         "SELECT id, k, v, rn FROM (SELECT id, k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn FROM t1) ranked WHERE rn <= 2",
     ),
-    ("ranks", "SELECT id, rank() OVER (PARTITION BY k ORDER BY v) AS r, dense_rank() OVER (PARTITION BY k ORDER BY v) AS d FROM t1"),
-    ("expressions", "SELECT id, CASE WHEN v IS NULL THEN 'none' ELSE upper(s) || '-' || CAST(v * 2 AS TEXT) END AS label, coalesce(k, -1) AS kk FROM t1"),
+    (
+        "ranks",
+        "SELECT id, rank() OVER (PARTITION BY k ORDER BY v) AS r, dense_rank() OVER (PARTITION BY k ORDER BY v) AS d FROM t1",
+    ),
+    (
+        "expressions",
+        "SELECT id, CASE WHEN v IS NULL THEN 'none' ELSE upper(s) || '-' || CAST(v * 2 AS TEXT) END AS label, coalesce(k, -1) AS kk FROM t1",
+    ),
 ];
 
 /// Views over other views (created after the ones they read).
@@ -66,7 +75,11 @@ fn value(rng: &mut StdRng, max: i64) -> String {
 }
 
 fn text(rng: &mut StdRng) -> String {
-    if rng.random_bool(0.1) { "NULL".into() } else { format!("'{}'", ["a", "b", "c", "dd", "e"][rng.random_range(0..5)]) }
+    if rng.random_bool(0.1) {
+        "NULL".into()
+    } else {
+        format!("'{}'", ["a", "b", "c", "dd", "e"][rng.random_range(0..5)])
+    }
 }
 
 fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
@@ -90,10 +103,15 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
             format!("INSERT INTO t2 VALUES {}", rows.join(", "))
         }
         5 => {
-            let rows: Vec<String> = (0..rng.random_range(1..4)).map(|_| format!("({}, {})", value(rng, 8), value(rng, 100))).collect();
+            let rows: Vec<String> =
+                (0..rng.random_range(1..4)).map(|_| format!("({}, {})", value(rng, 8), value(rng, 100))).collect();
             format!("INSERT INTO t3 VALUES {}", rows.join(", "))
         }
-        6 => format!("UPDATE t1 SET v = v + {}, s = 'u' WHERE id % 7 = {}", rng.random_range(-30..30), rng.random_range(0..7)),
+        6 => format!(
+            "UPDATE t1 SET v = v + {}, s = 'u' WHERE id % 7 = {}",
+            rng.random_range(-30..30),
+            rng.random_range(0..7)
+        ),
         7 => format!("UPDATE t2 SET k = {} WHERE id % 5 = {}", value(rng, 8), rng.random_range(0..5)),
         8 => {
             let table = ["t1", "t2"][rng.random_range(0..2)];
@@ -148,7 +166,8 @@ async fn run_oracle(seed: u64, epochs: usize, workers: &str) {
         }
         for (name, filter) in PREFIX_READS {
             let view = sorted(rows(&client, &format!("SELECT * FROM {name} WHERE {filter}")).await);
-            let batch = sorted(rows(&client, &format!("SELECT * FROM ({}) q WHERE {filter}", oracle_query(name))).await);
+            let batch =
+                sorted(rows(&client, &format!("SELECT * FROM ({}) q WHERE {filter}", oracle_query(name))).await);
             assert_eq!(view, batch, "seed {seed}, epoch {epoch}: {name} WHERE {filter} differs from the batch oracle");
         }
         let t1_lookup = rows(&client, "SELECT id, k, v, s FROM t1 WHERE id = 101").await;

@@ -27,7 +27,10 @@ impl AsyncDB for Freshet {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
         let messages = self.client.simple_query(sql).await.map_err(|e| {
-            let detail = e.as_db_error().map(|d| format!("{}: {}", d.code().code(), d.message())).unwrap_or_else(|| e.to_string());
+            let detail = e
+                .as_db_error()
+                .map(|d| format!("{}: {}", d.code().code(), d.message()))
+                .unwrap_or_else(|| e.to_string());
             SltError(detail)
         })?;
         let mut rows = Vec::new();
@@ -65,7 +68,12 @@ impl AsyncDB for Freshet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_suites() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/slt");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("sql/slt").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("sql/slt")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", dir.display());
     let mut failures = Vec::new();
@@ -76,7 +84,9 @@ async fn sqllogictest_suites() {
         let mut runner = sqllogictest::Runner::new(|| {
             let client_url = server.url();
             async move {
-                let (client, connection) = tokio_postgres::connect(&client_url, tokio_postgres::NoTls).await.map_err(|e| SltError(e.to_string()))?;
+                let (client, connection) = tokio_postgres::connect(&client_url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| SltError(e.to_string()))?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });

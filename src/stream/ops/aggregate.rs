@@ -54,11 +54,7 @@ impl AggregateCall {
     }
 
     fn accumulator(&self, retracting: bool) -> Result<Box<dyn Accumulator>> {
-        Ok(if retracting {
-            self.function.create_sliding_accumulator()?
-        } else {
-            self.function.create_accumulator()?
-        })
+        Ok(if retracting { self.function.create_sliding_accumulator()? } else { self.function.create_accumulator()? })
     }
 }
 
@@ -133,9 +129,11 @@ impl Aggregate {
                 let mask = match &call.filter {
                     Some(f) => {
                         let m = f.evaluate(batch)?.into_array(batch.num_rows())?;
-                        let m = m.as_any().downcast_ref::<BooleanArray>().cloned().ok_or_else(|| {
-                            SqlError::internal("aggregate FILTER is not boolean")
-                        })?;
+                        let m = m
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .cloned()
+                            .ok_or_else(|| SqlError::internal("aggregate FILTER is not boolean"))?;
                         Some(m)
                     }
                     None => None,
@@ -147,9 +145,7 @@ impl Aggregate {
 
     /// Recomputes a group's aggregates from its stored input rows.
     fn recompute(&self, rows: &BTreeMap<Vec<u8>, i64>) -> Result<Vec<ScalarValue>> {
-        let expanded = rows
-            .iter()
-            .flat_map(|(row, &n)| std::iter::repeat_n(row.as_slice(), n.max(0) as usize));
+        let expanded = rows.iter().flat_map(|(row, &n)| std::iter::repeat_n(row.as_slice(), n.max(0) as usize));
         let batch = self.input_codec.decode(expanded)?;
         let inputs = self.call_inputs(&batch)?;
         let all: Vec<u32> = (0..batch.num_rows() as u32).collect();
@@ -189,8 +185,7 @@ impl Aggregate {
             } else {
                 ScalarValue::iter_to_array(values)?
             };
-            let array =
-                if array.data_type() != field.data_type() { cast(&array, field.data_type())? } else { array };
+            let array = if array.data_type() != field.data_type() { cast(&array, field.data_type())? } else { array };
             columns.push(array);
         }
         let rows = RecordBatch::try_new_with_options(
@@ -313,11 +308,7 @@ impl Operator for Aggregate {
 fn selected(rows: &[u32], mask: Option<&BooleanArray>) -> Vec<u32> {
     match mask {
         None => rows.to_vec(),
-        Some(mask) => rows
-            .iter()
-            .copied()
-            .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
-            .collect(),
+        Some(mask) => rows.iter().copied().filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize)).collect(),
     }
 }
 

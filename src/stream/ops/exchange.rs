@@ -32,7 +32,8 @@ pub const VNODES: u64 = 256;
 /// `FRESHET_PARALLEL_MIN_ROWS` overrides it (tests set 1 to force parallel steps).
 fn parallel_threshold() -> usize {
     static THRESHOLD: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THRESHOLD.get_or_init(|| std::env::var("FRESHET_PARALLEL_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(4096))
+    *THRESHOLD
+        .get_or_init(|| std::env::var("FRESHET_PARALLEL_MIN_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(4096))
 }
 
 type Slot = Arc<Mutex<Option<ChangeBatch>>>;
@@ -63,7 +64,12 @@ pub struct Routed {
 
 impl Routed {
     /// Routes `input` by `keys` to `workers` feeds; returns it and the feeds.
-    pub fn new(input: Box<dyn Operator>, keys: Vec<Arc<dyn PhysicalExpr>>, key_types: Vec<DataType>, workers: usize) -> (Self, Vec<Feed>) {
+    pub fn new(
+        input: Box<dyn Operator>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        key_types: Vec<DataType>,
+        workers: usize,
+    ) -> (Self, Vec<Feed>) {
         let schema = input.schema();
         let slots: Vec<Slot> = (0..workers).map(|_| Arc::new(Mutex::new(None))).collect();
         let feeds = slots.iter().map(|slot| Feed { slot: slot.clone(), schema: schema.clone() }).collect();

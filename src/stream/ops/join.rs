@@ -123,10 +123,8 @@ impl Join {
         joined_schema: SchemaRef,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let key_types = key_schema
-            .as_ref()
-            .map(|s| s.fields().iter().map(|f| f.data_type().clone()).collect())
-            .unwrap_or_default();
+        let key_types =
+            key_schema.as_ref().map(|s| s.fields().iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default();
         let key_codec = key_schema.map(RowCodec::new).transpose()?;
         Ok(Self { left, right, kind, key_codec, key_types, filter, joined_schema, schema })
     }
@@ -153,7 +151,9 @@ impl Join {
 
     /// Evaluates the residual filter over pairs (left row, right row).
     fn pair_mask(&self, left: &[ArrayRef], right: &[ArrayRef], n: usize) -> Result<Option<BooleanArray>> {
-        let Some(filter) = &self.filter else { return Ok(None) };
+        let Some(filter) = &self.filter else {
+            return Ok(None);
+        };
         let columns: Vec<ArrayRef> = left.iter().chain(right).cloned().collect();
         let options = RecordBatchOptions::new().with_row_count(Some(n));
         let batch = RecordBatch::try_new_with_options(self.joined_schema.clone(), columns, &options)?;
@@ -166,7 +166,12 @@ impl Join {
     }
 
     /// Output rows from left and/or right columns; a missing side is NULLs.
-    fn assemble(&self, left: Option<Vec<ArrayRef>>, right: Option<Vec<ArrayRef>>, weights: Vec<i64>) -> Result<ChangeBatch> {
+    fn assemble(
+        &self,
+        left: Option<Vec<ArrayRef>>,
+        right: Option<Vec<ArrayRef>>,
+        weights: Vec<i64>,
+    ) -> Result<ChangeBatch> {
         let n = weights.len();
         let fields = self.schema.fields();
         let columns: Vec<ArrayRef> = match self.kind {
@@ -202,7 +207,8 @@ impl Join {
         let other = other_codec.decode(others.iter().copied())?;
         // Cross product of this key's rows: this row i pairs with every other row j.
         let n = rows.len() * others.len();
-        let this_idx = UInt32Array::from_iter_values((0..rows.len() as u32).flat_map(|i| std::iter::repeat_n(i, others.len())));
+        let this_idx =
+            UInt32Array::from_iter_values((0..rows.len() as u32).flat_map(|i| std::iter::repeat_n(i, others.len())));
         let other_idx = UInt32Array::from_iter_values((0..rows.len()).flat_map(|_| 0..others.len() as u32));
         let this_cols = take_columns(this.columns(), &this_idx)?;
         let other_cols = take_columns(other.columns(), &other_idx)?;
@@ -345,11 +351,30 @@ impl Operator for Join {
                 }
                 by_key
             };
-            let (left_by_key, right_by_key) = if had_rows.is_empty() { Default::default() } else { (group(&left_keys), group(&right_keys)) };
+            let (left_by_key, right_by_key) =
+                if had_rows.is_empty() { Default::default() } else { (group(&left_keys), group(&right_keys)) };
             for (key, &(left_before, right_before)) in &had_rows {
                 let (left_after, right_after) = (self.left.index.contains_key(key), self.right.index.contains_key(key));
-                self.side_transition(true, key, right_before, right_after, &left_by_key, &left_bytes, &dl, &mut left_alone);
-                self.side_transition(false, key, left_before, left_after, &right_by_key, &right_bytes, &dr, &mut right_alone);
+                self.side_transition(
+                    true,
+                    key,
+                    right_before,
+                    right_after,
+                    &left_by_key,
+                    &left_bytes,
+                    &dl,
+                    &mut left_alone,
+                );
+                self.side_transition(
+                    false,
+                    key,
+                    left_before,
+                    left_after,
+                    &right_by_key,
+                    &right_bytes,
+                    &dr,
+                    &mut right_alone,
+                );
             }
             for (key, (old_left, old_right)) in &before {
                 let (new_left, new_right) = (self.left.rows_at(key), self.right.rows_at(key));

@@ -23,8 +23,5 @@ use crate::error::Result;
 
 /// Evaluates expressions over a batch into columns.
 pub fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-    exprs
-        .iter()
-        .map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?))
-        .collect()
+    exprs.iter().map(|e| Ok(e.evaluate(batch)?.into_array(batch.num_rows())?)).collect()
 }

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
-use datafusion::arrow::array::Int64Array;
 
 use crate::error::Result;
 use crate::stream::rowcodec::RowCodec;

@@ -62,7 +62,9 @@ impl Window {
     }
 
     fn ranked(&self, partition: &[u8], out: &mut Ranked, sign: i64) {
-        let Some(rows) = self.partitions.get(partition) else { return };
+        let Some(rows) = self.partitions.get(partition) else {
+            return;
+        };
         let (mut position, mut rank, mut dense) = (0i64, 0i64, 0i64);
         let mut previous: Option<&[u8]> = None;
         for ((sort_key, row), &n) in rows {
