@@ -21,10 +21,12 @@ use pgwire::messages::PgWireBackendMessage;
 use super::copy::CopyInHandler;
 use super::errors::SqlStateErrorHandler;
 use super::hook::EngineHook;
+use super::pg_text::postgres_text;
 use crate::sql::Engine;
+use pgwire::api::portal::Portal;
 
 pub struct FreshetHandlers {
-    session: Arc<DfSessionService>,
+    extended: Arc<FreshetExtendedQuery>,
     copy: Arc<CopyInHandler>,
     simple: Arc<FreshetSimpleQuery>,
     startup: Arc<TrustStartup>,
@@ -38,7 +40,8 @@ impl FreshetHandlers {
         // Our hook first; then datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
         let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![Arc::new(EngineHook { engine })];
         hooks.extend([
-            Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook) as Arc<dyn datafusion_postgres::QueryHook>,
+            Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook)
+                as Arc<dyn datafusion_postgres::QueryHook>,
             Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
             Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
         ]);
@@ -47,7 +50,7 @@ impl FreshetHandlers {
         Self {
             simple: Arc::new(FreshetSimpleQuery { inner: session.clone(), copy: copy.clone() }),
             copy,
-            session,
+            extended: Arc::new(FreshetExtendedQuery { inner: session }),
             startup: Arc::new(TrustStartup { connections: connections.clone() }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
@@ -59,7 +62,7 @@ impl PgWireServerHandlers for FreshetHandlers {
         self.simple.clone()
     }
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.session.clone()
+        self.extended.clone()
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.startup.clone()
@@ -135,9 +138,42 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
                         }
                     }
                 }
-                return Ok(responses);
+                return Ok(responses.into_iter().map(postgres_text).collect());
             }
         }
-        SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await
+        let responses = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await?;
+        Ok(responses.into_iter().map(postgres_text).collect())
+    }
+}
+
+/// Extended-protocol handling: datafusion-postgres (with our hook), with
+/// result text corrected to what Postgres prints.
+pub struct FreshetExtendedQuery {
+    inner: Arc<DfSessionService>,
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for FreshetExtendedQuery {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let response = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await?;
+        Ok(postgres_text(response))
     }
 }

@@ -10,6 +10,7 @@ mod copy;
 mod errors;
 mod handlers;
 mod hook;
+mod pg_text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,11 @@ use crate::sql::Engine;
 pub use handlers::FreshetHandlers;
 
 /// Accepts connections until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let handlers = Arc::new(FreshetHandlers::new(engine));
     tracing::info!(address = %listener.local_addr()?, "accepting connections");
     loop {

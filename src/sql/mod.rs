@@ -6,6 +6,7 @@
 //! the plans into catalog changes, dataflows and table writes. It knows
 //! nothing of the wire protocol: results are [`Outcome`]s.
 
+mod bytea;
 pub mod copy;
 mod ddl;
 mod dml;
@@ -22,6 +23,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
@@ -68,13 +70,19 @@ impl Engine {
         // Plain Utf8 strings: simplest for the row format and the wire encoder.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
         config.options_mut().sql_parser.enable_ident_normalization = true;
-        let ctx = SessionContext::new_with_config(config);
+        // TIMESTAMPTZ keeps a zone (and prints its offset, as in Postgres);
+        // without one DataFusion plans it as a plain TIMESTAMP.
+        config.options_mut().execution.time_zone = Some("+00:00".to_string());
+        let mut ctx = SessionContext::new_with_config(config);
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
             &ctx,
             DATABASE,
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
+        let bytea_input = bytea::ByteaInput::udf();
+        ctx.register_udf(bytea_input.as_ref().clone());
+        ctx.register_function_rewrite(Arc::new(bytea::ByteaCastRewrite::new(bytea_input)))?;
         Ok(Arc::new(Self {
             ctx,
             catalog: Arc::new(Catalog::default()),
@@ -86,7 +94,11 @@ impl Engine {
     /// Whether the engine handles `statement` itself (else DataFusion does).
     pub fn owns(statement: &Statement) -> bool {
         match statement {
-            Statement::CreateTable(_) | Statement::CreateView(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => true,
+            Statement::CreateTable(_)
+            | Statement::CreateView(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_) => true,
             Statement::Drop { object_type, .. } => {
                 matches!(object_type, ObjectType::Table | ObjectType::View | ObjectType::MaterializedView)
             }
@@ -98,7 +110,12 @@ impl Engine {
     /// Executes a statement the engine owns. `plan` and `params` come from
     /// the extended protocol (a prepared statement's plan and its bound
     /// parameters).
-    pub async fn execute(&self, statement: &Statement, plan: Option<&LogicalPlan>, params: Option<&ParamValues>) -> Result<Outcome> {
+    pub async fn execute(
+        &self,
+        statement: &Statement,
+        plan: Option<&LogicalPlan>,
+        params: Option<&ParamValues>,
+    ) -> Result<Outcome> {
         snapshot::begin_statement();
         let outcome = match statement {
             Statement::CreateTable(create) => ddl::create_table(self, create).await,
