@@ -11,8 +11,8 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options};
 use datafusion::sql::sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement};
 
 use super::Engine;
-use crate::catalog::writes::{self, OnConflict};
 use crate::catalog::Relation;
+use crate::catalog::writes::{self, OnConflict};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// A COPY FROM STDIN waiting for its data.
@@ -43,7 +43,10 @@ pub fn prepare(engine: &Engine, statement: &Statement) -> Result<CopyIn> {
     let CopySource::Table { table_name, columns } = source else {
         return Err(SqlError::not_supported("COPY from a query"));
     };
-    let relation = engine.catalog.by_name(&super::ddl::object_name(engine, table_name)).ok_or_else(|| SqlError::undefined_table(table_name))?;
+    let relation = engine
+        .catalog
+        .by_name(&super::ddl::object_name(engine, table_name))
+        .ok_or_else(|| SqlError::undefined_table(table_name))?;
     let columns = if columns.is_empty() {
         (0..relation.schema.fields().len()).collect()
     } else {
@@ -52,7 +55,10 @@ pub fn prepare(engine: &Engine, statement: &Statement) -> Result<CopyIn> {
             .map(|c| {
                 let name = if c.quote_style.is_some() { c.value.clone() } else { c.value.to_lowercase() };
                 relation.schema.index_of(&name).map_err(|_| {
-                    SqlError::new(sqlstate::UNDEFINED_COLUMN, format!("column \"{name}\" of relation \"{}\" does not exist", relation.name))
+                    SqlError::new(
+                        sqlstate::UNDEFINED_COLUMN,
+                        format!("column \"{name}\" of relation \"{}\" does not exist", relation.name),
+                    )
                 })
             })
             .collect::<Result<Vec<_>>>()?
@@ -64,7 +70,9 @@ pub fn prepare(engine: &Engine, statement: &Statement) -> Result<CopyIn> {
         match option {
             CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv") => copy.csv = true,
             CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text") => copy.csv = false,
-            CopyOption::Format(f) => return Err(SqlError::not_supported(format!("COPY format {}", f.value))),
+            CopyOption::Format(f) => {
+                return Err(SqlError::not_supported(format!("COPY format {}", f.value)));
+            }
             CopyOption::Header(h) => copy.header = *h,
             CopyOption::Delimiter(d) => delimiter = Some(*d),
             CopyOption::Null(n) => null = Some(n.clone()),
@@ -85,7 +93,8 @@ pub fn prepare(engine: &Engine, statement: &Statement) -> Result<CopyIn> {
         copy.null = String::new();
     }
     if let Some(d) = delimiter {
-        copy.delimiter = u8::try_from(u32::from(d)).map_err(|_| SqlError::new("22023", "COPY delimiter must be a single one-byte character"))?;
+        copy.delimiter = u8::try_from(u32::from(d))
+            .map_err(|_| SqlError::new("22023", "COPY delimiter must be a single one-byte character"))?;
     }
     if let Some(n) = null {
         copy.null = n;
@@ -103,8 +112,16 @@ pub async fn load(engine: &Engine, copy: &CopyIn, data: &[u8]) -> Result<usize> 
     for (field_index, &column) in copy.columns.iter().enumerate() {
         let strings = StringArray::from_iter(records.iter().map(|r| r[field_index].as_deref()));
         let target = schema.field(column);
-        columns[column] = cast_with_options(&strings, target.data_type(), &safe).map_err(|e| {
-            SqlError::new(sqlstate::INVALID_TEXT_REPRESENTATION, format!("COPY {}, column {}: {e}", copy.relation.name, target.name()))
+        let converted = if super::bytea::is_binary(target.data_type()) {
+            super::bytea::text_to_bytea(&strings, target.data_type()).map_err(|e| e.to_string())
+        } else {
+            cast_with_options(&strings, target.data_type(), &safe).map_err(|e| e.to_string())
+        };
+        columns[column] = converted.map_err(|e| {
+            SqlError::new(
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+                format!("COPY {}, column {}: {e}", copy.relation.name, target.name()),
+            )
         })?;
     }
     // Built nullable: the insert's checks name a NOT NULL column left empty.
@@ -124,17 +141,23 @@ fn check_width(copy: &CopyIn, line: usize, fields: usize) -> Result<()> {
     if fields != copy.columns.len() {
         return Err(SqlError::new(
             "22P04",
-            format!("COPY {}, line {line}: expected {} columns, found {fields}", copy.relation.name, copy.columns.len()),
+            format!(
+                "COPY {}, line {line}: expected {} columns, found {fields}",
+                copy.relation.name,
+                copy.columns.len()
+            ),
         ));
     }
     Ok(())
 }
 
 fn parse_csv(copy: &CopyIn, data: &[u8]) -> Result<Vec<Record>> {
-    let mut reader = csv::ReaderBuilder::new().has_headers(copy.header).delimiter(copy.delimiter).flexible(true).from_reader(data);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(copy.header).delimiter(copy.delimiter).flexible(true).from_reader(data);
     let mut records = Vec::new();
     for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| SqlError::new("22P04", format!("COPY {}: malformed CSV: {e}", copy.relation.name)))?;
+        let record =
+            record.map_err(|e| SqlError::new("22P04", format!("COPY {}: malformed CSV: {e}", copy.relation.name)))?;
         if record.len() == 1 && &record[0] == "\\." {
             break;
         }
