@@ -7,7 +7,7 @@
 //! - freshness: one-row INSERT followed by a SELECT on the view that shows
 //!   it; prints p50/p99 of the pair.
 //! - point_query: primary-key SELECTs on a table of `FRESHET_BENCH_ROWS`
-//!   rows (default 1,000,000).
+//!   rows (default 1,000,000) and on a materialized view over it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ fn start() -> Bench {
 }
 
 fn insert_sql(table: &str, first_id: i64, rows: i64) -> String {
-    let values: Vec<String> = (first_id..first_id + rows).map(|id| format!("({id}, {}, {})", id % 100, id % 997)).collect();
+    let values: Vec<String> =
+        (first_id..first_id + rows).map(|id| format!("({id}, {}, {})", id % 100, id % 997)).collect();
     format!("INSERT INTO {table} VALUES {}", values.join(","))
 }
 
@@ -88,26 +89,29 @@ fn ingest(c: &mut Criterion) {
             let id = 10_000_000 + i;
             let start = Instant::now();
             bench.client.batch_execute(&insert_sql("t", id, 1)).await.expect("insert");
-            let rows = bench.client.simple_query(&format!("SELECT name FROM joined WHERE id = {id}")).await.expect("select");
+            let rows =
+                bench.client.simple_query(&format!("SELECT name FROM joined WHERE id = {id}")).await.expect("select");
             latencies.push(start.elapsed());
             assert!(rows.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))), "insert not visible");
         }
     });
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p) as usize];
-    println!(
-        "freshness (insert + select on a view over {} rows): p50 {:?}, p99 {:?}",
-        next_id,
-        pct(0.5),
-        pct(0.99)
-    );
+    println!("freshness (insert + select on a view over {} rows): p50 {:?}, p99 {:?}", next_id, pct(0.5), pct(0.99));
 }
 
 fn point_query(c: &mut Criterion) {
     let bench = start();
     let rows: i64 = std::env::var("FRESHET_BENCH_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     bench.runtime.block_on(async {
-        bench.client.batch_execute("CREATE TABLE big (id BIGINT PRIMARY KEY, k INT, v INT)").await.expect("create");
+        bench
+            .client
+            .batch_execute(
+                "CREATE TABLE big (id BIGINT PRIMARY KEY, k INT, v INT);
+                 CREATE MATERIALIZED VIEW big_view AS SELECT id, k, v + 1 AS v1 FROM big",
+            )
+            .await
+            .expect("create");
         let mut id = 0;
         while id < rows {
             let n = (rows - id).min(10_000);
@@ -115,7 +119,8 @@ fn point_query(c: &mut Criterion) {
             id += n;
         }
     });
-    let statement = bench.runtime.block_on(bench.client.prepare("SELECT id, k, v FROM big WHERE id = $1")).expect("prepare");
+    let statement =
+        bench.runtime.block_on(bench.client.prepare("SELECT id, k, v FROM big WHERE id = $1")).expect("prepare");
     let mut group = c.benchmark_group("point_query");
     group.throughput(Throughput::Elements(1));
     let mut key = 0i64;
@@ -126,14 +131,28 @@ fn point_query(c: &mut Criterion) {
         })
     });
 
+    // The view is maintained as the table is loaded; its rows are stored in
+    // key order with `id` leading, so `id = $1` reads one key range.
+    let view_statement =
+        bench.runtime.block_on(bench.client.prepare("SELECT id, k, v1 FROM big_view WHERE id = $1")).expect("prepare");
+    group.bench_function(format!("freshet_view_lookup_{rows}_rows"), |b| {
+        b.iter(|| {
+            key = (key + 7919) % rows;
+            bench.runtime.block_on(bench.client.query_one(&view_statement, &[&key])).expect("lookup")
+        })
+    });
+
     // The same lookups against a local PostgreSQL, for the ratio
     // (FRESHET_BENCH_PG=postgres://user@127.0.0.1:port/db).
     if let Ok(url) = std::env::var("FRESHET_BENCH_PG") {
         let pg = bench.runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to postgres");
+            let (client, connection) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect to postgres");
             tokio::spawn(connection);
             client
-                .batch_execute("DROP TABLE IF EXISTS big; CREATE TABLE big (id BIGINT PRIMARY KEY, k INT, v INT)")
+                .batch_execute(
+                    "DROP TABLE IF EXISTS big CASCADE; CREATE TABLE big (id BIGINT PRIMARY KEY, k INT, v INT)",
+                )
                 .await
                 .expect("create in postgres");
             let mut id = 0;
@@ -142,7 +161,15 @@ fn point_query(c: &mut Criterion) {
                 client.batch_execute(&insert_sql("big", id, n)).await.expect("load postgres");
                 id += n;
             }
-            client.batch_execute("ANALYZE big").await.expect("analyze");
+            // Postgres cannot maintain a view incrementally; a materialized
+            // view with a unique index, refreshed once, is its closest peer.
+            client
+                .batch_execute(
+                    "CREATE MATERIALIZED VIEW big_view AS SELECT id, k, v + 1 AS v1 FROM big;
+                     CREATE UNIQUE INDEX ON big_view (id); ANALYZE big; ANALYZE big_view",
+                )
+                .await
+                .expect("analyze");
             client
         });
         let statement = bench.runtime.block_on(pg.prepare("SELECT id, k, v FROM big WHERE id = $1")).expect("prepare");
@@ -150,6 +177,14 @@ fn point_query(c: &mut Criterion) {
             b.iter(|| {
                 key = (key + 7919) % rows;
                 bench.runtime.block_on(pg.query_one(&statement, &[&key])).expect("lookup")
+            })
+        });
+        let view_statement =
+            bench.runtime.block_on(pg.prepare("SELECT id, k, v1 FROM big_view WHERE id = $1")).expect("prepare");
+        group.bench_function(format!("postgres_view_lookup_{rows}_rows"), |b| {
+            b.iter(|| {
+                key = (key + 7919) % rows;
+                bench.runtime.block_on(pg.query_one(&view_statement, &[&key])).expect("lookup")
             })
         });
     }

@@ -7,6 +7,8 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# RocksDB's bindings are generated with bindgen, which needs libclang.
+dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

@@ -130,6 +130,12 @@ impl Catalog {
         inner.next_id
     }
 
+    /// Makes the next [`Catalog::allocate_id`] return `id` (at startup, so
+    /// that stored relations come back under their own ids).
+    pub fn set_next_id(&self, id: RelationId) {
+        self.inner.write().next_id = id.saturating_sub(1);
+    }
+
     pub fn add(&self, relation: Arc<Relation>) -> Result<()> {
         let mut inner = self.inner.write();
         if inner.by_name.contains_key(&relation.name) {

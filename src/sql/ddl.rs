@@ -9,7 +9,7 @@ use datafusion::common::{Constraint, TableReference};
 use datafusion::datasource::{ViewTable, source_as_provider};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, TableScan};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, ObjectName, ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, Ident, ObjectName, ObjectType, Statement};
 
 use super::{DATABASE, Engine, Outcome};
 use crate::catalog::provider::RelationProvider;
@@ -25,6 +25,11 @@ fn schema_provider(engine: &Engine, name: &QualifiedName) -> Result<Arc<dyn Sche
         .catalog(DATABASE)
         .and_then(|c| c.schema(&name.schema))
         .ok_or_else(|| SqlError::new(sqlstate::UNDEFINED_SCHEMA, format!("schema \"{}\" does not exist", name.schema)))
+}
+
+/// `schema.name` as a SQL object name, quoted so it reads back unchanged.
+fn stored_name(name: &QualifiedName) -> ObjectName {
+    ObjectName::from(vec![Ident::with_quote('"', &name.schema), Ident::with_quote('"', &name.name)])
 }
 
 pub(super) fn object_name(engine: &Engine, name: &ObjectName) -> QualifiedName {
@@ -125,8 +130,19 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
         Arc::new(RelationProvider::new(relation.clone(), engine.coordinator.clone())),
     )?;
 
+    if engine.recovering() {
+        // Its rows are stored; only the catalog had to be rebuilt.
+        return Ok(done);
+    }
+    let mut guard = engine.coordinator.begin().await;
+    let mut stored = create.clone();
+    stored.name = stored_name(&name);
+    stored.if_not_exists = false;
+    guard.write_catalog_entry(relation.id, Statement::CreateTable(stored).to_string().into_bytes())?;
+
     // CREATE TABLE … AS SELECT: fill it in one epoch.
     if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+        std::mem::drop(guard);
         let rows = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?.collect().await?;
         let mut guard = engine.coordinator.begin().await;
         writes::insert(&mut guard, &relation, &rows, &writes::OnConflict::Error)?;
@@ -226,9 +242,13 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
                 .build()?
         };
         let relation = Arc::new(relation);
+        let id = relation.id;
         engine.catalog.add(relation)?;
         schema_provider
             .register_table(name.name.clone(), Arc::new(ViewTable::new(plan, Some(create.query.to_string()))))?;
+        if !engine.recovering() {
+            engine.coordinator.begin().await.write_catalog_entry(id, catalog_entry(create, &name))?;
+        }
         return Ok(Outcome::Command { tag, rows: None });
     }
 
@@ -242,11 +262,24 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         return Err(SqlError::duplicate_object(&name));
     }
     let flow = ViewDataflow { view: relation.clone(), root: lowered.root, inputs: lowered.inputs };
-    guard.create_view(flow, &sources)?;
+    if engine.recovering() {
+        guard.restore_view(flow, &sources)?;
+    } else {
+        guard.create_view(flow, &sources, catalog_entry(create, &name))?;
+    }
     engine.catalog.add(relation.clone())?;
     schema_provider
         .register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
     Ok(Outcome::Command { tag, rows: None })
+}
+
+/// The statement a view is rebuilt from at startup: the original, with its
+/// name qualified.
+fn catalog_entry(create: &CreateView, name: &QualifiedName) -> Vec<u8> {
+    let mut stored = create.clone();
+    stored.name = stored_name(name);
+    stored.if_not_exists = false;
+    Statement::CreateView(stored).to_string().into_bytes()
 }
 
 pub async fn drop(

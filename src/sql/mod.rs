@@ -18,6 +18,7 @@ pub mod dml_support {
 }
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -26,11 +27,12 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, ObjectType, Statement};
 
 use crate::catalog::{Catalog, RelationKind, snapshot};
-use crate::error::{Result, SqlError};
+use crate::error::{Result, SqlError, sqlstate};
 use crate::state::{MemStore, StateStore};
+use crate::stream::RelationId;
 use crate::stream::coordinator::Coordinator;
 
 /// The database name clients connect to, and DataFusion's catalog name.
@@ -50,6 +52,15 @@ pub struct Engine {
     pub coordinator: Arc<Coordinator>,
     /// Workers each stateful operator of a view is partitioned over.
     pub workers: usize,
+    /// Set while [`Engine::recover`] rebuilds the catalog from the store.
+    recovering: AtomicBool,
+}
+
+/// What [`Engine::recover`] rebuilt.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub relations: usize,
+    pub epoch: crate::state::Epoch,
 }
 
 /// The default number of dataflow workers: the machine's cores.
@@ -88,7 +99,63 @@ impl Engine {
             catalog: Arc::new(Catalog::default()),
             coordinator: Arc::new(Coordinator::new(store)),
             workers: workers.max(1),
+            recovering: AtomicBool::new(false),
         }))
+    }
+
+    fn recovering(&self) -> bool {
+        self.recovering.load(Ordering::Acquire)
+    }
+
+    /// Rebuilds the catalog from the store's entries at startup: every
+    /// table, view and materialized view comes back under its own id, in
+    /// creation order (so a view's inputs exist before it), and every
+    /// materialized view's operator state is rebuilt from its inputs' rows
+    /// at the committed epoch. Rows themselves are not rewritten.
+    pub async fn recover(&self) -> Result<Recovery> {
+        let snapshot = self.coordinator.store().snapshot();
+        let mut entries: Vec<(RelationId, String)> = Vec::new();
+        let mut corrupt = None;
+        snapshot.scan_prefix(crate::state::CATALOG_PREFIX, &mut |key, value| match (
+            key.get(1..5).and_then(|id| id.try_into().ok()),
+            std::str::from_utf8(value),
+        ) {
+            (Some(id), Ok(sql)) => entries.push((u32::from_be_bytes(id), sql.to_string())),
+            _ => corrupt = Some(key.to_vec()),
+        });
+        if let Some(key) = corrupt {
+            return Err(SqlError::new(sqlstate::IO_ERROR, format!("corrupt catalog entry {key:?} in the data dir")));
+        }
+        self.recovering.store(true, Ordering::Release);
+        let result = self.replay(&entries).await;
+        self.recovering.store(false, Ordering::Release);
+        result?;
+        if let Some((last, _)) = entries.last() {
+            self.catalog.set_next_id(last + 1);
+        }
+        Ok(Recovery { relations: entries.len(), epoch: snapshot.epoch() })
+    }
+
+    async fn replay(&self, entries: &[(RelationId, String)]) -> Result<()> {
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        for (id, sql) in entries {
+            let fail = |e: String| SqlError::new(sqlstate::IO_ERROR, format!("restoring relation {id} ({sql}): {e}"));
+            let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+                .map_err(|e| fail(e.to_string()))?;
+            let Some(statement) = statements.pop() else { return Err(fail("empty entry".into())) };
+            // Schemas are not stored objects yet: recreate the ones in use.
+            if let Statement::CreateTable(CreateTable { name, .. }) | Statement::CreateView(CreateView { name, .. }) =
+                &statement
+            {
+                if name.0.len() == 2 {
+                    let schema = name.0[0].to_string();
+                    self.ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
+                }
+            }
+            self.catalog.set_next_id(*id);
+            self.execute(&statement, None, None).await.map_err(|e| fail(e.message))?;
+        }
+        Ok(())
     }
 
     /// Whether the engine handles `statement` itself (else DataFusion does).

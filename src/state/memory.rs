@@ -19,6 +19,12 @@ impl MemStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A store holding `pairs` as of `epoch` (how a durable store fills its
+    /// in-memory copy at startup).
+    pub fn loaded(epoch: Epoch, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> Self {
+        Self { committed: RwLock::new((epoch, pairs.into_iter().collect())) }
+    }
 }
 
 struct MemSnapshot {

@@ -1,17 +1,22 @@
-//! The state store: every piece of durable state (table rows, view contents,
-//! later operator state and source offsets) is a key/value pair here.
+//! The state store: every piece of durable state (catalog entries, table
+//! rows, view contents; later operator state and source offsets) is a
+//! key/value pair here.
 //!
-//! The interface is the one RocksDB gives us, so the durability work can swap
-//! the backend without touching callers:
+//! Two backends: [`MemStore`] (in memory only) and [`DurableStore`]
+//! (RocksDB, what the server runs on). The interface is RocksDB's:
 //! - ordered byte keys, prefix scans (a relation's rows share a key prefix);
 //! - one atomic [`WriteBatch`] per epoch;
 //! - consistent read [`Snapshot`]s at a committed epoch, so readers never block
 //!   the writer and never see half an epoch.
 //!
+//! Key prefixes: `c` catalog entries, `r` relation rows, `m` store metadata.
+//!
 //! This module owns only bytes; it knows nothing of Arrow or SQL.
 
+mod durable;
 mod memory;
 
+pub use durable::{DurableStore, FORMAT_VERSION};
 pub use memory::MemStore;
 
 /// Epoch numbers: epoch `n` is committed once its write batch is applied.
@@ -39,6 +44,9 @@ impl WriteBatch {
     pub fn into_ops(self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
         self.ops
     }
+    pub fn ops(&self) -> &[(Vec<u8>, Option<Vec<u8>>)] {
+        &self.ops
+    }
 }
 
 /// A consistent view of the store at one committed epoch.
@@ -56,6 +64,15 @@ pub trait StateStore: Send + Sync {
     fn commit(&self, epoch: Epoch, batch: WriteBatch) -> crate::error::Result<()>;
     fn committed_epoch(&self) -> Epoch;
 }
+
+/// Key of one relation's catalog entry (its defining statement).
+pub fn catalog_key(relation_id: u32) -> [u8; 5] {
+    let id = relation_id.to_be_bytes();
+    [b'c', id[0], id[1], id[2], id[3]]
+}
+
+/// Prefix of all catalog entries, in relation-id (creation) order.
+pub const CATALOG_PREFIX: &[u8] = b"c";
 
 /// Key prefix of one relation's (table's or view's) rows.
 pub fn relation_prefix(relation_id: u32) -> [u8; 5] {

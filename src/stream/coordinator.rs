@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::catalog::{Relation, storage};
 use crate::error::{Result, SqlError};
-use crate::state::{Epoch, Snapshot, StateStore, WriteBatch, relation_prefix};
+use crate::state::{Epoch, Snapshot, StateStore, WriteBatch, catalog_key, relation_prefix};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
 /// A materialized view's dataflow.
@@ -76,6 +76,7 @@ impl EpochGuard<'_> {
             input.insert(relation.id, change)?;
         }
         let mut failed: BTreeSet<RelationId> = BTreeSet::new();
+        let mut stepped: Vec<Arc<Relation>> = Vec::new();
         for flow in self.flows.views.iter_mut() {
             if flow.view.failure.lock().is_some() {
                 failed.insert(flow.view.id);
@@ -93,6 +94,7 @@ impl EpochGuard<'_> {
             if !flow.inputs.iter().any(|r| input.touches(*r)) {
                 continue;
             }
+            stepped.push(flow.view.clone());
             match flow.root.step(&input) {
                 Ok(delta) => {
                     storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
@@ -105,26 +107,53 @@ impl EpochGuard<'_> {
                 }
             }
         }
-        self.write(batch)
+        let written = self.write(batch);
+        if let Err(error) = &written {
+            // The views' operators have taken this epoch in, but it was not
+            // stored: their state is ahead of their rows. Refuse to serve
+            // them rather than serve wrong results.
+            for view in stepped {
+                *view.failure.lock() = Some(error.clone());
+            }
+        }
+        written
     }
 
     /// Backfills a new view from the current contents of its inputs and adds
-    /// its dataflow, so it follows every later epoch with no gap.
-    pub fn create_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>]) -> Result<()> {
+    /// its dataflow, so it follows every later epoch with no gap. The view's
+    /// rows and its catalog entry are written in one epoch.
+    pub fn create_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>], catalog_entry: Vec<u8>) -> Result<()> {
         let mut flow = flow;
         let snapshot = self.store.snapshot();
-        let mut input = EpochInput::default();
-        for source in sources {
-            source.check_healthy()?;
-            let rows = storage::scan_all(source, snapshot.as_ref())?;
-            input.insert(source.id, ChangeBatch::uniform(rows, 1))?;
-        }
-        let delta = flow.root.step(&input)?;
+        let delta = backfill(&mut flow, sources, snapshot.as_ref())?;
         let mut batch = WriteBatch::default();
         storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
+        batch.put(catalog_key(flow.view.id).to_vec(), catalog_entry);
         self.write(batch)?;
         self.flows.views.push(flow);
         Ok(())
+    }
+
+    /// At startup: rebuilds a stored view's operator state from the current
+    /// contents of its inputs. The view's rows are already stored, at the
+    /// same committed epoch as its inputs, so nothing is written.
+    pub fn restore_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>]) -> Result<()> {
+        let mut flow = flow;
+        let snapshot = self.store.snapshot();
+        if let Err(error) = backfill(&mut flow, sources, snapshot.as_ref()) {
+            tracing::warn!(view = %flow.view.name, %error, "materialized view failed while being restored");
+            *flow.view.failure.lock() = Some(error);
+        }
+        self.flows.views.push(flow);
+        Ok(())
+    }
+
+    /// Records a relation's defining statement (tables and plain views; a
+    /// materialized view's is written with its rows by `create_view`).
+    pub fn write_catalog_entry(&mut self, relation: RelationId, entry: Vec<u8>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put(catalog_key(relation).to_vec(), entry);
+        self.write(batch)
     }
 
     /// Removes a relation's dataflow (if any) and all its rows.
@@ -133,13 +162,27 @@ impl EpochGuard<'_> {
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
         snapshot.scan_prefix(&relation_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
+        batch.delete(catalog_key(relation.id).to_vec());
         self.write(batch)
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        // Every epoch goes to the store, even one with no changes, so its
+        // number is the store's committed epoch.
         let epoch = self.flows.next_epoch;
         self.store.commit(epoch, batch)?;
         self.flows.next_epoch += 1;
         Ok(())
     }
+}
+
+/// Runs a view's dataflow over the whole current contents of its inputs.
+fn backfill(flow: &mut ViewDataflow, sources: &[Arc<Relation>], snapshot: &dyn Snapshot) -> Result<ChangeBatch> {
+    let mut input = EpochInput::default();
+    for source in sources {
+        source.check_healthy()?;
+        let rows = storage::scan_all(source, snapshot)?;
+        input.insert(source.id, ChangeBatch::uniform(rows, 1))?;
+    }
+    flow.root.step(&input)
 }

@@ -5,6 +5,7 @@
 mod bad_input;
 mod clients;
 mod concurrency;
+mod crash;
 mod oracle;
 mod server;
 mod slt;

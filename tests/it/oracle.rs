@@ -9,7 +9,15 @@ use rand::{Rng, SeedableRng};
 
 use crate::server::{TestServer, describe, rows, try_rows};
 
-const VIEWS: &[(&str, &str)] = &[
+/// The tables the views read, with a few rows.
+pub(crate) const SETUP: &str = "CREATE TABLE t1 (id BIGINT PRIMARY KEY, k INT, v INT, s TEXT);
+     CREATE TABLE t2 (id BIGINT PRIMARY KEY, k INT, w INT);
+     CREATE TABLE t3 (k INT, x INT);
+     INSERT INTO t1 VALUES (1, 1, 10, 'a'), (2, 2, 20, 'b'), (3, NULL, 30, NULL);
+     INSERT INTO t2 VALUES (4, 1, 100), (5, 3, 5);
+     INSERT INTO t3 VALUES (1, 1), (1, 1), (2, NULL);";
+
+pub(crate) const VIEWS: &[(&str, &str)] = &[
     ("join_agg", "SELECT t1.k, count(*) AS n, sum(t1.v + t2.w) AS total FROM t1 JOIN t2 ON t1.k = t2.k GROUP BY t1.k"),
     ("left_join", "SELECT t1.id, t1.k, t2.id AS id2, t2.w FROM t1 LEFT JOIN t2 ON t1.k = t2.k"),
     ("right_join", "SELECT t1.id, t2.id AS id2, t2.w FROM t1 RIGHT JOIN t2 ON t1.k = t2.k"),
@@ -49,7 +57,7 @@ const VIEWS: &[(&str, &str)] = &[
 ];
 
 /// Views over other views (created after the ones they read).
-const VIEWS_ON_VIEWS: &[(&str, &str)] = &[
+pub(crate) const VIEWS_ON_VIEWS: &[(&str, &str)] = &[
     ("vv_busy", "SELECT k, n FROM join_agg WHERE n > 1"),
     ("vv_joined", "SELECT g.k, g.c, j.total FROM group_aggs g LEFT JOIN join_agg j ON g.k = j.k"),
 ];
@@ -65,7 +73,7 @@ const PREFIX_READS: &[(&str, &str)] = &[
     ("group_top_n", "id = 1"),
 ];
 
-fn sorted(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+pub(crate) fn sorted(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
     rows.sort();
     rows
 }
@@ -82,7 +90,7 @@ fn text(rng: &mut StdRng) -> String {
     }
 }
 
-fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
+pub(crate) fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
     match rng.random_range(0..10) {
         0..=2 => {
             let rows: Vec<String> = (0..rng.random_range(1..6))
@@ -124,17 +132,7 @@ fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
 async fn run_oracle(seed: u64, epochs: usize, workers: &str) {
     let server = TestServer::start_with(&["--workers", workers]);
     let client = server.connect().await;
-    client
-        .batch_execute(
-            "CREATE TABLE t1 (id BIGINT PRIMARY KEY, k INT, v INT, s TEXT);
-             CREATE TABLE t2 (id BIGINT PRIMARY KEY, k INT, w INT);
-             CREATE TABLE t3 (k INT, x INT);
-             INSERT INTO t1 VALUES (1, 1, 10, 'a'), (2, 2, 20, 'b'), (3, NULL, 30, NULL);
-             INSERT INTO t2 VALUES (4, 1, 100), (5, 3, 5);
-             INSERT INTO t3 VALUES (1, 1), (1, 1), (2, NULL);",
-        )
-        .await
-        .expect("setup");
+    client.batch_execute(SETUP).await.expect("setup");
     // Half the views are created over existing data (backfill), half before.
     for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS) {
         client

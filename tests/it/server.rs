@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 pub struct TestServer {
     child: Child,
     pub port: u16,
-    _data: tempdir::TempDir,
+    _data: Option<tempdir::TempDir>,
 }
 
-mod tempdir {
+pub mod tempdir {
     /// A directory removed when dropped.
     pub struct TempDir(pub std::path::PathBuf);
     impl TempDir {
@@ -44,10 +44,17 @@ impl TestServer {
     /// Starts the server with extra `freshet serve` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let data = tempdir::TempDir::new("server");
+        let mut server = Self::start_in(&data.0, extra);
+        server._data = Some(data);
+        server
+    }
+
+    /// Starts the server on a data dir the caller keeps (to restart on it).
+    pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data.0)
+            .arg(data_dir)
             .args(extra)
             .env("FRESHET_LOG", "warn")
             // Step partitioned operators in parallel even for tiny changes.
@@ -61,7 +68,13 @@ impl TestServer {
             assert!(Instant::now() < deadline, "freshet did not start listening on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, port, _data: data }
+        Self { child, port, _data: None }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown of any kind) and waits.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn url(&self) -> String {
