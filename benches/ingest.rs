@@ -1,6 +1,7 @@
 //! Ingest, freshness and point-query benchmarks over the real wire protocol.
 //!
-//! The server runs in this process (same code as `freshet serve`); a
+//! The server runs in this process (same code and store as `freshet serve`:
+//! RocksDB, fsync per commit unless FRESHET_BENCH_SYNC=false); a
 //! tokio-postgres client drives it over loopback TCP.
 //! - ingest: 1,000-row INSERTs into a table feeding an aggregate view and a
 //!   join view (rows/s; each INSERT returns after both views are updated).
@@ -21,11 +22,26 @@ struct Bench {
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
+fn next_bench_dir() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// FRESHET_BENCH_SYNC=false measures without an fsync per commit.
+fn sync_commits() -> bool {
+    std::env::var("FRESHET_BENCH_SYNC").map(|v| v != "false").unwrap_or(true)
+}
+
 fn start() -> Bench {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let client = runtime.block_on(async move {
-        let engine = freshet::sql::Engine::new().expect("engine");
+        // The server's own store: RocksDB with an fsync per commit (the
+        // default), in a fresh directory.
+        let dir = std::env::temp_dir().join(format!("freshet-bench-{}-{}", std::process::id(), next_bench_dir()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = freshet::state::DurableStore::open(&dir, sync_commits()).expect("store");
+        let engine = freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers()).expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), stopped));
