@@ -41,7 +41,8 @@ fn start() -> Bench {
         let dir = std::env::temp_dir().join(format!("freshet-bench-{}-{}", std::process::id(), next_bench_dir()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = freshet::state::DurableStore::open(&dir, sync_commits()).expect("store");
-        let engine = freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers()).expect("engine");
+        let engine =
+            freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers()).expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), stopped));

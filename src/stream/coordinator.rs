@@ -77,6 +77,7 @@ impl EpochGuard<'_> {
         }
         let mut failed: BTreeSet<RelationId> = BTreeSet::new();
         let mut stepped: Vec<Arc<Relation>> = Vec::new();
+        let mut aborted: Option<SqlError> = None;
         for flow in self.flows.views.iter_mut() {
             if flow.view.failure.lock().is_some() {
                 failed.insert(flow.view.id);
@@ -97,8 +98,12 @@ impl EpochGuard<'_> {
             stepped.push(flow.view.clone());
             match flow.root.step(&input) {
                 Ok(delta) => {
-                    storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
-                    input.insert(flow.view.id, delta)?;
+                    let staged = storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)
+                        .and_then(|()| input.insert(flow.view.id, delta));
+                    if let Err(error) = staged {
+                        aborted = Some(error);
+                        break;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(view = %flow.view.name, %error, "materialized view failed");
@@ -107,7 +112,10 @@ impl EpochGuard<'_> {
                 }
             }
         }
-        let written = self.write(batch);
+        let written = match aborted {
+            Some(error) => Err(error),
+            None => self.write(batch),
+        };
         if let Err(error) = &written {
             // The views' operators have taken this epoch in, but it was not
             // stored: their state is ahead of their rows. Refuse to serve
