@@ -77,7 +77,7 @@ async fn serve(
     tracing::info!(workers, "dataflow workers");
     let started = std::time::Instant::now();
     let store = freshet::state::DurableStore::open(&data_dir.join("state"), sync_commits).map_err(|e| e.message)?;
-    let pairs = store.len();
+    let pairs = store.loaded_pairs();
     let engine = freshet::sql::Engine::with_store(std::sync::Arc::new(store), workers).map_err(|e| e.message)?;
     let recovery = engine.recover().await.map_err(|e| e.message)?;
     tracing::info!(

@@ -76,15 +76,16 @@ fn fix_query(mut query: QueryResponse) -> QueryResponse {
         return query;
     }
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-    query.data_rows = Box::pin(rows.map(move |row| row.map(|row| fix_row(row, &fixups))));
+    // One scratch buffer for the whole result, not one per row.
+    let mut scratch = String::new();
+    query.data_rows = Box::pin(rows.map(move |row| row.map(|row| fix_row(row, &fixups, &mut scratch))));
     query
 }
 
 /// Rewrites the fields of one DataRow that need it. The DataRow body is a
 /// sequence of (i32 length, bytes) with length -1 for NULL.
-fn fix_row(mut row: DataRow, fixups: &[Fixup]) -> DataRow {
+fn fix_row(mut row: DataRow, fixups: &[Fixup], scratch: &mut String) -> DataRow {
     let mut out = BytesMut::with_capacity(row.data.len());
-    let mut scratch = String::new();
     let data = &row.data[..];
     let mut at = 0usize;
     for fixup in fixups.iter().take(row.field_count.max(0) as usize) {
@@ -104,10 +105,10 @@ fn fix_row(mut row: DataRow, fixups: &[Fixup]) -> DataRow {
         scratch.clear();
         let fixed = match (fixup, std::str::from_utf8(value)) {
             (Fixup::FractionalSeconds, Ok(text)) => {
-                trim_fractional_seconds(text, &mut scratch);
+                trim_fractional_seconds(text, scratch);
                 true
             }
-            (Fixup::Float { single }, Ok(text)) => format_float(text, *single, &mut scratch),
+            (Fixup::Float { single }, Ok(text)) => format_float(text, *single, scratch),
             _ => false,
         };
         if fixed {

@@ -135,10 +135,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
         return Ok(done);
     }
     let mut guard = engine.coordinator.begin().await;
-    let mut stored = create.clone();
-    stored.name = stored_name(&name);
-    stored.if_not_exists = false;
-    guard.write_catalog_entry(relation.id, Statement::CreateTable(stored).to_string().into_bytes())?;
+    guard.write_catalog_entry(relation.id, catalog_entry(Statement::CreateTable(create.clone()), &name))?;
 
     // CREATE TABLE … AS SELECT: fill it in one epoch.
     if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
@@ -247,7 +244,11 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         schema_provider
             .register_table(name.name.clone(), Arc::new(ViewTable::new(plan, Some(create.query.to_string()))))?;
         if !engine.recovering() {
-            engine.coordinator.begin().await.write_catalog_entry(id, catalog_entry(create, &name))?;
+            engine
+                .coordinator
+                .begin()
+                .await
+                .write_catalog_entry(id, catalog_entry(Statement::CreateView(create.clone()), &name))?;
         }
         return Ok(Outcome::Command { tag, rows: None });
     }
@@ -265,7 +266,7 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if engine.recovering() {
         guard.restore_view(flow, &sources)?;
     } else {
-        guard.create_view(flow, &sources, catalog_entry(create, &name))?;
+        guard.create_view(flow, &sources, catalog_entry(Statement::CreateView(create.clone()), &name))?;
     }
     engine.catalog.add(relation.clone())?;
     schema_provider
@@ -273,13 +274,21 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     Ok(Outcome::Command { tag, rows: None })
 }
 
-/// The statement a view is rebuilt from at startup: the original, with its
-/// name qualified.
-fn catalog_entry(create: &CreateView, name: &QualifiedName) -> Vec<u8> {
-    let mut stored = create.clone();
-    stored.name = stored_name(name);
-    stored.if_not_exists = false;
-    Statement::CreateView(stored).to_string().into_bytes()
+/// The statement a relation is rebuilt from at startup: the original CREATE,
+/// with its name qualified and without IF NOT EXISTS.
+fn catalog_entry(mut statement: Statement, name: &QualifiedName) -> Vec<u8> {
+    match &mut statement {
+        Statement::CreateTable(create) => {
+            create.name = stored_name(name);
+            create.if_not_exists = false;
+        }
+        Statement::CreateView(create) => {
+            create.name = stored_name(name);
+            create.if_not_exists = false;
+        }
+        _ => {}
+    }
+    statement.to_string().into_bytes()
 }
 
 pub async fn drop(

@@ -31,6 +31,7 @@ pub struct DurableStore {
     db: DB,
     memory: MemStore,
     sync: bool,
+    loaded_pairs: usize,
 }
 
 fn storage_error(what: &str, error: impl std::fmt::Display) -> SqlError {
@@ -93,18 +94,13 @@ impl DurableStore {
                     .map_err(|e| storage_error("initializing the data dir", e))?;
             }
         }
-        Ok(Self { db, memory: MemStore::loaded(epoch, pairs), sync })
+        let loaded_pairs = pairs.len();
+        Ok(Self { db, memory: MemStore::loaded(epoch, pairs), sync, loaded_pairs })
     }
 
-    /// Number of stored pairs (for the startup log).
-    pub fn len(&self) -> usize {
-        let mut count = 0;
-        self.memory.snapshot().scan_prefix(&[], &mut |_, _| count += 1);
-        count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Number of pairs read back at startup (for the startup log).
+    pub fn loaded_pairs(&self) -> usize {
+        self.loaded_pairs
     }
 }
 
