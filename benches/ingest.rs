@@ -40,9 +40,11 @@ fn start() -> Bench {
         // default), in a fresh directory.
         let dir = std::env::temp_dir().join(format!("freshet-bench-{}-{}", std::process::id(), next_bench_dir()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = freshet::state::DurableStore::open(&dir, sync_commits()).expect("store");
+        let options = freshet::state::StoreOptions { sync: sync_commits(), cache_bytes: 512 << 20 };
+        let store = freshet::state::DurableStore::open(&dir, options).expect("store");
+        let budget = freshet::stream::state_table::StateBudget::new(512 << 20);
         let engine =
-            freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers()).expect("engine");
+            freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers(), budget).expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), stopped));

@@ -34,6 +34,12 @@ enum Command {
         /// machine, and commits are cheaper).
         #[arg(long, env = "FRESHET_SYNC_COMMITS", default_value_t = true, action = clap::ArgAction::Set)]
         sync_commits: bool,
+        /// Memory for state, in MiB: half for the operators' caches, half for
+        /// the store's block cache and write buffers (at least 8 MiB). State
+        /// beyond it stays on disk and is read back when needed. 0 keeps no
+        /// operator state in memory between epochs (slow; for testing).
+        #[arg(long, env = "FRESHET_MEMORY_BUDGET_MB", default_value_t = 1024)]
+        memory_budget_mb: usize,
     },
 }
 
@@ -53,8 +59,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { listen, data_dir, workers, sync_commits } => {
-            match runtime.block_on(serve(listen, data_dir, workers, sync_commits)) {
+        Command::Serve { listen, data_dir, workers, sync_commits, memory_budget_mb } => {
+            match runtime.block_on(serve(listen, data_dir, workers, sync_commits, memory_budget_mb)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "freshet stopped");
@@ -71,19 +77,25 @@ async fn serve(
     data_dir: PathBuf,
     workers: Option<usize>,
     sync_commits: bool,
+    memory_budget_mb: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     let workers = workers.unwrap_or_else(freshet::sql::default_workers).max(1);
     tracing::info!(workers, "dataflow workers");
     let started = std::time::Instant::now();
-    let store = freshet::state::DurableStore::open(&data_dir.join("state"), sync_commits).map_err(|e| e.message)?;
-    let pairs = store.loaded_pairs();
-    let engine = freshet::sql::Engine::with_store(std::sync::Arc::new(store), workers).map_err(|e| e.message)?;
+    let budget = memory_budget_mb << 20;
+    let options = freshet::state::StoreOptions { sync: sync_commits, cache_bytes: budget / 2 };
+    let store = freshet::state::DurableStore::open(&data_dir.join("state"), options).map_err(|e| e.message)?;
+    let stored_bytes = store.estimated_bytes();
+    let state_budget = freshet::stream::state_table::StateBudget::new(budget / 2);
+    let engine =
+        freshet::sql::Engine::with_store(std::sync::Arc::new(store), workers, state_budget).map_err(|e| e.message)?;
     let recovery = engine.recover().await.map_err(|e| e.message)?;
     tracing::info!(
         data_dir = %data_dir.display(),
         relations = recovery.relations,
-        stored_pairs = pairs,
+        stored_bytes,
+        memory_budget_mb,
         epoch = recovery.epoch,
         sync_commits,
         elapsed_ms = started.elapsed().as_millis() as u64,

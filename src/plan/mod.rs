@@ -46,15 +46,20 @@ pub trait RelationResolver {
     fn resolve(&self, scan: &TableScan) -> Result<RelationId>;
 }
 
-/// Lowers `plan`; stateful operators are partitioned over `workers` workers.
+/// Lowers `plan` into the dataflow of view `view`; stateful operators are
+/// partitioned over `workers` workers and keep their state under keys
+/// numbered in lowering order (so the same statement always gets the same
+/// keys).
 pub fn lower(
     plan: &LogicalPlan,
     state: &SessionState,
     resolver: &dyn RelationResolver,
     workers: usize,
+    view: RelationId,
 ) -> Result<Lowered> {
     let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
-    let mut lowering = Lowering { state, resolver, inputs: BTreeSet::new(), workers: workers.max(1) };
+    let mut lowering =
+        Lowering { state, resolver, inputs: BTreeSet::new(), workers: workers.max(1), view, next_operator: 0 };
     let root = lowering.lower(&plan)?;
     Ok(Lowered { root, inputs: lowering.inputs })
 }
@@ -71,6 +76,9 @@ struct Lowering<'a> {
     resolver: &'a dyn RelationResolver,
     inputs: BTreeSet<RelationId>,
     workers: usize,
+    view: RelationId,
+    /// Number of the next stateful operator (its state key prefix).
+    next_operator: u16,
 }
 
 /// An input of a stateful operator and the key its rows are routed by.
@@ -85,6 +93,14 @@ fn unsupported(what: impl std::fmt::Display) -> SqlError {
 }
 
 impl Lowering<'_> {
+    /// The state key prefix of the next stateful operator.
+    fn state_prefix(&mut self) -> Result<[u8; 7]> {
+        let number = self.next_operator;
+        self.next_operator =
+            number.checked_add(1).ok_or_else(|| unsupported("a query with more than 65535 stateful operators"))?;
+        Ok(crate::state::operator_prefix(self.view, number))
+    }
+
     fn expr(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
         if expr.is_volatile() {
             return Err(unsupported(format!("the volatile expression {expr}")));
@@ -154,8 +170,15 @@ impl Lowering<'_> {
                     .map(|e| e.get_type(input_schema))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let keyed = KeyedInput { op: input, keys: group_exprs.clone(), key_types };
+                let state = self.state_prefix()?;
                 self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
-                    Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), calls.clone(), schema.clone())?))
+                    Ok(Box::new(Aggregate::new(
+                        feeds.remove(0),
+                        group_exprs.clone(),
+                        calls.clone(),
+                        schema.clone(),
+                        &state,
+                    )?))
                 })?
             }
             LogicalPlan::Distinct(Distinct::All(input)) => {
@@ -166,8 +189,9 @@ impl Lowering<'_> {
                 let key_types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
                 let output = stream_schema(&schema);
                 let keyed = KeyedInput { op, keys: group_exprs.clone(), key_types };
+                let state = self.state_prefix()?;
                 self.partitioned(vec![keyed], output.clone(), |mut feeds| {
-                    Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), vec![], output.clone())?))
+                    Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), vec![], output.clone(), &state)?))
                 })?
             }
             LogicalPlan::Distinct(Distinct::On(_)) => return Err(unsupported("DISTINCT ON")),
@@ -235,12 +259,13 @@ impl Lowering<'_> {
                     key_types: key_types.clone(),
                 };
                 let right = KeyedInput { op: self.lower(&join.right)?, keys: right_key_exprs.clone(), key_types };
+                let state = self.state_prefix()?;
                 self.partitioned(vec![left, right], schema.clone(), |mut feeds| {
                     let right_feed = feeds.remove(1);
                     let left_feed = feeds.remove(0);
                     Ok(Box::new(Join::new(
-                        JoinSide::new(left_feed, left_key_exprs.clone())?,
-                        JoinSide::new(right_feed, right_key_exprs.clone())?,
+                        JoinSide::new(left_feed, left_key_exprs.clone(), &[&state[..], &[0]].concat())?,
+                        JoinSide::new(right_feed, right_key_exprs.clone(), &[&state[..], &[1]].concat())?,
                         kind,
                         key_schema.clone(),
                         filter.clone(),
@@ -298,7 +323,8 @@ impl Lowering<'_> {
     ) -> Result<Box<dyn Operator>> {
         let op = self.lower(input)?;
         let (physical, codec) = self.sort_codec(sort, input.schema())?;
-        Ok(Box::new(TopN::new(op, physical, codec, skip, fetch)?))
+        let state = self.state_prefix()?;
+        Ok(Box::new(TopN::new(op, physical, codec, skip, fetch, &state)?))
     }
 
     /// Ranking window functions sharing one PARTITION BY / ORDER BY.
@@ -332,6 +358,7 @@ impl Lowering<'_> {
         let (partition_by, order_by) = shape.unwrap_or_default();
         let input_schema = window.input.schema();
         let input = self.lower(&window.input)?;
+        let state = self.state_prefix()?;
         let partition_exprs = self.exprs(&partition_by, input_schema)?;
         let partition_codec = || -> Result<Option<RowCodec>> {
             if partition_by.is_empty() {
@@ -362,6 +389,7 @@ impl Lowering<'_> {
                 order()?,
                 rankings.clone(),
                 schema.clone(),
+                &state,
             )?))
         })
     }

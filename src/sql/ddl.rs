@@ -254,7 +254,7 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     }
 
     let optimized = state.optimize(&plan)?;
-    let lowered = plan::lower(&optimized, &state, &CatalogResolver, engine.workers)?;
+    let lowered = plan::lower(&optimized, &state, &CatalogResolver, engine.workers, relation.id)?;
     let relation = Arc::new(relation);
     let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
     let mut guard = engine.coordinator.begin().await;

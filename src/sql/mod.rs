@@ -34,6 +34,7 @@ use crate::error::{Result, SqlError, sqlstate};
 use crate::state::{MemStore, StateStore};
 use crate::stream::RelationId;
 use crate::stream::coordinator::Coordinator;
+use crate::stream::state_table::StateBudget;
 
 /// The database name clients connect to, and DataFusion's catalog name.
 pub const DATABASE: &str = "freshet";
@@ -70,10 +71,12 @@ pub fn default_workers() -> usize {
 
 impl Engine {
     pub fn new() -> Result<Arc<Self>> {
-        Self::with_store(Arc::new(MemStore::new()), default_workers())
+        Self::with_store(Arc::new(MemStore::new()), default_workers(), StateBudget::unlimited())
     }
 
-    pub fn with_store(store: Arc<dyn StateStore>, workers: usize) -> Result<Arc<Self>> {
+    /// An engine over `store`; the operators' caches together hold at most
+    /// about `state_budget` bytes (the rest of their state stays in the store).
+    pub fn with_store(store: Arc<dyn StateStore>, workers: usize, state_budget: Arc<StateBudget>) -> Result<Arc<Self>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_information_schema(true)
@@ -97,7 +100,7 @@ impl Engine {
         Ok(Arc::new(Self {
             ctx,
             catalog: Arc::new(Catalog::default()),
-            coordinator: Arc::new(Coordinator::new(store)),
+            coordinator: Arc::new(Coordinator::new(store, state_budget)),
             workers: workers.max(1),
             recovering: AtomicBool::new(false),
         }))

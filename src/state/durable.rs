@@ -1,15 +1,18 @@
-//! The durable [`StateStore`]: RocksDB on disk, with the whole committed
-//! state also held in a [`MemStore`] that serves every read.
+//! The durable [`StateStore`]: RocksDB on disk, read through RocksDB
+//! snapshots, with a bounded cache in front.
 //!
 //! A commit writes the epoch's batch plus the epoch number in one RocksDB
-//! write batch through the WAL (fsynced when `sync` is on), and only then
-//! publishes it in memory: a statement is acknowledged only after its epoch
-//! is on disk, and after a crash RocksDB holds exactly the committed epochs.
-//! At startup every pair is read back into memory.
+//! write batch through the WAL (fsynced when `sync` is on). A statement is
+//! acknowledged only after its epoch is written, and after a crash RocksDB
+//! holds exactly the committed epochs. Readers take a RocksDB snapshot, so
+//! they see whole epochs and never block the writer.
 //!
-//! Holding everything in memory is the first step: the memory budget with
-//! spilling to RocksDB (reads falling through to it) comes next, behind
-//! the same interface.
+//! Memory: RocksDB's block cache and its memtables are charged to one LRU
+//! cache of `cache_bytes` (a write-buffer manager accounts memtables
+//! against it, index and filter blocks live in it), so the store's resident
+//! memory is bounded by that figure whatever the size of the data. State
+//! beyond it stays on disk and is read back on demand. Startup reads nothing
+//! but the metadata: recovery time does not grow with the data.
 //!
 //! Key space: `m…` is this store's metadata (format version, committed
 //! epoch); every other prefix belongs to the callers (see `state::mod`).
@@ -17,21 +20,38 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{DB, Options, WriteOptions};
+use rocksdb::{BlockBasedOptions, Cache, DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
 
-use super::{Epoch, MemStore, Snapshot, StateStore, WriteBatch};
+use super::{Epoch, Snapshot, StateStore, WriteBatch};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// Bumped whenever the on-disk layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: operator state stored under `s` keys (format 1 rebuilt it at startup).
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_KEY: &[u8] = b"m/format";
 const EPOCH_KEY: &[u8] = b"m/epoch";
 
+/// How the store trades durability and memory.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Fsync the WAL before a commit returns (`false`: a commit survives a
+    /// crash of the process, not of the machine).
+    pub sync: bool,
+    /// Bytes of memory for RocksDB's block cache and memtables together.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { sync: true, cache_bytes: 256 << 20 }
+    }
+}
+
 pub struct DurableStore {
-    db: DB,
-    memory: MemStore,
+    db: Arc<DB>,
     sync: bool,
-    loaded_pairs: usize,
+    /// Held so the cache outlives the DB handle's use of it.
+    _cache: Cache,
 }
 
 fn storage_error(what: &str, error: impl std::fmt::Display) -> SqlError {
@@ -41,12 +61,30 @@ fn storage_error(what: &str, error: impl std::fmt::Display) -> SqlError {
 impl DurableStore {
     /// Opens (or creates) the store in `dir`. Refuses a directory written by
     /// another format version, or one whose contents cannot be read.
-    pub fn open(dir: &Path, sync: bool) -> Result<Self> {
+    pub fn open(dir: &Path, store: StoreOptions) -> Result<Self> {
+        let cache_bytes = store.cache_bytes.max(8 << 20);
+        let cache = Cache::new_lru_cache(cache_bytes);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        // Index and filter blocks count against the budget too (otherwise
+        // they grow with the data, outside any limit), pinned for L0 files
+        // so point reads of fresh data stay one block read.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_bloom_filter(10.0, false);
+        table.set_block_size(16 << 10);
+
         let mut options = Options::default();
         options.create_if_missing(true);
-        // Commits are small and frequent; the WAL makes them durable and
-        // memtables absorb them. A 64 MiB write buffer keeps flushes rare.
-        options.set_write_buffer_size(64 << 20);
+        options.set_block_based_table_factory(&table);
+        // Memtables are charged to the same cache: a write burst evicts
+        // cached blocks instead of growing the process. Each memtable is at
+        // most an eighth of the budget so a flush frees memory in steps.
+        let write_buffers =
+            rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(cache_bytes / 2, false, cache.clone());
+        options.set_write_buffer_manager(&write_buffers);
+        options.set_write_buffer_size((cache_bytes / 8).clamp(4 << 20, 64 << 20));
+        options.set_max_write_buffer_number(3);
         options.set_max_background_jobs(2);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         // Refuse to open (rather than silently drop) a WAL with a torn or
@@ -57,17 +95,6 @@ impl DurableStore {
             .map_err(|e| storage_error(&format!("cannot open data dir {}", dir.display()), e))?;
 
         let format = db.get(FORMAT_KEY).map_err(|e| storage_error("reading the data dir's format version", e))?;
-        let mut pairs = Vec::new();
-        let mut epoch: Epoch = 0;
-        for item in db.iterator(rocksdb::IteratorMode::Start) {
-            let (key, value) = item.map_err(|e| storage_error("reading the data dir", e))?;
-            if key.as_ref() == EPOCH_KEY {
-                epoch =
-                    decode_u64(&value).ok_or_else(|| storage_error("reading the data dir", "corrupt epoch record"))?;
-            } else if !key.starts_with(b"m/") {
-                pairs.push((key.into_vec(), value.into_vec()));
-            }
-        }
         match format {
             Some(bytes) => {
                 let version = (bytes.len() == 4).then(|| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
@@ -81,26 +108,27 @@ impl DurableStore {
                     ));
                 }
             }
-            None if !pairs.is_empty() => {
-                return Err(storage_error(
-                    &format!("data dir {}", dir.display()),
-                    "it holds data but no format version",
-                ));
-            }
             None => {
+                let holds_data = db.iterator(IteratorMode::Start).next().is_some();
+                if holds_data {
+                    return Err(storage_error(
+                        &format!("data dir {}", dir.display()),
+                        "it holds data but no format version",
+                    ));
+                }
                 let mut options = WriteOptions::default();
                 options.set_sync(true);
                 db.put_opt(FORMAT_KEY, FORMAT_VERSION.to_be_bytes(), &options)
                     .map_err(|e| storage_error("initializing the data dir", e))?;
             }
         }
-        let loaded_pairs = pairs.len();
-        Ok(Self { db, memory: MemStore::loaded(epoch, pairs), sync, loaded_pairs })
+        Ok(Self { db: Arc::new(db), sync: store.sync, _cache: cache })
     }
 
-    /// Number of pairs read back at startup (for the startup log).
-    pub fn loaded_pairs(&self) -> usize {
-        self.loaded_pairs
+    /// RocksDB's estimate of the stored data's size in bytes (for logs).
+    pub fn estimated_bytes(&self) -> u64 {
+        self.db.property_int_value("rocksdb.estimate-live-data-size").ok().flatten().unwrap_or(0)
+            + self.db.property_int_value("rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0)
     }
 }
 
@@ -108,9 +136,113 @@ fn decode_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// A RocksDB snapshot together with the handle it borrows from.
+struct DiskSnapshot {
+    // Declared before `db`: fields drop in order, so the snapshot is
+    // released while the DB it belongs to is still alive.
+    snapshot: rocksdb::SnapshotWithThreadMode<'static, DB>,
+    db: Arc<DB>,
+    epoch: Epoch,
+}
+
+impl DiskSnapshot {
+    fn new(db: Arc<DB>) -> Result<Self> {
+        let snapshot = db.snapshot();
+        // SAFETY: the snapshot borrows the DB behind `db`'s Arc, which this
+        // struct owns and drops after the snapshot (field order above); the
+        // Arc's target never moves, so the borrow stays valid for the
+        // snapshot's whole life.
+        let snapshot: rocksdb::SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snapshot) };
+        let epoch = snapshot
+            .get(EPOCH_KEY)
+            .map_err(|e| storage_error("reading the committed epoch", e))?
+            .map(|bytes| {
+                decode_u64(&bytes).ok_or_else(|| storage_error("reading the data dir", "corrupt epoch record"))
+            })
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Self { snapshot, db, epoch })
+    }
+
+    fn read_options(&self) -> ReadOptions {
+        let mut options = ReadOptions::default();
+        options.set_snapshot(&self.snapshot);
+        options
+    }
+}
+
+impl Snapshot for DiskSnapshot {
+    fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.snapshot.get(key) {
+            Ok(value) => value,
+            Err(error) => {
+                // The read interface has no error channel; a failing disk is
+                // reported loudly and the read treated as a miss would be
+                // wrong data, so stop the process instead.
+                fatal_read_error(error)
+            }
+        }
+    }
+
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        self.snapshot
+            .multi_get(keys)
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|error| fatal_read_error(error)))
+            .collect()
+    }
+
+    fn scan_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8])) {
+        let mut options = self.read_options();
+        if let Some(end) = prefix_end(prefix) {
+            options.set_iterate_upper_bound(end);
+        }
+        for item in self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), options) {
+            match item {
+                Ok((key, value)) => {
+                    if !key.starts_with(prefix) {
+                        break;
+                    }
+                    visit(&key, &value);
+                }
+                Err(error) => fatal_read_error(error),
+            }
+        }
+    }
+}
+
+fn fatal_read_error(error: rocksdb::Error) -> ! {
+    tracing::error!(%error, "reading the data dir failed; stopping rather than serve wrong data");
+    eprintln!("freshet: reading the data dir failed: {error}");
+    std::process::exit(3)
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl StateStore for DurableStore {
     fn snapshot(&self) -> Arc<dyn Snapshot> {
-        self.memory.snapshot()
+        match DiskSnapshot::new(self.db.clone()) {
+            Ok(snapshot) => Arc::new(snapshot),
+            Err(error) => {
+                tracing::error!(%error, "reading the data dir failed; stopping rather than serve wrong data");
+                eprintln!("freshet: {error}");
+                std::process::exit(3)
+            }
+        }
     }
 
     fn commit(&self, epoch: Epoch, batch: WriteBatch) -> Result<()> {
@@ -124,13 +256,27 @@ impl StateStore for DurableStore {
         disk.put(EPOCH_KEY, epoch.to_be_bytes());
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
-        // On failure (disk full, I/O error) nothing is published: the
-        // statement fails and memory still equals the disk.
-        self.db.write_opt(disk, &options).map_err(|e| storage_error("writing the epoch to disk", e))?;
-        self.memory.commit(epoch, batch)
+        // On failure (disk full, I/O error) nothing is visible: the
+        // statement fails and readers keep the previous epoch.
+        self.db.write_opt(disk, &options).map_err(|e| storage_error("writing the epoch to disk", e))
     }
 
     fn committed_epoch(&self) -> Epoch {
-        self.memory.committed_epoch()
+        match self.db.get(EPOCH_KEY) {
+            Ok(Some(bytes)) => decode_u64(&bytes).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_prefix() {
+        assert_eq!(prefix_end(b"r\x00\x01"), Some(b"r\x00\x02".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
     }
 }

@@ -9,14 +9,15 @@
 //! - consistent read [`Snapshot`]s at a committed epoch, so readers never block
 //!   the writer and never see half an epoch.
 //!
-//! Key prefixes: `c` catalog entries, `r` relation rows, `m` store metadata.
+//! Key prefixes: `c` catalog entries, `r` relation rows, `s` operator state
+//! (see `stream::state_table`), `f` failed views, `m` store metadata.
 //!
 //! This module owns only bytes; it knows nothing of Arrow or SQL.
 
 mod durable;
 mod memory;
 
-pub use durable::{DurableStore, FORMAT_VERSION};
+pub use durable::{DurableStore, FORMAT_VERSION, StoreOptions};
 pub use memory::MemStore;
 
 /// Epoch numbers: epoch `n` is committed once its write batch is applied.
@@ -53,8 +54,25 @@ impl WriteBatch {
 pub trait Snapshot: Send + Sync {
     fn epoch(&self) -> Epoch;
     fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// Point reads of many keys at once (one call to the store).
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
     /// Calls `visit` for every pair whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, prefix: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]));
+}
+
+/// A snapshot of nothing (to stage writes as if a key range were empty).
+pub struct EmptySnapshot;
+
+impl Snapshot for EmptySnapshot {
+    fn epoch(&self) -> Epoch {
+        0
+    }
+    fn get(&self, _key: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn scan_prefix(&self, _prefix: &[u8], _visit: &mut dyn FnMut(&[u8], &[u8])) {}
 }
 
 /// The store itself: snapshots for readers, atomic commits for the writer.
@@ -78,4 +96,25 @@ pub const CATALOG_PREFIX: &[u8] = b"c";
 pub fn relation_prefix(relation_id: u32) -> [u8; 5] {
     let id = relation_id.to_be_bytes();
     [b'r', id[0], id[1], id[2], id[3]]
+}
+
+/// Key prefix of one stateful operator of a materialized view: the view's
+/// id, then the operator's number in the view's dataflow (stable because the
+/// dataflow is lowered from the same stored statement by the same rules).
+pub fn operator_prefix(view_id: u32, operator: u16) -> [u8; 7] {
+    let id = view_id.to_be_bytes();
+    let op = operator.to_be_bytes();
+    [b's', id[0], id[1], id[2], id[3], op[0], op[1]]
+}
+
+/// Prefix of all operator state of one view.
+pub fn view_state_prefix(view_id: u32) -> [u8; 5] {
+    let id = view_id.to_be_bytes();
+    [b's', id[0], id[1], id[2], id[3]]
+}
+
+/// Key marking a materialized view whose dataflow failed (value: the error).
+pub fn failure_key(view_id: u32) -> [u8; 5] {
+    let id = view_id.to_be_bytes();
+    [b'f', id[0], id[1], id[2], id[3]]
 }

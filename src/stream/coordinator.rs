@@ -19,7 +19,10 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::catalog::{Relation, storage};
 use crate::error::{Result, SqlError};
-use crate::state::{Epoch, Snapshot, StateStore, WriteBatch, catalog_key, relation_prefix};
+use crate::state::{
+    Epoch, Snapshot, StateStore, WriteBatch, catalog_key, failure_key, relation_prefix, view_state_prefix,
+};
+use crate::stream::state_table::{StateBudget, StateContext};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
 /// A materialized view's dataflow.
@@ -31,6 +34,8 @@ pub struct ViewDataflow {
 
 pub struct Coordinator {
     store: Arc<dyn StateStore>,
+    /// What the operators' state caches may hold together.
+    budget: Arc<StateBudget>,
     dataflows: Mutex<Dataflows>,
 }
 
@@ -42,13 +47,18 @@ struct Dataflows {
 /// Exclusive right to write the next epoch.
 pub struct EpochGuard<'a> {
     store: &'a Arc<dyn StateStore>,
+    budget: &'a Arc<StateBudget>,
     flows: MutexGuard<'a, Dataflows>,
 }
 
 impl Coordinator {
-    pub fn new(store: Arc<dyn StateStore>) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, budget: Arc<StateBudget>) -> Self {
         let next_epoch = store.committed_epoch() + 1;
-        Self { store, dataflows: Mutex::new(Dataflows { next_epoch, views: Vec::new() }) }
+        Self { store, budget, dataflows: Mutex::new(Dataflows { next_epoch, views: Vec::new() }) }
+    }
+
+    pub fn budget(&self) -> &Arc<StateBudget> {
+        &self.budget
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -56,7 +66,7 @@ impl Coordinator {
     }
 
     pub async fn begin(&self) -> EpochGuard<'_> {
-        EpochGuard { store: &self.store, flows: self.dataflows.lock().await }
+        EpochGuard { store: &self.store, budget: &self.budget, flows: self.dataflows.lock().await }
     }
 }
 
@@ -66,11 +76,17 @@ impl EpochGuard<'_> {
         self.store.snapshot()
     }
 
-    /// Applies table changes, maintains every dependent view, and commits.
+    fn state_context(&self, snapshot: &Arc<dyn Snapshot>, fresh: bool) -> StateContext {
+        StateContext { snapshot: snapshot.clone(), budget: self.budget.clone(), fresh }
+    }
+
+    /// Applies table changes, maintains every dependent view, and commits:
+    /// table rows, view rows and the operators' state changes in one batch.
     pub fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()> {
         let snapshot = self.store.snapshot();
+        let state = self.state_context(&snapshot, false);
         let mut batch = WriteBatch::default();
-        let mut input = EpochInput::default();
+        let mut input = EpochInput::new(state.clone());
         for (relation, change) in changes {
             storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
             input.insert(relation.id, change)?;
@@ -88,6 +104,7 @@ impl EpochGuard<'_> {
                     crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!("it reads relation {broken}, which failed"),
                 );
+                batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
                 *flow.view.failure.lock() = Some(error);
                 failed.insert(flow.view.id);
                 continue;
@@ -99,7 +116,8 @@ impl EpochGuard<'_> {
             match flow.root.step(&input) {
                 Ok(delta) => {
                     let staged = storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)
-                        .and_then(|()| input.insert(flow.view.id, delta));
+                        .and_then(|()| input.insert(flow.view.id, delta))
+                        .and_then(|()| flow.root.flush(&state, &mut batch));
                     if let Err(error) = staged {
                         aborted = Some(error);
                         break;
@@ -107,6 +125,9 @@ impl EpochGuard<'_> {
                 }
                 Err(error) => {
                     tracing::warn!(view = %flow.view.name, %error, "materialized view failed");
+                    // Stored, so that a restart does not resume the view
+                    // from state that missed this epoch (it is rebuilt).
+                    batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
                     *flow.view.failure.lock() = Some(error);
                     failed.insert(flow.view.id);
                 }
@@ -129,31 +150,76 @@ impl EpochGuard<'_> {
 
     /// Backfills a new view from the current contents of its inputs and adds
     /// its dataflow, so it follows every later epoch with no gap. The view's
-    /// rows and its catalog entry are written in one epoch.
+    /// rows, its operators' state and its catalog entry are written in one
+    /// epoch.
     pub fn create_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>], catalog_entry: Vec<u8>) -> Result<()> {
         let mut flow = flow;
         let snapshot = self.store.snapshot();
-        let delta = backfill(&mut flow, sources, snapshot.as_ref())?;
         let mut batch = WriteBatch::default();
-        storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)?;
+        self.build_view(&mut flow, sources, &snapshot, &mut batch)?;
         batch.put(catalog_key(flow.view.id).to_vec(), catalog_entry);
         self.write(batch)?;
         self.flows.views.push(flow);
         Ok(())
     }
 
-    /// At startup: rebuilds a stored view's operator state from the current
-    /// contents of its inputs. The view's rows are already stored, at the
-    /// same committed epoch as its inputs, so nothing is written.
+    /// Runs a view's dataflow over its inputs' rows from scratch, staging its
+    /// rows and operator state in `batch`.
+    fn build_view(
+        &self,
+        flow: &mut ViewDataflow,
+        sources: &[Arc<Relation>],
+        snapshot: &Arc<dyn Snapshot>,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        // The view's keys are empty (ids of dropped views are cleared with
+        // them), so its operators need not look anything up.
+        let state = self.state_context(snapshot, true);
+        let delta = backfill(flow, sources, &state)?;
+        storage::apply_change(&flow.view, snapshot.as_ref(), &delta, batch)?;
+        flow.root.flush(&state, batch)
+    }
+
+    /// At startup: brings back a stored view's dataflow. Its operators read
+    /// their state from the store as they need it, so nothing is recomputed;
+    /// only a view stored as failed is rebuilt from its inputs (and stays
+    /// failed if that fails again).
     pub fn restore_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>]) -> Result<()> {
         let mut flow = flow;
         let snapshot = self.store.snapshot();
-        if let Err(error) = backfill(&mut flow, sources, snapshot.as_ref()) {
-            tracing::warn!(view = %flow.view.name, %error, "materialized view failed while being restored");
-            *flow.view.failure.lock() = Some(error);
+        if snapshot.get(&failure_key(flow.view.id)).is_some() {
+            let mut batch = WriteBatch::default();
+            snapshot.scan_prefix(&relation_prefix(flow.view.id), &mut |key, _| batch.delete(key.to_vec()));
+            snapshot.scan_prefix(&view_state_prefix(flow.view.id), &mut |key, _| batch.delete(key.to_vec()));
+            batch.delete(failure_key(flow.view.id).to_vec());
+            // The rebuild starts from empty rows: stage it against a store
+            // without the old ones by building from an empty view.
+            let rebuilt = self.rebuild_view(&mut flow, sources, &snapshot, batch);
+            if let Err(error) = rebuilt {
+                tracing::warn!(view = %flow.view.name, %error, "materialized view failed again while being rebuilt");
+                *flow.view.failure.lock() = Some(error);
+            } else {
+                tracing::info!(view = %flow.view.name, "failed materialized view rebuilt");
+            }
         }
         self.flows.views.push(flow);
         Ok(())
+    }
+
+    fn rebuild_view(
+        &mut self,
+        flow: &mut ViewDataflow,
+        sources: &[Arc<Relation>],
+        snapshot: &Arc<dyn Snapshot>,
+        mut batch: WriteBatch,
+    ) -> Result<()> {
+        let state = self.state_context(snapshot, true);
+        let delta = backfill(flow, sources, &state)?;
+        // The old rows are deleted above; the new ones are written as they
+        // are (not merged with the old multiplicities).
+        storage::apply_change(&flow.view, &crate::state::EmptySnapshot, &delta, &mut batch)?;
+        flow.root.flush(&state, &mut batch)?;
+        self.write(batch)
     }
 
     /// Records a relation's defining statement (tables and plain views; a
@@ -164,13 +230,15 @@ impl EpochGuard<'_> {
         self.write(batch)
     }
 
-    /// Removes a relation's dataflow (if any) and all its rows.
+    /// Removes a relation's dataflow (if any), its rows and its state.
     pub fn drop_relation(&mut self, relation: &Relation) -> Result<()> {
         self.flows.views.retain(|f| f.view.id != relation.id);
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
         snapshot.scan_prefix(&relation_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
+        snapshot.scan_prefix(&view_state_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
         batch.delete(catalog_key(relation.id).to_vec());
+        batch.delete(failure_key(relation.id).to_vec());
         self.write(batch)
     }
 
@@ -185,11 +253,11 @@ impl EpochGuard<'_> {
 }
 
 /// Runs a view's dataflow over the whole current contents of its inputs.
-fn backfill(flow: &mut ViewDataflow, sources: &[Arc<Relation>], snapshot: &dyn Snapshot) -> Result<ChangeBatch> {
-    let mut input = EpochInput::default();
+fn backfill(flow: &mut ViewDataflow, sources: &[Arc<Relation>], state: &StateContext) -> Result<ChangeBatch> {
+    let mut input = EpochInput::new(state.clone());
     for source in sources {
         source.check_healthy()?;
-        let rows = storage::scan_all(source, snapshot)?;
+        let rows = storage::scan_all(source, state.snapshot.as_ref())?;
         input.insert(source.id, ChangeBatch::uniform(rows, 1))?;
     }
     flow.root.step(&input)

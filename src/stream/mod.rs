@@ -14,6 +14,7 @@ pub mod change;
 pub mod coordinator;
 pub mod ops;
 pub mod rowcodec;
+pub mod state_table;
 
 use std::collections::HashMap;
 
@@ -22,17 +23,24 @@ use datafusion::arrow::datatypes::SchemaRef;
 pub use change::ChangeBatch;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use state_table::StateContext;
 
 /// Identifies a table or materialized view inside one database.
 pub type RelationId = u32;
 
-/// The changes of every base relation in one epoch, read by scan leaves.
-#[derive(Default)]
+/// The changes of every base relation in one epoch, read by scan leaves,
+/// and the way to the operators' stored state.
 pub struct EpochInput {
     deltas: HashMap<RelationId, ChangeBatch>,
+    pub state: StateContext,
 }
 
 impl EpochInput {
+    pub fn new(state: StateContext) -> Self {
+        Self { deltas: HashMap::new(), state }
+    }
+
     pub fn insert(&mut self, relation: RelationId, delta: ChangeBatch) -> Result<()> {
         let merged = match self.deltas.remove(&relation) {
             Some(existing) => ChangeBatch::concat(&existing.schema(), &[existing, delta])?,
@@ -55,4 +63,7 @@ pub trait Operator: Send {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch>;
     /// The schema of the rows this operator emits.
     fn schema(&self) -> SchemaRef;
+    /// Writes the state this operator and its inputs changed since the last
+    /// flush into `batch` (committed with the epoch), then lets caches shrink.
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()>;
 }

@@ -129,8 +129,8 @@ pub(crate) fn random_statement(rng: &mut StdRng, next_id: &mut i64) -> String {
     }
 }
 
-async fn run_oracle(seed: u64, epochs: usize, workers: &str) {
-    let server = TestServer::start_with(&["--workers", workers]);
+async fn run_oracle(seed: u64, epochs: usize, workers: &str, memory_budget_mb: &str) {
+    let server = TestServer::start_with(&["--workers", workers, "--memory-budget-mb", memory_budget_mb]);
     let client = server.connect().await;
     client.batch_execute(SETUP).await.expect("setup");
     // Half the views are created over existing data (backfill), half before.
@@ -183,6 +183,10 @@ async fn views_match_batch_oracle_under_random_changes() {
     let seed = seed();
     // One worker, and stateful operators partitioned over four: both must
     // equal the oracle, hence each other.
-    run_oracle(seed, 120, "1").await;
-    run_oracle(seed.wrapping_add(1), 120, "4").await;
+    run_oracle(seed, 120, "1", "1024").await;
+    run_oracle(seed.wrapping_add(1), 120, "4", "1024").await;
+    // No operator cache at all: every epoch's state is read back from the
+    // store and evicted after the epoch, so the stored state alone must
+    // carry every operator from one epoch to the next.
+    run_oracle(seed.wrapping_add(2), 80, "2", "0").await;
 }

@@ -13,19 +13,21 @@
 //! For each group touched in an epoch the operator retracts the row it
 //! emitted before and emits the new one (nothing when they are equal).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
+use crate::state::WriteBatch;
 use crate::stream::rowcodec::RowCodec;
+use crate::stream::state_table::{MultisetState, StateContext, ValueState};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 /// One aggregate call: the function, its argument expressions (ORDER BY
@@ -63,10 +65,122 @@ struct Group {
     count: i64,
     /// Live accumulators (retracting mode).
     accumulators: Vec<Box<dyn Accumulator>>,
-    /// The group's input rows as row bytes with multiplicities (recompute mode).
-    rows: BTreeMap<Vec<u8>, i64>,
     /// The aggregate values last emitted for this group.
     emitted: Option<Vec<ScalarValue>>,
+}
+
+/// How a group is stored: one row of (count, emitted?, emitted values…,
+/// accumulator state values…) in the row format, so a whole epoch's groups
+/// encode and decode in one vectorized call each.
+struct GroupCodec {
+    codec: RowCodec,
+    calls: usize,
+    /// Number of state values of each call's accumulator (retracting mode).
+    state_widths: Vec<usize>,
+}
+
+impl GroupCodec {
+    fn new(calls: &[AggregateCall], output: &SchemaRef, groups: usize, retracting: bool) -> Result<Self> {
+        let mut fields =
+            vec![Field::new("count", DataType::Int64, false), Field::new("emitted", DataType::Boolean, false)];
+        for field in output.fields().iter().skip(groups) {
+            fields.push(field.as_ref().clone().with_nullable(true));
+        }
+        let mut state_widths = Vec::new();
+        if retracting {
+            for (i, call) in calls.iter().enumerate() {
+                // The types of an accumulator's state values, read off a fresh one.
+                let state = call.accumulator(true)?.state()?;
+                state_widths.push(state.len());
+                for (j, value) in state.iter().enumerate() {
+                    fields.push(Field::new(format!("s{i}_{j}"), value.data_type(), true));
+                }
+            }
+        }
+        Ok(Self { codec: RowCodec::new(Arc::new(Schema::new(fields)))?, calls: calls.len(), state_widths })
+    }
+
+    fn encode(&self, groups: &mut [&mut Group]) -> Result<Vec<Vec<u8>>> {
+        let schema = self.codec.schema();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        columns.push(Arc::new(Int64Array::from_iter_values(groups.iter().map(|g| g.count))));
+        columns.push(Arc::new(BooleanArray::from_iter(groups.iter().map(|g| Some(g.emitted.is_some())))));
+        for call in 0..self.calls {
+            let field = schema.field(2 + call);
+            let null = ScalarValue::try_from(field.data_type())?;
+            let values = groups.iter().map(|g| g.emitted.as_ref().map_or_else(|| null.clone(), |e| e[call].clone()));
+            columns.push(scalars_to_array(values, field.data_type())?);
+        }
+        if !self.state_widths.is_empty() {
+            let states: Vec<Vec<ScalarValue>> = groups
+                .iter_mut()
+                .map(|g| {
+                    let mut all = Vec::new();
+                    for acc in g.accumulators.iter_mut() {
+                        all.extend(acc.state()?);
+                    }
+                    Ok(all)
+                })
+                .collect::<Result<_>>()?;
+            let first_state = 2 + self.calls;
+            for (j, field) in schema.fields().iter().enumerate().skip(first_state) {
+                let values = states.iter().map(|s| s[j - first_state].clone());
+                columns.push(scalars_to_array(values, field.data_type())?);
+            }
+        }
+        let rows = self.codec.encode(&columns)?;
+        Ok(rows.iter().map(|r| r.data().to_vec()).collect())
+    }
+
+    fn decode(&self, stored: &[&[u8]], fresh: impl Fn() -> Result<Vec<Box<dyn Accumulator>>>) -> Result<Vec<Group>> {
+        let batch = self.codec.decode(stored.iter().copied())?;
+        let counts = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| SqlError::internal("stored aggregate group has no count"))?;
+        let emitted = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| SqlError::internal("stored aggregate group has no emitted flag"))?;
+        let first_state = 2 + self.calls;
+        (0..batch.num_rows())
+            .map(|row| {
+                let values = if emitted.value(row) {
+                    Some(
+                        (0..self.calls)
+                            .map(|c| Ok(ScalarValue::try_from_array(batch.column(2 + c), row)?))
+                            .collect::<Result<Vec<_>>>()?,
+                    )
+                } else {
+                    None
+                };
+                let mut accumulators = Vec::new();
+                if !self.state_widths.is_empty() {
+                    accumulators = fresh()?;
+                    let mut column = first_state;
+                    for (acc, &width) in accumulators.iter_mut().zip(&self.state_widths) {
+                        let states: Vec<ArrayRef> =
+                            (column..column + width).map(|c| batch.column(c).slice(row, 1)).collect();
+                        acc.merge_batch(&states)?;
+                        column += width;
+                    }
+                }
+                Ok(Group { count: counts.value(row), accumulators, emitted: values })
+            })
+            .collect()
+    }
+}
+
+fn scalars_to_array(values: impl Iterator<Item = ScalarValue>, data_type: &DataType) -> Result<ArrayRef> {
+    let values: Vec<ScalarValue> = values.collect();
+    let array = if values.is_empty() {
+        datafusion::arrow::array::new_empty_array(data_type)
+    } else {
+        ScalarValue::iter_to_array(values)?
+    };
+    Ok(if array.data_type() != data_type { cast(&array, data_type)? } else { array })
 }
 
 pub struct Aggregate {
@@ -78,26 +192,32 @@ pub struct Aggregate {
     retracting: bool,
     /// Encodes whole input rows (recompute mode).
     input_codec: RowCodec,
-    groups: HashMap<Vec<u8>, Group>,
+    /// Per group: count, emitted values, accumulators (stored).
+    groups: ValueState<Group>,
+    stored_groups: GroupCodec,
+    /// Per group, its input rows (recompute mode).
+    rows: MultisetState,
     schema: SchemaRef,
-    initialized: bool,
 }
 
 impl Aggregate {
+    /// `state_prefix`: this operator's key prefix in the state store.
     pub fn new(
         input: Box<dyn Operator>,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         calls: Vec<AggregateCall>,
         schema: SchemaRef,
+        state_prefix: &[u8],
     ) -> Result<Self> {
         let input_schema = input.schema();
         let group_codec = if group_exprs.is_empty() {
             None
         } else {
             let key_fields: Vec<_> = schema.fields().iter().take(group_exprs.len()).cloned().collect();
-            Some(RowCodec::new(Arc::new(datafusion::arrow::datatypes::Schema::new(key_fields)))?)
+            Some(RowCodec::new(Arc::new(Schema::new(key_fields)))?)
         };
         let retracting = calls.iter().all(AggregateCall::retractable);
+        let stored_groups = GroupCodec::new(&calls, &schema, group_exprs.len(), retracting)?;
         Ok(Self {
             input,
             group_exprs,
@@ -105,19 +225,19 @@ impl Aggregate {
             calls,
             retracting,
             input_codec: RowCodec::new(input_schema)?,
-            groups: HashMap::new(),
+            groups: ValueState::new(&[state_prefix, &[0]].concat()),
+            stored_groups,
+            rows: MultisetState::new(&[state_prefix, &[1]].concat()),
             schema,
-            initialized: false,
         })
     }
 
     fn new_group(&self) -> Result<Group> {
-        let accumulators = if self.retracting {
-            self.calls.iter().map(|c| c.accumulator(true)).collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        Ok(Group { count: 0, accumulators, rows: BTreeMap::new(), emitted: None })
+        Ok(Group { count: 0, accumulators: self.fresh_accumulators()?, emitted: None })
+    }
+
+    fn fresh_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        fresh_accumulators(&self.calls, self.retracting)
     }
 
     /// Arguments of every call over `batch`, with FILTER applied as a mask.
@@ -144,7 +264,9 @@ impl Aggregate {
     }
 
     /// Recomputes a group's aggregates from its stored input rows.
-    fn recompute(&self, rows: &BTreeMap<Vec<u8>, i64>) -> Result<Vec<ScalarValue>> {
+    fn recompute(&self, key: &[u8]) -> Result<Vec<ScalarValue>> {
+        let empty = std::collections::BTreeMap::new();
+        let rows = self.rows.get(key).unwrap_or(&empty);
         let expanded = rows.iter().flat_map(|(row, &n)| std::iter::repeat_n(row.as_slice(), n.max(0) as usize));
         let batch = self.input_codec.decode(expanded)?;
         let inputs = self.call_inputs(&batch)?;
@@ -163,11 +285,11 @@ impl Aggregate {
             .collect()
     }
 
-    fn evaluate_group(&self, group: &mut Group) -> Result<Vec<ScalarValue>> {
+    fn evaluate_group(&self, key: &[u8], group: &mut Group) -> Result<Vec<ScalarValue>> {
         if self.retracting {
             group.accumulators.iter_mut().map(|a| Ok(a.evaluate()?)).collect()
         } else {
-            self.recompute(&group.rows)
+            self.recompute(key)
         }
     }
 
@@ -179,14 +301,7 @@ impl Aggregate {
         }
         for (i, field) in self.schema.fields().iter().enumerate().skip(self.group_exprs.len()) {
             let call = i - self.group_exprs.len();
-            let values = entries.iter().map(|(_, v)| v[call].clone());
-            let array = if entries.is_empty() {
-                datafusion::arrow::array::new_empty_array(field.data_type())
-            } else {
-                ScalarValue::iter_to_array(values)?
-            };
-            let array = if array.data_type() != field.data_type() { cast(&array, field.data_type())? } else { array };
-            columns.push(array);
+            columns.push(scalars_to_array(entries.iter().map(|(_, v)| v[call].clone()), field.data_type())?);
         }
         let rows = RecordBatch::try_new_with_options(
             self.schema.clone(),
@@ -200,9 +315,9 @@ impl Aggregate {
 impl Operator for Aggregate {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
         let delta = self.input.step(input)?;
-        let first = !self.initialized;
-        self.initialized = true;
-        if delta.is_empty() && !(first && self.group_codec.is_none()) {
+        // A global aggregate has a row even over no input: it is computed
+        // on the first step (the backfill), when its group is not stored yet.
+        if delta.is_empty() && self.group_codec.is_some() {
             return Ok(ChangeBatch::empty(self.schema.clone()));
         }
 
@@ -235,11 +350,20 @@ impl Operator for Aggregate {
         let inputs = if self.retracting { self.call_inputs(&delta.rows)? } else { Vec::new() };
         let row_bytes = if self.retracting { None } else { Some(self.input_codec.encode(delta.rows.columns())?) };
 
+        let retracting = self.retracting;
+        self.groups.load(&input.state, &touched, |stored| {
+            self.stored_groups.decode(stored, || fresh_accumulators(&self.calls, retracting))
+        })?;
+        if !self.retracting {
+            self.rows.load(&input.state, touched.iter().map(Vec::as_slice));
+        }
+
         let mut retractions: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
         let mut insertions: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
         for key in touched {
             let (inserted, deleted, net) = changes.remove(&key).unwrap_or_default();
-            let mut group = match self.groups.remove(&key) {
+            let stored = self.groups.get_mut(&key).and_then(Option::take);
+            let mut group = match stored {
                 Some(g) => g,
                 None => self.new_group()?,
             };
@@ -256,16 +380,10 @@ impl Operator for Aggregate {
                 }
             } else if let Some(bytes) = &row_bytes {
                 for &i in &inserted {
-                    *group.rows.entry(bytes.row(i as usize).data().to_vec()).or_insert(0) += 1;
+                    self.rows.add(&key, bytes.row(i as usize).data(), 1);
                 }
                 for &i in &deleted {
-                    let row = bytes.row(i as usize).data();
-                    if let Some(n) = group.rows.get_mut(row) {
-                        *n -= 1;
-                        if *n == 0 {
-                            group.rows.remove(row);
-                        }
-                    }
+                    self.rows.add(&key, bytes.row(i as usize).data(), -1);
                 }
             }
             group.count += net;
@@ -275,7 +393,7 @@ impl Operator for Aggregate {
                     // An emptied global group starts over (count 0, sum NULL).
                     group = self.new_group()?;
                 }
-                Some(self.evaluate_group(&mut group)?)
+                Some(self.evaluate_group(&key, &mut group)?)
             } else {
                 None
             };
@@ -287,10 +405,10 @@ impl Operator for Aggregate {
                     insertions.push((key.clone(), new.clone()));
                 }
             }
-            if new.is_some() || group.count != 0 {
-                group.emitted = new;
-                self.groups.insert(key, group);
-            }
+            let keep = new.is_some() || group.count != 0;
+            group.emitted = new;
+            let slot = self.groups.get_mut(&key).ok_or_else(|| SqlError::internal("aggregate group not loaded"))?;
+            *slot = keep.then_some(group);
         }
 
         let retract: Vec<(&[u8], &Vec<ScalarValue>)> = retractions.iter().map(|(k, v)| (k.as_slice(), v)).collect();
@@ -302,6 +420,23 @@ impl Operator for Aggregate {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.input.flush(state, batch)?;
+        let calls = self.calls.len();
+        self.groups.flush(
+            &state.budget,
+            batch,
+            |g| 96 + (g.accumulators.len() + calls) * 64,
+            |groups| self.stored_groups.encode(groups),
+        )?;
+        self.rows.flush(&state.budget, batch);
+        Ok(())
+    }
+}
+
+fn fresh_accumulators(calls: &[AggregateCall], retracting: bool) -> Result<Vec<Box<dyn Accumulator>>> {
+    if retracting { calls.iter().map(|c| c.accumulator(true)).collect() } else { Ok(Vec::new()) }
 }
 
 /// The indices of `rows` whose FILTER mask is true.

@@ -6,6 +6,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 pub struct Constant {
@@ -25,6 +27,10 @@ impl Operator for Constant {
             Some(rows) => ChangeBatch::uniform(rows, 1),
             None => ChangeBatch::empty(self.schema.clone()),
         })
+    }
+
+    fn flush(&mut self, _state: &StateContext, _batch: &mut WriteBatch) -> Result<()> {
+        Ok(())
     }
 
     fn schema(&self) -> SchemaRef {

@@ -22,6 +22,8 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 /// Number of virtual partitions keys hash into.
@@ -48,6 +50,10 @@ impl Operator for Feed {
     fn step(&mut self, _input: &EpochInput) -> Result<ChangeBatch> {
         Ok(self.slot.lock().take().unwrap_or_else(|| ChangeBatch::empty(self.schema.clone())))
     }
+    fn flush(&mut self, _state: &StateContext, _batch: &mut WriteBatch) -> Result<()> {
+        Ok(())
+    }
+
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
@@ -135,6 +141,13 @@ impl Operator for Exchange {
             self.workers.par_iter_mut().map(|w| w.step(input)).collect::<Result<_>>()?
         };
         ChangeBatch::concat(&self.schema, &parts)
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        for routed in &mut self.inputs {
+            routed.input.flush(state, batch)?;
+        }
+        self.workers.iter_mut().try_for_each(|w| w.flush(state, batch))
     }
 
     fn schema(&self) -> SchemaRef {

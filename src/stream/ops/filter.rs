@@ -7,6 +7,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
+use crate::state::WriteBatch;
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 pub struct Filter {
@@ -32,6 +34,10 @@ impl Operator for Filter {
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| SqlError::internal("filter predicate is not boolean"))?;
         delta.filter(mask)
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.input.flush(state, batch)
     }
 
     fn schema(&self) -> SchemaRef {

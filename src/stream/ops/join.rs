@@ -22,7 +22,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
+use crate::state::WriteBatch;
 use crate::stream::rowcodec::RowCodec;
+use crate::stream::state_table::{MultisetState, StateContext};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,36 +69,23 @@ pub struct JoinSide {
     input: Box<dyn Operator>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     codec: RowCodec,
-    index: HashMap<Vec<u8>, Multiset>,
+    /// The side's rows by join key (stored).
+    index: MultisetState,
 }
 
 impl JoinSide {
-    pub fn new(input: Box<dyn Operator>, keys: Vec<Arc<dyn PhysicalExpr>>) -> Result<Self> {
+    /// `state_prefix`: where this side's index lives in the state store.
+    pub fn new(input: Box<dyn Operator>, keys: Vec<Arc<dyn PhysicalExpr>>, state_prefix: &[u8]) -> Result<Self> {
         let codec = RowCodec::new(input.schema())?;
-        Ok(Self { input, keys, codec, index: HashMap::new() })
+        Ok(Self { input, keys, codec, index: MultisetState::new(state_prefix) })
     }
 
     fn apply(&mut self, key: &[u8], row: &[u8], weight: i64) {
-        // Look up before inserting: most changes hit keys and rows that exist.
-        let rows = match self.index.get_mut(key) {
-            Some(rows) => rows,
-            None => self.index.entry(key.to_vec()).or_default(),
-        };
-        let n = match rows.get_mut(row) {
-            Some(n) => n,
-            None => rows.entry(row.to_vec()).or_insert(0),
-        };
-        *n += weight;
-        if *n == 0 {
-            rows.remove(row);
-            if rows.is_empty() {
-                self.index.remove(key);
-            }
-        }
+        self.index.add(key, row, weight);
     }
 
     fn rows_at(&self, key: &[u8]) -> Multiset {
-        self.index.get(key).cloned().unwrap_or_default()
+        self.index.get(key).map(|rows| rows.iter().map(|(r, n)| (r.clone(), *n)).collect()).unwrap_or_default()
     }
 }
 
@@ -253,6 +242,10 @@ impl Operator for Join {
         let right_keys = self.keys(&self.right, &dr.rows)?;
         let left_bytes = self.left.codec.encode(dl.rows.columns())?;
         let right_bytes = self.right.codec.encode(dr.rows.columns())?;
+        // Every key this epoch touches, on both sides, from the store.
+        let touched: Vec<&[u8]> = left_keys.iter().chain(&right_keys).flatten().map(Vec::as_slice).collect();
+        self.left.index.load(&input.state, touched.iter().copied());
+        self.right.index.load(&input.state, touched.iter().copied());
 
         // Keys whose unmatched/matched sets may change, with what we need of
         // both sides as they were: with a residual filter, the rows; without,
@@ -269,7 +262,7 @@ impl Operator for Join {
                 } else {
                     had_rows
                         .entry(key.clone())
-                        .or_insert_with(|| (self.left.index.contains_key(key), self.right.index.contains_key(key)));
+                        .or_insert_with(|| (self.left.index.contains(key), self.right.index.contains(key)));
                 }
             }
         }
@@ -354,7 +347,7 @@ impl Operator for Join {
             let (left_by_key, right_by_key) =
                 if had_rows.is_empty() { Default::default() } else { (group(&left_keys), group(&right_keys)) };
             for (key, &(left_before, right_before)) in &had_rows {
-                let (left_after, right_after) = (self.left.index.contains_key(key), self.right.index.contains_key(key));
+                let (left_after, right_after) = (self.left.index.contains(key), self.right.index.contains(key));
                 self.side_transition(
                     true,
                     key,
@@ -411,6 +404,14 @@ impl Operator for Join {
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.left.input.flush(state, batch)?;
+        self.right.input.flush(state, batch)?;
+        self.left.index.flush(&state.budget, batch);
+        self.right.index.flush(&state.budget, batch);
+        Ok(())
     }
 }
 

@@ -6,6 +6,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 pub struct Project {
@@ -28,6 +30,10 @@ impl Operator for Project {
         }
         let columns = super::evaluate(&self.exprs, &delta.rows)?;
         delta.with_columns(self.schema.clone(), columns)
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.input.flush(state, batch)
     }
 
     fn schema(&self) -> SchemaRef {

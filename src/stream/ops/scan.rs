@@ -3,6 +3,8 @@
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
 pub struct Scan {
@@ -28,6 +30,10 @@ impl Operator for Scan {
             None => delta.rows.columns().to_vec(),
         };
         delta.with_columns(self.schema.clone(), columns)
+    }
+
+    fn flush(&mut self, _state: &StateContext, _batch: &mut WriteBatch) -> Result<()> {
+        Ok(())
     }
 
     fn schema(&self) -> SchemaRef {

@@ -4,6 +4,8 @@
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 pub struct Union {
@@ -21,6 +23,10 @@ impl Operator for Union {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
         let parts = self.inputs.iter_mut().map(|i| i.step(input)).collect::<Result<Vec<_>>>()?;
         ChangeBatch::concat(&self.schema, &parts)
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.inputs.iter_mut().try_for_each(|i| i.flush(state, batch))
     }
 
     fn schema(&self) -> SchemaRef {

@@ -1,12 +1,12 @@
 //! Ranking window functions (row_number, rank, dense_rank) over PARTITION BY
 //! … ORDER BY …; with a filter on the rank above it, this is group top-N.
 //!
-//! Each partition keeps its rows in a B-tree ordered by (sort key, row), the
-//! sort key encoded with the query's ASC/DESC and NULLS FIRST/LAST. When a
+//! Each partition keeps its rows (in the state store, one group per
+//! partition) ordered by (sort key, row), the sort key encoded with the query's ASC/DESC and NULLS FIRST/LAST. When a
 //! partition changes, its ranked rows before and after are compared and the
 //! difference emitted; the cost is the size of the touched partitions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchOptions};
@@ -15,7 +15,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::Result;
+use crate::state::WriteBatch;
+use crate::stream::ops::topn::{sorted_member, split_member};
 use crate::stream::rowcodec::RowCodec;
+use crate::stream::state_table::{MultisetState, StateContext};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +38,8 @@ pub struct Window {
     order_codec: Option<RowCodec>,
     row_codec: RowCodec,
     rankings: Vec<Ranking>,
-    partitions: HashMap<Vec<u8>, BTreeMap<(Vec<u8>, Vec<u8>), i64>>,
+    /// Per partition key: sorted_member(sort key, row) -> multiplicity.
+    partitions: MultisetState,
     schema: SchemaRef,
 }
 
@@ -46,6 +50,7 @@ impl Window {
         order: (Vec<Arc<dyn PhysicalExpr>>, Option<RowCodec>),
         rankings: Vec<Ranking>,
         schema: SchemaRef,
+        state_prefix: &[u8],
     ) -> Result<Self> {
         let row_codec = RowCodec::new(input.schema())?;
         Ok(Self {
@@ -56,7 +61,7 @@ impl Window {
             order_codec: order.1,
             row_codec,
             rankings,
-            partitions: HashMap::new(),
+            partitions: MultisetState::new(state_prefix),
             schema,
         })
     }
@@ -67,13 +72,14 @@ impl Window {
         };
         let (mut position, mut rank, mut dense) = (0i64, 0i64, 0i64);
         let mut previous: Option<&[u8]> = None;
-        for ((sort_key, row), &n) in rows {
+        for (member, &n) in rows {
+            let (sort_key, row) = split_member(member);
             for _ in 0..n.max(0) {
                 position += 1;
-                if previous != Some(sort_key.as_slice()) {
+                if previous != Some(sort_key) {
                     rank = position;
                     dense += 1;
-                    previous = Some(sort_key.as_slice());
+                    previous = Some(sort_key);
                 }
                 let values = self
                     .rankings
@@ -84,7 +90,7 @@ impl Window {
                         Ranking::DenseRank => dense,
                     })
                     .collect();
-                *out.entry((row.clone(), values)).or_insert(0) += sign;
+                *out.entry((row.to_vec(), values)).or_insert(0) += sign;
             }
         }
     }
@@ -110,26 +116,15 @@ impl Operator for Window {
         let mut seen: HashSet<&[u8]> = HashSet::new();
         let touched: Vec<Vec<u8>> =
             (0..delta.len()).map(partition_of).filter(|p| seen.insert(*p)).map(<[u8]>::to_vec).collect();
+        self.partitions.load(&input.state, touched.iter().map(Vec::as_slice));
         let mut diff = Ranked::new();
         for p in &touched {
             self.ranked(p, &mut diff, -1);
         }
         for (i, &w) in delta.weights.values().iter().enumerate() {
             let p = partition_of(i);
-            let o = orders.as_ref().map(|o| o.row(i).data().to_vec()).unwrap_or_default();
-            let entry = (o, rows.row(i).data().to_vec());
-            let rows_of = match self.partitions.get_mut(p) {
-                Some(rows_of) => rows_of,
-                None => self.partitions.entry(p.to_vec()).or_default(),
-            };
-            let n = rows_of.entry(entry.clone()).or_insert(0);
-            *n += w;
-            if *n == 0 {
-                rows_of.remove(&entry);
-                if rows_of.is_empty() {
-                    self.partitions.remove(p);
-                }
-            }
+            let order = orders.as_ref().map(|o| o.row(i).data()).unwrap_or_default();
+            self.partitions.add(p, &sorted_member(order, rows.row(i).data()), w);
         }
         for p in &touched {
             self.ranked(p, &mut diff, 1);
@@ -149,5 +144,11 @@ impl Operator for Window {
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.input.flush(state, batch)?;
+        self.partitions.flush(&state.budget, batch);
+        Ok(())
     }
 }

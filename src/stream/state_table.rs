@@ -1,0 +1,387 @@
+//! Operator state kept in the state store, with a bounded cache in front.
+//!
+//! Every stateful operator of a materialized view owns the keys under its
+//! operator prefix (`state::operator_prefix`): prefix ++ vnode ++ group key
+//! [++ member]. The group key is the operator's key in Arrow's row format
+//! (memcomparable, prefix-free), and the vnode (a stable hash of the group
+//! key) spreads groups over 256 virtual partitions, so that state can later
+//! be split between workers or machines by vnode without re-keying it.
+//!
+//! Two shapes cover the operators:
+//! - [`ValueState`]: one value per group (an aggregate's accumulators);
+//! - [`MultisetState`]: a multiset of byte strings per group (a join side's
+//!   rows per join key, a group's rows for MIN/MAX, a top-N or window
+//!   partition's rows), one store key per distinct member.
+//!
+//! Operators load the groups an epoch touches before using them (a miss
+//! reads the committed store: the state as of the last flush), mark what
+//! they change dirty, and [`flush`](ValueState::flush) the dirty entries into
+//! the epoch's write batch at its end. After a flush every cached entry is
+//! clean and may be evicted: each table then shrinks to its share of the
+//! shared [`StateBudget`], least recently used groups first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::error::Result;
+use crate::state::{Snapshot, WriteBatch};
+
+/// Virtual partitions of an operator's key space.
+pub const VNODES: u16 = 256;
+
+/// Rough per-entry overhead of the cache's maps, for accounting.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// What an operator needs to reach its stored state in one epoch.
+#[derive(Clone)]
+pub struct StateContext {
+    /// The committed state as of the last epoch.
+    pub snapshot: Arc<dyn Snapshot>,
+    pub budget: Arc<StateBudget>,
+    /// The operator's stored state is known to be empty (a new view's
+    /// backfill, a rebuild): misses need not be looked up.
+    pub fresh: bool,
+}
+
+/// The memory all operators' caches may hold together.
+#[derive(Debug)]
+pub struct StateBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl StateBudget {
+    pub fn new(limit_bytes: usize) -> Arc<Self> {
+        Arc::new(Self { limit: limit_bytes, used: AtomicUsize::new(0) })
+    }
+    /// No limit (the in-memory store: nothing to fall back on).
+    pub fn unlimited() -> Arc<Self> {
+        Self::new(usize::MAX)
+    }
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+    fn charge(&self, before: usize, after: usize) {
+        if after >= before {
+            self.used.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.used.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+    /// How many bytes a table holding `own` should shrink to, if any.
+    fn target_for(&self, own: usize) -> Option<usize> {
+        let used = self.used();
+        if used <= self.limit || own == 0 {
+            return None;
+        }
+        // Shrink in proportion to the table's share, a quarter below the
+        // limit so that eviction does not run again after every epoch.
+        let share = (own as u128 * self.limit as u128 * 3 / 4 / used as u128) as usize;
+        Some(share)
+    }
+}
+
+/// The vnode of a group key: FNV-1a, stable across builds and machines.
+pub fn vnode(group: &[u8]) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &byte in group {
+        hash ^= byte as u32;
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (hash % VNODES as u32) as u16
+}
+
+fn group_key(prefix: &[u8], group: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 2 + group.len());
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&vnode(group).to_be_bytes());
+    key.extend_from_slice(group);
+    key
+}
+
+/// Brings the budget's count of this table's bytes up to date.
+fn settle(budget: &Arc<StateBudget>, held: &mut Option<Arc<StateBudget>>, charged: &mut usize, bytes: usize) {
+    if held.is_none() {
+        *held = Some(budget.clone());
+    }
+    budget.charge(*charged, bytes);
+    *charged = bytes;
+}
+
+/// Evicts clean entries, least recently used first, until `bytes <= target`.
+fn evict<S>(
+    slots: &mut HashMap<Vec<u8>, S>,
+    bytes: &mut usize,
+    target: usize,
+    view: impl Fn(&S) -> (bool, u64, usize),
+) {
+    let mut candidates: Vec<(u64, Vec<u8>)> =
+        slots.iter().filter(|(_, slot)| !view(slot).0).map(|(key, slot)| (view(slot).1, key.clone())).collect();
+    candidates.sort_unstable();
+    for (_, key) in candidates {
+        if *bytes <= target {
+            break;
+        }
+        if let Some(slot) = slots.remove(&key) {
+            *bytes = bytes.saturating_sub(view(&slot).2);
+        }
+    }
+}
+
+struct ValueSlot<V> {
+    value: Option<V>,
+    dirty: bool,
+    used: u64,
+    size: usize,
+}
+
+/// One value per group.
+pub struct ValueState<V> {
+    prefix: Vec<u8>,
+    slots: HashMap<Vec<u8>, ValueSlot<V>>,
+    bytes: usize,
+    clock: u64,
+    /// The budget this table's bytes are charged to, and how many are.
+    budget: Option<Arc<StateBudget>>,
+    charged: usize,
+}
+
+impl<V> ValueState<V> {
+    pub fn new(prefix: &[u8]) -> Self {
+        Self { prefix: prefix.to_vec(), slots: HashMap::new(), bytes: 0, clock: 0, budget: None, charged: 0 }
+    }
+
+    /// Makes sure every group in `groups` is cached: the missing ones are
+    /// read from the store in one batch and decoded in one call.
+    pub fn load(
+        &mut self,
+        ctx: &StateContext,
+        groups: &[Vec<u8>],
+        decode: impl FnOnce(&[&[u8]]) -> Result<Vec<V>>,
+    ) -> Result<()> {
+        self.clock += 1;
+        let mut missing: Vec<&Vec<u8>> = Vec::new();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        for group in groups {
+            match self.slots.get_mut(group) {
+                Some(slot) => slot.used = self.clock,
+                None if seen.insert(group) => missing.push(group),
+                None => {}
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let stored: Vec<Option<Vec<u8>>> = if ctx.fresh {
+            vec![None; missing.len()]
+        } else {
+            let keys: Vec<Vec<u8>> = missing.iter().map(|g| group_key(&self.prefix, g)).collect();
+            ctx.snapshot.multi_get(&keys)
+        };
+        let found: Vec<&[u8]> = stored.iter().flatten().map(Vec::as_slice).collect();
+        let mut decoded = if found.is_empty() { Vec::new() } else { decode(&found)? }.into_iter();
+        for (group, bytes) in missing.into_iter().zip(&stored) {
+            let value = if bytes.is_some() { decoded.next() } else { None };
+            let size = group.len() + ENTRY_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
+            self.bytes += size;
+            self.slots.insert(group.clone(), ValueSlot { value, dirty: false, used: self.clock, size });
+        }
+        Ok(())
+    }
+
+    /// The cached value of a loaded group, for change: it is written back
+    /// at the next flush. `None` for a group never loaded.
+    pub fn get_mut(&mut self, group: &[u8]) -> Option<&mut Option<V>> {
+        let slot = self.slots.get_mut(group)?;
+        slot.dirty = true;
+        Some(&mut slot.value)
+    }
+
+    /// Writes the dirty groups into `batch` (`encode` turns all of them into
+    /// bytes in one call; an emptied group is deleted), then shrinks the
+    /// cache to its share of the budget.
+    pub fn flush(
+        &mut self,
+        budget: &Arc<StateBudget>,
+        batch: &mut WriteBatch,
+        size_of: impl Fn(&V) -> usize,
+        encode: impl FnOnce(&mut [&mut V]) -> Result<Vec<Vec<u8>>>,
+    ) -> Result<()> {
+        let mut groups: Vec<&Vec<u8>> = Vec::new();
+        let mut values: Vec<&mut V> = Vec::new();
+        for (group, slot) in self.slots.iter_mut() {
+            if !slot.dirty {
+                continue;
+            }
+            slot.dirty = false;
+            let size = group.len() + ENTRY_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
+            self.bytes = self.bytes + size - slot.size;
+            slot.size = size;
+            match &mut slot.value {
+                Some(value) => {
+                    groups.push(group);
+                    values.push(value);
+                }
+                None => batch.delete(group_key(&self.prefix, group)),
+            }
+        }
+        if !values.is_empty() {
+            let encoded = encode(&mut values)?;
+            for (group, bytes) in groups.into_iter().zip(encoded) {
+                batch.put(group_key(&self.prefix, group), bytes);
+            }
+        }
+        settle(budget, &mut self.budget, &mut self.charged, self.bytes);
+        if let Some(target) = budget.target_for(self.bytes) {
+            evict(&mut self.slots, &mut self.bytes, target, |s| (s.dirty, s.used, s.size));
+            settle(budget, &mut self.budget, &mut self.charged, self.bytes);
+        }
+        Ok(())
+    }
+
+    pub fn cached_groups(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+struct MultisetSlot {
+    members: BTreeMap<Vec<u8>, i64>,
+    dirty: HashSet<Vec<u8>>,
+    used: u64,
+    size: usize,
+}
+
+/// A multiset of byte strings per group; one store key per member, whose
+/// value is the member's multiplicity (8 bytes, big-endian).
+pub struct MultisetState {
+    prefix: Vec<u8>,
+    slots: HashMap<Vec<u8>, MultisetSlot>,
+    bytes: usize,
+    clock: u64,
+    budget: Option<Arc<StateBudget>>,
+    charged: usize,
+}
+
+impl MultisetState {
+    pub fn new(prefix: &[u8]) -> Self {
+        Self { prefix: prefix.to_vec(), slots: HashMap::new(), bytes: 0, clock: 0, budget: None, charged: 0 }
+    }
+
+    /// Makes sure every group in `groups` is cached (one prefix scan per
+    /// missing group).
+    pub fn load<'a>(&mut self, ctx: &StateContext, groups: impl IntoIterator<Item = &'a [u8]>) {
+        self.clock += 1;
+        for group in groups {
+            if let Some(slot) = self.slots.get_mut(group) {
+                slot.used = self.clock;
+                continue;
+            }
+            let mut members = BTreeMap::new();
+            let mut size = group.len() + ENTRY_OVERHEAD;
+            if !ctx.fresh {
+                let prefix = group_key(&self.prefix, group);
+                ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
+                    let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
+                    let member = key[prefix.len()..].to_vec();
+                    size += member.len() + ENTRY_OVERHEAD;
+                    members.insert(member, count);
+                });
+            }
+            self.bytes += size;
+            self.slots.insert(group.to_vec(), MultisetSlot { members, dirty: HashSet::new(), used: self.clock, size });
+        }
+    }
+
+    /// The members of a loaded group (`None` if not loaded or empty).
+    pub fn get(&self, group: &[u8]) -> Option<&BTreeMap<Vec<u8>, i64>> {
+        self.slots.get(group).map(|s| &s.members).filter(|m| !m.is_empty())
+    }
+
+    /// Whether a loaded group has members.
+    pub fn contains(&self, group: &[u8]) -> bool {
+        self.get(group).is_some()
+    }
+
+    /// Adds `weight` to a member's multiplicity (the group must be loaded;
+    /// an unloaded one is loaded as empty, which is right only for fresh state).
+    pub fn add(&mut self, group: &[u8], member: &[u8], weight: i64) {
+        let slot = match self.slots.get_mut(group) {
+            Some(slot) => slot,
+            None => {
+                self.bytes += group.len() + ENTRY_OVERHEAD;
+                self.slots.entry(group.to_vec()).or_insert_with(|| MultisetSlot {
+                    members: BTreeMap::new(),
+                    dirty: HashSet::new(),
+                    used: 0,
+                    size: group.len() + ENTRY_OVERHEAD,
+                })
+            }
+        };
+        let n = match slot.members.get_mut(member) {
+            Some(n) => n,
+            None => {
+                slot.size += member.len() + ENTRY_OVERHEAD;
+                self.bytes += member.len() + ENTRY_OVERHEAD;
+                slot.members.entry(member.to_vec()).or_insert(0)
+            }
+        };
+        *n += weight;
+        if *n == 0 {
+            slot.members.remove(member);
+            slot.size -= member.len() + ENTRY_OVERHEAD;
+            self.bytes -= member.len() + ENTRY_OVERHEAD;
+        }
+        if !slot.dirty.contains(member) {
+            slot.dirty.insert(member.to_vec());
+        }
+    }
+
+    /// Writes the dirty members into `batch`, then shrinks the cache to its
+    /// share of the budget.
+    pub fn flush(&mut self, budget: &Arc<StateBudget>, batch: &mut WriteBatch) {
+        for (group, slot) in self.slots.iter_mut() {
+            if slot.dirty.is_empty() {
+                continue;
+            }
+            let prefix = group_key(&self.prefix, group);
+            for member in slot.dirty.drain() {
+                let mut key = Vec::with_capacity(prefix.len() + member.len());
+                key.extend_from_slice(&prefix);
+                key.extend_from_slice(&member);
+                match slot.members.get(&member) {
+                    Some(n) => batch.put(key, n.to_be_bytes().to_vec()),
+                    None => batch.delete(key),
+                }
+            }
+        }
+        settle(budget, &mut self.budget, &mut self.charged, self.bytes);
+        if let Some(target) = budget.target_for(self.bytes) {
+            evict(&mut self.slots, &mut self.bytes, target, |s| (!s.dirty.is_empty(), s.used, s.size));
+            settle(budget, &mut self.budget, &mut self.charged, self.bytes);
+        }
+    }
+
+    pub fn cached_groups(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+impl Drop for MultisetState {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.charge(self.charged, 0);
+        }
+    }
+}
+
+impl<V> Drop for ValueState<V> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.charge(self.charged, 0);
+        }
+    }
+}
