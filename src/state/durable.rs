@@ -67,11 +67,20 @@ impl DurableStore {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         // Index and filter blocks count against the budget too (otherwise
-        // they grow with the data, outside any limit), pinned for L0 files
-        // so point reads of fresh data stay one block read.
+        // they grow with the data, outside any limit). They are partitioned
+        // (two-level index, partitioned filters) so a lookup reads one small
+        // partition instead of a whole file's filter: with a small cache, a
+        // monolithic filter of a large file is evicted and re-read (and
+        // checksummed) on every lookup. The top levels stay pinned.
         table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_pin_top_level_index_and_filter(true);
+        table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
         table.set_bloom_filter(10.0, false);
+        table.set_optimize_filters_for_memory(true);
         table.set_block_size(16 << 10);
 
         let mut options = Options::default();

@@ -30,8 +30,14 @@ use crate::state::{Snapshot, WriteBatch};
 /// Virtual partitions of an operator's key space.
 pub const VNODES: u16 = 256;
 
-/// Rough per-entry overhead of the cache's maps, for accounting.
-const ENTRY_OVERHEAD: usize = 64;
+/// Memory a cached group costs besides its key and value bytes: its hash
+/// map entry and slot, and for a multiset the B-tree's first node (a B-tree
+/// node holds 11 entries and is allocated whole). Measured sizes, rounded up:
+/// an accounting that undercounts lets the cache outgrow its budget.
+const GROUP_OVERHEAD: usize = 160;
+const MULTISET_GROUP_OVERHEAD: usize = GROUP_OVERHEAD + 400;
+/// Per member of a multiset: its share of a B-tree node and its heap block.
+const MEMBER_OVERHEAD: usize = 64;
 
 /// What an operator needs to reach its stored state in one epoch.
 #[derive(Clone)]
@@ -186,7 +192,7 @@ impl<V> ValueState<V> {
         let mut decoded = if found.is_empty() { Vec::new() } else { decode(&found)? }.into_iter();
         for (group, bytes) in missing.into_iter().zip(&stored) {
             let value = if bytes.is_some() { decoded.next() } else { None };
-            let size = group.len() + ENTRY_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
+            let size = group.len() + GROUP_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
             self.bytes += size;
             self.slots.insert(group.clone(), ValueSlot { value, dirty: false, used: self.clock, size });
         }
@@ -218,7 +224,7 @@ impl<V> ValueState<V> {
                 continue;
             }
             slot.dirty = false;
-            let size = group.len() + ENTRY_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
+            let size = group.len() + GROUP_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
             self.bytes = self.bytes + size - slot.size;
             slot.size = size;
             match &mut slot.value {
@@ -250,7 +256,9 @@ impl<V> ValueState<V> {
 
 struct MultisetSlot {
     members: BTreeMap<Vec<u8>, i64>,
-    dirty: HashSet<Vec<u8>>,
+    /// Members changed since the last flush (may repeat; empty and
+    /// unallocated once flushed).
+    dirty: Vec<Vec<u8>>,
     used: u64,
     size: usize,
 }
@@ -281,18 +289,18 @@ impl MultisetState {
                 continue;
             }
             let mut members = BTreeMap::new();
-            let mut size = group.len() + ENTRY_OVERHEAD;
+            let mut size = group.len() + MULTISET_GROUP_OVERHEAD;
             if !ctx.fresh {
                 let prefix = group_key(&self.prefix, group);
                 ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
                     let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
                     let member = key[prefix.len()..].to_vec();
-                    size += member.len() + ENTRY_OVERHEAD;
+                    size += member.len() + MEMBER_OVERHEAD;
                     members.insert(member, count);
                 });
             }
             self.bytes += size;
-            self.slots.insert(group.to_vec(), MultisetSlot { members, dirty: HashSet::new(), used: self.clock, size });
+            self.slots.insert(group.to_vec(), MultisetSlot { members, dirty: Vec::new(), used: self.clock, size });
         }
     }
 
@@ -312,32 +320,30 @@ impl MultisetState {
         let slot = match self.slots.get_mut(group) {
             Some(slot) => slot,
             None => {
-                self.bytes += group.len() + ENTRY_OVERHEAD;
+                self.bytes += group.len() + MULTISET_GROUP_OVERHEAD;
                 self.slots.entry(group.to_vec()).or_insert_with(|| MultisetSlot {
                     members: BTreeMap::new(),
-                    dirty: HashSet::new(),
+                    dirty: Vec::new(),
                     used: 0,
-                    size: group.len() + ENTRY_OVERHEAD,
+                    size: group.len() + MULTISET_GROUP_OVERHEAD,
                 })
             }
         };
         let n = match slot.members.get_mut(member) {
             Some(n) => n,
             None => {
-                slot.size += member.len() + ENTRY_OVERHEAD;
-                self.bytes += member.len() + ENTRY_OVERHEAD;
+                slot.size += member.len() + MEMBER_OVERHEAD;
+                self.bytes += member.len() + MEMBER_OVERHEAD;
                 slot.members.entry(member.to_vec()).or_insert(0)
             }
         };
         *n += weight;
         if *n == 0 {
             slot.members.remove(member);
-            slot.size -= member.len() + ENTRY_OVERHEAD;
-            self.bytes -= member.len() + ENTRY_OVERHEAD;
+            slot.size -= member.len() + MEMBER_OVERHEAD;
+            self.bytes -= member.len() + MEMBER_OVERHEAD;
         }
-        if !slot.dirty.contains(member) {
-            slot.dirty.insert(member.to_vec());
-        }
+        slot.dirty.push(member.to_vec());
     }
 
     /// Writes the dirty members into `batch`, then shrinks the cache to its
@@ -348,7 +354,10 @@ impl MultisetState {
                 continue;
             }
             let prefix = group_key(&self.prefix, group);
-            for member in slot.dirty.drain() {
+            let mut dirty = std::mem::take(&mut slot.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for member in dirty {
                 let mut key = Vec::with_capacity(prefix.len() + member.len());
                 key.extend_from_slice(&prefix);
                 key.extend_from_slice(&member);

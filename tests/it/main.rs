@@ -9,3 +9,4 @@ mod crash;
 mod oracle;
 mod server;
 mod slt;
+mod state_budget;

@@ -71,6 +71,17 @@ impl TestServer {
         Self { child, port, _data: None }
     }
 
+    /// The server process's resident memory in bytes (Linux: /proc).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("read /proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kib * 1024
+    }
+
     /// Kills the server with SIGKILL (no shutdown of any kind) and waits.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

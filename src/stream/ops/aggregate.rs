@@ -427,7 +427,9 @@ impl Operator for Aggregate {
         self.groups.flush(
             &state.budget,
             batch,
-            |g| 96 + (g.accumulators.len() + calls) * 64,
+            // The group struct, a boxed accumulator per call (with its
+            // own heap), and the emitted values.
+            |g| 64 + g.accumulators.len() * 160 + calls * 64,
             |groups| self.stored_groups.encode(groups),
         )?;
         self.rows.flush(&state.budget, batch);
