@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
 LISTEN ?= 127.0.0.1:5488
 DATA_DIR ?= ./freshet-data
 
-.PHONY: run test deps bench check
+.PHONY: run test deps bench bench-state check
 
 deps:
 	@scripts/install-deps.sh
@@ -23,3 +23,8 @@ check:
 
 bench: deps
 	cargo bench --bench ingest
+
+# Load, re-hit beyond the memory budget, and kill -9 recovery time (release binary).
+bench-state: deps
+	cargo test --release --no-run
+	benches/state.sh $(ARGS)

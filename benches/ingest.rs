@@ -33,6 +33,21 @@ fn sync_commits() -> bool {
 }
 
 fn start() -> Bench {
+    start_on(if sync_commits() { Store::Fsync } else { Store::NoFsync })
+}
+
+/// Where the server keeps its state.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    /// RocksDB, fsync per commit (the server's default).
+    Fsync,
+    /// RocksDB without the fsync (survives a process crash, not a power loss).
+    NoFsync,
+    /// In memory only: no checkpoint at all (the baseline for their cost).
+    Memory,
+}
+
+fn start_on(store: Store) -> Bench {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let client = runtime.block_on(async move {
@@ -40,11 +55,17 @@ fn start() -> Bench {
         // default), in a fresh directory.
         let dir = std::env::temp_dir().join(format!("freshet-bench-{}-{}", std::process::id(), next_bench_dir()));
         let _ = std::fs::remove_dir_all(&dir);
-        let options = freshet::state::StoreOptions { sync: sync_commits(), cache_bytes: 512 << 20 };
-        let store = freshet::state::DurableStore::open(&dir, options).expect("store");
-        let budget = freshet::stream::state_table::StateBudget::new(512 << 20);
-        let engine =
-            freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers(), budget).expect("engine");
+        let engine = match store {
+            Store::Memory => freshet::sql::Engine::new().expect("engine"),
+            Store::Fsync | Store::NoFsync => {
+                let options =
+                    freshet::state::StoreOptions { sync: matches!(store, Store::Fsync), cache_bytes: 512 << 20 };
+                let store = freshet::state::DurableStore::open(&dir, options).expect("store");
+                let budget = freshet::stream::state_table::StateBudget::new(512 << 20);
+                freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers(), budget)
+                    .expect("engine")
+            }
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), stopped));
@@ -210,5 +231,49 @@ fn point_query(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, ingest, point_query);
+/// The cost of checkpointing every epoch (rows, view changes and operator
+/// state written to RocksDB with the epoch): the ingest bench on each store.
+fn checkpoint_cost(c: &mut Criterion) {
+    let mut group = c.benchmark_group("checkpoint");
+    group.throughput(Throughput::Elements(1000));
+    group.sample_size(20);
+    for store in [Store::Memory, Store::NoFsync, Store::Fsync] {
+        let bench = start_on(store);
+        bench.runtime.block_on(async {
+            bench
+                .client
+                .batch_execute(
+                    "CREATE TABLE t (id BIGINT PRIMARY KEY, k INT, v INT);
+                     CREATE TABLE dim (k INT PRIMARY KEY, name TEXT);
+                     INSERT INTO dim SELECT CAST(value AS INT), 'n' || CAST(value AS TEXT) FROM generate_series(0, 99);
+                     CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k;
+                     CREATE MATERIALIZED VIEW joined AS SELECT t.id, d.name, t.v FROM t JOIN dim d ON t.k = d.k;",
+                )
+                .await
+                .expect("setup");
+        });
+        let mut next_id = 0i64;
+        group.bench_function(format!("insert_1000_rows_{store:?}"), |b| {
+            b.iter_custom(|iterations| {
+                let statements: Vec<String> = (0..iterations)
+                    .map(|_| {
+                        let sql = insert_sql("t", next_id, 1000);
+                        next_id += 1000;
+                        sql
+                    })
+                    .collect();
+                bench.runtime.block_on(async {
+                    let start = Instant::now();
+                    for sql in &statements {
+                        bench.client.batch_execute(sql).await.expect("insert");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, ingest, point_query, checkpoint_cost);
 criterion_main!(benches);

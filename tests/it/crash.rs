@@ -51,6 +51,78 @@ async fn writer(server_url: String, seed: u64, client: usize, round: usize) -> V
     acknowledged
 }
 
+/// What the DDL client did: every view it tried to create (name -> query),
+/// and which CREATEs and DROPs were acknowledged.
+#[derive(Default)]
+struct DdlLog {
+    attempted: std::collections::HashMap<String, &'static str>,
+    created: std::collections::HashSet<String>,
+    dropped: std::collections::HashSet<String>,
+}
+
+/// Creates materialized views (each a backfill over the current tables) and
+/// drops some of them, until the server goes away: kills land during
+/// CREATE, backfill and DROP.
+async fn ddl_client(server_url: String, seed: u64, round: usize, log: Arc<Mutex<DdlLog>>) {
+    let Ok((db, connection)) = tokio_postgres::connect(&server_url, tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xdd1 ^ ((round as u64) << 40));
+    for i in 0..50 {
+        let name = format!("ddl_r{round}_{i}");
+        let query = VIEWS[rng.random_range(0..VIEWS.len())].1;
+        log.lock().attempted.insert(name.clone(), query);
+        if db.simple_query(&format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await.is_err() {
+            return;
+        }
+        log.lock().created.insert(name.clone());
+        if rng.random_bool(0.5) {
+            if db.simple_query(&format!("DROP MATERIALIZED VIEW {name}")).await.is_err() {
+                return;
+            }
+            log.lock().dropped.insert(name);
+        }
+    }
+}
+
+/// After a restart: acknowledged CREATEs exist, acknowledged DROPs do not,
+/// and every surviving view (including ones whose CREATE was cut off and
+/// happened to commit) equals the oracle. Then the survivors are dropped.
+async fn check_ddl(client: &tokio_postgres::Client, seed: u64, round: usize, log: &Mutex<DdlLog>) {
+    let existing: std::collections::HashSet<String> =
+        rows(client, "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'ddl_r%'")
+            .await
+            .into_iter()
+            .map(|r| r[0].clone())
+            .collect();
+    let survivors: Vec<(String, &'static str)> = {
+        let log = log.lock();
+        for name in log.created.difference(&log.dropped) {
+            assert!(existing.contains(name), "seed {seed}, restart {round}: acknowledged CREATE of {name} lost");
+        }
+        for name in &log.dropped {
+            assert!(!existing.contains(name), "seed {seed}, restart {round}: acknowledged DROP of {name} undone");
+        }
+        existing
+            .iter()
+            .map(|name| {
+                let query = log.attempted.get(name).copied();
+                (name.clone(), query.unwrap_or_else(|| panic!("seed {seed}: unknown view {name} after restart")))
+            })
+            .collect()
+    };
+    for (name, query) in &survivors {
+        let view = sorted(rows(client, &format!("SELECT * FROM {name}")).await);
+        let batch = sorted(rows(client, query).await);
+        assert_eq!(view, batch, "seed {seed}, after restart {round}: view {name} differs from the batch oracle");
+        client.batch_execute(&format!("DROP MATERIALIZED VIEW {name}")).await.expect("drop survivor");
+        log.lock().dropped.insert(name.clone());
+    }
+}
+
 async fn check_views(client: &tokio_postgres::Client, seed: u64, round: usize) {
     for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
         let view = sorted(rows(client, &format!("SELECT * FROM {name}")).await);
@@ -79,8 +151,10 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         }
     }
     let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let ddl: Arc<Mutex<DdlLog>> = Arc::default();
     let mut rng = StdRng::seed_from_u64(seed);
     for round in 0..KILLS {
+        let ddl_task = tokio::spawn(ddl_client(server.url(), seed, round, ddl.clone()));
         let writers: Vec<_> = (0..CLIENTS)
             .map(|client| {
                 let acknowledged = acknowledged.clone();
@@ -96,6 +170,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         for writer in writers {
             writer.await.expect("writer task");
         }
+        ddl_task.await.expect("ddl task");
 
         server = TestServer::start_in(&data.0, &args);
         let client = server.connect().await;
@@ -107,6 +182,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         let missing: Vec<i64> = acknowledged.lock().iter().copied().filter(|id| !stored.contains(id)).collect();
         assert!(missing.is_empty(), "seed {seed}, restart {round}: acknowledged writes lost: {missing:?}");
         check_views(&client, seed, round).await;
+        check_ddl(&client, seed, round, &ddl).await;
         // The restored operator state keeps views right under new changes.
         let mut next_id = 9_000_000 + 1000 * round as i64;
         for _ in 0..5 {
@@ -118,6 +194,8 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         check_views(&client, seed, round).await;
     }
     // The kills must have interrupted real work, not idle servers.
+    let ddl_done = ddl.lock().created.len();
+    assert!(ddl_done >= KILLS, "seed {seed}: only {ddl_done} CREATEs were acknowledged in {KILLS} rounds");
     let acknowledged = acknowledged.lock().len();
     assert!(
         acknowledged >= KILLS * CLIENTS,
