@@ -83,8 +83,8 @@ fn insert_sql(table: &str, first_id: i64, rows: i64) -> String {
     format!("INSERT INTO {table} VALUES {}", values.join(","))
 }
 
-fn ingest(c: &mut Criterion) {
-    let bench = start();
+/// A table feeding an aggregate view (100 groups) and a join view.
+fn setup_ingest(bench: &Bench) {
     bench.runtime.block_on(async {
         bench
             .client
@@ -98,16 +98,21 @@ fn ingest(c: &mut Criterion) {
             .await
             .expect("setup");
     });
-    let mut next_id = 0i64;
-    let mut group = c.benchmark_group("ingest");
-    group.throughput(Throughput::Elements(1000));
-    group.sample_size(20);
-    group.bench_function("insert_1000_rows_agg_and_join_views", |b| {
+}
+
+/// 1,000-row INSERTs into `t`, each returning after the views are updated.
+fn bench_inserts(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    bench: &Bench,
+    next_id: &mut i64,
+) {
+    group.bench_function(name, |b| {
         b.iter_custom(|iterations| {
             let statements: Vec<String> = (0..iterations)
                 .map(|_| {
-                    let sql = insert_sql("t", next_id, 1000);
-                    next_id += 1000;
+                    let sql = insert_sql("t", *next_id, 1000);
+                    *next_id += 1000;
                     sql
                 })
                 .collect();
@@ -120,6 +125,16 @@ fn ingest(c: &mut Criterion) {
             })
         })
     });
+}
+
+fn ingest(c: &mut Criterion) {
+    let bench = start();
+    setup_ingest(&bench);
+    let mut next_id = 0i64;
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(1000));
+    group.sample_size(20);
+    bench_inserts(&mut group, "insert_1000_rows_agg_and_join_views", &bench, &mut next_id);
     group.finish();
 
     // Freshness: INSERT returns, then SELECT on the view shows it.
@@ -239,38 +254,9 @@ fn checkpoint_cost(c: &mut Criterion) {
     group.sample_size(20);
     for store in [Store::Memory, Store::NoFsync, Store::Fsync] {
         let bench = start_on(store);
-        bench.runtime.block_on(async {
-            bench
-                .client
-                .batch_execute(
-                    "CREATE TABLE t (id BIGINT PRIMARY KEY, k INT, v INT);
-                     CREATE TABLE dim (k INT PRIMARY KEY, name TEXT);
-                     INSERT INTO dim SELECT CAST(value AS INT), 'n' || CAST(value AS TEXT) FROM generate_series(0, 99);
-                     CREATE MATERIALIZED VIEW agg AS SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k;
-                     CREATE MATERIALIZED VIEW joined AS SELECT t.id, d.name, t.v FROM t JOIN dim d ON t.k = d.k;",
-                )
-                .await
-                .expect("setup");
-        });
+        setup_ingest(&bench);
         let mut next_id = 0i64;
-        group.bench_function(format!("insert_1000_rows_{store:?}"), |b| {
-            b.iter_custom(|iterations| {
-                let statements: Vec<String> = (0..iterations)
-                    .map(|_| {
-                        let sql = insert_sql("t", next_id, 1000);
-                        next_id += 1000;
-                        sql
-                    })
-                    .collect();
-                bench.runtime.block_on(async {
-                    let start = Instant::now();
-                    for sql in &statements {
-                        bench.client.batch_execute(sql).await.expect("insert");
-                    }
-                    start.elapsed()
-                })
-            })
-        });
+        bench_inserts(&mut group, &format!("insert_1000_rows_{store:?}"), &bench, &mut next_id);
     }
     group.finish();
 }
