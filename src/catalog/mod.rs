@@ -103,7 +103,10 @@ impl Relation {
         match self.failure.lock().as_ref() {
             Some(e) => Err(SqlError::new(
                 e.code,
-                format!("materialized view \"{}\" failed and must be recreated: {}", self.name, e.message),
+                format!(
+                    "materialized view \"{}\" failed: {} (it is rebuilt from its inputs when the server restarts; or DROP and CREATE it again)",
+                    self.name, e.message
+                ),
             )),
             None => Ok(()),
         }

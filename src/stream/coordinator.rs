@@ -164,7 +164,10 @@ impl EpochGuard<'_> {
     }
 
     /// Runs a view's dataflow over its inputs' rows from scratch, staging its
-    /// rows and operator state in `batch`.
+    /// rows and operator state in `batch`. The view must have no stored rows
+    /// or state, or `batch` must already delete them: the new ones are
+    /// written as they are, not merged with old ones, and the operators do
+    /// not look anything up (ids of dropped views are cleared with them).
     fn build_view(
         &self,
         flow: &mut ViewDataflow,
@@ -172,11 +175,9 @@ impl EpochGuard<'_> {
         snapshot: &Arc<dyn Snapshot>,
         batch: &mut WriteBatch,
     ) -> Result<()> {
-        // The view's keys are empty (ids of dropped views are cleared with
-        // them), so its operators need not look anything up.
         let state = self.state_context(snapshot, true);
         let delta = backfill(flow, sources, &state)?;
-        storage::apply_change(&flow.view, snapshot.as_ref(), &delta, batch)?;
+        storage::apply_change(&flow.view, &crate::state::EmptySnapshot, &delta, batch)?;
         flow.root.flush(&state, batch)
     }
 
@@ -192,9 +193,7 @@ impl EpochGuard<'_> {
             snapshot.scan_prefix(&relation_prefix(flow.view.id), &mut |key, _| batch.delete(key.to_vec()));
             snapshot.scan_prefix(&view_state_prefix(flow.view.id), &mut |key, _| batch.delete(key.to_vec()));
             batch.delete(failure_key(flow.view.id).to_vec());
-            // The rebuild starts from empty rows: stage it against a store
-            // without the old ones by building from an empty view.
-            let rebuilt = self.rebuild_view(&mut flow, sources, &snapshot, batch);
+            let rebuilt = self.build_view(&mut flow, sources, &snapshot, &mut batch).and_then(|()| self.write(batch));
             if let Err(error) = rebuilt {
                 tracing::warn!(view = %flow.view.name, %error, "materialized view failed again while being rebuilt");
                 *flow.view.failure.lock() = Some(error);
@@ -204,22 +203,6 @@ impl EpochGuard<'_> {
         }
         self.flows.views.push(flow);
         Ok(())
-    }
-
-    fn rebuild_view(
-        &mut self,
-        flow: &mut ViewDataflow,
-        sources: &[Arc<Relation>],
-        snapshot: &Arc<dyn Snapshot>,
-        mut batch: WriteBatch,
-    ) -> Result<()> {
-        let state = self.state_context(snapshot, true);
-        let delta = backfill(flow, sources, &state)?;
-        // The old rows are deleted above; the new ones are written as they
-        // are (not merged with the old multiplicities).
-        storage::apply_change(&flow.view, &crate::state::EmptySnapshot, &delta, &mut batch)?;
-        flow.root.flush(&state, &mut batch)?;
-        self.write(batch)
     }
 
     /// Records a relation's defining statement (tables and plain views; a
