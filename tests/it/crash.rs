@@ -286,3 +286,38 @@ async fn a_failed_view_is_rebuilt_from_its_inputs_at_restart() {
     client.batch_execute("INSERT INTO t VALUES (5, 10)").await.expect("insert after rebuild");
     assert_eq!(rows(&client, "SELECT * FROM total").await, vec![vec!["18".to_string()]]);
 }
+
+/// Operator state is keyed by group, not by worker: a restart with another
+/// number of workers routes groups differently, and every worker finds the
+/// groups it now owns in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_another_worker_count_keeps_views_right() {
+    let seed = seed();
+    let data = TempDir::new("rescale");
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5ca1e);
+    let mut next_id = 100;
+    let mut server = TestServer::start_in(&data.0, &["--workers", "1"]);
+    {
+        let client = server.connect().await;
+        client.batch_execute(SETUP).await.expect("setup");
+        client.batch_execute("CREATE TABLE ledger (id BIGINT PRIMARY KEY, client INT)").await.expect("ledger");
+        for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
+            client.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await.expect("view");
+        }
+        for _ in 0..40 {
+            let statement = random_statement(&mut rng, &mut next_id);
+            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
+        }
+    }
+    for (round, workers) in ["3", "2"].into_iter().enumerate() {
+        server.kill9();
+        server = TestServer::start_in(&data.0, &["--workers", workers]);
+        let client = server.connect().await;
+        check_views(&client, seed, round).await;
+        for _ in 0..40 {
+            let statement = random_statement(&mut rng, &mut next_id);
+            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
+        }
+        check_views(&client, seed, round).await;
+    }
+}
