@@ -32,6 +32,7 @@ pub mod sqlstate {
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IO_ERROR: &str = "58030";
+    pub const DISK_FULL: &str = "53100";
 }
 
 /// An error with the SQLSTATE a Postgres client expects.

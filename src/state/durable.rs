@@ -266,8 +266,16 @@ impl StateStore for DurableStore {
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
         // On failure (disk full, I/O error) nothing is visible: the
-        // statement fails and readers keep the previous epoch.
-        self.db.write_opt(disk, &options).map_err(|e| storage_error("writing the epoch to disk", e))
+        // statement fails and readers keep the previous epoch. RocksDB then
+        // refuses further writes until restarted; reads go on.
+        self.db.write_opt(disk, &options).map_err(|e| {
+            let error = storage_error("writing the epoch to disk", &e);
+            if e.to_string().contains("No space left on device") {
+                SqlError::new(sqlstate::DISK_FULL, format!("{}; free space and restart the server", error.message))
+            } else {
+                error
+            }
+        })
     }
 
     fn committed_epoch(&self) -> Epoch {

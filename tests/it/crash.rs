@@ -321,3 +321,92 @@ async fn restart_with_another_worker_count_keeps_views_right() {
         check_views(&client, seed, round).await;
     }
 }
+
+/// A tmpfs of a fixed size, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root).
+    fn mount(dir: &std::path::Path, megabytes: u32) -> Option<Self> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Self(dir.to_path_buf()))
+    }
+    fn grow(&self, megabytes: u32) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={megabytes}m")])
+            .arg(&self.0)
+            .status()
+            .expect("remount");
+        assert!(status.success(), "remount failed");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk fails the write that hit it with 53100 and a message naming
+/// the cause; reads go on; nothing acknowledged is lost; after a restart
+/// with space the server takes writes again and the view is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_fails_writes_clearly_and_loses_nothing() {
+    let dir = TempDir::new("full-disk");
+    let is_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let Some(disk) = SmallDisk::mount(&dir.0, 24) else {
+        // Mounting needs root; CI runs as root, so there this must work.
+        assert!(!is_root, "root could not mount a tmpfs for the full-disk test");
+        eprintln!("full-disk test skipped: mounting a small filesystem needs root");
+        return;
+    };
+    let data = dir.0.join("d");
+    let args = ["--memory-budget-mb", "16"];
+    let mut server = TestServer::start_in(&data, &args);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, s TEXT);
+             CREATE MATERIALIZED VIEW c AS SELECT count(*) AS n, sum(length(s)) AS bytes FROM t;",
+        )
+        .await
+        .expect("setup");
+    let mut acknowledged = 0i64;
+    let mut failure = None;
+    for chunk in 0..100i64 {
+        let (first, last) = (chunk * 20_000 + 1, chunk * 20_000 + 20_000);
+        let insert =
+            format!("INSERT INTO t SELECT value AS id, repeat('x', 100) AS s FROM generate_series({first}, {last})");
+        match client.batch_execute(&insert).await {
+            Ok(()) => acknowledged += 20_000,
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a 24 MiB disk filled up");
+    let db = failure.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "53100", "{}", db.message());
+    assert!(db.message().contains("No space left on device"), "{}", db.message());
+    assert!(acknowledged > 0, "some inserts fit before the disk filled");
+    // Reads go on, and see exactly the acknowledged rows.
+    assert_eq!(rows(&client, "SELECT count(*) FROM t").await, vec![vec![acknowledged.to_string()]]);
+    drop(client);
+    server.kill9();
+
+    disk.grow(128);
+    let server = TestServer::start_in(&data, &args);
+    let client = server.connect().await;
+    assert_eq!(rows(&client, "SELECT count(*) FROM t").await, vec![vec![acknowledged.to_string()]]);
+    client.batch_execute("INSERT INTO t VALUES (-1, 'after')").await.expect("writes work again with space");
+    assert_eq!(
+        rows(&client, "SELECT * FROM c").await,
+        rows(&client, "SELECT count(*), sum(length(s)) FROM t").await,
+        "view differs from the oracle after the full disk"
+    );
+}
