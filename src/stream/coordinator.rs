@@ -57,10 +57,6 @@ impl Coordinator {
         Self { store, budget, dataflows: Mutex::new(Dataflows { next_epoch, views: Vec::new() }) }
     }
 
-    pub fn budget(&self) -> &Arc<StateBudget> {
-        &self.budget
-    }
-
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
     }

@@ -248,10 +248,6 @@ impl<V> ValueState<V> {
         }
         Ok(())
     }
-
-    pub fn cached_groups(&self) -> usize {
-        self.slots.len()
-    }
 }
 
 struct MultisetSlot {
@@ -372,10 +368,6 @@ impl MultisetState {
             evict(&mut self.slots, &mut self.bytes, target, |s| (!s.dirty.is_empty(), s.used, s.size));
             settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         }
-    }
-
-    pub fn cached_groups(&self) -> usize {
-        self.slots.len()
     }
 }
 

@@ -52,11 +52,13 @@ async fn writer(server_url: String, seed: u64, client: usize, round: usize) -> V
 }
 
 /// What the DDL client did: every view it tried to create (name -> query),
-/// and which CREATEs and DROPs were acknowledged.
+/// which CREATEs were acknowledged, which DROPs were sent (a DROP cut off by
+/// a kill may or may not have committed) and which were acknowledged.
 #[derive(Default)]
 struct DdlLog {
     attempted: std::collections::HashMap<String, &'static str>,
     created: std::collections::HashSet<String>,
+    drop_sent: std::collections::HashSet<String>,
     dropped: std::collections::HashSet<String>,
 }
 
@@ -80,6 +82,7 @@ async fn ddl_client(server_url: String, seed: u64, round: usize, log: Arc<Mutex<
         }
         log.lock().created.insert(name.clone());
         if rng.random_bool(0.5) {
+            log.lock().drop_sent.insert(name.clone());
             if db.simple_query(&format!("DROP MATERIALIZED VIEW {name}")).await.is_err() {
                 return;
             }
@@ -100,7 +103,7 @@ async fn check_ddl(client: &tokio_postgres::Client, seed: u64, round: usize, log
             .collect();
     let survivors: Vec<(String, &'static str)> = {
         let log = log.lock();
-        for name in log.created.difference(&log.dropped) {
+        for name in log.created.difference(&log.drop_sent) {
             assert!(existing.contains(name), "seed {seed}, restart {round}: acknowledged CREATE of {name} lost");
         }
         for name in &log.dropped {
@@ -119,7 +122,9 @@ async fn check_ddl(client: &tokio_postgres::Client, seed: u64, round: usize, log
         let batch = sorted(rows(client, query).await);
         assert_eq!(view, batch, "seed {seed}, after restart {round}: view {name} differs from the batch oracle");
         client.batch_execute(&format!("DROP MATERIALIZED VIEW {name}")).await.expect("drop survivor");
-        log.lock().dropped.insert(name.clone());
+        let mut log = log.lock();
+        log.drop_sent.insert(name.clone());
+        log.dropped.insert(name.clone());
     }
 }
 
