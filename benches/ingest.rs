@@ -32,19 +32,33 @@ fn sync_commits() -> bool {
     std::env::var("FRESHET_BENCH_SYNC").map(|v| v != "false").unwrap_or(true)
 }
 
+/// The server's default checkpoint interval.
+const DEFAULT_CHECKPOINT_MS: u64 = 1000;
+
 fn start() -> Bench {
-    start_on(if sync_commits() { Store::Fsync } else { Store::NoFsync })
+    start_on(Store::Rocks { fsync: sync_commits(), checkpoint_ms: DEFAULT_CHECKPOINT_MS })
 }
 
 /// Where the server keeps its state.
 #[derive(Clone, Copy, Debug)]
 enum Store {
-    /// RocksDB, fsync per commit (the server's default).
-    Fsync,
-    /// RocksDB without the fsync (survives a process crash, not a power loss).
-    NoFsync,
+    /// RocksDB; `fsync` per commit (the server's default; without it a
+    /// commit survives a process crash, not a power loss); operator state
+    /// checkpointed every `checkpoint_ms` (0: every commit).
+    Rocks { fsync: bool, checkpoint_ms: u64 },
     /// In memory only: no checkpoint at all (the baseline for their cost).
     Memory,
+}
+
+impl Store {
+    fn label(self) -> String {
+        match self {
+            Store::Memory => "memory".to_string(),
+            Store::Rocks { fsync, checkpoint_ms } => {
+                format!("rocksdb_{}_checkpoint_{checkpoint_ms}ms", if fsync { "fsync" } else { "nofsync" })
+            }
+        }
+    }
 }
 
 fn start_on(store: Store) -> Bench {
@@ -57,13 +71,20 @@ fn start_on(store: Store) -> Bench {
         let _ = std::fs::remove_dir_all(&dir);
         let engine = match store {
             Store::Memory => freshet::sql::Engine::new().expect("engine"),
-            Store::Fsync | Store::NoFsync => {
-                let options =
-                    freshet::state::StoreOptions { sync: matches!(store, Store::Fsync), cache_bytes: 512 << 20 };
+            Store::Rocks { fsync, checkpoint_ms } => {
+                let options = freshet::state::StoreOptions { sync: fsync, cache_bytes: 512 << 20 };
                 let store = freshet::state::DurableStore::open(&dir, options).expect("store");
                 let budget = freshet::stream::state_table::StateBudget::new(512 << 20);
-                freshet::sql::Engine::with_store(Arc::new(store), freshet::sql::default_workers(), budget)
-                    .expect("engine")
+                let interval = std::time::Duration::from_millis(checkpoint_ms);
+                let engine = freshet::sql::Engine::with_store(
+                    Arc::new(store),
+                    freshet::sql::default_workers(),
+                    budget,
+                    interval,
+                )
+                .expect("engine");
+                engine.coordinator.spawn_checkpointer();
+                engine
             }
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -246,17 +267,25 @@ fn point_query(c: &mut Criterion) {
     group.finish();
 }
 
-/// The cost of checkpointing every epoch (rows, view changes and operator
-/// state written to RocksDB with the epoch): the ingest bench on each store.
+/// The cost of durability: the ingest bench in memory (no store at all),
+/// then on RocksDB with operator state checkpointed every commit, every
+/// 10 ms, 100 ms and 1 s (each commit still writes its rows, view changes
+/// and, between checkpoints, its epoch-log entry).
 fn checkpoint_cost(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkpoint");
     group.throughput(Throughput::Elements(1000));
     group.sample_size(20);
-    for store in [Store::Memory, Store::NoFsync, Store::Fsync] {
+    let mut stores = vec![Store::Memory];
+    for fsync in [false, true] {
+        for checkpoint_ms in [0, 10, 100, 1000] {
+            stores.push(Store::Rocks { fsync, checkpoint_ms });
+        }
+    }
+    for store in stores {
         let bench = start_on(store);
         setup_ingest(&bench);
         let mut next_id = 0i64;
-        bench_inserts(&mut group, &format!("insert_1000_rows_{store:?}"), &bench, &mut next_id);
+        bench_inserts(&mut group, &format!("insert_1000_rows_{}", store.label()), &bench, &mut next_id);
     }
     group.finish();
 }

@@ -53,6 +53,12 @@ enum Command {
         /// operator state in memory between epochs (slow; for testing).
         #[arg(long, env = "FRESHET_MEMORY_BUDGET_MB", default_value_t = 1024)]
         memory_budget_mb: usize,
+        /// Milliseconds between checkpoints of the operators' state. Every
+        /// commit is durable and visible at once either way; between
+        /// checkpoints a commit logs its table changes instead of writing
+        /// state, and a restart replays that log. 0 checkpoints every commit.
+        #[arg(long, env = "FRESHET_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
+        checkpoint_interval_ms: u64,
     },
 }
 
@@ -72,8 +78,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { listen, data_dir, workers, sync_commits, memory_budget_mb } => {
-            match runtime.block_on(serve(listen, data_dir, workers, sync_commits, memory_budget_mb)) {
+        Command::Serve { listen, data_dir, workers, sync_commits, memory_budget_mb, checkpoint_interval_ms } => {
+            let options =
+                ServeOptions { listen, data_dir, workers, sync_commits, memory_budget_mb, checkpoint_interval_ms };
+            match runtime.block_on(serve(options)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "freshet stopped");
@@ -85,13 +93,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(
+struct ServeOptions {
     listen: String,
     data_dir: PathBuf,
     workers: Option<usize>,
     sync_commits: bool,
     memory_budget_mb: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
+    checkpoint_interval_ms: u64,
+}
+
+async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let ServeOptions { listen, data_dir, workers, sync_commits, memory_budget_mb, checkpoint_interval_ms } = options;
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     let workers = workers.unwrap_or_else(freshet::sql::default_workers).max(1);
     tracing::info!(workers, "dataflow workers");
@@ -101,16 +113,21 @@ async fn serve(
     let store = freshet::state::DurableStore::open(&data_dir.join("state"), options).map_err(|e| e.message)?;
     let stored_bytes = store.estimated_bytes();
     let state_budget = freshet::stream::state_table::StateBudget::new(budget / 2);
+    let checkpoint_interval = std::time::Duration::from_millis(checkpoint_interval_ms);
     let engine =
-        freshet::sql::Engine::with_store(std::sync::Arc::new(store), workers, state_budget).map_err(|e| e.message)?;
+        freshet::sql::Engine::with_store(std::sync::Arc::new(store), workers, state_budget, checkpoint_interval)
+            .map_err(|e| e.message)?;
     let recovery = engine.recover().await.map_err(|e| e.message)?;
+    engine.coordinator.spawn_checkpointer();
     tracing::info!(
         data_dir = %data_dir.display(),
         relations = recovery.relations,
         stored_bytes,
         memory_budget_mb,
         epoch = recovery.epoch,
+        replayed_epochs = recovery.replayed_epochs,
         sync_commits,
+        checkpoint_interval_ms,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );

@@ -262,11 +262,11 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if engine.catalog.by_name(&name).is_some() {
         return Err(SqlError::duplicate_object(&name));
     }
-    let flow = ViewDataflow { view: relation.clone(), root: lowered.root, inputs: lowered.inputs };
+    let flow = ViewDataflow { view: relation.clone(), root: lowered.root, inputs: lowered.inputs, sources };
     if engine.recovering() {
-        guard.restore_view(flow, &sources)?;
+        guard.restore_view(flow);
     } else {
-        guard.create_view(flow, &sources, catalog_entry(Statement::CreateView(create.clone()), &name))?;
+        guard.create_view(flow, catalog_entry(Statement::CreateView(create.clone()), &name))?;
     }
     engine.catalog.add(relation.clone())?;
     schema_provider

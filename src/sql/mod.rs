@@ -19,6 +19,7 @@ pub mod dml_support {
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -62,6 +63,8 @@ pub struct Engine {
 pub struct Recovery {
     pub relations: usize,
     pub epoch: crate::state::Epoch,
+    /// Epochs logged after the last checkpoint, fed through the views again.
+    pub replayed_epochs: usize,
 }
 
 /// The default number of dataflow workers: the machine's cores.
@@ -71,12 +74,19 @@ pub fn default_workers() -> usize {
 
 impl Engine {
     pub fn new() -> Result<Arc<Self>> {
-        Self::with_store(Arc::new(MemStore::new()), default_workers(), StateBudget::unlimited())
+        Self::with_store(Arc::new(MemStore::new()), default_workers(), StateBudget::unlimited(), Duration::ZERO)
     }
 
     /// An engine over `store`; the operators' caches together hold at most
-    /// about `state_budget` bytes (the rest of their state stays in the store).
-    pub fn with_store(store: Arc<dyn StateStore>, workers: usize, state_budget: Arc<StateBudget>) -> Result<Arc<Self>> {
+    /// about `state_budget` bytes (the rest of their state stays in the
+    /// store), and their state is written every `checkpoint_interval` (zero:
+    /// every epoch).
+    pub fn with_store(
+        store: Arc<dyn StateStore>,
+        workers: usize,
+        state_budget: Arc<StateBudget>,
+        checkpoint_interval: Duration,
+    ) -> Result<Arc<Self>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
             .with_information_schema(true)
@@ -100,7 +110,7 @@ impl Engine {
         Ok(Arc::new(Self {
             ctx,
             catalog: Arc::new(Catalog::default()),
-            coordinator: Arc::new(Coordinator::new(store, state_budget)),
+            coordinator: Arc::new(Coordinator::new(store, state_budget, checkpoint_interval)),
             workers: workers.max(1),
             recovering: AtomicBool::new(false),
         }))
@@ -112,9 +122,9 @@ impl Engine {
 
     /// Rebuilds the catalog from the store's entries at startup: every
     /// table, view and materialized view comes back under its own id, in
-    /// creation order (so a view's inputs exist before it), and every
-    /// materialized view's operator state is rebuilt from its inputs' rows
-    /// at the committed epoch. Rows themselves are not rewritten.
+    /// creation order (so a view's inputs exist before it); materialized
+    /// views resume from their stored state, brought up to the committed
+    /// epoch by replaying the epoch log (see `stream::coordinator`).
     pub async fn recover(&self) -> Result<Recovery> {
         let snapshot = self.coordinator.store().snapshot();
         let mut entries: Vec<(RelationId, String)> = Vec::new();
@@ -136,7 +146,9 @@ impl Engine {
         if let Some((last, _)) = entries.last() {
             self.catalog.set_next_id(last + 1);
         }
-        Ok(Recovery { relations: entries.len(), epoch: snapshot.epoch() })
+        let catalog = self.catalog.clone();
+        let replayed_epochs = self.coordinator.begin().await.finish_recovery(&|id| catalog.get(id))?;
+        Ok(Recovery { relations: entries.len(), epoch: snapshot.epoch(), replayed_epochs })
     }
 
     async fn replay(&self, entries: &[(RelationId, String)]) -> Result<()> {

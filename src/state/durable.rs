@@ -27,7 +27,11 @@ use crate::error::{Result, SqlError, sqlstate};
 
 /// Bumped whenever the on-disk layout changes incompatibly.
 /// 2: operator state stored under `s` keys (format 1 rebuilt it at startup).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: operator state written at checkpoints, epochs since logged under `l`
+///    (format 2 dirs have no log and are read as they are).
+pub const FORMAT_VERSION: u32 = 3;
+/// Older formats this build reads (and marks as its own on open).
+const READABLE_FORMATS: &[u32] = &[2];
 const FORMAT_KEY: &[u8] = b"m/format";
 const EPOCH_KEY: &[u8] = b"m/epoch";
 
@@ -107,7 +111,13 @@ impl DurableStore {
         match format {
             Some(bytes) => {
                 let version = (bytes.len() == 4).then(|| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-                if version != Some(FORMAT_VERSION) {
+                if let Some(old) = version.filter(|v| READABLE_FORMATS.contains(v)) {
+                    tracing::info!(from = old, to = FORMAT_VERSION, "upgrading the data dir's format version");
+                    let mut options = WriteOptions::default();
+                    options.set_sync(true);
+                    db.put_opt(FORMAT_KEY, FORMAT_VERSION.to_be_bytes(), &options)
+                        .map_err(|e| storage_error("upgrading the data dir's format version", e))?;
+                } else if version != Some(FORMAT_VERSION) {
                     return Err(storage_error(
                         &format!("data dir {}", dir.display()),
                         format!(

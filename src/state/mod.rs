@@ -1,5 +1,5 @@
 //! The state store: every piece of durable state (catalog entries, table
-//! rows, view contents; later operator state and source offsets) is a
+//! rows, view contents, operator state; later source offsets) is a
 //! key/value pair here.
 //!
 //! Two backends: [`MemStore`] (in memory only) and [`DurableStore`]
@@ -10,7 +10,9 @@
 //!   the writer and never see half an epoch.
 //!
 //! Key prefixes: `c` catalog entries, `r` relation rows, `s` operator state
-//! (see `stream::state_table`), `f` failed views, `m` store metadata.
+//! (see `stream::state_table`), `l` the epoch log (table changes since the
+//! last checkpoint, see `stream::epoch_log`), `f` failed views, `m` store
+//! metadata.
 //!
 //! This module owns only bytes; it knows nothing of Arrow or SQL.
 
@@ -117,4 +119,13 @@ pub fn view_state_prefix(view_id: u32) -> [u8; 5] {
 pub fn failure_key(view_id: u32) -> [u8; 5] {
     let id = view_id.to_be_bytes();
     [b'f', id[0], id[1], id[2], id[3]]
+}
+
+/// Prefix of the epoch log's entries, in epoch order.
+pub const LOG_PREFIX: &[u8] = b"l";
+
+/// Key of the epoch log's entry for `epoch`.
+pub fn log_key(epoch: Epoch) -> [u8; 9] {
+    let e = epoch.to_be_bytes();
+    [b'l', e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]
 }

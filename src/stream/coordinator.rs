@@ -9,52 +9,81 @@
 //! wait. When `commit` returns, the next statement of any session sees the
 //! epoch (read-your-writes).
 //!
+//! Checkpoints. The operators' state is written only at checkpoints: at the
+//! first epoch after the checkpoint interval has passed (or from a background
+//! tick when writes pause), when the operators' caches exceed their budget
+//! (dirty state cannot be evicted), for a very large epoch, and with every
+//! CREATE MATERIALIZED VIEW. An epoch in between writes its table and view
+//! rows as always, plus its table changes to the epoch log (one entry,
+//! `epoch_log`); a checkpoint deletes the log. So every committed epoch is
+//! durable and visible at once, and the cost of writing state is paid once
+//! per interval instead of once per statement. At startup
+//! [`EpochGuard::finish_recovery`] feeds the log through the dataflows again,
+//! from the last checkpoint's state, and checkpoints.
+//!
 //! A view whose dataflow fails (say, division by zero on a new row) is marked
-//! failed; reads of it report the error; other views go on.
+//! failed; reads of it report the error; other views go on. It is stored as
+//! failed and rebuilt from its inputs at the next start.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::catalog::{Relation, storage};
 use crate::error::{Result, SqlError};
 use crate::state::{
-    Epoch, Snapshot, StateStore, WriteBatch, catalog_key, failure_key, relation_prefix, view_state_prefix,
+    Epoch, LOG_PREFIX, Snapshot, StateStore, WriteBatch, catalog_key, failure_key, log_key, relation_prefix,
+    view_state_prefix,
 };
+use crate::stream::epoch_log;
 use crate::stream::state_table::{StateBudget, StateContext};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
+
+/// An epoch whose table changes take more memory than this is checkpointed
+/// rather than logged (logging it would cost about as much).
+const LARGEST_LOGGED_EPOCH: usize = 32 << 20;
 
 /// A materialized view's dataflow.
 pub struct ViewDataflow {
     pub view: Arc<Relation>,
     pub root: Box<dyn Operator>,
     pub inputs: BTreeSet<RelationId>,
+    /// The relations of `inputs` (what a backfill or rebuild reads).
+    pub sources: Vec<Arc<Relation>>,
 }
 
 pub struct Coordinator {
     store: Arc<dyn StateStore>,
     /// What the operators' state caches may hold together.
     budget: Arc<StateBudget>,
+    /// Time between checkpoints; zero checkpoints every epoch.
+    checkpoint_interval: Duration,
     dataflows: Mutex<Dataflows>,
 }
 
 struct Dataflows {
     next_epoch: Epoch,
     views: Vec<ViewDataflow>,
+    /// Epochs with an entry in the epoch log (since the last checkpoint).
+    logged: Vec<Epoch>,
+    last_checkpoint: Instant,
 }
 
 /// Exclusive right to write the next epoch.
 pub struct EpochGuard<'a> {
     store: &'a Arc<dyn StateStore>,
     budget: &'a Arc<StateBudget>,
+    checkpoint_interval: Duration,
     flows: MutexGuard<'a, Dataflows>,
 }
 
 impl Coordinator {
-    pub fn new(store: Arc<dyn StateStore>, budget: Arc<StateBudget>) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, budget: Arc<StateBudget>, checkpoint_interval: Duration) -> Self {
         let next_epoch = store.committed_epoch() + 1;
-        Self { store, budget, dataflows: Mutex::new(Dataflows { next_epoch, views: Vec::new() }) }
+        let flows = Dataflows { next_epoch, views: Vec::new(), logged: Vec::new(), last_checkpoint: Instant::now() };
+        Self { store, budget, checkpoint_interval, dataflows: Mutex::new(flows) }
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -62,7 +91,43 @@ impl Coordinator {
     }
 
     pub async fn begin(&self) -> EpochGuard<'_> {
-        EpochGuard { store: &self.store, budget: &self.budget, flows: self.dataflows.lock().await }
+        EpochGuard {
+            store: &self.store,
+            budget: &self.budget,
+            checkpoint_interval: self.checkpoint_interval,
+            flows: self.dataflows.lock().await,
+        }
+    }
+
+    /// Checkpoints once the interval has passed since the last one, if
+    /// epochs were logged since (writes paused before their checkpoint).
+    pub async fn checkpoint_if_due(&self) -> Result<()> {
+        let mut guard = self.begin().await;
+        if !guard.flows.logged.is_empty() && guard.flows.last_checkpoint.elapsed() >= self.checkpoint_interval {
+            guard.run_epoch(Vec::new(), true, true)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the background task that checkpoints when writes pause (so
+    /// the log a restart replays never spans much more than the interval).
+    pub fn spawn_checkpointer(self: &Arc<Self>) {
+        if self.checkpoint_interval.is_zero() {
+            return;
+        }
+        let coordinator: Weak<Self> = Arc::downgrade(self);
+        let interval = self.checkpoint_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(coordinator) = coordinator.upgrade() else { break };
+                if let Err(error) = coordinator.checkpoint_if_due().await {
+                    tracing::warn!(%error, "checkpoint failed");
+                }
+            }
+        });
     }
 }
 
@@ -72,24 +137,78 @@ impl EpochGuard<'_> {
         self.store.snapshot()
     }
 
-    fn state_context(&self, snapshot: &Arc<dyn Snapshot>, fresh: bool) -> StateContext {
-        StateContext { snapshot: snapshot.clone(), budget: self.budget.clone(), fresh }
+    fn state_context(&self, snapshot: &Arc<dyn Snapshot>, fresh: bool, checkpoint: bool) -> StateContext {
+        StateContext { snapshot: snapshot.clone(), budget: self.budget.clone(), fresh, checkpoint }
     }
 
     /// Applies table changes, maintains every dependent view, and commits:
-    /// table rows, view rows and the operators' state changes in one batch.
+    /// table rows, view rows, and the operators' state changes or the epoch
+    /// log's entry, in one batch.
     pub fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()> {
+        let logged_bytes: usize = changes.iter().map(|(_, c)| c.rows.get_array_memory_size()).sum();
+        let checkpoint = self.checkpoint_interval.is_zero()
+            || self.flows.last_checkpoint.elapsed() >= self.checkpoint_interval
+            || self.budget.exceeded()
+            || logged_bytes > LARGEST_LOGGED_EPOCH;
+        self.run_epoch(changes, true, checkpoint)
+    }
+
+    /// Runs one epoch through the dataflows. `live`: a new epoch, whose table
+    /// and view rows are written (else one replayed from the log: they
+    /// already are, and nothing is written unless it checkpoints).
+    fn run_epoch(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>, live: bool, checkpoint: bool) -> Result<()> {
         let snapshot = self.store.snapshot();
-        let state = self.state_context(&snapshot, false);
+        let state = self.state_context(&snapshot, false, checkpoint);
         let mut batch = WriteBatch::default();
         let mut input = EpochInput::new(state.clone());
+        let mut log = Vec::new();
         for (relation, change) in changes {
-            storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
+            if live {
+                storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
+                let feeds_a_view = self.flows.views.iter().any(|f| f.inputs.contains(&relation.id));
+                if !checkpoint && feeds_a_view && !change.is_empty() {
+                    epoch_log::append(&mut log, relation.id, &change)?;
+                }
+            }
             input.insert(relation.id, change)?;
         }
+        let mut touched: Vec<Arc<Relation>> = Vec::new();
+        let mut aborted = self.step_views(&mut input, &snapshot, &mut batch, live, &mut touched).err();
+        if aborted.is_none() && checkpoint {
+            aborted = self.stage_checkpoint(&state, &mut batch, &mut touched).err();
+        }
+        if !live && !checkpoint {
+            // Replayed: the operators have caught up in memory; any failure
+            // is written by the checkpoint that ends the replay.
+            return aborted.map_or(Ok(()), Err);
+        }
+        let epoch = self.flows.next_epoch;
+        let logs = !log.is_empty();
+        if logs {
+            batch.put(log_key(epoch).to_vec(), log);
+        }
+        self.write_epoch(batch, aborted, checkpoint, touched)?;
+        if logs && !checkpoint {
+            self.flows.logged.push(epoch);
+        }
+        Ok(())
+    }
+
+    /// Steps every view the epoch's changes reach, in creation order, adding
+    /// each view's changes to `input` for the views that read it. Stages the
+    /// view rows (if `write_rows`) and failure markers in `batch`; between
+    /// checkpoints lets each stepped dataflow's caches shrink. `stepped`
+    /// collects the views whose operators took the epoch in.
+    fn step_views(
+        &mut self,
+        input: &mut EpochInput,
+        snapshot: &Arc<dyn Snapshot>,
+        batch: &mut WriteBatch,
+        write_rows: bool,
+        stepped: &mut Vec<Arc<Relation>>,
+    ) -> Result<()> {
+        let state = input.state.clone();
         let mut failed: BTreeSet<RelationId> = BTreeSet::new();
-        let mut stepped: Vec<Arc<Relation>> = Vec::new();
-        let mut aborted: Option<SqlError> = None;
         for flow in self.flows.views.iter_mut() {
             if flow.view.failure.lock().is_some() {
                 failed.insert(flow.view.id);
@@ -109,14 +228,14 @@ impl EpochGuard<'_> {
                 continue;
             }
             stepped.push(flow.view.clone());
-            match flow.root.step(&input) {
+            match flow.root.step(input) {
                 Ok(delta) => {
-                    let staged = storage::apply_change(&flow.view, snapshot.as_ref(), &delta, &mut batch)
-                        .and_then(|()| input.insert(flow.view.id, delta))
-                        .and_then(|()| flow.root.flush(&state, &mut batch));
-                    if let Err(error) = staged {
-                        aborted = Some(error);
-                        break;
+                    if write_rows {
+                        storage::apply_change(&flow.view, snapshot.as_ref(), &delta, batch)?;
+                    }
+                    input.insert(flow.view.id, delta)?;
+                    if !state.checkpoint {
+                        flow.root.flush(&state, batch)?;
                     }
                 }
                 Err(error) => {
@@ -129,16 +248,60 @@ impl EpochGuard<'_> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Stages a checkpoint in `batch`: every healthy dataflow's dirty state,
+    /// a failure marker for every failed view (a view failed by a write
+    /// error has none yet, and its stored state is older than this
+    /// checkpoint: a restart must rebuild it), and the log's deletion.
+    /// `flushed` collects the views whose dirty state is now in `batch`.
+    fn stage_checkpoint(
+        &mut self,
+        state: &StateContext,
+        batch: &mut WriteBatch,
+        flushed: &mut Vec<Arc<Relation>>,
+    ) -> Result<()> {
+        for flow in self.flows.views.iter_mut() {
+            if let Some(error) = flow.view.failure.lock().as_ref() {
+                batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
+                continue;
+            }
+            flushed.push(flow.view.clone());
+            flow.root.flush(state, batch)?;
+        }
+        for epoch in &self.flows.logged {
+            batch.delete(log_key(*epoch).to_vec());
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` as the next epoch (unless staging it failed), and
+    /// keeps the books: after a checkpoint the log is empty; if the write
+    /// fails, the views in `touched` have taken in state that is not stored
+    /// (their operators are ahead of their rows, or believe their dirty
+    /// state written): they are failed rather than serve wrong results.
+    fn write_epoch(
+        &mut self,
+        batch: WriteBatch,
+        aborted: Option<SqlError>,
+        checkpoint: bool,
+        touched: Vec<Arc<Relation>>,
+    ) -> Result<()> {
         let written = match aborted {
             Some(error) => Err(error),
             None => self.write(batch),
         };
-        if let Err(error) = &written {
-            // The views' operators have taken this epoch in, but it was not
-            // stored: their state is ahead of their rows. Refuse to serve
-            // them rather than serve wrong results.
-            for view in stepped {
-                *view.failure.lock() = Some(error.clone());
+        match &written {
+            Ok(()) if checkpoint => {
+                self.flows.logged.clear();
+                self.flows.last_checkpoint = Instant::now();
+            }
+            Ok(()) => {}
+            Err(error) => {
+                for view in touched {
+                    *view.failure.lock() = Some(error.clone());
+                }
             }
         }
         written
@@ -147,14 +310,18 @@ impl EpochGuard<'_> {
     /// Backfills a new view from the current contents of its inputs and adds
     /// its dataflow, so it follows every later epoch with no gap. The view's
     /// rows, its operators' state and its catalog entry are written in one
-    /// epoch.
-    pub fn create_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>], catalog_entry: Vec<u8>) -> Result<()> {
+    /// epoch, which is a checkpoint (the log never spans a view's creation:
+    /// a replay must not feed it changes its backfill already saw).
+    pub fn create_view(&mut self, flow: ViewDataflow, catalog_entry: Vec<u8>) -> Result<()> {
         let mut flow = flow;
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
-        self.build_view(&mut flow, sources, &snapshot, &mut batch)?;
+        self.build_view(&mut flow, &snapshot, &mut batch)?;
         batch.put(catalog_key(flow.view.id).to_vec(), catalog_entry);
-        self.write(batch)?;
+        let state = self.state_context(&snapshot, false, true);
+        let mut flushed = Vec::new();
+        let aborted = self.stage_checkpoint(&state, &mut batch, &mut flushed).err();
+        self.write_epoch(batch, aborted, true, flushed)?;
         self.flows.views.push(flow);
         Ok(())
     }
@@ -164,41 +331,81 @@ impl EpochGuard<'_> {
     /// or state, or `batch` must already delete them: the new ones are
     /// written as they are, not merged with old ones, and the operators do
     /// not look anything up (ids of dropped views are cleared with them).
-    fn build_view(
-        &self,
-        flow: &mut ViewDataflow,
-        sources: &[Arc<Relation>],
-        snapshot: &Arc<dyn Snapshot>,
-        batch: &mut WriteBatch,
-    ) -> Result<()> {
-        let state = self.state_context(snapshot, true);
-        let delta = backfill(flow, sources, &state)?;
+    fn build_view(&self, flow: &mut ViewDataflow, snapshot: &Arc<dyn Snapshot>, batch: &mut WriteBatch) -> Result<()> {
+        let state = self.state_context(snapshot, true, true);
+        let delta = backfill(flow, &state)?;
         storage::apply_change(&flow.view, &crate::state::EmptySnapshot, &delta, batch)?;
         flow.root.flush(&state, batch)
     }
 
     /// At startup: brings back a stored view's dataflow. Its operators read
-    /// their state from the store as they need it, so nothing is recomputed;
-    /// only a view stored as failed is rebuilt from its inputs (and stays
-    /// failed if that fails again).
-    pub fn restore_view(&mut self, flow: ViewDataflow, sources: &[Arc<Relation>]) -> Result<()> {
-        let mut flow = flow;
-        let snapshot = self.store.snapshot();
-        if snapshot.get(&failure_key(flow.view.id)).is_some() {
-            let mut batch = WriteBatch::default();
-            snapshot.scan_prefix(&relation_prefix(flow.view.id), &mut |key, _| batch.delete(key.to_vec()));
-            snapshot.scan_prefix(&view_state_prefix(flow.view.id), &mut |key, _| batch.delete(key.to_vec()));
-            batch.delete(failure_key(flow.view.id).to_vec());
-            let rebuilt = self.build_view(&mut flow, sources, &snapshot, &mut batch).and_then(|()| self.write(batch));
-            if let Err(error) = rebuilt {
-                tracing::warn!(view = %flow.view.name, %error, "materialized view failed again while being rebuilt");
-                *flow.view.failure.lock() = Some(error);
-            } else {
-                tracing::info!(view = %flow.view.name, "failed materialized view rebuilt");
-            }
+    /// their state from the store as they need it, so nothing is recomputed.
+    /// A view stored as failed stays failed until [`Self::finish_recovery`]
+    /// rebuilds it from its inputs.
+    pub fn restore_view(&mut self, flow: ViewDataflow) {
+        if let Some(message) = self.store.snapshot().get(&failure_key(flow.view.id)) {
+            let message = String::from_utf8_lossy(&message).into_owned();
+            *flow.view.failure.lock() =
+                Some(SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, message));
         }
         self.flows.views.push(flow);
-        Ok(())
+    }
+
+    /// At startup, once every view is restored: feeds the epochs logged
+    /// since the last checkpoint through the dataflows (their rows are
+    /// stored; the operators' state is not), checkpoints, then rebuilds the
+    /// views stored as failed. Returns how many epochs were replayed.
+    /// `resolve` finds a relation by id.
+    pub fn finish_recovery(&mut self, resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>>) -> Result<usize> {
+        let snapshot = self.store.snapshot();
+        let mut epochs: Vec<Epoch> = Vec::new();
+        snapshot.scan_prefix(LOG_PREFIX, &mut |key, _| {
+            if let Some(epoch) = key.get(1..9).and_then(|e| e.try_into().ok()).map(u64::from_be_bytes) {
+                epochs.push(epoch);
+            }
+        });
+        for &epoch in &epochs {
+            let Some(entry) = snapshot.get(&log_key(epoch)) else { continue };
+            let changes = epoch_log::decode(&entry, resolve)?;
+            self.flows.logged.push(epoch);
+            // Checkpoint on the way if the replayed state outgrows memory.
+            let checkpoint = self.budget.exceeded();
+            self.run_epoch(changes, false, checkpoint)?;
+        }
+        if !epochs.is_empty() {
+            self.run_epoch(Vec::new(), false, true)?;
+        }
+        // In creation order: a view is rebuilt after the views it reads.
+        for position in 0..self.flows.views.len() {
+            if self.flows.views[position].view.failure.lock().is_some() {
+                self.rebuild_view(position);
+            }
+        }
+        Ok(epochs.len())
+    }
+
+    /// Rebuilds a view stored as failed: its rows and state are replaced by
+    /// a fresh computation over its inputs (it stays failed if that fails).
+    fn rebuild_view(&mut self, position: usize) {
+        let mut flow = self.flows.views.remove(position);
+        let id = flow.view.id;
+        let snapshot = self.store.snapshot();
+        let mut batch = WriteBatch::default();
+        snapshot.scan_prefix(&relation_prefix(id), &mut |key, _| batch.delete(key.to_vec()));
+        snapshot.scan_prefix(&view_state_prefix(id), &mut |key, _| batch.delete(key.to_vec()));
+        batch.delete(failure_key(id).to_vec());
+        let rebuilt = self.build_view(&mut flow, &snapshot, &mut batch).and_then(|()| self.write(batch));
+        match rebuilt {
+            Ok(()) => {
+                *flow.view.failure.lock() = None;
+                tracing::info!(view = %flow.view.name, "failed materialized view rebuilt");
+            }
+            Err(error) => {
+                tracing::warn!(view = %flow.view.name, %error, "materialized view failed again while being rebuilt");
+                *flow.view.failure.lock() = Some(error);
+            }
+        }
+        self.flows.views.insert(position, flow);
     }
 
     /// Records a relation's defining statement (tables and plain views; a
@@ -209,7 +416,8 @@ impl EpochGuard<'_> {
         self.write(batch)
     }
 
-    /// Removes a relation's dataflow (if any), its rows and its state.
+    /// Removes a relation's dataflow (if any), its rows and its state. (Log
+    /// entries naming a dropped table are skipped by a replay.)
     pub fn drop_relation(&mut self, relation: &Relation) -> Result<()> {
         self.flows.views.retain(|f| f.view.id != relation.id);
         let snapshot = self.store.snapshot();
@@ -232,9 +440,9 @@ impl EpochGuard<'_> {
 }
 
 /// Runs a view's dataflow over the whole current contents of its inputs.
-fn backfill(flow: &mut ViewDataflow, sources: &[Arc<Relation>], state: &StateContext) -> Result<ChangeBatch> {
+fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<ChangeBatch> {
     let mut input = EpochInput::new(state.clone());
-    for source in sources {
+    for source in &flow.sources {
         source.check_healthy()?;
         let rows = storage::scan_all(source, state.snapshot.as_ref())?;
         input.insert(source.id, ChangeBatch::uniform(rows, 1))?;

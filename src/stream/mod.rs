@@ -12,6 +12,7 @@
 
 pub mod change;
 pub mod coordinator;
+pub mod epoch_log;
 pub mod ops;
 pub mod rowcodec;
 pub mod state_table;
@@ -63,7 +64,10 @@ pub trait Operator: Send {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch>;
     /// The schema of the rows this operator emits.
     fn schema(&self) -> SchemaRef;
-    /// Writes the state this operator and its inputs changed since the last
-    /// flush into `batch` (committed with the epoch), then lets caches shrink.
+    /// Called at the end of every epoch the operator stepped in, and on
+    /// every operator at a checkpoint: at a checkpoint (`state.checkpoint`)
+    /// writes the state this operator and its inputs changed since the last
+    /// one into `batch` (committed with the epoch); always lets caches
+    /// shrink to their budget.
     fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()>;
 }

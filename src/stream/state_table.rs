@@ -14,11 +14,14 @@
 //!   partition's rows), one store key per distinct member.
 //!
 //! Operators load the groups an epoch touches before using them (a miss
-//! reads the committed store: the state as of the last flush), mark what
-//! they change dirty, and [`flush`](ValueState::flush) the dirty entries into
-//! the epoch's write batch at its end. After a flush every cached entry is
-//! clean and may be evicted: each table then shrinks to its share of the
-//! shared [`StateBudget`], least recently used groups first.
+//! reads the committed store: the state as of the last checkpoint), mark
+//! what they change dirty, and [`flush`](ValueState::flush) at the end of
+//! each epoch. At a checkpoint the flush writes the dirty entries into the
+//! epoch's write batch and they become clean; between checkpoints they stay
+//! dirty in memory (the epoch log covers them). Only clean entries may be
+//! evicted: each table shrinks to its share of the shared [`StateBudget`],
+//! least recently used groups first, and a cache over budget with dirty
+//! entries makes the coordinator checkpoint early.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct StateContext {
     /// The operator's stored state is known to be empty (a new view's
     /// backfill, a rebuild): misses need not be looked up.
     pub fresh: bool,
+    /// This epoch is a checkpoint: flushes write the dirty state.
+    pub checkpoint: bool,
 }
 
 /// The memory all operators' caches may hold together.
@@ -70,6 +75,11 @@ impl StateBudget {
     }
     pub fn limit(&self) -> usize {
         self.limit
+    }
+    /// The caches hold more than the limit (dirty state cannot be evicted
+    /// until a checkpoint writes it).
+    pub fn exceeded(&self) -> bool {
+        self.used() > self.limit
     }
     fn charge(&self, before: usize, after: usize) {
         if after >= before {
@@ -207,26 +217,30 @@ impl<V> ValueState<V> {
         Some(&mut slot.value)
     }
 
-    /// Writes the dirty groups into `batch` (`encode` turns all of them into
-    /// bytes in one call; an emptied group is deleted), then shrinks the
-    /// cache to its share of the budget.
+    /// At a checkpoint, writes the dirty groups into `batch` (`encode` turns
+    /// all of them into bytes in one call; an emptied group is deleted).
+    /// Then shrinks the cache to its share of the budget.
     pub fn flush(
         &mut self,
-        budget: &Arc<StateBudget>,
+        ctx: &StateContext,
         batch: &mut WriteBatch,
         size_of: impl Fn(&V) -> usize,
         encode: impl FnOnce(&mut [&mut V]) -> Result<Vec<Vec<u8>>>,
     ) -> Result<()> {
+        let budget = &ctx.budget;
         let mut groups: Vec<&Vec<u8>> = Vec::new();
         let mut values: Vec<&mut V> = Vec::new();
         for (group, slot) in self.slots.iter_mut() {
             if !slot.dirty {
                 continue;
             }
-            slot.dirty = false;
             let size = group.len() + GROUP_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
             self.bytes = self.bytes + size - slot.size;
             slot.size = size;
+            if !ctx.checkpoint {
+                continue;
+            }
+            slot.dirty = false;
             match &mut slot.value {
                 Some(value) => {
                     groups.push(group);
@@ -342,11 +356,18 @@ impl MultisetState {
         slot.dirty.push(member.to_vec());
     }
 
-    /// Writes the dirty members into `batch`, then shrinks the cache to its
-    /// share of the budget.
-    pub fn flush(&mut self, budget: &Arc<StateBudget>, batch: &mut WriteBatch) {
+    /// At a checkpoint, writes the dirty members into `batch`. Then shrinks
+    /// the cache to its share of the budget.
+    pub fn flush(&mut self, ctx: &StateContext, batch: &mut WriteBatch) {
+        let budget = &ctx.budget;
         for (group, slot) in self.slots.iter_mut() {
             if slot.dirty.is_empty() {
+                continue;
+            }
+            if !ctx.checkpoint {
+                // Until the checkpoint, keep one entry per changed member.
+                slot.dirty.sort_unstable();
+                slot.dirty.dedup();
                 continue;
             }
             let prefix = group_key(&self.prefix, group);

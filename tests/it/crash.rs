@@ -142,8 +142,13 @@ const LEDGER_VIEW: &str = "SELECT client, count(*) AS n, max(id) AS last FROM le
 async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let seed = seed();
     let data = TempDir::new("crash");
-    let args = ["--sync-commits", "false", "--workers", "2"];
-    let mut server = TestServer::start_in(&data.0, &args);
+    // Checkpoints every commit, often, or (within a round) never by time,
+    // so that kills land at and between checkpoints and restarts replay
+    // epoch logs of every length.
+    let intervals = ["0", "50", "3600000"];
+    let args =
+        |round: usize| ["--sync-commits", "false", "--workers", "2", "--checkpoint-interval-ms", intervals[round % 3]];
+    let mut server = TestServer::start_in(&data.0, &args(0));
     {
         let client = server.connect().await;
         client.batch_execute(SETUP).await.expect("setup");
@@ -177,7 +182,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         }
         ddl_task.await.expect("ddl task");
 
-        server = TestServer::start_in(&data.0, &args);
+        server = TestServer::start_in(&data.0, &args(round + 1));
         let client = server.connect().await;
         let stored: std::collections::HashSet<i64> = rows(&client, "SELECT id FROM ledger")
             .await
@@ -325,6 +330,67 @@ async fn restart_with_another_worker_count_keeps_views_right() {
         }
         check_views(&client, seed, round).await;
     }
+}
+
+/// Counts the keys under `prefix` in a stopped server's store (opened
+/// read-only: the test looks, the server's files stay as they were).
+fn stored_keys(data_dir: &std::path::Path, prefix: &[u8]) -> usize {
+    let db = rocksdb::DB::open_for_read_only(&rocksdb::Options::default(), data_dir.join("state"), false)
+        .expect("open the stopped server's store");
+    db.prefix_iterator(prefix).map(|item| item.expect("read")).take_while(|(key, _)| key.starts_with(prefix)).count()
+}
+
+/// Between checkpoints, commits log their table changes instead of writing
+/// operator state: a kill then leaves a log, which the restart feeds
+/// through the views (from the last checkpoint's state) and clears with a
+/// checkpoint. When writes pause, the background checkpoint clears the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn epochs_logged_since_the_last_checkpoint_are_replayed_at_restart() {
+    let seed = seed();
+    let data = TempDir::new("epoch-log");
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x10c);
+    let mut next_id = 100;
+    // No checkpoint by time: only the views' creation checkpoints.
+    let never = ["--checkpoint-interval-ms", "3600000"];
+    let mut server = TestServer::start_in(&data.0, &never);
+    {
+        let client = server.connect().await;
+        client.batch_execute(SETUP).await.expect("setup");
+        client.batch_execute("CREATE TABLE ledger (id BIGINT PRIMARY KEY, client INT)").await.expect("ledger");
+        for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
+            client.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await.expect("view");
+        }
+        for _ in 0..60 {
+            let statement = random_statement(&mut rng, &mut next_id);
+            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
+        }
+        check_views(&client, seed, 0).await;
+    }
+    server.kill9();
+    let logged = stored_keys(&data.0, b"l");
+    assert!(logged >= 30, "expected most of the 60 statements in the epoch log, found {logged} entries");
+
+    let mut server = TestServer::start_in(&data.0, &["--checkpoint-interval-ms", "200"]);
+    {
+        let client = server.connect().await;
+        check_views(&client, seed, 1).await;
+        // The replayed state is the operators' real state: later changes
+        // (which reach groups changed only in replayed epochs) stay right.
+        for _ in 0..40 {
+            let statement = random_statement(&mut rng, &mut next_id);
+            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
+        }
+        check_views(&client, seed, 1).await;
+        // Writes pause: the background checkpoint runs within the interval.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    server.kill9();
+    assert_eq!(stored_keys(&data.0, b"l"), 0, "the log outlived a pause in writes");
+    assert!(stored_keys(&data.0, b"s") > 0, "no operator state was checkpointed");
+
+    let server = TestServer::start_in(&data.0, &never);
+    let client = server.connect().await;
+    check_views(&client, seed, 2).await;
 }
 
 /// A tmpfs of a fixed size, unmounted when dropped.

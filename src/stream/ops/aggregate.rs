@@ -425,14 +425,14 @@ impl Operator for Aggregate {
         self.input.flush(state, batch)?;
         let calls = self.calls.len();
         self.groups.flush(
-            &state.budget,
+            state,
             batch,
             // The group struct, a boxed accumulator per call (with its
             // own heap), and the emitted values.
             |g| 64 + g.accumulators.len() * 160 + calls * 64,
             |groups| self.stored_groups.encode(groups),
         )?;
-        self.rows.flush(&state.budget, batch);
+        self.rows.flush(state, batch);
         Ok(())
     }
 }

@@ -409,8 +409,8 @@ impl Operator for Join {
     fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
         self.left.input.flush(state, batch)?;
         self.right.input.flush(state, batch)?;
-        self.left.index.flush(&state.budget, batch);
-        self.right.index.flush(&state.budget, batch);
+        self.left.index.flush(state, batch);
+        self.right.index.flush(state, batch);
         Ok(())
     }
 }

@@ -115,7 +115,7 @@ impl Operator for TopN {
 
     fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
         self.input.flush(state, batch)?;
-        self.rows.flush(&state.budget, batch);
+        self.rows.flush(state, batch);
         Ok(())
     }
 }

@@ -148,7 +148,7 @@ impl Operator for Window {
 
     fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
         self.input.flush(state, batch)?;
-        self.partitions.flush(&state.budget, batch);
+        self.partitions.flush(state, batch);
         Ok(())
     }
 }

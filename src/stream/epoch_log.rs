@@ -1,0 +1,104 @@
+//! The epoch log: the table changes of every epoch committed since the last
+//! checkpoint.
+//!
+//! Operators' state is written to the store only at checkpoints (see
+//! `coordinator`), while table rows and view rows are written with every
+//! epoch. An epoch between checkpoints therefore also stores its table
+//! changes under `state::log_key(epoch)`; after a crash the coordinator
+//! feeds them through the views' dataflows again, from the state of the
+//! last checkpoint, to bring the operators up to the last committed epoch
+//! (the view rows they emit are already stored and are not written again).
+//!
+//! An entry is a sequence of (relation id: u32, length: u64, Arrow IPC
+//! stream) records, one per table written in the epoch; the IPC stream holds
+//! the changed rows with their weights as one last column. Arrow IPC is
+//! Arrow's own serialization: columns are copied, not converted row by row.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+
+use crate::catalog::Relation;
+use crate::error::{Result, SqlError, sqlstate};
+use crate::stream::{ChangeBatch, RelationId};
+
+/// Name of the weight column appended to the logged rows.
+const WEIGHT_COLUMN: &str = "__freshet_weight";
+
+/// Appends one relation's changes of the epoch to `entry`.
+pub fn append(entry: &mut Vec<u8>, relation: RelationId, change: &ChangeBatch) -> Result<()> {
+    let mut fields: Vec<Arc<Field>> = change.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(WEIGHT_COLUMN, DataType::Int64, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut columns = change.rows.columns().to_vec();
+    columns.push(Arc::new(change.weights.clone()));
+    let rows = RecordBatch::try_new(schema.clone(), columns)?;
+
+    let mut stream = Vec::new();
+    let mut writer = StreamWriter::try_new(&mut stream, &schema)?;
+    writer.write(&rows)?;
+    writer.finish()?;
+    drop(writer);
+    entry.extend_from_slice(&relation.to_be_bytes());
+    entry.extend_from_slice(&(stream.len() as u64).to_be_bytes());
+    entry.extend_from_slice(&stream);
+    Ok(())
+}
+
+/// Decodes an entry back into each relation's changes. `resolve` finds a
+/// relation by id; records of relations that no longer exist (dropped
+/// since) are skipped.
+pub fn decode(
+    entry: &[u8],
+    resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
+) -> Result<Vec<(Arc<Relation>, ChangeBatch)>> {
+    let corrupt =
+        |what: &str| SqlError::new(sqlstate::IO_ERROR, format!("corrupt epoch log entry in the data dir: {what}"));
+    let mut changes = Vec::new();
+    let mut rest = entry;
+    while !rest.is_empty() {
+        let (Some(id), Some(len)) = (rest.get(..4), rest.get(4..12)) else {
+            return Err(corrupt("truncated record header"));
+        };
+        let id = u32::from_be_bytes(id.try_into().map_err(|_| corrupt("record header"))?);
+        let len = u64::from_be_bytes(len.try_into().map_err(|_| corrupt("record header"))?) as usize;
+        let stream = rest.get(12..12usize.saturating_add(len)).ok_or_else(|| corrupt("truncated record"))?;
+        rest = &rest[12 + len..];
+        let Some(relation) = resolve(id) else { continue };
+        changes.push((relation.clone(), decode_change(&relation, stream).map_err(|e| corrupt(&e.message))?));
+    }
+    Ok(changes)
+}
+
+fn decode_change(relation: &Relation, stream: &[u8]) -> Result<ChangeBatch> {
+    let reader = StreamReader::try_new(Cursor::new(stream), None)?;
+    let logged_schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    let logged = concat_batches(&logged_schema, &batches)?;
+    let width = relation.schema.fields().len();
+    if logged.num_columns() != width + 1 {
+        return Err(SqlError::internal(format!(
+            "{} columns logged for relation {} of {width} columns",
+            logged.num_columns() - 1,
+            relation.id
+        )));
+    }
+    let weights = logged
+        .column(width)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| SqlError::internal("weight column is not Int64"))?
+        .clone();
+    if weights.null_count() > 0 {
+        return Err(SqlError::internal("NULL weight"));
+    }
+    // The relation's own schema (names, nullability, metadata), so that
+    // the dataflow sees exactly what a live epoch gives it.
+    let rows = RecordBatch::try_new(relation.schema.clone(), logged.columns()[..width].to_vec())?;
+    Ok(ChangeBatch::new(rows, weights))
+}
