@@ -33,7 +33,7 @@ fn sync_commits() -> bool {
 }
 
 /// The server's default checkpoint interval.
-const DEFAULT_CHECKPOINT_MS: u64 = 1000;
+const DEFAULT_CHECKPOINT_MS: u64 = 100;
 
 fn start() -> Bench {
     start_on(Store::Rocks { fsync: sync_commits(), checkpoint_ms: DEFAULT_CHECKPOINT_MS })
@@ -121,19 +121,22 @@ fn setup_ingest(bench: &Bench) {
     });
 }
 
-/// 1,000-row INSERTs into `t`, each returning after the views are updated.
+/// INSERTs of `rows` rows into `t`, each returning after the views are
+/// updated.
 fn bench_inserts(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     name: &str,
     bench: &Bench,
     next_id: &mut i64,
+    rows: i64,
 ) {
+    group.throughput(Throughput::Elements(rows as u64));
     group.bench_function(name, |b| {
         b.iter_custom(|iterations| {
             let statements: Vec<String> = (0..iterations)
                 .map(|_| {
-                    let sql = insert_sql("t", *next_id, 1000);
-                    *next_id += 1000;
+                    let sql = insert_sql("t", *next_id, rows);
+                    *next_id += rows;
                     sql
                 })
                 .collect();
@@ -153,9 +156,8 @@ fn ingest(c: &mut Criterion) {
     setup_ingest(&bench);
     let mut next_id = 0i64;
     let mut group = c.benchmark_group("ingest");
-    group.throughput(Throughput::Elements(1000));
     group.sample_size(20);
-    bench_inserts(&mut group, "insert_1000_rows_agg_and_join_views", &bench, &mut next_id);
+    bench_inserts(&mut group, "insert_1000_rows_agg_and_join_views", &bench, &mut next_id, 1000);
     group.finish();
 
     // Freshness: INSERT returns, then SELECT on the view shows it.
@@ -273,7 +275,6 @@ fn point_query(c: &mut Criterion) {
 /// and, between checkpoints, its epoch-log entry).
 fn checkpoint_cost(c: &mut Criterion) {
     let mut group = c.benchmark_group("checkpoint");
-    group.throughput(Throughput::Elements(1000));
     group.sample_size(20);
     let mut stores = vec![Store::Memory];
     for fsync in [false, true] {
@@ -285,7 +286,9 @@ fn checkpoint_cost(c: &mut Criterion) {
         let bench = start_on(store);
         setup_ingest(&bench);
         let mut next_id = 0i64;
-        bench_inserts(&mut group, &format!("insert_1000_rows_{}", store.label()), &bench, &mut next_id);
+        bench_inserts(&mut group, &format!("insert_1000_rows_{}", store.label()), &bench, &mut next_id, 1000);
+        // Small transactions: every commit changes the same hot groups.
+        bench_inserts(&mut group, &format!("insert_10_rows_{}", store.label()), &bench, &mut next_id, 10);
     }
     group.finish();
 }

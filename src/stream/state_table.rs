@@ -365,9 +365,13 @@ impl MultisetState {
                 continue;
             }
             if !ctx.checkpoint {
-                // Until the checkpoint, keep one entry per changed member.
-                slot.dirty.sort_unstable();
-                slot.dirty.dedup();
+                // Until the checkpoint the list may repeat members; keep it
+                // within a small multiple of the group's size (amortized:
+                // each compaction at least halves it).
+                if slot.dirty.len() > 2 * slot.members.len() + 64 {
+                    slot.dirty.sort_unstable();
+                    slot.dirty.dedup();
+                }
                 continue;
             }
             let prefix = group_key(&self.prefix, group);
