@@ -102,3 +102,67 @@ fn decode_change(relation: &Relation, stream: &[u8]) -> Result<ChangeBatch> {
     let rows = RecordBatch::try_new(relation.schema.clone(), logged.columns()[..width].to_vec())?;
     Ok(ChangeBatch::new(rows, weights))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::{append, decode};
+    use crate::catalog::{QualifiedName, Relation, RelationKind};
+    use crate::stream::ChangeBatch;
+
+    fn table(id: u32) -> Arc<Relation> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let name = QualifiedName { schema: "public".into(), name: format!("t{id}") };
+        Arc::new(Relation::new(id, name, RelationKind::Table, schema, vec![0]).expect("relation"))
+    }
+
+    fn change(relation: &Relation, ids: &[i64], names: &[Option<&str>], weights: &[i64]) -> ChangeBatch {
+        let rows = RecordBatch::try_new(
+            relation.schema.clone(),
+            vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
+        )
+        .expect("rows");
+        ChangeBatch::new(rows, Int64Array::from(weights.to_vec()))
+    }
+
+    #[test]
+    fn entries_decode_to_the_logged_changes_and_skip_dropped_relations() {
+        let (t1, t2, dropped) = (table(1), table(2), table(3));
+        let first = change(&t1, &[1, 2], &[Some("a"), None], &[1, -1]);
+        let second = change(&t2, &[7], &[Some("é")], &[3]);
+        let mut entry = Vec::new();
+        append(&mut entry, 1, &first).expect("append");
+        append(&mut entry, 3, &change(&dropped, &[9], &[None], &[1])).expect("append");
+        append(&mut entry, 2, &second).expect("append");
+        let resolve = |id: u32| [&t1, &t2].into_iter().find(|t| t.id == id).cloned();
+        let decoded = decode(&entry, &resolve).expect("decode");
+        assert_eq!(decoded.len(), 2);
+        for ((relation, got), (id, want)) in decoded.iter().zip([(1, &first), (2, &second)]) {
+            assert_eq!(relation.id, id);
+            assert_eq!(got.rows, want.rows);
+            assert_eq!(got.weights.values(), want.weights.values());
+            assert_eq!(got.weights.null_count(), 0);
+        }
+    }
+
+    #[test]
+    fn a_damaged_entry_is_an_error_not_a_panic() {
+        let t1 = table(1);
+        let mut entry = Vec::new();
+        append(&mut entry, 1, &change(&t1, &[1], &[Some("a")], &[1])).expect("append");
+        let resolve = |_| Some(t1.clone());
+        for cut in [1, 5, 12, entry.len() / 2, entry.len() - 1] {
+            match decode(&entry[..cut], &resolve) {
+                Ok(_) => panic!("an entry cut at {cut} of {} bytes decoded", entry.len()),
+                Err(error) => assert!(error.message.contains("corrupt epoch log entry"), "{}", error.message),
+            }
+        }
+    }
+}
