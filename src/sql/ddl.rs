@@ -262,7 +262,7 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if engine.catalog.by_name(&name).is_some() {
         return Err(SqlError::duplicate_object(&name));
     }
-    let flow = ViewDataflow { view: relation.clone(), root: lowered.root, inputs: lowered.inputs, sources };
+    let flow = ViewDataflow::new(relation.clone(), lowered.root, lowered.inputs, sources);
     if engine.recovering() {
         guard.restore_view(flow);
     } else {

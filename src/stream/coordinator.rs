@@ -52,6 +52,20 @@ pub struct ViewDataflow {
     pub inputs: BTreeSet<RelationId>,
     /// The relations of `inputs` (what a backfill or rebuild reads).
     pub sources: Vec<Arc<Relation>>,
+    /// Stepped since the last checkpoint: its operators may hold dirty
+    /// state (a checkpoint flushes only such dataflows).
+    unflushed: bool,
+}
+
+impl ViewDataflow {
+    pub fn new(
+        view: Arc<Relation>,
+        root: Box<dyn Operator>,
+        inputs: BTreeSet<RelationId>,
+        sources: Vec<Arc<Relation>>,
+    ) -> Self {
+        Self { view, root, inputs, sources, unflushed: false }
+    }
 }
 
 pub struct Coordinator {
@@ -228,6 +242,7 @@ impl EpochGuard<'_> {
                 continue;
             }
             stepped.push(flow.view.clone());
+            flow.unflushed = true;
             match flow.root.step(input) {
                 Ok(delta) => {
                     if write_rows {
@@ -267,8 +282,12 @@ impl EpochGuard<'_> {
                 batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
                 continue;
             }
+            if !flow.unflushed {
+                continue;
+            }
             flushed.push(flow.view.clone());
             flow.root.flush(state, batch)?;
+            flow.unflushed = false;
         }
         for epoch in &self.flows.logged {
             batch.delete(log_key(*epoch).to_vec());
