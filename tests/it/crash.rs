@@ -138,6 +138,26 @@ async fn check_views(client: &tokio_postgres::Client, seed: u64, round: usize) {
 
 const LEDGER_VIEW: &str = "SELECT client, count(*) AS n, max(id) AS last FROM ledger GROUP BY client";
 
+/// The oracle's tables and views, plus the ledger and its view.
+async fn create_schema(client: &tokio_postgres::Client) {
+    client.batch_execute(SETUP).await.expect("setup");
+    client.batch_execute("CREATE TABLE ledger (id BIGINT PRIMARY KEY, client INT)").await.expect("ledger");
+    for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
+        client
+            .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {}", describe(&e)));
+    }
+}
+
+/// `count` random DML statements, each of which must succeed.
+async fn random_writes(client: &tokio_postgres::Client, rng: &mut StdRng, next_id: &mut i64, count: usize) {
+    for _ in 0..count {
+        let statement = random_statement(rng, next_id);
+        try_rows(client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let seed = seed();
@@ -151,14 +171,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let mut server = TestServer::start_in(&data.0, &args(0));
     {
         let client = server.connect().await;
-        client.batch_execute(SETUP).await.expect("setup");
-        client.batch_execute("CREATE TABLE ledger (id BIGINT PRIMARY KEY, client INT)").await.expect("ledger");
-        for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
-            client
-                .batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}"))
-                .await
-                .unwrap_or_else(|e| panic!("creating {name}: {}", describe(&e)));
-        }
+        create_schema(&client).await;
     }
     let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
     let ddl: Arc<Mutex<DdlLog>> = Arc::default();
@@ -309,25 +322,15 @@ async fn restart_with_another_worker_count_keeps_views_right() {
     let mut server = TestServer::start_in(&data.0, &["--workers", "1"]);
     {
         let client = server.connect().await;
-        client.batch_execute(SETUP).await.expect("setup");
-        client.batch_execute("CREATE TABLE ledger (id BIGINT PRIMARY KEY, client INT)").await.expect("ledger");
-        for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
-            client.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await.expect("view");
-        }
-        for _ in 0..40 {
-            let statement = random_statement(&mut rng, &mut next_id);
-            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
-        }
+        create_schema(&client).await;
+        random_writes(&client, &mut rng, &mut next_id, 40).await;
     }
     for (round, workers) in ["3", "2"].into_iter().enumerate() {
         server.kill9();
         server = TestServer::start_in(&data.0, &["--workers", workers]);
         let client = server.connect().await;
         check_views(&client, seed, round).await;
-        for _ in 0..40 {
-            let statement = random_statement(&mut rng, &mut next_id);
-            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
-        }
+        random_writes(&client, &mut rng, &mut next_id, 40).await;
         check_views(&client, seed, round).await;
     }
 }
@@ -355,15 +358,8 @@ async fn epochs_logged_since_the_last_checkpoint_are_replayed_at_restart() {
     let mut server = TestServer::start_in(&data.0, &never);
     {
         let client = server.connect().await;
-        client.batch_execute(SETUP).await.expect("setup");
-        client.batch_execute("CREATE TABLE ledger (id BIGINT PRIMARY KEY, client INT)").await.expect("ledger");
-        for (name, query) in VIEWS.iter().chain(VIEWS_ON_VIEWS).chain(&[("ledger_counts", LEDGER_VIEW)]) {
-            client.batch_execute(&format!("CREATE MATERIALIZED VIEW {name} AS {query}")).await.expect("view");
-        }
-        for _ in 0..60 {
-            let statement = random_statement(&mut rng, &mut next_id);
-            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
-        }
+        create_schema(&client).await;
+        random_writes(&client, &mut rng, &mut next_id, 60).await;
         check_views(&client, seed, 0).await;
     }
     server.kill9();
@@ -376,10 +372,7 @@ async fn epochs_logged_since_the_last_checkpoint_are_replayed_at_restart() {
         check_views(&client, seed, 1).await;
         // The replayed state is the operators' real state: later changes
         // (which reach groups changed only in replayed epochs) stay right.
-        for _ in 0..40 {
-            let statement = random_statement(&mut rng, &mut next_id);
-            try_rows(&client, &statement).await.unwrap_or_else(|e| panic!("{statement}: {}", describe(&e)));
-        }
+        random_writes(&client, &mut rng, &mut next_id, 40).await;
         check_views(&client, seed, 1).await;
         // Writes pause: the background checkpoint runs within the interval.
         tokio::time::sleep(Duration::from_millis(1500)).await;
