@@ -34,6 +34,9 @@ use crate::stream::rowcodec::RowCodec;
 use crate::stream::{Operator, RelationId};
 
 mod subqueries;
+mod volatility;
+
+pub use volatility::check_materializable;
 
 /// A lowered view: its root operator and the base relations it reads.
 pub struct Lowered {

@@ -253,7 +253,15 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         return Ok(Outcome::Command { tag, rows: None });
     }
 
+    // Stored views were accepted when created; refuse only new ones.
+    if !engine.recovering() {
+        plan::check_materializable(&plan)?;
+    }
     let optimized = state.optimize(&plan)?;
+    if !engine.recovering() {
+        // The analyzer inlines plain views the query reads: check them too.
+        plan::check_materializable(&optimized)?;
+    }
     let lowered = plan::lower(&optimized, &state, &CatalogResolver, engine.workers, relation.id)?;
     let relation = Arc::new(relation);
     let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();

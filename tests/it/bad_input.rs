@@ -39,6 +39,30 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
     assert_eq!(error_code(&client, "CREATE TABLE dup_cols (a INT, a INT)").await, "42701");
     assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW m AS SELECT * FROM pg_catalog.pg_class").await, "0A000");
 
+    // Functions a view could not be kept correct over are refused by name
+    // (directly, in a subquery, or through a plain view); a SELECT or a
+    // plain view may still use them.
+    for (query, function) in [
+        ("SELECT id, random() AS r FROM t", "random"),
+        ("SELECT id FROM t WHERE id IN (SELECT id FROM t WHERE random() < 0.5)", "random"),
+        ("SELECT id FROM t WHERE now() > TIMESTAMP '2020-01-01 00:00:00'", "now"),
+        ("SELECT id, current_date AS d FROM t", "current_date"),
+        ("SELECT * FROM dice", "random"),
+    ] {
+        if query.contains("dice") {
+            client.batch_execute("CREATE VIEW dice AS SELECT id, random() AS r FROM t").await.expect("plain view");
+        }
+        let error = client
+            .simple_query(&format!("CREATE MATERIALIZED VIEW m AS {query}"))
+            .await
+            .expect_err("a materialized view over a volatile or time function");
+        let db = error.as_db_error().unwrap_or_else(|| panic!("{query}: {error}"));
+        assert_eq!(db.code().code(), "0A000", "{query}");
+        assert!(db.message().contains(&format!("function {function}()")), "{query}: {}", db.message());
+    }
+    assert_eq!(rows(&client, "SELECT count(*) FROM dice WHERE r >= 0 AND r < 1").await, vec![vec!["2".to_string()]]);
+    client.batch_execute("DROP VIEW dice").await.expect("drop dice");
+
     // Several statements in one message: execution stops at the failing one.
     assert_eq!(
         error_code(
