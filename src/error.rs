@@ -19,6 +19,7 @@ pub mod sqlstate {
     pub const DUPLICATE_OBJECT: &str = "42P07";
     pub const DUPLICATE_SCHEMA: &str = "42P06";
     pub const DATATYPE_MISMATCH: &str = "42804";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
     pub const WRONG_OBJECT_TYPE: &str = "42809";
     pub const INVALID_TABLE_DEFINITION: &str = "42P16";
     pub const DEPENDENT_OBJECTS_STILL_EXIST: &str = "2BP01";

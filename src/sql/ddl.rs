@@ -163,13 +163,25 @@ impl RelationResolver for CatalogResolver {
     }
 }
 
-/// Every relation of ours a (not yet inlined) plan reads, views included.
+/// Every relation of ours a (not yet inlined) plan reads, views included,
+/// and the relations read through table functions (TUMBLE, HOP), whose
+/// scans carry their own plan.
 fn referenced_relations(engine: &Engine, plan: &LogicalPlan) -> BTreeSet<RelationId> {
     let mut found = BTreeSet::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            if let Some(relation) = engine.catalog.by_name(&qualify(&scan.table_name)) {
-                found.insert(relation.id);
+            match engine.catalog.by_name(&qualify(&scan.table_name)) {
+                Some(relation) => {
+                    found.insert(relation.id);
+                }
+                None => {
+                    let inner = source_as_provider(&scan.source).ok().and_then(|provider| {
+                        provider.downcast_ref::<ViewTable>().map(|view| view.logical_plan().clone())
+                    });
+                    if let Some(inner) = inner {
+                        found.extend(referenced_relations(engine, &inner));
+                    }
+                }
             }
         }
         Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)

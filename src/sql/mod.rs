@@ -11,6 +11,7 @@ pub mod copy;
 mod ddl;
 mod dml;
 mod values;
+mod windows;
 
 /// Helpers the wire front end needs to plan INSERT … ON CONFLICT.
 pub mod dml_support {
@@ -107,13 +108,15 @@ impl Engine {
         let bytea_input = bytea::ByteaInput::udf();
         ctx.register_udf(bytea_input.as_ref().clone());
         ctx.register_function_rewrite(Arc::new(bytea::ByteaCastRewrite::new(bytea_input)))?;
-        Ok(Arc::new(Self {
-            ctx,
-            catalog: Arc::new(Catalog::default()),
-            coordinator: Arc::new(Coordinator::new(store, state_budget, checkpoint_interval)),
-            workers: workers.max(1),
-            recovering: AtomicBool::new(false),
-        }))
+        let catalog = Arc::new(Catalog::default());
+        let coordinator = Arc::new(Coordinator::new(store, state_budget, checkpoint_interval));
+        for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop] {
+            let function = Arc::new(windows::WindowFunction::new(kind, catalog.clone(), coordinator.clone()));
+            // DataFusion looks table functions up by the name as written.
+            ctx.register_udtf(kind.name(), function.clone());
+            ctx.register_udtf(&kind.name().to_uppercase(), function);
+        }
+        Ok(Arc::new(Self { ctx, catalog, coordinator, workers: workers.max(1), recovering: AtomicBool::new(false) }))
     }
 
     fn recovering(&self) -> bool {

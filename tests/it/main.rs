@@ -10,3 +10,4 @@ mod oracle;
 mod server;
 mod slt;
 mod state_budget;
+mod windows;
