@@ -10,6 +10,7 @@ mod bytea;
 pub mod copy;
 mod ddl;
 mod dml;
+mod nexmark;
 mod values;
 mod windows;
 
@@ -116,6 +117,7 @@ impl Engine {
             ctx.register_udtf(kind.name(), function.clone());
             ctx.register_udtf(&kind.name().to_uppercase(), function);
         }
+        ctx.register_udtf("nexmark", Arc::new(nexmark::NexmarkFunction));
         Ok(Arc::new(Self { ctx, catalog, coordinator, workers: workers.max(1), recovering: AtomicBool::new(false) }))
     }
 

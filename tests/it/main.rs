@@ -6,6 +6,7 @@ mod bad_input;
 mod clients;
 mod concurrency;
 mod crash;
+mod nexmark;
 mod oracle;
 mod server;
 mod slt;

@@ -1,0 +1,2 @@
+-- Passthrough.
+SELECT auction, bidder, price, date_time FROM bid
