@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
 LISTEN ?= 127.0.0.1:5488
 DATA_DIR ?= ./freshet-data
 
-.PHONY: run test deps bench bench-state check
+.PHONY: run test deps bench bench-state bench-nexmark check
 
 deps:
 	@scripts/install-deps.sh
@@ -28,3 +28,7 @@ bench: deps
 bench-state: deps
 	cargo test --release --no-run
 	benches/state.sh $(ARGS)
+
+bench-nexmark: deps
+	cargo test --release --no-run
+	benches/nexmark.sh $(ARGS)
