@@ -5,13 +5,15 @@
 # the view); events/s of that load. Then the same query run once as a batch
 # by DataFusion over the loaded tables (SELECT count(*) FROM (query)), and
 # the ratio streaming/batch, where batch events/s = EVENTS / batch time.
-# Usage: benches/nexmark.sh [EVENTS] [QUERY ...]   (default 1000000, all)
+# The pseudo-query `none` loads the tables with no view: the row path's own
+# cost (generation, planning the INSERTs, writing the rows).
+# Usage: benches/nexmark.sh [EVENTS] [QUERY ...]   (default 1000000, none and all)
 set -euo pipefail
 BIN=${FRESHET_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/freshet-target}/release/freshet}
 [ -x "$BIN" ] || { echo "build the release binary first (cargo test --release --no-run)"; exit 1; }
 EVENTS=${1:-1000000}; shift || true
 DIR=$(cd "$(dirname "$0")/../sql/nexmark" && pwd)
-QUERIES=${*:-$(ls "$DIR" | grep -E '^q[0-9]+\.sql$' | sed 's/\.sql$//' | sort -V)}
+QUERIES=${*:-none $(ls "$DIR" | grep -E '^q[0-9]+\.sql$' | sed 's/\.sql$//' | sort -V)}
 CHUNK=100000
 PSQL="psql -X -q -t -A -h 127.0.0.1 -U freshet"
 now() { date +%s.%N; }
@@ -23,8 +25,12 @@ for Q in $QUERIES; do
   PID=$!
   until $PSQL -p $PORT -c "SELECT 1" >/dev/null 2>&1; do sleep 0.05; done
   $PSQL -p $PORT -f "$DIR/tables.sql"
-  QUERY=$(grep -v '^ *--' "$DIR/$Q.sql")
-  $PSQL -p $PORT -c "CREATE MATERIALIZED VIEW $Q AS $QUERY"
+  if [ "$Q" = none ]; then
+    QUERY="SELECT * FROM bid"
+  else
+    QUERY=$(grep -v '^ *--' "$DIR/$Q.sql")
+    $PSQL -p $PORT -c "CREATE MATERIALIZED VIEW $Q AS $QUERY"
+  fi
   start=$(now)
   for ((first = 0; first < EVENTS; first += CHUNK)); do
     n=$(( EVENTS - first < CHUNK ? EVENTS - first : CHUNK ))
