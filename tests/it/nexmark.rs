@@ -12,7 +12,7 @@ const EVENTS: i64 = 10_000;
 const EVENTS_PER_SECOND: i64 = 100;
 
 fn queries() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/nexmark");
+    let dir = crate::server::repo_root().join("sql/nexmark");
     let mut queries: Vec<(String, String)> = std::fs::read_dir(&dir)
         .expect("sql/nexmark")
         .filter_map(|entry| {
@@ -58,8 +58,7 @@ async fn nexmark_views_equal_the_batch_queries() {
     let server = TestServer::start();
     let client = server.connect().await;
     let tables =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/nexmark/tables.sql"))
-            .expect("tables.sql");
+        std::fs::read_to_string(crate::server::repo_root().join("sql/nexmark/tables.sql")).expect("tables.sql");
     client.batch_execute(&tables).await.expect("tables");
     load(&client, 0).await;
     let queries = queries();

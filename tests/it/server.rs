@@ -147,3 +147,12 @@ pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
         Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no code: {e}")),
     }
 }
+
+/// The repository's root, read when the test runs (cargo sets
+/// CARGO_MANIFEST_DIR for test processes): a path compiled in would point
+/// at whichever clone built the binary, since clones share the target dir.
+pub fn repo_root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}

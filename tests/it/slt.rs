@@ -67,7 +67,7 @@ impl AsyncDB for Freshet {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqllogictest_suites() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/slt");
+    let dir = crate::server::repo_root().join("sql/slt");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("sql/slt")
         .flatten()
