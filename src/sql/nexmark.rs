@@ -35,6 +35,9 @@ const DEFAULT_RATE: u64 = 10_000;
 const MAX_RATE: i64 = 1_000_000_000;
 /// Events one call may generate (held in memory as one table).
 const MAX_EVENTS: i64 = 50_000_000;
+/// Highest first event number (far beyond any run, well within the
+/// generator's arithmetic).
+const MAX_FIRST_EVENT: i64 = 1_000_000_000_000_000;
 /// Rows per generated batch.
 const BATCH_ROWS: usize = 8192;
 
@@ -104,6 +107,19 @@ fn integer(arg: &Expr, what: &str) -> DfResult<i64> {
         Expr::Literal(ScalarValue::Int32(Some(v)), _) => Ok(*v as i64),
         other => Err(invalid(format!("{what} must be an integer literal, not {other}"))),
     }
+}
+
+/// How many of the events numbered below `end` belong to `stream`: events
+/// come in blocks of person, auction and bid proportions, in that order.
+fn events_of(config: &NexmarkConfig, stream: EventType, end: usize) -> usize {
+    let (person, auction, bid) = (config.person_proportion, config.auction_proportion, config.bid_proportion);
+    let (start, share) = match stream {
+        EventType::Person => (0, person),
+        EventType::Auction => (person, auction),
+        EventType::Bid => (person + auction, bid),
+    };
+    let block = person + auction + bid;
+    end / block * share + (end % block).saturating_sub(start).min(share)
 }
 
 /// One batch of a stream's rows.
@@ -193,20 +209,60 @@ impl TableFunctionImpl for NexmarkFunction {
                 "the first event must not be negative and the rate must be between 1 and {MAX_RATE} events per second"
             )));
         }
+        if first > MAX_FIRST_EVENT {
+            return Err(invalid(format!("the first event must be at most {MAX_FIRST_EVENT}")));
+        }
         let config = NexmarkConfig {
             base_time: BASE_TIME_MS,
             first_rate: rate as usize,
             next_rate: rate as usize,
             ..Default::default()
         };
-        let mut generator = EventGenerator::new(config).with_offset(first as u64);
+        // Generate only this stream's events (the generator skips to their
+        // event numbers), not all events filtered afterwards.
+        let (first, end) = (first as usize, (first + events) as usize);
+        let skipped = events_of(&config, stream, first);
+        let mut left = events_of(&config, stream, end) - skipped;
+        let mut generator = EventGenerator::new(config).with_type_filter(stream).with_offset(skipped as u64);
         let mut batches = Vec::new();
-        let mut left = events as usize;
         while left > 0 {
             let chunk: Vec<Event> = generator.by_ref().take(left.min(BATCH_ROWS)).collect();
             left -= chunk.len();
             batches.push(batch(stream, &chunk)?);
         }
         Ok(Arc::new(MemTable::try_new(schema(stream), vec![batches])?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexmark::EventGenerator;
+    use nexmark::config::NexmarkConfig;
+    use nexmark::event::{Event, EventType};
+
+    use super::events_of;
+
+    /// Generating one stream from its own offset gives exactly that
+    /// stream's events among all events of the same range.
+    #[test]
+    fn one_stream_equals_all_events_filtered() {
+        let config = || NexmarkConfig { base_time: super::BASE_TIME_MS, ..Default::default() };
+        for stream in [EventType::Person, EventType::Auction, EventType::Bid] {
+            for (first, events) in [(0usize, 0usize), (0, 1), (0, 50), (3, 97), (49, 2), (1000, 333), (77, 1)] {
+                let all: Vec<Event> = EventGenerator::new(config())
+                    .with_offset(first as u64)
+                    .take(events)
+                    .filter(|e| e.event_type() == stream)
+                    .collect();
+                let skipped = events_of(&config(), stream, first);
+                let count = events_of(&config(), stream, first + events) - skipped;
+                let own: Vec<Event> = EventGenerator::new(config())
+                    .with_type_filter(stream)
+                    .with_offset(skipped as u64)
+                    .take(count)
+                    .collect();
+                assert_eq!(own, all, "{stream:?} events {first}..{}", first + events);
+            }
+        }
     }
 }

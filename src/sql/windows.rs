@@ -139,7 +139,7 @@ impl TableFunctionImpl for WindowFunction {
         let Expr::Column(time_column) = time else {
             return Err(self.error(format!("the second argument must be a time column, not {time}")));
         };
-        let scan = self.relation_scan(relation)?;
+        let scan = self.relation_scan(relation)?.build()?;
         let field = scan.schema().field_with_unqualified_name(&time_column.name).map_err(|_| {
             self.error_with(sqlstate::UNDEFINED_COLUMN, format!("column \"{}\" does not exist", time_column.name))
         })?;
@@ -176,7 +176,7 @@ impl TableFunctionImpl for WindowFunction {
             let mut projection = columns.clone();
             projection.push(start.clone().alias("window_start"));
             projection.push((start + interval_lit(size_ns)).alias("window_end"));
-            let shifted = self.relation_scan(relation)?.project(projection)?.build()?;
+            let shifted = LogicalPlanBuilder::from(scan.clone()).project(projection)?.build()?;
             plan = Some(match plan {
                 None => shifted,
                 Some(previous) => LogicalPlanBuilder::from(previous).union(shifted)?.build()?,
