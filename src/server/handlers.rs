@@ -8,11 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion_postgres::DfSessionService;
 use futures::Sink;
+use pgwire::api::Type;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{Response, Tag};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::{PgWireError, PgWireResult};
@@ -50,7 +52,7 @@ impl FreshetHandlers {
         Self {
             simple: Arc::new(FreshetSimpleQuery { inner: session.clone(), copy: copy.clone() }),
             copy,
-            extended: Arc::new(FreshetExtendedQuery { inner: session }),
+            extended: Arc::new(FreshetExtendedQuery::new(session)),
             startup: Arc::new(TrustStartup { connections: connections.clone() }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
@@ -108,6 +110,10 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // Freshet's own clauses (WATERMARK FOR, EMIT ON WINDOW CLOSE, …)
+        // become standard SQL first.
+        let rewritten = crate::sql::syntax::rewrite(query).map_err(super::errors::to_pgwire)?;
+        let query = rewritten.as_deref().unwrap_or(query);
         let bare = query.trim().trim_end_matches(';').trim();
         if bare.eq_ignore_ascii_case("flush") {
             // Every DML statement returns only after its epoch committed, so
@@ -150,15 +156,54 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
 /// result text corrected to what Postgres prints.
 pub struct FreshetExtendedQuery {
     inner: Arc<DfSessionService>,
+    parser: Arc<FreshetQueryParser>,
+}
+
+impl FreshetExtendedQuery {
+    fn new(inner: Arc<DfSessionService>) -> Self {
+        let parser = Arc::new(FreshetQueryParser { inner: inner.query_parser() });
+        Self { inner, parser }
+    }
+}
+
+/// datafusion-postgres' parser, after Freshet's own clauses are rewritten
+/// into standard SQL (as for simple queries).
+pub struct FreshetQueryParser {
+    inner: Arc<datafusion_postgres::Parser>,
+}
+
+#[async_trait]
+impl QueryParser for FreshetQueryParser {
+    type Statement = <datafusion_postgres::Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
+        self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        column_format: Option<&pgwire::api::portal::Format>,
+    ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
+        self.inner.get_result_schema(statement, column_format)
+    }
 }
 
 #[async_trait]
 impl ExtendedQueryHandler for FreshetExtendedQuery {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = FreshetQueryParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(

@@ -11,6 +11,8 @@ pub mod copy;
 mod ddl;
 mod dml;
 mod nexmark;
+mod options;
+pub mod syntax;
 mod values;
 mod windows;
 
