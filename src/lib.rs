@@ -7,6 +7,7 @@
 //! `sql`, `plan` and the epoch coordinator.
 
 pub mod catalog;
+pub mod connectors;
 pub mod error;
 pub mod plan;
 pub mod server;

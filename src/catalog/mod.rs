@@ -8,25 +8,32 @@
 pub mod provider;
 pub mod snapshot;
 pub mod storage;
+pub mod system;
 pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::TableReference;
+use datafusion::arrow::array::Array;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{ScalarValue, TableReference};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::PhysicalExpr;
 use parking_lot::{Mutex, RwLock};
 
+use crate::connectors::SourceReader;
 use crate::error::{Result, SqlError};
-use crate::stream::RelationId;
 use crate::stream::rowcodec::RowCodec;
+use crate::stream::watermark::{self, ViewStats};
+use crate::stream::{ChangeBatch, RelationId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelationKind {
     Table,
     MaterializedView,
     View,
+    Source,
 }
 
 impl RelationKind {
@@ -35,6 +42,7 @@ impl RelationKind {
             RelationKind::Table => "table",
             RelationKind::MaterializedView => "materialized view",
             RelationKind::View => "view",
+            RelationKind::Source => "source",
         }
     }
 }
@@ -71,6 +79,64 @@ pub struct Relation {
     pub key_codec: Option<RowCodec>,
     /// Set when a view's dataflow failed; reads of the view report it.
     pub failure: Mutex<Option<SqlError>>,
+    /// A table's or source's `WATERMARK FOR` clause (and a table's
+    /// current watermark).
+    pub watermark: Option<Arc<TableWatermark>>,
+    /// A source's connector (sources have no stored rows: each view reading
+    /// one reads it itself).
+    pub reader: Option<Arc<dyn SourceReader>>,
+    /// Columns that carry a watermark: a table's watermark column, the
+    /// columns of a materialized view derived from its inputs' watermarks.
+    pub watermarked: Vec<usize>,
+    /// A materialized view declared `EMIT ON WINDOW CLOSE`.
+    pub emit_on_window_close: bool,
+    /// What a materialized view's operators counted (late rows).
+    pub stats: Arc<ViewStats>,
+    /// A materialized view's column watermarks as of the last epoch that
+    /// stepped it.
+    pub current_watermarks: Mutex<watermark::Watermarks>,
+}
+
+/// `WATERMARK FOR column AS expression` of a table.
+pub struct TableWatermark {
+    pub column: usize,
+    /// Over the table's columns; of the column's type.
+    pub expression: Arc<dyn PhysicalExpr>,
+    /// The expression as written.
+    pub text: String,
+    /// As of the last committed epoch (`None` before the first row).
+    pub value: Mutex<Option<ScalarValue>>,
+}
+
+impl TableWatermark {
+    /// The watermark once `change` is applied: the largest expression value
+    /// of the inserted rows, if above the current one.
+    pub fn advance(
+        &self,
+        current: Option<ScalarValue>,
+        change: &ChangeBatch,
+        data_type: &DataType,
+    ) -> Result<Option<ScalarValue>> {
+        let inserted = datafusion::arrow::compute::kernels::cmp::gt(
+            &change.weights,
+            &datafusion::arrow::array::Int64Array::new_scalar(0),
+        )?;
+        let rows = datafusion::arrow::compute::filter_record_batch(&change.rows, &inserted)?;
+        if rows.num_rows() == 0 {
+            return Ok(current);
+        }
+        let values = self.expression.evaluate(&rows)?.into_array(rows.num_rows())?;
+        let values = cast(&values, &DataType::Int64)?;
+        let values = values
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .ok_or_else(|| SqlError::internal("watermark values are not integers"))?;
+        let highest = match datafusion::arrow::compute::max(values) {
+            Some(v) if values.null_count() < values.len() => Some(watermark::from_i64(v, data_type)?),
+            _ => None,
+        };
+        Ok(watermark::max_value(current, highest))
+    }
 }
 
 impl Relation {
@@ -96,6 +162,12 @@ impl Relation {
             row_codec,
             key_codec,
             failure: Mutex::new(None),
+            watermark: None,
+            reader: None,
+            watermarked: Vec::new(),
+            emit_on_window_close: false,
+            stats: ViewStats::new(),
+            current_watermarks: Mutex::new(Vec::new()),
         })
     }
 

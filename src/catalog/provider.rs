@@ -148,6 +148,14 @@ impl TableProvider for RelationProvider {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.relation.check_healthy().map_err(SqlError::into_datafusion)?;
+        if self.relation.kind == RelationKind::Source {
+            return Err(SqlError::not_supported(format!(
+                "reading source \"{}\" directly: a source keeps no rows; read it in a materialized view \
+                 (CREATE MATERIALIZED VIEW … AS SELECT … FROM {})",
+                self.relation.name, self.relation.name
+            ))
+            .into_datafusion());
+        }
         let snapshot = statement_snapshot(self.coordinator.store().as_ref());
         let batch = match self.key_prefix(filters) {
             Some(prefix) => storage::scan_key_prefix(&self.relation, snapshot.as_ref(), &prefix),

@@ -20,20 +20,27 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
-use crate::stream::ops::aggregate::{Aggregate, AggregateCall};
+use crate::stream::ops::aggregate::{Aggregate, AggregateCall, Windowing};
 use crate::stream::ops::constant::Constant;
-use crate::stream::ops::exchange::{Exchange, Feed, Routed};
+use crate::stream::ops::event_time::OpenGroups;
+use crate::stream::ops::exchange::{Exchange, Feed, Ownership, Routed};
 use crate::stream::ops::filter::Filter;
+use crate::stream::ops::interval::{ExpiryIndex, TimeBounds};
 use crate::stream::ops::join::{Join, JoinKind, JoinSide};
 use crate::stream::ops::project::Project;
 use crate::stream::ops::scan::Scan;
+use crate::stream::ops::source_scan::SourceScan;
+use crate::stream::ops::temporal_filter::{self, TemporalFilter};
 use crate::stream::ops::topn::TopN;
 use crate::stream::ops::union::Union;
-use crate::stream::ops::window::{Ranking, Window};
+use crate::stream::ops::window::{Functions, Ranking, Window};
 use crate::stream::rowcodec::RowCodec;
-use crate::stream::{Operator, RelationId};
+use crate::stream::watermark::{self, Derivation, ViewStats};
+use crate::stream::{EpochInput, Operator, RelationId};
 
+mod interval;
 mod subqueries;
+pub mod temporal;
 mod volatility;
 
 pub use volatility::check_materializable;
@@ -42,29 +49,76 @@ pub use volatility::check_materializable;
 pub struct Lowered {
     pub root: Box<dyn Operator>,
     pub inputs: BTreeSet<RelationId>,
+    /// The view's columns that carry a watermark.
+    pub watermarked: Vec<usize>,
+    /// The view depends on the passing time (temporal filters) or reads
+    /// sources: it is stepped in every epoch, and epochs come with the
+    /// clock and the sources' data.
+    pub clocked: bool,
 }
 
-/// Finds the relation a table scan reads (tables and materialized views).
+/// A relation a table scan reads (a table, materialized view or source).
+pub struct Resolved {
+    pub id: RelationId,
+    /// Its columns that carry a watermark.
+    pub watermarked: Vec<usize>,
+    /// A source: the view reads it itself, with its own reader.
+    pub source: Option<Arc<crate::catalog::Relation>>,
+}
+
+/// Finds the relation a table scan reads.
 pub trait RelationResolver {
-    fn resolve(&self, scan: &TableScan) -> Result<RelationId>;
+    fn resolve(&self, scan: &TableScan) -> Result<Resolved>;
 }
 
-/// Lowers `plan` into the dataflow of view `view`; stateful operators are
-/// partitioned over `workers` workers and keep their state under keys
+/// What a view is lowered as.
+pub struct ViewSpec {
+    pub id: RelationId,
+    /// Partitioned stateful operators get this many copies.
+    pub workers: usize,
+    /// EMIT ON WINDOW CLOSE: windowed aggregates emit each window once, final.
+    pub emit_on_window_close: bool,
+    /// Where the operators count late rows.
+    pub stats: Arc<ViewStats>,
+}
+
+/// Lowers `plan` into the dataflow of a view; stateful operators are
+/// partitioned over the view's workers and keep their state under keys
 /// numbered in lowering order (so the same statement always gets the same
 /// keys).
 pub fn lower(
     plan: &LogicalPlan,
     state: &SessionState,
     resolver: &dyn RelationResolver,
-    workers: usize,
-    view: RelationId,
+    view: &ViewSpec,
 ) -> Result<Lowered> {
     let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
-    let mut lowering =
-        Lowering { state, resolver, inputs: BTreeSet::new(), workers: workers.max(1), view, next_operator: 0 };
+    let mut lowering = Lowering {
+        state,
+        resolver,
+        inputs: BTreeSet::new(),
+        workers: view.workers.max(1),
+        view: view.id,
+        next_operator: 0,
+        emit_on_window_close: view.emit_on_window_close,
+        stats: view.stats.clone(),
+        windowed_aggregates: 0,
+        clocked: false,
+    };
     let root = lowering.lower(&plan)?;
-    Ok(Lowered { root, inputs: lowering.inputs })
+    if view.emit_on_window_close && lowering.windowed_aggregates == 0 {
+        return Err(SqlError::not_supported(
+            "EMIT ON WINDOW CLOSE on a query without a windowed aggregate: it needs a GROUP BY on a column \
+             with a watermark, e.g. window_start of TUMBLE over a table with WATERMARK FOR",
+        ));
+    }
+    let watermarked = root
+        .watermarks(&EpochInput::probe())?
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| w.is_some().then_some(i))
+        .collect();
+    Ok(Lowered { root, inputs: lowering.inputs, watermarked, clocked: lowering.clocked })
 }
 
 /// The arrow schema of a plan node, every field nullable: outer joins and
@@ -82,6 +136,19 @@ struct Lowering<'a> {
     view: RelationId,
     /// Number of the next stateful operator (its state key prefix).
     next_operator: u16,
+    emit_on_window_close: bool,
+    stats: Arc<ViewStats>,
+    /// Aggregates grouped by a watermarked column.
+    windowed_aggregates: usize,
+    /// A temporal filter was lowered.
+    clocked: bool,
+}
+
+/// What [`Lowering::join_time`] found.
+struct JoinTime {
+    bounds: interval::Bounds,
+    left_expiry: Option<Derivation>,
+    right_expiry: Option<Derivation>,
 }
 
 /// An input of a stateful operator and the key its rows are routed by.
@@ -105,6 +172,12 @@ impl Lowering<'_> {
     }
 
     fn expr(&self, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+        if temporal::reads_now(expr) {
+            return Err(unsupported(format!(
+                "function now() can be used in a materialized view only in a WHERE comparison of a row's value with \
+                 now() plus or minus a constant (a temporal filter), not in {expr}"
+            )));
+        }
         if expr.is_volatile() {
             return Err(unsupported(format!("the volatile expression {expr}")));
         }
@@ -127,20 +200,59 @@ impl Lowering<'_> {
             LogicalPlan::Projection(p) => {
                 let input = self.lower(&p.input)?;
                 let exprs = self.exprs(&p.expr, p.input.schema())?;
-                Box::new(Project::new(input, exprs, stream_schema(&p.schema)))
+                let monotone: Vec<Option<usize>> =
+                    p.expr.iter().map(|e| watermark::monotone_column(e, p.input.schema())).collect();
+                Box::new(Project::new(input, exprs, &monotone, stream_schema(&p.schema)))
             }
             LogicalPlan::Filter(f) => {
-                let input = self.lower(&f.input)?;
-                let predicate = self.expr(&f.predicate, f.input.schema())?;
-                Box::new(Filter::new(input, predicate))
+                let mut op = self.lower(&f.input)?;
+                // Comparisons with now() become temporal filters, above the rest.
+                let (timed, plain): (Vec<&Expr>, Vec<&Expr>) =
+                    datafusion::logical_expr::utils::split_conjunction(&f.predicate)
+                        .into_iter()
+                        .partition(|c| temporal::reads_now(c));
+                if let Some(predicate) = datafusion::logical_expr::utils::conjunction(plain.into_iter().cloned()) {
+                    op = Box::new(Filter::new(op, self.expr(&predicate, f.input.schema())?));
+                }
+                for conjunct in timed {
+                    let timed = temporal::temporal_conjunct(conjunct)?;
+                    let value = self.expr(&timed.value, f.input.schema())?;
+                    let now_schema = DFSchema::try_from(temporal_filter::now_schema().as_ref().clone())?;
+                    let threshold = self.state.create_physical_expr(timed.threshold, &now_schema)?;
+                    let state = self.state_prefix()?;
+                    op = Box::new(TemporalFilter::new(op, value, threshold, timed.comparison, &state)?);
+                    self.clocked = true;
+                }
+                op
             }
             LogicalPlan::TableScan(scan) => {
                 if scan.fetch.is_some() {
                     return Err(unsupported("LIMIT without ORDER BY"));
                 }
                 let relation = self.resolver.resolve(scan)?;
-                self.inputs.insert(relation);
-                Box::new(Scan::new(relation, scan.projection.clone(), stream_schema(&scan.projected_schema)))
+                if let Some(source) = &relation.source {
+                    let reader = source
+                        .reader
+                        .clone()
+                        .ok_or_else(|| SqlError::internal(format!("source {} has no reader", source.name)))?;
+                    let state = self.state_prefix()?;
+                    self.clocked = true;
+                    return Ok(Box::new(SourceScan::new(
+                        reader,
+                        scan.projection.clone(),
+                        source.watermark.clone(),
+                        stream_schema(&scan.projected_schema),
+                        &state,
+                        self.stats.clone(),
+                    )));
+                }
+                self.inputs.insert(relation.id);
+                Box::new(Scan::new(
+                    relation.id,
+                    scan.projection.clone(),
+                    &relation.watermarked,
+                    stream_schema(&scan.projected_schema),
+                ))
             }
             LogicalPlan::SubqueryAlias(alias) => self.lower(&alias.input)?,
             LogicalPlan::Aggregate(agg) => {
@@ -172,15 +284,47 @@ impl Lowering<'_> {
                     .iter()
                     .map(|e| e.get_type(input_schema))
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
+                // A group-key column with a watermark makes groups close.
+                let input_watermarks = input.watermarks(&EpochInput::probe())?;
+                let monotone: Vec<Option<usize>> =
+                    agg.group_expr.iter().map(|e| watermark::monotone_column(e, input_schema)).collect();
+                let time_column = monotone
+                    .iter()
+                    .position(|m| m.is_some_and(|c| input_watermarks.get(c).is_some_and(Option::is_some)));
+                if time_column.is_some() {
+                    self.windowed_aggregates += 1;
+                } else if self.emit_on_window_close {
+                    return Err(SqlError::not_supported(format!(
+                        "EMIT ON WINDOW CLOSE with a GROUP BY on no watermarked column ({}): every aggregate must \
+                         group by a window (or other column with a watermark)",
+                        if agg.group_expr.is_empty() {
+                            "a global aggregate".to_string()
+                        } else {
+                            agg.group_expr.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                        }
+                    )));
+                }
+                let key_watermarks = Derivation::new(input.schema(), &group_exprs, &monotone);
+                let emit_on_close = self.emit_on_window_close;
+                let stats = self.stats.clone();
                 let keyed = KeyedInput { op: input, keys: group_exprs.clone(), key_types };
                 let state = self.state_prefix()?;
-                self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
+                self.partitioned(vec![keyed], schema.clone(), |mut feeds, ownership| {
+                    let windowing = match time_column {
+                        Some(column) => Some(Windowing {
+                            open: OpenGroups::new(column, schema.field(column), ownership, stats.clone())?,
+                            emit_on_close,
+                        }),
+                        None => None,
+                    };
                     Ok(Box::new(Aggregate::new(
                         feeds.remove(0),
                         group_exprs.clone(),
                         calls.clone(),
                         schema.clone(),
                         &state,
+                        key_watermarks.clone(),
+                        windowing,
                     )?))
                 })?
             }
@@ -193,8 +337,17 @@ impl Lowering<'_> {
                 let output = stream_schema(&schema);
                 let keyed = KeyedInput { op, keys: group_exprs.clone(), key_types };
                 let state = self.state_prefix()?;
-                self.partitioned(vec![keyed], output.clone(), |mut feeds| {
-                    Ok(Box::new(Aggregate::new(feeds.remove(0), group_exprs.clone(), vec![], output.clone(), &state)?))
+                let no_watermarks = Derivation::new(output.clone(), &[], &[]);
+                self.partitioned(vec![keyed], output.clone(), |mut feeds, _| {
+                    Ok(Box::new(Aggregate::new(
+                        feeds.remove(0),
+                        group_exprs.clone(),
+                        vec![],
+                        output.clone(),
+                        &state,
+                        no_watermarks.clone(),
+                        None,
+                    )?))
                 })?
             }
             LogicalPlan::Distinct(Distinct::On(_)) => return Err(unsupported("DISTINCT ON")),
@@ -256,17 +409,22 @@ impl Lowering<'_> {
                     .as_ref()
                     .map(|k| k.fields().iter().map(|f| f.data_type().clone()).collect())
                     .unwrap_or_default();
-                let left = KeyedInput {
-                    op: self.lower(&join.left)?,
-                    keys: left_key_exprs.clone(),
-                    key_types: key_types.clone(),
+                let left_op = self.lower(&join.left)?;
+                let right_op = self.lower(&join.right)?;
+                let time = if kind == JoinKind::Inner {
+                    self.join_time(join, left_op.as_ref(), right_op.as_ref())?
+                } else {
+                    None
                 };
-                let right = KeyedInput { op: self.lower(&join.right)?, keys: right_key_exprs.clone(), key_types };
+                let left = KeyedInput { op: left_op, keys: left_key_exprs.clone(), key_types: key_types.clone() };
+                let right = KeyedInput { op: right_op, keys: right_key_exprs.clone(), key_types };
                 let state = self.state_prefix()?;
-                self.partitioned(vec![left, right], schema.clone(), |mut feeds| {
+                let stats = self.stats.clone();
+                self.partitioned(vec![left, right], schema.clone(), |mut feeds, ownership| {
                     let right_feed = feeds.remove(1);
                     let left_feed = feeds.remove(0);
-                    Ok(Box::new(Join::new(
+                    let (left_schema, right_schema) = (left_feed.schema(), right_feed.schema());
+                    let join = Join::new(
                         JoinSide::new(left_feed, left_key_exprs.clone(), &[&state[..], &[0]].concat())?,
                         JoinSide::new(right_feed, right_key_exprs.clone(), &[&state[..], &[1]].concat())?,
                         kind,
@@ -274,7 +432,18 @@ impl Lowering<'_> {
                         filter.clone(),
                         joined_schema.clone(),
                         schema.clone(),
-                    )?))
+                    )?;
+                    Ok(Box::new(match &time {
+                        Some(t) => join.with_time_bounds(TimeBounds {
+                            left_expiry: t.left_expiry.clone(),
+                            right_expiry: t.right_expiry.clone(),
+                            left: ExpiryIndex::new(t.bounds.left_column, &left_schema)?,
+                            right: ExpiryIndex::new(t.bounds.right_column, &right_schema)?,
+                            ownership,
+                            stats: stats.clone(),
+                        }),
+                        None => join,
+                    }))
                 })?
             }
             LogicalPlan::Union(union) => {
@@ -330,25 +499,23 @@ impl Lowering<'_> {
         Ok(Box::new(TopN::new(op, physical, codec, skip, fetch, &state)?))
     }
 
-    /// Ranking window functions sharing one PARTITION BY / ORDER BY.
+    /// Window functions sharing one PARTITION BY / ORDER BY: ranks counted
+    /// by the operator, anything else evaluated by DataFusion per partition.
     fn window(&mut self, window: &datafusion::logical_expr::Window) -> Result<Box<dyn Operator>> {
         let mut rankings = Vec::new();
         let mut shape: Option<(Vec<Expr>, Vec<SortExpr>)> = None;
+        let mut only_ranks = true;
         for expr in &window.window_expr {
             let Expr::WindowFunction(function) = expr.clone().unalias() else {
                 return Err(unsupported(format!("the window expression {expr}")));
             };
             let name = function.fun.name().to_ascii_lowercase();
-            let ranking = match name.as_str() {
-                "row_number" => Ranking::RowNumber,
-                "rank" => Ranking::Rank,
-                "dense_rank" => Ranking::DenseRank,
-                _ => {
-                    return Err(unsupported(format!(
-                        "the window function {name}() (only row_number, rank and dense_rank)"
-                    )));
-                }
-            };
+            match name.as_str() {
+                "row_number" => rankings.push(Ranking::RowNumber),
+                "rank" => rankings.push(Ranking::Rank),
+                "dense_rank" => rankings.push(Ranking::DenseRank),
+                _ => only_ranks = false,
+            }
             let this = (function.params.partition_by.clone(), function.params.order_by.clone());
             match &shape {
                 Some(existing) if *existing != this => {
@@ -356,8 +523,33 @@ impl Lowering<'_> {
                 }
                 _ => shape = Some(this),
             }
-            rankings.push(ranking);
         }
+        let functions = if only_ranks {
+            Functions::Ranking(rankings)
+        } else {
+            let context = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
+            let functions = window
+                .window_expr
+                .iter()
+                .map(|e| {
+                    datafusion::physical_planner::create_window_expr(
+                        e,
+                        window.input.schema(),
+                        self.state.execution_props(),
+                        &context,
+                    )
+                    .map_err(|error| {
+                        let error = SqlError::from(error);
+                        if error.code == crate::error::sqlstate::INTERNAL_ERROR {
+                            unsupported(format!("the window expression {e}"))
+                        } else {
+                            error
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Functions::General { functions }
+        };
         let (partition_by, order_by) = shape.unwrap_or_default();
         let input_schema = window.input.schema();
         let input = self.lower(&window.input)?;
@@ -385,29 +577,68 @@ impl Lowering<'_> {
         let key_types =
             partition_by.iter().map(|e| e.get_type(input_schema)).collect::<datafusion::error::Result<Vec<_>>>()?;
         let keyed = KeyedInput { op: input, keys: partition_exprs.clone(), key_types };
-        self.partitioned(vec![keyed], schema.clone(), |mut feeds| {
+        self.partitioned(vec![keyed], schema.clone(), |mut feeds, _| {
             Ok(Box::new(Window::new(
                 feeds.remove(0),
                 (partition_exprs.clone(), partition_codec()?),
                 order()?,
-                rankings.clone(),
+                functions.clone(),
                 schema.clone(),
                 &state,
             )?))
         })
     }
 
+    /// The time bounds of an inner join between watermarked columns, with
+    /// the thresholds below which each side's rows can meet no future row.
+    fn join_time(
+        &self,
+        join: &datafusion::logical_expr::Join,
+        left: &dyn Operator,
+        right: &dyn Operator,
+    ) -> Result<Option<JoinTime>> {
+        let probe = EpochInput::probe();
+        let watermarked = |op: &dyn Operator| -> Result<Vec<bool>> {
+            Ok(op.watermarks(&probe)?.iter().map(Option::is_some).collect())
+        };
+        let Some(bounds) = interval::time_bounds(join, &watermarked(left)?, &watermarked(right)?) else {
+            return Ok(None);
+        };
+        let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+        // Left rows leave below `right watermark - hi`, right rows below
+        // `left watermark + lo`.
+        let left_expiry = match bounds.hi {
+            Some(hi) => {
+                let column = Expr::Column(right_schema.columns()[bounds.right_column].clone());
+                let threshold = self.expr(&(column - interval::interval(hi)), right_schema)?;
+                Some(Derivation::new(right.schema(), &[threshold], &[Some(bounds.right_column)]))
+            }
+            None => None,
+        };
+        let right_expiry = match bounds.lo {
+            Some(lo) => {
+                let column = Expr::Column(left_schema.columns()[bounds.left_column].clone());
+                let threshold = self.expr(&(column + interval::interval(lo)), left_schema)?;
+                Some(Derivation::new(left.schema(), &[threshold], &[Some(bounds.left_column)]))
+            }
+            None => None,
+        };
+        Ok(Some(JoinTime { bounds, left_expiry, right_expiry }))
+    }
+
     /// A stateful operator over key-routed inputs: one copy per worker behind
     /// an exchange, or (one worker, or no key to route by) a single copy.
+    /// `build` gets a copy's inputs and which keys it owns.
     fn partitioned(
         &self,
         inputs: Vec<KeyedInput>,
         schema: SchemaRef,
-        build: impl Fn(Vec<Box<dyn Operator>>) -> Result<Box<dyn Operator>>,
+        build: impl Fn(Vec<Box<dyn Operator>>, Ownership) -> Result<Box<dyn Operator>>,
     ) -> Result<Box<dyn Operator>> {
         if self.workers == 1 || inputs.iter().any(|i| i.keys.is_empty()) {
-            return build(inputs.into_iter().map(|i| i.op).collect());
+            return build(inputs.into_iter().map(|i| i.op).collect(), Ownership::all());
         }
+        let key_types = inputs[0].key_types.clone();
         let mut routed = Vec::with_capacity(inputs.len());
         let mut feeds_by_input: Vec<std::vec::IntoIter<Feed>> = Vec::with_capacity(inputs.len());
         for input in inputs {
@@ -416,10 +647,11 @@ impl Lowering<'_> {
             feeds_by_input.push(feeds.into_iter());
         }
         let mut workers = Vec::with_capacity(self.workers);
-        for _ in 0..self.workers {
+        for worker in 0..self.workers {
             let feeds: Vec<Box<dyn Operator>> =
                 feeds_by_input.iter_mut().filter_map(|f| f.next()).map(|f| Box::new(f) as Box<dyn Operator>).collect();
-            workers.push(build(feeds)?);
+            let ownership = Ownership { worker, workers: self.workers, key_types: key_types.clone() };
+            workers.push(build(feeds, ownership)?);
         }
         Ok(Box::new(Exchange::new(routed, workers, schema)))
     }

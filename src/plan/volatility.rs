@@ -8,9 +8,10 @@
 //! also recompute different values. Functions of the current time (`now()`,
 //! `current_date`, ...) are stable within a statement but DataFusion folds
 //! them into constants at planning, so a view would silently freeze the time
-//! of its creation; views over the passing time (temporal filters) are not
-//! built yet. Both are refused at CREATE, naming the function, as
-//! Materialize does, instead of giving a view that is quietly wrong.
+//! of its creation. Both are refused at CREATE, naming the function, as
+//! Materialize does, instead of giving a view that is quietly wrong — except
+//! now() in a WHERE comparison (a temporal filter), which `temporal` marks
+//! before this check and lowering evaluates at every epoch's time.
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
@@ -25,6 +26,10 @@ pub fn check_materializable(plan: &LogicalPlan) -> Result<()> {
         node.apply_expressions(|expr| {
             expr.apply(|e| {
                 if let Expr::ScalarFunction(call) = e {
+                    // The epoch's time of a temporal filter (see `temporal`).
+                    if call.func.name() == super::temporal::EPOCH_NOW {
+                        return Ok(TreeNodeRecursion::Continue);
+                    }
                     let volatility = call.func.signature().volatility;
                     if volatility != Volatility::Immutable {
                         refused = Some((call.func.name().to_string(), volatility));
@@ -47,8 +52,9 @@ pub fn check_materializable(plan: &LogicalPlan) -> Result<()> {
         Some((name, _)) => Err(SqlError::new(
             sqlstate::FEATURE_NOT_SUPPORTED,
             format!(
-                "function {name}() depends on the current time and cannot be used in a materialized \
-                 view yet: the view would keep the time of its creation (use it in a SELECT or a plain view)"
+                "function {name}() depends on the current time and cannot be used here in a materialized \
+                 view: the view would keep the time of its creation (a WHERE comparison with now(), such as \
+                 ts > now() - INTERVAL '1' HOUR, is a temporal filter and works)"
             ),
         )),
     }

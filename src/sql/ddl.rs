@@ -11,9 +11,11 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, TableScan};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, Ident, ObjectName, ObjectType, Statement};
 
-use super::{DATABASE, Engine, Outcome};
+use super::options::Options;
+use super::{DATABASE, Engine, Outcome, syntax};
 use crate::catalog::provider::RelationProvider;
 use crate::catalog::{QualifiedName, Relation, RelationKind, qualify, writes};
+use crate::connectors::ConnectorOptions;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::plan::{self, RelationResolver, stream_schema};
 use crate::stream::RelationId;
@@ -74,8 +76,30 @@ fn check_absent(engine: &Engine, name: &QualifiedName, if_not_exists: bool) -> R
 pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outcome> {
     let done = Outcome::Command { tag: "CREATE TABLE", rows: None };
     let state = engine.ctx.state();
-    let plan =
-        state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(create.clone())))).await?;
+    // DataFusion plans the table without Freshet's options.
+    let mut plain = create.clone();
+    let mut options = Options::take(&mut plain.table_options)?;
+    let watermark = options.take_watermark()?;
+    let connector = match options.remove(syntax::RELATION_KIND).as_deref() {
+        Some("source") => Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() }),
+        Some(other) => {
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("{} = '{other}'", syntax::RELATION_KIND),
+            ));
+        }
+        None if options.remove("connector").is_some() => {
+            return Err(SqlError::not_supported(
+                "a table fed by a connector is not built yet: CREATE SOURCE reads a connector into materialized views",
+            ));
+        }
+        None => {
+            options.reject_unknown("table")?;
+            None
+        }
+    };
+    let done = if connector.is_some() { Outcome::Command { tag: "CREATE SOURCE", rows: None } } else { done };
+    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(plain)))).await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) = plan else {
         return Err(SqlError::not_supported(format!("this form of CREATE TABLE: {create}")));
     };
@@ -118,10 +142,36 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name())));
         }
     }
-    let schema = Arc::new(Schema::new(fields));
-    let mut relation =
-        Relation::new(engine.catalog.allocate_id(), name.clone(), RelationKind::Table, schema, primary_key)?;
+    let mut schema = Arc::new(Schema::new(fields));
+    let mut kind = RelationKind::Table;
+    let mut reader = None;
+    if let Some(options) = &connector {
+        if !primary_key.is_empty() {
+            return Err(SqlError::not_supported("a PRIMARY KEY on a source (a source keeps no rows to key)"));
+        }
+        let source_reader = crate::connectors::reader(options, Some(schema.clone()))?;
+        if schema.fields().is_empty() {
+            schema = source_reader.schema();
+        }
+        kind = RelationKind::Source;
+        reader = Some(Arc::<dyn crate::connectors::SourceReader>::from(source_reader));
+    }
+    let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema, primary_key)?;
     relation.column_defaults = table.column_defaults.iter().cloned().collect();
+    relation.reader = reader;
+    if let Some((column, expression)) = watermark {
+        let def = table_watermark(engine, &relation, &column, &expression)?;
+        if engine.recovering() && relation.kind == RelationKind::Table {
+            let stored = engine.coordinator.store().snapshot().get(&crate::state::watermark_key(relation.id));
+            if let Some(value) = stored.and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes))
+            {
+                let data_type = relation.schema.field(def.column).data_type();
+                *def.value.lock() = Some(crate::stream::watermark::from_i64(value, data_type)?);
+            }
+        }
+        relation.watermarked = vec![def.column];
+        relation.watermark = Some(Arc::new(def));
+    }
     let relation = Arc::new(relation);
     let schema_provider = schema_provider(engine, &name)?;
     engine.catalog.add(relation.clone())?;
@@ -138,7 +188,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     guard.write_catalog_entry(relation.id, catalog_entry(Statement::CreateTable(create.clone()), &name))?;
 
     // CREATE TABLE … AS SELECT: fill it in one epoch.
-    if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+    if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) && relation.kind == RelationKind::Table {
         std::mem::drop(guard);
         let rows = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?.collect().await?;
         let mut guard = engine.coordinator.begin().await;
@@ -147,14 +197,64 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     Ok(done)
 }
 
+/// Compiles `WATERMARK FOR column AS expression` against a new table.
+fn table_watermark(
+    engine: &Engine,
+    relation: &Relation,
+    column: &str,
+    expression: &str,
+) -> Result<crate::catalog::TableWatermark> {
+    use crate::stream::watermark::{is_time_type, monotone_column};
+    let index = relation.schema.index_of(column).map_err(|_| {
+        SqlError::new(
+            sqlstate::UNDEFINED_COLUMN,
+            format!("column \"{column}\" named in WATERMARK FOR does not exist in table \"{}\"", relation.name),
+        )
+    })?;
+    let data_type = relation.schema.field(index).data_type().clone();
+    if !is_time_type(&data_type) {
+        return Err(SqlError::new(
+            sqlstate::DATATYPE_MISMATCH,
+            format!("WATERMARK FOR column \"{column}\" is {data_type}; it must be a timestamp or a date"),
+        ));
+    }
+    let df_schema = datafusion::common::DFSchema::try_from(relation.schema.as_ref().clone())?;
+    let state = engine.ctx.state();
+    let expr = state.create_logical_expr(expression, &df_schema).map_err(|e| {
+        let error = SqlError::from(e);
+        SqlError::new(error.code, format!("WATERMARK FOR {column} AS {expression}: {}", error.message))
+    })?;
+    if monotone_column(&expr, &df_schema) != Some(index) {
+        return Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!(
+                "WATERMARK FOR {column} AS {expression}: the expression must read only \"{column}\" and grow with it,                  e.g. {column} - INTERVAL '5' SECOND"
+            ),
+        ));
+    }
+    let expr_type = datafusion::logical_expr::ExprSchemable::get_type(&expr, &df_schema)?;
+    let expr = if expr_type == data_type { expr } else { datafusion::logical_expr::cast(expr, data_type.clone()) };
+    let physical = state.create_physical_expr(expr, &df_schema)?;
+    Ok(crate::catalog::TableWatermark {
+        column: index,
+        expression: physical,
+        text: expression.to_string(),
+        value: parking_lot::Mutex::new(None),
+    })
+}
+
 /// Maps table scans in a view's plan to our relations.
 struct CatalogResolver;
 
 impl RelationResolver for CatalogResolver {
-    fn resolve(&self, scan: &TableScan) -> Result<RelationId> {
+    fn resolve(&self, scan: &TableScan) -> Result<plan::Resolved> {
         let provider = source_as_provider(&scan.source)?;
         match provider.downcast_ref::<RelationProvider>() {
-            Some(p) => Ok(p.relation.id),
+            Some(p) => Ok(plan::Resolved {
+                id: p.relation.id,
+                watermarked: p.relation.watermarked.clone(),
+                source: (p.relation.kind == RelationKind::Source).then(|| p.relation.clone()),
+            }),
             None => Err(SqlError::not_supported(format!(
                 "reading \"{}\" in a materialized view (only tables and materialized views can be maintained)",
                 scan.table_name
@@ -199,6 +299,19 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if check_absent(engine, &name, create.if_not_exists)? {
         return Ok(Outcome::Command { tag, rows: None });
     }
+    let mut options = Options::take(&mut create.options.clone())?;
+    let emit_on_window_close = match options.remove(syntax::EMIT).map(|e| e.to_ascii_lowercase()) {
+        None => false,
+        Some(e) if e == syntax::EMIT_ON_WINDOW_CLOSE && materialized => true,
+        Some(e) if e == "on_update" || e == "immediately" => false,
+        Some(other) => {
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("emit = '{other}': a materialized view emits on_window_close or on_update"),
+            ));
+        }
+    };
+    options.reject_unknown("view")?;
     let state = engine.ctx.state();
     let query = Statement::Query(create.query.clone());
     let plan = state.statement_to_plan(DfStatement::Statement(Box::new(query))).await?;
@@ -265,6 +378,9 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         return Ok(Outcome::Command { tag, rows: None });
     }
 
+    // now() in WHERE comparisons follows each epoch's time (temporal filters).
+    let epoch_now = datafusion::execution::FunctionRegistry::udf(&engine.ctx, plan::temporal::EPOCH_NOW)?;
+    let plan = plan::temporal::mark_now(plan, &epoch_now)?;
     // Stored views were accepted when created; refuse only new ones.
     if !engine.recovering() {
         plan::check_materializable(&plan)?;
@@ -274,7 +390,15 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         // The analyzer inlines plain views the query reads: check them too.
         plan::check_materializable(&optimized)?;
     }
-    let lowered = plan::lower(&optimized, &state, &CatalogResolver, engine.workers, relation.id)?;
+    let spec = plan::ViewSpec {
+        id: relation.id,
+        workers: engine.workers,
+        emit_on_window_close,
+        stats: relation.stats.clone(),
+    };
+    let lowered = plan::lower(&optimized, &state, &CatalogResolver, &spec)?;
+    relation.watermarked = lowered.watermarked.clone();
+    relation.emit_on_window_close = emit_on_window_close;
     let relation = Arc::new(relation);
     let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
     let mut guard = engine.coordinator.begin().await;
@@ -282,7 +406,8 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if engine.catalog.by_name(&name).is_some() {
         return Err(SqlError::duplicate_object(&name));
     }
-    let flow = ViewDataflow::new(relation.clone(), lowered.root, lowered.inputs, sources);
+    let mut flow = ViewDataflow::new(relation.clone(), lowered.root, lowered.inputs, sources);
+    flow.clocked = lowered.clocked;
     if engine.recovering() {
         guard.restore_view(flow);
     } else {
@@ -336,7 +461,9 @@ pub async fn drop(
                 format!("{} \"{qualified}\" does not exist", kind.noun()),
             ));
         };
-        if relation.kind != kind {
+        // DROP SOURCE arrives as DROP TABLE (see `syntax`).
+        let same_kind = relation.kind == kind || (kind == RelationKind::Table && relation.kind == RelationKind::Source);
+        if !same_kind {
             return Err(SqlError::new(
                 sqlstate::WRONG_OBJECT_TYPE,
                 format!("\"{qualified}\" is not a {}", kind.noun()),

@@ -108,18 +108,20 @@ impl Engine {
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
+        ctx.register_udf(crate::plan::temporal::EpochNow::udf().as_ref().clone());
         let bytea_input = bytea::ByteaInput::udf();
         ctx.register_udf(bytea_input.as_ref().clone());
         ctx.register_function_rewrite(Arc::new(bytea::ByteaCastRewrite::new(bytea_input)))?;
         let catalog = Arc::new(Catalog::default());
         let coordinator = Arc::new(Coordinator::new(store, state_budget, checkpoint_interval));
-        for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop] {
+        for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop, windows::WindowKind::Session] {
             let function = Arc::new(windows::WindowFunction::new(kind, catalog.clone(), coordinator.clone()));
             // DataFusion looks table functions up by the name as written.
             ctx.register_udtf(kind.name(), function.clone());
             ctx.register_udtf(&kind.name().to_uppercase(), function);
         }
         ctx.register_udtf("nexmark", Arc::new(nexmark::NexmarkFunction));
+        crate::catalog::system::register(&ctx, DATABASE, catalog.clone(), coordinator.clone())?;
         Ok(Arc::new(Self { ctx, catalog, coordinator, workers: workers.max(1), recovering: AtomicBool::new(false) }))
     }
 

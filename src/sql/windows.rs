@@ -1,15 +1,22 @@
 //! Window table functions over event time:
-//! `TUMBLE(relation, time_col, size [, offset])` and
-//! `HOP(relation, time_col, slide, size [, offset])`.
+//! `TUMBLE(relation, time_col, size [, offset])`,
+//! `HOP(relation, time_col, slide, size [, offset])` and
+//! `SESSION(relation, time_col, gap [, key_col …])`.
 //!
 //! Each returns the relation's rows with two more columns, `window_start`
 //! and `window_end`, one row per window the row's time falls in (one for a
-//! tumbling window, size / slide for a hopping one). They are plain query
-//! rewrites: `date_bin(size, time_col, origin)` gives a row's tumbling
-//! window, and a hopping window is the union of size / slide shifted
-//! tumbling windows of width `slide`. So a `GROUP BY window_start` over them
-//! is an ordinary incremental aggregate in a materialized view, and the same
-//! SQL runs as a batch query (the oracle).
+//! tumbling or session window, size / slide for a hopping one). They are
+//! plain query rewrites: `date_bin(size, time_col, origin)` gives a row's
+//! tumbling window, and a hopping window is the union of size / slide
+//! shifted tumbling windows of width `slide`. A session (per key: rows less
+//! than `gap` apart) is found with window functions: a row starts a session
+//! when the previous row of its key (`lag`) is `gap` or more before it, a
+//! running sum of those starts numbers the sessions, and min/max over each
+//! session give its bounds (`window_end` = last row + gap, as in Flink).
+//! So a `GROUP BY window_start` over them is an ordinary incremental
+//! aggregate in a materialized view, and the same SQL runs as a batch query
+//! (the oracle). A late row that bridges two sessions merges them: their
+//! rows are retracted with the old bounds and come back with the new.
 //!
 //! The relation must be a table or materialized view (resolved here, not by
 //! DataFusion's async catalog: table functions are planned synchronously).
@@ -35,6 +42,7 @@ type DfResult<T> = datafusion::common::Result<T>;
 pub enum WindowKind {
     Tumble,
     Hop,
+    Session,
 }
 
 impl WindowKind {
@@ -42,12 +50,14 @@ impl WindowKind {
         match self {
             WindowKind::Tumble => "tumble",
             WindowKind::Hop => "hop",
+            WindowKind::Session => "session",
         }
     }
     fn usage(self) -> &'static str {
         match self {
             WindowKind::Tumble => "TUMBLE(relation, time_column, size [, offset])",
             WindowKind::Hop => "HOP(relation, time_column, slide, size [, offset])",
+            WindowKind::Session => "SESSION(relation, time_column, gap [, key_column, …])",
         }
     }
 }
@@ -116,6 +126,99 @@ impl WindowFunction {
     }
 }
 
+impl WindowFunction {
+    fn check_time_column(&self, scan: &LogicalPlan, name: &str) -> DfResult<()> {
+        let field = scan
+            .schema()
+            .field_with_unqualified_name(name)
+            .map_err(|_| self.error_with(sqlstate::UNDEFINED_COLUMN, format!("column \"{name}\" does not exist")))?;
+        if !matches!(field.data_type(), DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) {
+            return Err(self.error_with(
+                sqlstate::DATATYPE_MISMATCH,
+                format!("column \"{name}\" is {}, not a timestamp", field.data_type()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `SESSION(relation, time, gap, keys…)` as window functions.
+    fn session(&self, exprs: &[Expr]) -> DfResult<Arc<dyn TableProvider>> {
+        use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+        use datafusion::functions_aggregate::sum::sum_udaf;
+        use datafusion::logical_expr::expr::WindowFunction;
+        use datafusion::logical_expr::{ExprFunctionExt, WindowFrame, WindowFrameBound, WindowFrameUnits, when};
+        // An aggregate used as a window function.
+        let over = |udaf: Arc<datafusion::logical_expr::AggregateUDF>, arg: Expr| {
+            Expr::from(WindowFunction::new(udaf, vec![arg]))
+        };
+        let [relation, time, gap, keys @ ..] = exprs else {
+            return Err(self.error_with(sqlstate::UNDEFINED_FUNCTION, format!("{} arguments given", exprs.len())));
+        };
+        let Expr::Column(time_column) = time else {
+            return Err(self.error(format!("the second argument must be a time column, not {time}")));
+        };
+        let scan = self.relation_scan(relation)?.build()?;
+        self.check_time_column(&scan, &time_column.name)?;
+        let gap = nanos(self.interval(gap, "gap")?);
+        if gap <= 0 {
+            return Err(self.error("the gap must be positive"));
+        }
+        let mut partition = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Expr::Column(key) = key else {
+                return Err(self.error(format!("the keys after the gap must be columns, not {key}")));
+            };
+            if scan.schema().field_with_unqualified_name(&key.name).is_err() {
+                return Err(
+                    self.error_with(sqlstate::UNDEFINED_COLUMN, format!("column \"{}\" does not exist", key.name))
+                );
+            }
+            partition.push(col(Column::new_unqualified(&key.name)));
+        }
+        let columns: Vec<Expr> = scan.schema().columns().into_iter().map(Expr::Column).collect();
+        let time = col(Column::new_unqualified(&time_column.name));
+        let in_order = vec![time.clone().sort(true, false)];
+        // A row starts a session unless its key's previous row is less than
+        // `gap` before it.
+        let previous = datafusion::functions_window::expr_fn::lag(time.clone(), None, None)
+            .partition_by(partition.clone())
+            .order_by(in_order.clone())
+            .build()?
+            .alias("__session_previous");
+        let starts = when((col("__session_previous") + interval_lit(gap)).gt(time.clone()), lit(0i64))
+            .otherwise(lit(1i64))?
+            .alias("__session_starts");
+        let running = WindowFrame::new_bounds(
+            WindowFrameUnits::Rows,
+            WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+            WindowFrameBound::CurrentRow,
+        );
+        let number = over(sum_udaf(), col("__session_starts"))
+            .partition_by(partition.clone())
+            .order_by(in_order)
+            .window_frame(running)
+            .build()?
+            .alias("__session");
+        let mut session_keys = partition.clone();
+        session_keys.push(col("__session"));
+        let first = over(min_udaf(), time.clone()).partition_by(session_keys.clone()).build()?.alias("__session_first");
+        let last = over(max_udaf(), time).partition_by(session_keys).build()?.alias("__session_last");
+        let mut with_starts = columns.clone();
+        with_starts.push(starts);
+        let mut output = columns;
+        output.push(col("__session_first").alias("window_start"));
+        output.push((col("__session_last") + interval_lit(gap)).alias("window_end"));
+        let plan = LogicalPlanBuilder::from(scan)
+            .window(vec![previous])?
+            .project(with_starts)?
+            .window(vec![number])?
+            .window(vec![first, last])?
+            .project(output)?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
 fn nanos(interval: IntervalMonthDayNano) -> i128 {
     interval.days as i128 * 86_400_000_000_000 + interval.nanoseconds as i128
 }
@@ -129,6 +232,9 @@ fn interval_lit(nanos: i128) -> Expr {
 impl TableFunctionImpl for WindowFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
+        if let WindowKind::Session = self.kind {
+            return self.session(exprs);
+        }
         let (relation, time, widths, offset) = match (self.kind, exprs) {
             (WindowKind::Tumble, [r, t, size]) => (r, t, vec![size], None),
             (WindowKind::Tumble, [r, t, size, offset]) => (r, t, vec![size], Some(offset)),
@@ -140,15 +246,7 @@ impl TableFunctionImpl for WindowFunction {
             return Err(self.error(format!("the second argument must be a time column, not {time}")));
         };
         let scan = self.relation_scan(relation)?.build()?;
-        let field = scan.schema().field_with_unqualified_name(&time_column.name).map_err(|_| {
-            self.error_with(sqlstate::UNDEFINED_COLUMN, format!("column \"{}\" does not exist", time_column.name))
-        })?;
-        if !matches!(field.data_type(), DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) {
-            return Err(self.error_with(
-                sqlstate::DATATYPE_MISMATCH,
-                format!("column \"{}\" is {}, not a timestamp", time_column.name, field.data_type()),
-            ));
-        }
+        self.check_time_column(&scan, &time_column.name)?;
         let size = self.interval(widths[widths.len() - 1], "size")?;
         let slide = if widths.len() == 2 { self.interval(widths[0], "slide")? } else { size };
         let offset = offset.map(|o| self.interval(o, "offset")).transpose()?;

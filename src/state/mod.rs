@@ -11,8 +11,8 @@
 //!
 //! Key prefixes: `c` catalog entries, `r` relation rows, `s` operator state
 //! (see `stream::state_table`), `l` the epoch log (table changes since the
-//! last checkpoint, see `stream::epoch_log`), `f` failed views, `m` store
-//! metadata.
+//! last checkpoint, see `stream::epoch_log`), `f` failed views, `w` table
+//! watermarks, `m` store metadata.
 //!
 //! This module owns only bytes; it knows nothing of Arrow or SQL.
 
@@ -119,6 +119,19 @@ pub fn view_state_prefix(view_id: u32) -> [u8; 5] {
 pub fn failure_key(view_id: u32) -> [u8; 5] {
     let id = view_id.to_be_bytes();
     [b'f', id[0], id[1], id[2], id[3]]
+}
+
+/// Key of a table's watermark (an 8-byte big-endian integer in the
+/// watermark column's unit), written with every epoch that moves it.
+pub fn watermark_key(relation_id: u32) -> [u8; 5] {
+    let id = relation_id.to_be_bytes();
+    [b'w', id[0], id[1], id[2], id[3]]
+}
+
+/// Key of a view's event-time counters (late rows), among its operator
+/// state (so DROP and rebuilds clear it), written at checkpoints.
+pub fn view_stats_key(view_id: u32) -> [u8; 7] {
+    operator_prefix(view_id, u16::MAX)
 }
 
 /// Prefix of the epoch log's entries, in epoch order.

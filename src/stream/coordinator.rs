@@ -25,7 +25,7 @@
 //! failed; reads of it report the error; other views go on. It is stored as
 //! failed and rebuilt from its inputs at the next start.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,10 +35,11 @@ use crate::catalog::{Relation, storage};
 use crate::error::{Result, SqlError};
 use crate::state::{
     Epoch, LOG_PREFIX, Snapshot, StateStore, WriteBatch, catalog_key, failure_key, log_key, relation_prefix,
-    view_state_prefix,
+    view_state_prefix, view_stats_key, watermark_key,
 };
-use crate::stream::epoch_log;
+use crate::stream::epoch_log::{self, LoggedWatermark};
 use crate::stream::state_table::{StateBudget, StateContext};
+use crate::stream::watermark::{self, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
 /// An epoch whose table changes take more memory than this is checkpointed
@@ -55,6 +56,8 @@ pub struct ViewDataflow {
     /// Stepped since the last checkpoint: its operators may hold dirty
     /// state (a checkpoint flushes only such dataflows).
     unflushed: bool,
+    /// Follows the passing time (temporal filters): stepped in every epoch.
+    pub clocked: bool,
 }
 
 impl ViewDataflow {
@@ -64,8 +67,110 @@ impl ViewDataflow {
         inputs: BTreeSet<RelationId>,
         sources: Vec<Arc<Relation>>,
     ) -> Self {
-        Self { view, root, inputs, sources, unflushed: false }
+        Self { view, root, inputs, sources, unflushed: false, clocked: false }
     }
+
+    /// Its watermarks in an epoch that does not step it: unchanged.
+    fn steady_watermarks(&self) -> Option<Watermarks> {
+        let current = self.view.current_watermarks.lock();
+        current
+            .iter()
+            .any(Option::is_some)
+            .then(|| current.iter().map(|w| w.as_ref().map(|w| Watermark::steady(w.after.clone()))).collect())
+    }
+}
+
+/// The watermarks of the tables an epoch reads, and what to write for them.
+struct TableWatermarks {
+    /// Per table with a watermark: the table and its watermark this epoch.
+    tables: HashMap<RelationId, (Arc<Relation>, Watermark)>,
+}
+
+impl TableWatermarks {
+    /// In a live epoch: every watermarked table some view reads, moved on
+    /// by the rows `changes` insert.
+    fn live(views: &[ViewDataflow], changes: &[(Arc<Relation>, ChangeBatch)]) -> Result<Self> {
+        let mut tables: HashMap<RelationId, (Arc<Relation>, Watermark)> = HashMap::new();
+        for source in views.iter().flat_map(|f| f.sources.iter()) {
+            if let Some(def) = &source.watermark {
+                tables
+                    .entry(source.id)
+                    .or_insert_with(|| (source.clone(), Watermark::steady(def.value.lock().clone())));
+            }
+        }
+        for (relation, change) in changes {
+            let Some(def) = &relation.watermark else { continue };
+            let entry = tables
+                .entry(relation.id)
+                .or_insert_with(|| (relation.clone(), Watermark::steady(def.value.lock().clone())));
+            let data_type = relation.schema.field(def.column).data_type();
+            entry.1.after = def.advance(entry.1.after.clone(), change, data_type)?;
+        }
+        Ok(Self { tables })
+    }
+
+    /// In a replayed epoch: as its log entry recorded them.
+    fn logged(logged: &[LoggedWatermark], resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>>) -> Result<Self> {
+        let mut tables = HashMap::new();
+        for w in logged {
+            let Some(relation) = resolve(w.relation) else { continue };
+            let Some(field) = relation.schema.fields().get(w.column as usize) else { continue };
+            let value = |v: Option<i64>| v.map(|v| watermark::from_i64(v, field.data_type())).transpose();
+            let entry = Watermark { before: value(w.before)?, after: value(w.after)? };
+            tables.insert(relation.id, (relation.clone(), entry));
+        }
+        Ok(Self { tables })
+    }
+
+    fn feed(&self, input: &mut EpochInput) {
+        for (id, (relation, current)) in &self.tables {
+            let Some(def) = &relation.watermark else { continue };
+            let mut columns = watermark::none(relation.schema.fields().len());
+            columns[def.column] = Some(current.clone());
+            input.set_watermarks(*id, columns);
+        }
+    }
+
+    fn to_log(&self) -> Vec<LoggedWatermark> {
+        let mut logged: Vec<LoggedWatermark> = self
+            .tables
+            .iter()
+            .filter_map(|(id, (relation, current))| {
+                let def = relation.watermark.as_ref()?;
+                Some(LoggedWatermark {
+                    relation: *id,
+                    column: def.column as u16,
+                    before: current.before.as_ref().and_then(watermark::to_i64),
+                    after: current.after.as_ref().and_then(watermark::to_i64),
+                })
+            })
+            .collect();
+        logged.sort_by_key(|w| w.relation);
+        logged
+    }
+
+    /// Stages the watermarks that moved (a live epoch).
+    fn stage(&self, batch: &mut WriteBatch) {
+        for (id, (_, current)) in &self.tables {
+            if let Some(value) = current.after.as_ref().filter(|_| current.advanced()).and_then(watermark::to_i64) {
+                batch.put(watermark_key(*id).to_vec(), value.to_be_bytes().to_vec());
+            }
+        }
+    }
+
+    /// Once the epoch is committed: the tables' watermarks move.
+    fn commit(&self) {
+        for (relation, current) in self.tables.values() {
+            if let (Some(def), true) = (&relation.watermark, current.advanced()) {
+                *def.value.lock() = current.after.clone();
+            }
+        }
+    }
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch.
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 pub struct Coordinator {
@@ -79,6 +184,8 @@ pub struct Coordinator {
 
 struct Dataflows {
     next_epoch: Epoch,
+    /// The last epoch's time (epochs' times never go back).
+    last_time: i64,
     views: Vec<ViewDataflow>,
     /// Epochs with an entry in the epoch log (since the last checkpoint).
     logged: Vec<Epoch>,
@@ -96,7 +203,13 @@ pub struct EpochGuard<'a> {
 impl Coordinator {
     pub fn new(store: Arc<dyn StateStore>, budget: Arc<StateBudget>, checkpoint_interval: Duration) -> Self {
         let next_epoch = store.committed_epoch() + 1;
-        let flows = Dataflows { next_epoch, views: Vec::new(), logged: Vec::new(), last_checkpoint: Instant::now() };
+        let flows = Dataflows {
+            next_epoch,
+            last_time: 0,
+            views: Vec::new(),
+            logged: Vec::new(),
+            last_checkpoint: Instant::now(),
+        };
         Self { store, budget, checkpoint_interval, dataflows: Mutex::new(flows) }
     }
 
@@ -118,9 +231,83 @@ impl Coordinator {
     pub async fn checkpoint_if_due(&self) -> Result<()> {
         let mut guard = self.begin().await;
         if !guard.flows.logged.is_empty() && guard.flows.last_checkpoint.elapsed() >= self.checkpoint_interval {
-            guard.run_epoch(Vec::new(), true, true)?;
+            guard.run_epoch(Vec::new(), None, true)?;
         }
         Ok(())
+    }
+
+    /// Runs an epoch with no changes if some view follows the passing time,
+    /// so its temporal filters move on while no data arrives.
+    pub async fn tick_clock(&self) -> Result<()> {
+        let mut guard = self.begin().await;
+        if guard.flows.views.iter().any(|f| f.clocked && f.view.failure.lock().is_none()) {
+            guard.commit(Vec::new())?;
+        }
+        Ok(())
+    }
+
+    /// Runs an epoch if some view reads a source not yet read to its end;
+    /// reports whether any rows were read (then more are likely due).
+    pub async fn pump_sources(&self) -> Result<bool> {
+        let mut guard = self.begin().await;
+        let readers: Vec<Arc<watermark::ViewStats>> = guard
+            .flows
+            .views
+            .iter()
+            .filter(|f| f.view.stats.reads_sources() && !f.view.stats.sources_done() && f.view.failure.lock().is_none())
+            .map(|f| f.view.stats.clone())
+            .collect();
+        if readers.is_empty() {
+            return Ok(false);
+        }
+        let before: u64 = readers.iter().map(|s| s.source_rows()).sum();
+        guard.commit(Vec::new())?;
+        Ok(readers.iter().map(|s| s.source_rows()).sum::<u64>() > before)
+    }
+
+    /// Starts the task that feeds sources into the views reading them:
+    /// epoch after epoch while rows come, backing off (up to `idle`) while
+    /// none are due.
+    pub fn spawn_source_pump(self: &Arc<Self>, idle: Duration) {
+        let coordinator: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(1);
+            loop {
+                let Some(strong) = coordinator.upgrade() else { break };
+                let read = strong.pump_sources().await;
+                drop(strong);
+                match read {
+                    Ok(true) => {
+                        wait = Duration::from_millis(1);
+                        tokio::task::yield_now().await;
+                    }
+                    Ok(false) => {
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(idle);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "source epoch failed");
+                        tokio::time::sleep(idle).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Starts the task that moves the clock of time-dependent views.
+    pub fn spawn_clock(self: &Arc<Self>, period: Duration) {
+        let coordinator: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(coordinator) = coordinator.upgrade() else { break };
+                if let Err(error) = coordinator.tick_clock().await {
+                    tracing::warn!(%error, "clock epoch failed");
+                }
+            }
+        });
     }
 
     /// Starts the background task that checkpoints when writes pause (so
@@ -164,27 +351,51 @@ impl EpochGuard<'_> {
             || self.flows.last_checkpoint.elapsed() >= self.checkpoint_interval
             || self.budget.exceeded()
             || logged_bytes > LARGEST_LOGGED_EPOCH;
-        self.run_epoch(changes, true, checkpoint)
+        self.run_epoch(changes, None, checkpoint)
     }
 
-    /// Runs one epoch through the dataflows. `live`: a new epoch, whose table
-    /// and view rows are written (else one replayed from the log: they
-    /// already are, and nothing is written unless it checkpoints).
-    fn run_epoch(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>, live: bool, checkpoint: bool) -> Result<()> {
+    /// Runs one epoch through the dataflows. `replayed`: the watermarks of
+    /// an epoch replayed from the log (its table and view rows are already
+    /// written, and nothing is written unless it checkpoints); `None` for a
+    /// new epoch, whose rows are written.
+    fn run_epoch(
+        &mut self,
+        changes: Vec<(Arc<Relation>, ChangeBatch)>,
+        replayed: Option<(TableWatermarks, i64)>,
+        checkpoint: bool,
+    ) -> Result<()> {
+        let live = replayed.is_none();
         let snapshot = self.store.snapshot();
         let state = self.state_context(&snapshot, false, checkpoint);
         let mut batch = WriteBatch::default();
         let mut input = EpochInput::new(state.clone());
+        let (watermarks, time) = match replayed {
+            Some((logged, time)) => (logged, time),
+            None => (TableWatermarks::live(&self.flows.views, &changes)?, now_nanos().max(self.flows.last_time)),
+        };
+        input.now_nanos = time;
+        watermarks.feed(&mut input);
         let mut log = Vec::new();
+        let header = epoch_log::Header { time_nanos: time, watermarks: watermarks.to_log() };
+        // A view that follows the clock needs every epoch's time replayed.
+        if live && !checkpoint && self.flows.views.iter().any(|f| f.clocked) {
+            epoch_log::append_header(&mut log, &header);
+        }
         for (relation, change) in changes {
             if live {
                 storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
                 let feeds_a_view = self.flows.views.iter().any(|f| f.inputs.contains(&relation.id));
                 if !checkpoint && feeds_a_view && !change.is_empty() {
+                    if log.is_empty() {
+                        epoch_log::append_header(&mut log, &header);
+                    }
                     epoch_log::append(&mut log, relation.id, &change)?;
                 }
             }
             input.insert(relation.id, change)?;
+        }
+        if live {
+            watermarks.stage(&mut batch);
         }
         let mut touched: Vec<Arc<Relation>> = Vec::new();
         let mut aborted = self.step_views(&mut input, &snapshot, &mut batch, live, &mut touched).err();
@@ -202,6 +413,10 @@ impl EpochGuard<'_> {
             batch.put(log_key(epoch).to_vec(), log);
         }
         self.write_epoch(batch, aborted, checkpoint, touched)?;
+        self.flows.last_time = time;
+        if live {
+            watermarks.commit();
+        }
         if logs && !checkpoint {
             self.flows.logged.push(epoch);
         }
@@ -238,17 +453,24 @@ impl EpochGuard<'_> {
                 failed.insert(flow.view.id);
                 continue;
             }
-            if !flow.inputs.iter().any(|r| input.touches(*r)) {
+            if !flow.clocked && !flow.inputs.iter().any(|r| input.touches(*r) || input.advances(*r)) {
+                if let Some(steady) = flow.steady_watermarks() {
+                    input.set_watermarks(flow.view.id, steady);
+                }
                 continue;
             }
             stepped.push(flow.view.clone());
             flow.unflushed = true;
-            match flow.root.step(input) {
-                Ok(delta) => {
+            match flow.root.step(input).and_then(|delta| Ok((flow.root.watermarks(input)?, delta))) {
+                Ok((watermarks, delta)) => {
                     if write_rows {
                         storage::apply_change(&flow.view, snapshot.as_ref(), &delta, batch)?;
                     }
                     input.insert(flow.view.id, delta)?;
+                    if watermarks.iter().any(Option::is_some) {
+                        input.set_watermarks(flow.view.id, watermarks.clone());
+                    }
+                    *flow.view.current_watermarks.lock() = watermarks;
                     if !state.checkpoint {
                         flow.root.flush(&state, batch)?;
                     }
@@ -287,6 +509,7 @@ impl EpochGuard<'_> {
             }
             flushed.push(flow.view.clone());
             flow.root.flush(state, batch)?;
+            stage_stats(&flow.view, batch);
             flow.unflushed = false;
         }
         for epoch in &self.flows.logged {
@@ -352,9 +575,13 @@ impl EpochGuard<'_> {
     /// not look anything up (ids of dropped views are cleared with them).
     fn build_view(&self, flow: &mut ViewDataflow, snapshot: &Arc<dyn Snapshot>, batch: &mut WriteBatch) -> Result<()> {
         let state = self.state_context(snapshot, true, true);
-        let delta = backfill(flow, &state)?;
+        flow.view.stats.set_late_rows(0);
+        let (delta, watermarks) = backfill(flow, &state)?;
         storage::apply_change(&flow.view, &crate::state::EmptySnapshot, &delta, batch)?;
-        flow.root.flush(&state, batch)
+        *flow.view.current_watermarks.lock() = watermarks;
+        flow.root.flush(&state, batch)?;
+        stage_stats(&flow.view, batch);
+        Ok(())
     }
 
     /// At startup: brings back a stored view's dataflow. Its operators read
@@ -362,7 +589,12 @@ impl EpochGuard<'_> {
     /// A view stored as failed stays failed until [`Self::finish_recovery`]
     /// rebuilds it from its inputs.
     pub fn restore_view(&mut self, flow: ViewDataflow) {
-        if let Some(message) = self.store.snapshot().get(&failure_key(flow.view.id)) {
+        let snapshot = self.store.snapshot();
+        if let Some(stats) = snapshot.get(&view_stats_key(flow.view.id)) {
+            let late = stats.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            flow.view.stats.set_late_rows(late);
+        }
+        if let Some(message) = snapshot.get(&failure_key(flow.view.id)) {
             let message = String::from_utf8_lossy(&message).into_owned();
             *flow.view.failure.lock() =
                 Some(SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, message));
@@ -383,16 +615,25 @@ impl EpochGuard<'_> {
                 epochs.push(epoch);
             }
         });
+        let mut last_watermarks: Vec<LoggedWatermark> = Vec::new();
+        let mut last_time = 0i64;
         for &epoch in &epochs {
             let Some(entry) = snapshot.get(&log_key(epoch)) else { continue };
-            let changes = epoch_log::decode(&entry, resolve)?;
+            let logged = epoch_log::decode(&entry, resolve)?;
             self.flows.logged.push(epoch);
             // Checkpoint on the way if the replayed state outgrows memory.
             let checkpoint = self.budget.exceeded();
-            self.run_epoch(changes, false, checkpoint)?;
+            let watermarks = TableWatermarks::logged(&logged.header.watermarks, resolve)?;
+            last_watermarks = logged.header.watermarks;
+            last_time = logged.header.time_nanos.max(last_time);
+            self.run_epoch(logged.changes, Some((watermarks, last_time)), checkpoint)?;
         }
         if !epochs.is_empty() {
-            self.run_epoch(Vec::new(), false, true)?;
+            // The closing checkpoint sees the last epoch's watermarks, steady,
+            // at the last epoch's time.
+            let steady: Vec<LoggedWatermark> =
+                last_watermarks.into_iter().map(|w| LoggedWatermark { before: w.after, ..w }).collect();
+            self.run_epoch(Vec::new(), Some((TableWatermarks::logged(&steady, resolve)?, last_time)), true)?;
         }
         // In creation order: a view is rebuilt after the views it reads.
         for position in 0..self.flows.views.len() {
@@ -445,6 +686,7 @@ impl EpochGuard<'_> {
         snapshot.scan_prefix(&view_state_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
         batch.delete(catalog_key(relation.id).to_vec());
         batch.delete(failure_key(relation.id).to_vec());
+        batch.delete(watermark_key(relation.id).to_vec());
         self.write(batch)
     }
 
@@ -458,13 +700,43 @@ impl EpochGuard<'_> {
     }
 }
 
-/// Runs a view's dataflow over the whole current contents of its inputs.
-fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<ChangeBatch> {
+/// A view's event-time counters as stored at checkpoints.
+fn stage_stats(view: &Relation, batch: &mut WriteBatch) {
+    batch.put(view_stats_key(view.id).to_vec(), view.stats.late_rows().to_be_bytes().to_vec());
+}
+
+/// Runs a view's dataflow over the whole current contents of its inputs,
+/// at their current watermarks; returns its rows and its watermarks.
+fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<(ChangeBatch, Watermarks)> {
     let mut input = EpochInput::new(state.clone());
+    input.now_nanos = now_nanos();
     for source in &flow.sources {
         source.check_healthy()?;
         let rows = storage::scan_all(source, state.snapshot.as_ref())?;
         input.insert(source.id, ChangeBatch::uniform(rows, 1))?;
+        let watermarks = match &source.watermark {
+            Some(def) => {
+                let mut columns = watermark::none(source.schema.fields().len());
+                // The rows are all there at once: none is late, and the
+                // windows the current watermark has passed close.
+                columns[def.column] = Some(Watermark { before: None, after: def.value.lock().clone() });
+                Some(columns)
+            }
+            None => {
+                let current = source.current_watermarks.lock();
+                current.iter().any(Option::is_some).then(|| {
+                    current
+                        .iter()
+                        .map(|w| w.as_ref().map(|w| Watermark { before: None, after: w.after.clone() }))
+                        .collect()
+                })
+            }
+        };
+        if let Some(watermarks) = watermarks {
+            input.set_watermarks(source.id, watermarks);
+        }
     }
-    flow.root.step(&input)
+    let delta = flow.root.step(&input)?;
+    let watermarks = flow.root.watermarks(&input)?;
+    Ok((delta, watermarks))
 }

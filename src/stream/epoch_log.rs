@@ -9,10 +9,15 @@
 //! last checkpoint, to bring the operators up to the last committed epoch
 //! (the view rows they emit are already stored and are not written again).
 //!
-//! An entry is a sequence of (relation id: u32, length: u64, Arrow IPC
-//! stream) records, one per table written in the epoch; the IPC stream holds
-//! the changed rows with their weights as one last column. Arrow IPC is
-//! Arrow's own serialization: columns are copied, not converted row by row.
+//! An entry is a [`Header`] — the epoch's wall-clock time and the
+//! watermarks of the tables that have one, which a replay must see exactly
+//! as the live epoch did — then a sequence of (relation id: u32, length:
+//! u64, Arrow IPC stream) records, one per table written in the epoch; the
+//! IPC stream holds the changed rows with their weights as one last column.
+//! Arrow IPC is Arrow's own serialization: columns are copied, not
+//! converted row by row. Entries written before headers existed start
+//! directly with a record (a relation id never starts with the header's
+//! 0xFF byte) and replay with no watermarks.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -29,6 +34,78 @@ use crate::stream::{ChangeBatch, RelationId};
 
 /// Name of the weight column appended to the logged rows.
 const WEIGHT_COLUMN: &str = "__freshet_weight";
+
+/// First bytes of an entry's header (then a version byte).
+const HEADER_MAGIC: [u8; 2] = [0xFF, b'H'];
+const HEADER_VERSION: u8 = 1;
+
+/// One table's watermark in a logged epoch, in the column's unit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedWatermark {
+    pub relation: RelationId,
+    pub column: u16,
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+}
+
+/// What a logged epoch saw besides its changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    /// The epoch's wall-clock time, nanoseconds since the Unix epoch.
+    pub time_nanos: i64,
+    pub watermarks: Vec<LoggedWatermark>,
+}
+
+/// Starts an entry with its header (before any record).
+pub fn append_header(entry: &mut Vec<u8>, header: &Header) {
+    entry.extend_from_slice(&HEADER_MAGIC);
+    entry.push(HEADER_VERSION);
+    entry.extend_from_slice(&header.time_nanos.to_be_bytes());
+    entry.extend_from_slice(&(header.watermarks.len() as u32).to_be_bytes());
+    for w in &header.watermarks {
+        entry.extend_from_slice(&w.relation.to_be_bytes());
+        entry.extend_from_slice(&w.column.to_be_bytes());
+        entry.push(u8::from(w.before.is_some()) | (u8::from(w.after.is_some()) << 1));
+        entry.extend_from_slice(&w.before.unwrap_or(0).to_be_bytes());
+        entry.extend_from_slice(&w.after.unwrap_or(0).to_be_bytes());
+    }
+}
+
+/// Splits an entry into its header (default for entries without one) and
+/// the records after it.
+fn split_header(entry: &[u8]) -> Result<(Header, &[u8])> {
+    if entry.get(..2) != Some(&HEADER_MAGIC[..]) {
+        return Ok((Header::default(), entry));
+    }
+    let corrupt = || SqlError::new(sqlstate::IO_ERROR, "corrupt epoch log entry in the data dir: header");
+    let mut rest = &entry[2..];
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let (head, tail) = (rest.get(..n).ok_or_else(corrupt)?, rest.get(n..).ok_or_else(corrupt)?);
+        rest = tail;
+        Ok(head)
+    };
+    if take(1)?[0] != HEADER_VERSION {
+        return Err(SqlError::new(sqlstate::IO_ERROR, "epoch log entry of an unknown version in the data dir"));
+    }
+    let i64_of = |b: &[u8]| -> Result<i64> { Ok(i64::from_be_bytes(b.try_into().map_err(|_| corrupt())?)) };
+    let time_nanos = i64_of(take(8)?)?;
+    let count = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?) as usize;
+    let mut watermarks = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let relation = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?);
+        let column = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt())?);
+        let flags = take(1)?[0];
+        let before = i64_of(take(8)?)?;
+        let after = i64_of(take(8)?)?;
+        watermarks.push(LoggedWatermark {
+            relation,
+            column,
+            before: (flags & 1 != 0).then_some(before),
+            after: (flags & 2 != 0).then_some(after),
+        });
+    }
+    Ok((Header { time_nanos, watermarks }, rest))
+}
 
 /// Appends one relation's changes of the epoch to `entry`.
 pub fn append(entry: &mut Vec<u8>, relation: RelationId, change: &ChangeBatch) -> Result<()> {
@@ -50,17 +127,21 @@ pub fn append(entry: &mut Vec<u8>, relation: RelationId, change: &ChangeBatch) -
     Ok(())
 }
 
-/// Decodes an entry back into each relation's changes. `resolve` finds a
-/// relation by id; records of relations that no longer exist (dropped
-/// since) are skipped.
-pub fn decode(
-    entry: &[u8],
-    resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>>,
-) -> Result<Vec<(Arc<Relation>, ChangeBatch)>> {
+/// A decoded entry.
+pub struct Logged {
+    pub header: Header,
+    pub changes: Vec<(Arc<Relation>, ChangeBatch)>,
+}
+
+/// Decodes an entry back into its header and each relation's changes.
+/// `resolve` finds a relation by id; records of relations that no longer
+/// exist (dropped since) are skipped.
+pub fn decode(entry: &[u8], resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>>) -> Result<Logged> {
     let corrupt =
         |what: &str| SqlError::new(sqlstate::IO_ERROR, format!("corrupt epoch log entry in the data dir: {what}"));
+    let (header, records) = split_header(entry)?;
     let mut changes = Vec::new();
-    let mut rest = entry;
+    let mut rest = records;
     while !rest.is_empty() {
         let (Some(id), Some(len)) = (rest.get(..4), rest.get(4..12)) else {
             return Err(corrupt("truncated record header"));
@@ -72,7 +153,7 @@ pub fn decode(
         let Some(relation) = resolve(id) else { continue };
         changes.push((relation.clone(), decode_change(&relation, stream).map_err(|e| corrupt(&e.message))?));
     }
-    Ok(changes)
+    Ok(Logged { header, changes })
 }
 
 fn decode_change(relation: &Relation, stream: &[u8]) -> Result<ChangeBatch> {
@@ -110,7 +191,7 @@ mod tests {
     use datafusion::arrow::array::{Array, Int64Array, RecordBatch, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
-    use super::{append, decode};
+    use super::{Header, LoggedWatermark, append, append_header, decode};
     use crate::catalog::{QualifiedName, Relation, RelationKind};
     use crate::stream::ChangeBatch;
 
@@ -143,6 +224,8 @@ mod tests {
         append(&mut entry, 2, &second).expect("append");
         let resolve = |id: u32| [&t1, &t2].into_iter().find(|t| t.id == id).cloned();
         let decoded = decode(&entry, &resolve).expect("decode");
+        assert_eq!(decoded.header, Header::default(), "an entry without a header");
+        let decoded = decoded.changes;
         assert_eq!(decoded.len(), 2);
         for ((relation, got), (id, want)) in decoded.iter().zip([(1, &first), (2, &second)]) {
             assert_eq!(relation.id, id);
@@ -153,12 +236,37 @@ mod tests {
     }
 
     #[test]
+    fn headers_round_trip() {
+        let t1 = table(1);
+        let header = Header {
+            time_nanos: 1_700_000_000_123_456_789,
+            watermarks: vec![
+                LoggedWatermark { relation: 1, column: 3, before: None, after: Some(-5) },
+                LoggedWatermark { relation: 9, column: 0, before: Some(7), after: Some(8) },
+            ],
+        };
+        let mut entry = Vec::new();
+        append_header(&mut entry, &header);
+        append(&mut entry, 1, &change(&t1, &[1], &[Some("a")], &[1])).expect("append");
+        let decoded = decode(&entry, &|_| Some(t1.clone())).expect("decode");
+        assert_eq!(decoded.header, header);
+        assert_eq!(decoded.changes.len(), 1);
+    }
+
+    #[test]
     fn a_damaged_entry_is_an_error_not_a_panic() {
         let t1 = table(1);
         let mut entry = Vec::new();
+        append_header(
+            &mut entry,
+            &Header {
+                time_nanos: 1,
+                watermarks: vec![LoggedWatermark { relation: 1, column: 0, before: None, after: Some(2) }],
+            },
+        );
         append(&mut entry, 1, &change(&t1, &[1], &[Some("a")], &[1])).expect("append");
         let resolve = |_| Some(t1.clone());
-        for cut in [1, 5, 12, entry.len() / 2, entry.len() - 1] {
+        for cut in [1, 5, 12, 20, 40, entry.len() / 2, entry.len() - 1] {
             match decode(&entry[..cut], &resolve) {
                 Ok(_) => panic!("an entry cut at {cut} of {} bytes decoded", entry.len()),
                 Err(error) => assert!(error.message.contains("corrupt epoch log entry"), "{}", error.message),

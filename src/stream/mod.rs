@@ -16,8 +16,10 @@ pub mod epoch_log;
 pub mod ops;
 pub mod rowcodec;
 pub mod state_table;
+pub mod watermark;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 
@@ -26,20 +28,50 @@ pub use change::ChangeBatch;
 use crate::error::Result;
 use crate::state::WriteBatch;
 use state_table::StateContext;
+use watermark::{Watermark, Watermarks};
 
 /// Identifies a table or materialized view inside one database.
 pub type RelationId = u32;
 
 /// The changes of every base relation in one epoch, read by scan leaves,
-/// and the way to the operators' stored state.
+/// the watermarks of the relations that have them, and the way to the
+/// operators' stored state.
 pub struct EpochInput {
     deltas: HashMap<RelationId, ChangeBatch>,
+    watermarks: HashMap<RelationId, Watermarks>,
     pub state: StateContext,
+    /// The epoch's time (nanoseconds since the Unix epoch): what now()
+    /// means for temporal filters in this epoch.
+    pub now_nanos: i64,
 }
 
 impl EpochInput {
     pub fn new(state: StateContext) -> Self {
-        Self { deltas: HashMap::new(), state }
+        Self { deltas: HashMap::new(), watermarks: HashMap::new(), state, now_nanos: 0 }
+    }
+
+    /// An epoch with no changes, no watermark values and no stored state:
+    /// asking operators about it tells which output columns can carry a
+    /// watermark at all.
+    pub fn probe() -> Self {
+        Self::new(StateContext {
+            snapshot: Arc::new(crate::state::EmptySnapshot),
+            budget: state_table::StateBudget::unlimited(),
+            fresh: true,
+            checkpoint: false,
+        })
+    }
+
+    /// Sets a relation's column watermarks for this epoch.
+    pub fn set_watermarks(&mut self, relation: RelationId, watermarks: Watermarks) {
+        self.watermarks.insert(relation, watermarks);
+    }
+    pub fn watermarks(&self, relation: RelationId) -> Option<&Watermarks> {
+        self.watermarks.get(&relation)
+    }
+    /// Whether a relation's watermark moved in this epoch.
+    pub fn advances(&self, relation: RelationId) -> bool {
+        self.watermarks.get(&relation).is_some_and(|w| w.iter().flatten().any(Watermark::advanced))
     }
 
     pub fn insert(&mut self, relation: RelationId, delta: ChangeBatch) -> Result<()> {
@@ -64,6 +96,12 @@ pub trait Operator: Send {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch>;
     /// The schema of the rows this operator emits.
     fn schema(&self) -> SchemaRef;
+    /// The watermarks of the output columns in this epoch (after `step`);
+    /// `None` for a column without one. With an input that carries no
+    /// watermark values, it tells which columns can have one at all.
+    fn watermarks(&self, _input: &EpochInput) -> Result<Watermarks> {
+        Ok(watermark::none(self.schema().fields().len()))
+    }
     /// Called at the end of every epoch the operator stepped in, and on
     /// every operator at a checkpoint: at a checkpoint (`state.checkpoint`)
     /// writes the state this operator and its inputs changed since the last

@@ -209,6 +209,25 @@ impl<V> ValueState<V> {
         Ok(())
     }
 
+    /// Every group stored under this table's prefix as of the committed
+    /// snapshot (a scan of the whole table: for rebuilding an index at
+    /// startup, when the table's state is bounded).
+    pub fn stored_groups(&self, ctx: &StateContext) -> Vec<Vec<u8>> {
+        let mut groups = Vec::new();
+        let skip = self.prefix.len() + 2;
+        ctx.snapshot.scan_prefix(&self.prefix, &mut |key, _| {
+            if let Some(group) = key.get(skip..) {
+                groups.push(group.to_vec());
+            }
+        });
+        groups
+    }
+
+    /// How many groups the cache holds.
+    pub fn cached(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The cached value of a loaded group, for change: it is written back
     /// at the next flush. `None` for a group never loaded.
     pub fn get_mut(&mut self, group: &[u8]) -> Option<&mut Option<V>> {
@@ -254,6 +273,18 @@ impl<V> ValueState<V> {
             for (group, bytes) in groups.into_iter().zip(encoded) {
                 batch.put(group_key(&self.prefix, group), bytes);
             }
+        }
+        if ctx.checkpoint {
+            // A group deleted from the store leaves the cache too, or groups
+            // that come and go (closed windows) would pile up.
+            let bytes = &mut self.bytes;
+            self.slots.retain(|_, slot| {
+                let keep = slot.value.is_some() || slot.dirty;
+                if !keep {
+                    *bytes = bytes.saturating_sub(slot.size);
+                }
+                keep
+            });
         }
         settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         if let Some(target) = budget.target_for(self.bytes) {
@@ -356,6 +387,46 @@ impl MultisetState {
         slot.dirty.push(member.to_vec());
     }
 
+    /// Every stored key under this table's prefix, without the prefix and
+    /// vnode: group ++ member (for rebuilding an index at startup).
+    pub fn stored_members(&self, ctx: &StateContext) -> Vec<Vec<u8>> {
+        let mut found = Vec::new();
+        let skip = self.prefix.len() + 2;
+        ctx.snapshot.scan_prefix(&self.prefix, &mut |key, _| {
+            if let Some(rest) = key.get(skip..) {
+                found.push(rest.to_vec());
+            }
+        });
+        found
+    }
+
+    /// Removes a member of a loaded group, whatever its multiplicity.
+    pub fn remove(&mut self, group: &[u8], member: &[u8]) {
+        let Some(slot) = self.slots.get_mut(group) else { return };
+        if slot.members.remove(member).is_some() {
+            slot.size -= member.len() + MEMBER_OVERHEAD;
+            self.bytes -= member.len() + MEMBER_OVERHEAD;
+            slot.dirty.push(member.to_vec());
+        }
+    }
+
+    /// Whether a loaded group holds `member`.
+    pub fn has(&self, group: &[u8], member: &[u8]) -> bool {
+        self.slots.get(group).is_some_and(|s| s.members.contains_key(member))
+    }
+
+    /// Removes every member of a loaded group (deleted from the store at
+    /// the next checkpoint).
+    pub fn clear(&mut self, group: &[u8]) {
+        let Some(slot) = self.slots.get_mut(group) else { return };
+        let members = std::mem::take(&mut slot.members);
+        for (member, _) in members {
+            slot.size -= member.len() + MEMBER_OVERHEAD;
+            self.bytes -= member.len() + MEMBER_OVERHEAD;
+            slot.dirty.push(member);
+        }
+    }
+
     /// At a checkpoint, writes the dirty members into `batch`. Then shrinks
     /// the cache to its share of the budget.
     pub fn flush(&mut self, ctx: &StateContext, batch: &mut WriteBatch) {
@@ -387,6 +458,17 @@ impl MultisetState {
                     None => batch.delete(key),
                 }
             }
+        }
+        if ctx.checkpoint {
+            // Emptied groups are now deleted from the store: drop them here.
+            let bytes = &mut self.bytes;
+            self.slots.retain(|_, slot| {
+                let keep = !slot.members.is_empty() || !slot.dirty.is_empty();
+                if !keep {
+                    *bytes = bytes.saturating_sub(slot.size);
+                }
+                keep
+            });
         }
         settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         if let Some(target) = budget.target_for(self.bytes) {

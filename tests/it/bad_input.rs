@@ -25,7 +25,7 @@ async fn errors_carry_sqlstates_and_the_server_keeps_serving() {
     assert_eq!(error_code(&client, "INSERT INTO t VALUES (NULL, 5, 'x')").await, "23502");
     assert_eq!(error_code(&client, "SELECT 1 / 0").await, "22012");
     assert_eq!(
-        error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id, lag(v) OVER (ORDER BY id) FROM t").await,
+        error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT v, count(*) AS n FROM t GROUP BY ROLLUP (v)").await,
         "0A000"
     );
     assert_eq!(error_code(&client, "CREATE MATERIALIZED VIEW w AS SELECT id FROM t LIMIT 1").await, "0A000");

@@ -51,6 +51,18 @@ pub(crate) const VIEWS: &[(&str, &str)] = &[
         "SELECT id, rank() OVER (PARTITION BY k ORDER BY v) AS r, dense_rank() OVER (PARTITION BY k ORDER BY v) AS d FROM t1",
     ),
     (
+        "lag_lead",
+        "SELECT id, k, v, lag(v) OVER w AS prev, lead(v, 2, -1) OVER w AS next2, first_value(v) OVER w AS first, \
+         nth_value(s, 2) OVER w AS second_s FROM t1 WINDOW w AS (PARTITION BY k ORDER BY v, id)",
+    ),
+    (
+        "running_aggregates",
+        "SELECT id, k, sum(v) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s2, \
+         count(*) OVER (PARTITION BY k ORDER BY id) AS c, max(v) OVER (PARTITION BY k ORDER BY id \
+         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS mx FROM t1",
+    ),
+    ("partition_avg", "SELECT id, avg(w) OVER (PARTITION BY k) AS a, ntile(2) OVER (ORDER BY id) AS half FROM t2"),
+    (
         "expressions",
         "SELECT id, CASE WHEN v IS NULL THEN 'none' ELSE upper(s) || '-' || CAST(v * 2 AS TEXT) END AS label, coalesce(k, -1) AS kk FROM t1",
     ),

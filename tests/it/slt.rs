@@ -79,7 +79,8 @@ async fn sqllogictest_suites() {
     let mut failures = Vec::new();
     for file in &files {
         // A fresh server per file: suites do not see each other's objects.
-        let server = TestServer::start();
+        // Every epoch checkpoints, so suites can read stored state sizes.
+        let server = TestServer::start_with(&["--checkpoint-interval-ms", "0"]);
         let client = server.connect().await;
         let mut runner = sqllogictest::Runner::new(|| {
             let client_url = server.url();

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::{cast, filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
@@ -26,8 +26,10 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
+use crate::stream::ops::event_time::OpenGroups;
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::state_table::{MultisetState, StateContext, ValueState};
+use crate::stream::watermark::{Derivation, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 /// One aggregate call: the function, its argument expressions (ORDER BY
@@ -197,17 +199,34 @@ pub struct Aggregate {
     stored_groups: GroupCodec,
     /// Per group, its input rows (recompute mode).
     rows: MultisetState,
+    /// How the group-key columns' watermarks follow from the input's.
+    key_watermarks: Derivation,
+    /// With a watermarked group-key column: the open groups by event time;
+    /// groups the watermark passes are final and leave the state.
+    open: Option<OpenGroups>,
+    /// EMIT ON WINDOW CLOSE: a group's row is emitted once, when it closes.
+    emit_on_close: bool,
     schema: SchemaRef,
+}
+
+/// How a watermark-driven aggregate closes groups.
+pub struct Windowing {
+    pub open: OpenGroups,
+    pub emit_on_close: bool,
 }
 
 impl Aggregate {
     /// `state_prefix`: this operator's key prefix in the state store.
+    /// `key_watermarks`: the group keys' watermarks from the input's;
+    /// `windowing`: set when a group-key column carries one.
     pub fn new(
         input: Box<dyn Operator>,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         calls: Vec<AggregateCall>,
         schema: SchemaRef,
         state_prefix: &[u8],
+        key_watermarks: Derivation,
+        windowing: Option<Windowing>,
     ) -> Result<Self> {
         let input_schema = input.schema();
         let group_codec = if group_exprs.is_empty() {
@@ -228,8 +247,53 @@ impl Aggregate {
             groups: ValueState::new(&[state_prefix, &[0]].concat()),
             stored_groups,
             rows: MultisetState::new(&[state_prefix, &[1]].concat()),
+            key_watermarks,
+            emit_on_close: windowing.as_ref().is_some_and(|w| w.emit_on_close),
+            open: windowing.map(|w| w.open),
             schema,
         })
+    }
+
+    /// The watermark of the group-key column that orders groups in time.
+    fn time_watermark(&self, input: &EpochInput) -> Result<Option<Watermark>> {
+        let Some(open) = &self.open else { return Ok(None) };
+        let derived = self.key_watermarks.derive(&self.input.watermarks(input)?)?;
+        Ok(derived.into_iter().nth(open.column).flatten())
+    }
+
+    /// Finalizes the groups the watermark has passed: with EMIT ON WINDOW
+    /// CLOSE emits their rows, and deletes their state either way.
+    fn close(&mut self, input: &EpochInput, after: &ScalarValue) -> Result<ChangeBatch> {
+        let empty = || ChangeBatch::empty(self.schema.clone());
+        let (Some(open), Some(codec)) = (&mut self.open, &self.group_codec) else { return Ok(empty()) };
+        let data_type = codec.schema().field(open.column).data_type().clone();
+        let closed = open.close(after, &data_type)?;
+        if closed.is_empty() {
+            return Ok(empty());
+        }
+        let retracting = self.retracting;
+        let calls = &self.calls;
+        let stored_groups = &self.stored_groups;
+        self.groups.load(&input.state, &closed, |stored| {
+            stored_groups.decode(stored, || fresh_accumulators(calls, retracting))
+        })?;
+        if !self.retracting {
+            self.rows.load(&input.state, closed.iter().map(Vec::as_slice));
+        }
+        let mut finals: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
+        for key in closed {
+            let group = self.groups.get_mut(&key).and_then(Option::take);
+            if let (true, Some(mut group)) = (self.emit_on_close, group) {
+                if group.count > 0 {
+                    finals.push((key.clone(), self.evaluate_group(&key, &mut group)?));
+                }
+            }
+            if !self.retracting {
+                self.rows.clear(&key);
+            }
+        }
+        let rows: Vec<(&[u8], &Vec<ScalarValue>)> = finals.iter().map(|(k, v)| (k.as_slice(), v)).collect();
+        self.output(&rows, 1)
     }
 
     fn new_group(&self) -> Result<Group> {
@@ -312,25 +376,41 @@ impl Aggregate {
     }
 }
 
-impl Operator for Aggregate {
-    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
-        let delta = self.input.step(input)?;
-        // A global aggregate has a row even over no input: it is computed
-        // on the first step (the backfill), when its group is not stored yet.
-        if delta.is_empty() && self.group_codec.is_some() {
-            return Ok(ChangeBatch::empty(self.schema.clone()));
-        }
-
+impl Aggregate {
+    /// Applies one epoch's input changes to the groups they touch.
+    fn apply(&mut self, input: &EpochInput, delta: ChangeBatch, time: Option<&Watermark>) -> Result<ChangeBatch> {
         // Group the changed rows: positive and negative row indices per key,
-        // each index repeated by its weight.
+        // each index repeated by its weight. Late rows (into closed groups)
+        // are dropped first.
+        let mut delta = delta;
+        let mut key_columns = super::evaluate(&self.group_exprs, &delta.rows)?;
+        if let (Some(open), Some(time)) = (&self.open, time) {
+            if let Some(keep) = open.late_rows(&key_columns, &delta.weights, time)? {
+                delta = delta.filter(&keep)?;
+                key_columns =
+                    key_columns.iter().map(|c| Ok(filter(c.as_ref(), &keep)?)).collect::<Result<Vec<ArrayRef>>>()?;
+                if delta.is_empty() {
+                    return Ok(ChangeBatch::empty(self.schema.clone()));
+                }
+            }
+        }
         let keys = match &self.group_codec {
-            Some(codec) => Some(codec.encode(&super::evaluate(&self.group_exprs, &delta.rows)?)?),
+            Some(codec) => Some(codec.encode(&key_columns)?),
             None => None,
         };
-        let mut touched: Vec<Vec<u8>> = Vec::new();
+        let times = match &self.open {
+            Some(open) => Some(open.times(&key_columns)?),
+            None => None,
+        };
+        let time_of = |row: u32| -> Option<&[u8]> {
+            let open = self.open.as_ref()?;
+            let times = times.as_ref()?;
+            key_columns[open.column].is_valid(row as usize).then(|| times.row(row as usize).data())
+        };
+        let mut touched: Vec<(Vec<u8>, u32)> = Vec::new();
         let mut changes: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>, i64)> = HashMap::new();
         if self.group_codec.is_none() {
-            touched.push(Vec::new());
+            touched.push((Vec::new(), 0));
             changes.insert(Vec::new(), (Vec::new(), Vec::new(), 0));
         }
         for (row, &weight) in delta.weights.values().iter().enumerate() {
@@ -338,7 +418,7 @@ impl Operator for Aggregate {
             let entry = match changes.get_mut(key) {
                 Some(e) => e,
                 None => {
-                    touched.push(key.to_vec());
+                    touched.push((key.to_vec(), row as u32));
                     changes.entry(key.to_vec()).or_default()
                 }
             };
@@ -351,16 +431,18 @@ impl Operator for Aggregate {
         let row_bytes = if self.retracting { None } else { Some(self.input_codec.encode(delta.rows.columns())?) };
 
         let retracting = self.retracting;
-        self.groups.load(&input.state, &touched, |stored| {
+        let touched_keys: Vec<Vec<u8>> = touched.iter().map(|(k, _)| k.clone()).collect();
+        self.groups.load(&input.state, &touched_keys, |stored| {
             self.stored_groups.decode(stored, || fresh_accumulators(&self.calls, retracting))
         })?;
         if !self.retracting {
-            self.rows.load(&input.state, touched.iter().map(Vec::as_slice));
+            self.rows.load(&input.state, touched_keys.iter().map(Vec::as_slice));
         }
 
         let mut retractions: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
         let mut insertions: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
-        for key in touched {
+        let mut indexed: Vec<(Option<Vec<u8>>, Vec<u8>, bool)> = Vec::new();
+        for (key, first_row) in touched {
             let (inserted, deleted, net) = changes.remove(&key).unwrap_or_default();
             let stored = self.groups.get_mut(&key).and_then(Option::take);
             let mut group = match stored {
@@ -388,7 +470,10 @@ impl Operator for Aggregate {
             }
             group.count += net;
             let old = group.emitted.take();
-            let new = if group.count > 0 || self.group_codec.is_none() {
+            let new = if self.emit_on_close {
+                // Emitted once, when the group closes.
+                None
+            } else if group.count > 0 || self.group_codec.is_none() {
                 if group.count <= 0 && self.retracting {
                     // An emptied global group starts over (count 0, sum NULL).
                     group = self.new_group()?;
@@ -407,8 +492,20 @@ impl Operator for Aggregate {
             }
             let keep = new.is_some() || group.count != 0;
             group.emitted = new;
+            if self.open.is_some() {
+                indexed.push((time_of(first_row).map(<[u8]>::to_vec), key.clone(), keep));
+            }
             let slot = self.groups.get_mut(&key).ok_or_else(|| SqlError::internal("aggregate group not loaded"))?;
             *slot = keep.then_some(group);
+        }
+        if let Some(open) = &mut self.open {
+            for (time, key, keep) in indexed {
+                if keep {
+                    open.insert(time.as_deref(), &key);
+                } else {
+                    open.remove(time.as_deref(), &key);
+                }
+            }
         }
 
         let retract: Vec<(&[u8], &Vec<ScalarValue>)> = retractions.iter().map(|(k, v)| (k.as_slice(), v)).collect();
@@ -416,9 +513,51 @@ impl Operator for Aggregate {
         let parts = [self.output(&retract, -1)?, self.output(&insert, 1)?];
         ChangeBatch::concat(&self.schema, &parts)
     }
+}
+
+impl Operator for Aggregate {
+    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
+        let delta = self.input.step(input)?;
+        let time = self.time_watermark(input)?;
+        if let (Some(open), Some(codec)) = (&mut self.open, &self.group_codec) {
+            if !open.is_ready() {
+                if input.state.fresh {
+                    open.start_fresh();
+                } else {
+                    open.rebuild(self.groups.stored_groups(&input.state), codec)?;
+                }
+            }
+        }
+        // A global aggregate has a row even over no input: it is computed
+        // on the first step (the backfill), when its group is not stored yet.
+        let changed = if delta.is_empty() && self.group_codec.is_some() {
+            ChangeBatch::empty(self.schema.clone())
+        } else {
+            self.apply(input, delta, time.as_ref())?
+        };
+        match time.as_ref().and_then(|t| t.after.as_ref()) {
+            Some(after) => {
+                let closed = self.close(input, after)?;
+                ChangeBatch::concat(&self.schema, &[changed, closed])
+            }
+            None => Ok(changed),
+        }
+    }
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// The group keys' watermarks (their groups' rows only change while
+    /// open); none on the aggregate values.
+    fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
+        let width = self.schema.fields().len();
+        if self.key_watermarks.is_empty() {
+            return Ok(crate::stream::watermark::none(width));
+        }
+        let mut derived = self.key_watermarks.derive(&self.input.watermarks(input)?)?;
+        derived.resize(width, None);
+        Ok(derived)
     }
 
     fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::state::WriteBatch;
 use crate::stream::state_table::StateContext;
+use crate::stream::watermark::Watermarks;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 /// Number of virtual partitions keys hash into.
@@ -40,9 +41,11 @@ fn parallel_threshold() -> usize {
 
 type Slot = Arc<Mutex<Option<ChangeBatch>>>;
 
-/// Leaf of a worker's copy of the operator: the rows routed to this worker.
+/// Leaf of a worker's copy of the operator: the rows routed to this worker,
+/// and the input's watermarks (the same for every worker).
 pub struct Feed {
     slot: Slot,
+    watermarks: Arc<Mutex<Watermarks>>,
     schema: SchemaRef,
 }
 
@@ -57,6 +60,10 @@ impl Operator for Feed {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+
+    fn watermarks(&self, _input: &EpochInput) -> Result<Watermarks> {
+        Ok(self.watermarks.lock().clone())
+    }
 }
 
 /// One input of the partitioned operator and how to route its rows.
@@ -66,6 +73,47 @@ pub struct Routed {
     /// Types keys are cast to before hashing (join sides must agree).
     key_types: Vec<DataType>,
     slots: Vec<Slot>,
+    watermarks: Arc<Mutex<Watermarks>>,
+}
+
+/// The worker (of `workers`) that owns each row of `keys`, already cast to
+/// the key types: what [`Routed`] routes by, so an operator copy can tell
+/// which stored groups are its own.
+pub fn worker_of(keys: &[ArrayRef], rows: usize, workers: usize) -> Result<Vec<usize>> {
+    let mut hashes = vec![0u64; rows];
+    create_hashes(keys, &RandomState::with_seed(0x5eed), &mut hashes)?;
+    let workers = workers.max(1) as u64;
+    Ok(hashes.iter().map(|hash| ((hash % VNODES) % workers) as usize).collect())
+}
+
+/// Which rows of a stored key a copy of a partitioned operator owns.
+#[derive(Clone, Debug)]
+pub struct Ownership {
+    pub worker: usize,
+    pub workers: usize,
+    /// The key types rows are hashed as.
+    pub key_types: Vec<DataType>,
+}
+
+impl Ownership {
+    /// The only copy: owns everything.
+    pub fn all() -> Self {
+        Self { worker: 0, workers: 1, key_types: Vec::new() }
+    }
+
+    /// Which of `rows` rows with key columns `keys` this copy owns.
+    pub fn owns(&self, keys: &[ArrayRef], rows: usize) -> Result<Vec<bool>> {
+        if self.workers <= 1 {
+            return Ok(vec![true; rows]);
+        }
+        let mut cast_keys = keys.to_vec();
+        for (column, ty) in cast_keys.iter_mut().zip(&self.key_types) {
+            if column.data_type() != ty {
+                *column = cast(column, ty)?;
+            }
+        }
+        Ok(worker_of(&cast_keys, rows, self.workers)?.into_iter().map(|w| w == self.worker).collect())
+    }
 }
 
 impl Routed {
@@ -78,12 +126,21 @@ impl Routed {
     ) -> (Self, Vec<Feed>) {
         let schema = input.schema();
         let slots: Vec<Slot> = (0..workers).map(|_| Arc::new(Mutex::new(None))).collect();
-        let feeds = slots.iter().map(|slot| Feed { slot: slot.clone(), schema: schema.clone() }).collect();
-        (Self { input, keys, key_types, slots }, feeds)
+        // Until the first epoch: which columns can carry a watermark at all.
+        let columns = input
+            .watermarks(&EpochInput::probe())
+            .unwrap_or_else(|_| crate::stream::watermark::none(schema.fields().len()));
+        let watermarks = Arc::new(Mutex::new(columns));
+        let feeds = slots
+            .iter()
+            .map(|slot| Feed { slot: slot.clone(), watermarks: watermarks.clone(), schema: schema.clone() })
+            .collect();
+        (Self { input, keys, key_types, slots, watermarks }, feeds)
     }
 
     fn route(&mut self, input: &EpochInput) -> Result<usize> {
         let delta = self.input.step(input)?;
+        *self.watermarks.lock() = self.input.watermarks(input)?;
         let rows = delta.len();
         if rows == 0 {
             return Ok(0);
@@ -94,13 +151,9 @@ impl Routed {
                 *column = cast(column, ty)?;
             }
         }
-        let mut hashes = vec![0u64; rows];
-        create_hashes(&columns, &RandomState::with_seed(0x5eed), &mut hashes)?;
-        let workers = self.slots.len() as u64;
         let mut indices: Vec<Vec<u32>> = vec![Vec::new(); self.slots.len()];
-        for (row, hash) in hashes.iter().enumerate() {
-            let vnode = hash % VNODES;
-            indices[(vnode % workers) as usize].push(row as u32);
+        for (row, worker) in worker_of(&columns, rows, self.slots.len())?.into_iter().enumerate() {
+            indices[worker].push(row as u32);
         }
         for (slot, rows) in self.slots.iter().zip(indices) {
             if !rows.is_empty() {
@@ -152,5 +205,13 @@ impl Operator for Exchange {
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// Every copy derives the same watermarks from the same input's.
+    fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
+        match self.workers.first() {
+            Some(worker) => worker.watermarks(input),
+            None => Ok(crate::stream::watermark::none(self.schema.fields().len())),
+        }
     }
 }

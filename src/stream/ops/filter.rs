@@ -43,4 +43,8 @@ impl Operator for Filter {
     fn schema(&self) -> SchemaRef {
         self.input.schema()
     }
+
+    fn watermarks(&self, input: &EpochInput) -> Result<crate::stream::watermark::Watermarks> {
+        self.input.watermarks(input)
+    }
 }

@@ -23,8 +23,10 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
+use crate::stream::ops::interval::{self, TimeBounds};
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::state_table::{MultisetState, StateContext};
+use crate::stream::watermark::Watermarks;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +82,12 @@ impl JoinSide {
         Ok(Self { input, keys, codec, index: MultisetState::new(state_prefix) })
     }
 
-    fn apply(&mut self, key: &[u8], row: &[u8], weight: i64) {
+    /// `bounded`: the side leaves the state by time, so a delete may find
+    /// its row already gone (it still retracts its pairs).
+    fn apply(&mut self, key: &[u8], row: &[u8], weight: i64, bounded: bool) {
+        if bounded && weight < 0 && !self.index.has(key, row) {
+            return;
+        }
         self.index.add(key, row, weight);
     }
 
@@ -98,6 +105,10 @@ pub struct Join {
     key_types: Vec<DataType>,
     /// Residual predicate over the left columns followed by the right ones.
     filter: Option<Arc<dyn PhysicalExpr>>,
+    /// An inner join bounded in time: rows leave as watermarks pass.
+    time: Option<TimeBounds>,
+    /// The join key's schema (to decode stored state at a rebuild).
+    key_schema: Option<SchemaRef>,
     joined_schema: SchemaRef,
     schema: SchemaRef,
 }
@@ -114,8 +125,34 @@ impl Join {
     ) -> Result<Self> {
         let key_types =
             key_schema.as_ref().map(|s| s.fields().iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default();
-        let key_codec = key_schema.map(RowCodec::new).transpose()?;
-        Ok(Self { left, right, kind, key_codec, key_types, filter, joined_schema, schema })
+        let key_codec = key_schema.clone().map(RowCodec::new).transpose()?;
+        Ok(Self { left, right, kind, key_codec, key_types, filter, time: None, key_schema, joined_schema, schema })
+    }
+
+    /// Makes an inner join drop rows from its state as time passes.
+    pub fn with_time_bounds(mut self, time: TimeBounds) -> Self {
+        if self.kind == JoinKind::Inner {
+            self.time = Some(time);
+        }
+        self
+    }
+
+    /// Drops the rows both sides' watermarks have left behind.
+    fn expire(&mut self, input: &EpochInput, epoch: &interval::Epoch) -> Result<()> {
+        let Some(time) = &mut self.time else { return Ok(()) };
+        for (left, threshold) in [(true, &epoch.left_threshold), (false, &epoch.right_threshold)] {
+            let Some(bound) = threshold.as_ref().and_then(|w| w.after.as_ref()) else { continue };
+            let gone = if left { time.left.expire(bound)? } else { time.right.expire(bound)? };
+            if gone.is_empty() {
+                continue;
+            }
+            let side = if left { &mut self.left } else { &mut self.right };
+            side.index.load(&input.state, gone.iter().map(|(k, _)| k.as_slice()));
+            for (key, row) in &gone {
+                side.index.remove(key, row);
+            }
+        }
+        Ok(())
     }
 
     /// Join keys of every row; `None` where a key column is NULL.
@@ -233,11 +270,80 @@ impl Join {
 
 impl Operator for Join {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
-        let dl = self.left.input.step(input)?;
-        let dr = self.right.input.step(input)?;
-        if dl.is_empty() && dr.is_empty() {
-            return Ok(ChangeBatch::empty(self.schema.clone()));
+        let mut dl = self.left.input.step(input)?;
+        let mut dr = self.right.input.step(input)?;
+        let epoch = match &self.time {
+            Some(time) => Some(time.epoch(&self.left.input.watermarks(input)?, &self.right.input.watermarks(input)?)?),
+            None => None,
+        };
+        if let (Some(time), Some(epoch)) = (&mut self.time, &epoch) {
+            if !time.is_ready(true) {
+                if input.state.fresh {
+                    time.start_fresh();
+                } else {
+                    let left_schema = self.left.input.schema();
+                    let right_schema = self.right.input.schema();
+                    time.rebuild(
+                        true,
+                        &input.state,
+                        self.left.index.stored_members(&input.state),
+                        self.key_schema.as_ref(),
+                        &left_schema,
+                    )?;
+                    time.rebuild(
+                        false,
+                        &input.state,
+                        self.right.index.stored_members(&input.state),
+                        self.key_schema.as_ref(),
+                        &right_schema,
+                    )?;
+                }
+            }
+            if let Some(keep) = time.on_time(true, &dl.rows, &dl.weights, epoch)? {
+                dl = dl.filter(&keep)?;
+            }
+            if let Some(keep) = time.on_time(false, &dr.rows, &dr.weights, epoch)? {
+                dr = dr.filter(&keep)?;
+            }
         }
+        let out = if dl.is_empty() && dr.is_empty() {
+            ChangeBatch::empty(self.schema.clone())
+        } else {
+            self.apply(input, dl, dr)?
+        };
+        if let Some(epoch) = &epoch {
+            self.expire(input, epoch)?;
+        }
+        Ok(out)
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.left.input.flush(state, batch)?;
+        self.right.input.flush(state, batch)?;
+        self.left.index.flush(state, batch);
+        self.right.index.flush(state, batch);
+        Ok(())
+    }
+
+    /// Only the time columns of a bounded inner join carry watermarks.
+    fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
+        let mut out = crate::stream::watermark::none(self.schema.fields().len());
+        if let Some(time) = &self.time {
+            let epoch = time.epoch(&self.left.input.watermarks(input)?, &self.right.input.watermarks(input)?)?;
+            time.output_watermarks(&epoch, self.left.input.schema().fields().len(), &mut out);
+        }
+        Ok(out)
+    }
+}
+
+impl Join {
+    /// The delta rule over one epoch's changes of both sides.
+    fn apply(&mut self, input: &EpochInput, dl: ChangeBatch, dr: ChangeBatch) -> Result<ChangeBatch> {
+        let bounded = self.time.is_some();
         let left_keys = self.keys(&self.left, &dl.rows)?;
         let right_keys = self.keys(&self.right, &dr.rows)?;
         let left_bytes = self.left.codec.encode(dl.rows.columns())?;
@@ -282,7 +388,7 @@ impl Operator for Join {
             }
             for (i, key) in left_keys.iter().enumerate() {
                 if let Some(key) = key {
-                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i));
+                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i), bounded);
                 }
             }
             if !w.is_empty() {
@@ -308,14 +414,25 @@ impl Operator for Join {
         } else {
             for (i, key) in left_keys.iter().enumerate() {
                 if let Some(key) = key {
-                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i));
+                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i), bounded);
                 }
             }
         }
         for (j, key) in right_keys.iter().enumerate() {
             if let Some(key) = key {
-                self.right.apply(key, right_bytes.row(j).data(), dr.weights.value(j));
+                self.right.apply(key, right_bytes.row(j).data(), dr.weights.value(j), bounded);
             }
+        }
+        if let Some(time) = &mut self.time {
+            // New rows enter the time indexes, to leave when their time passes.
+            let added = |keys: &[Option<Vec<u8>>], bytes: &datafusion::arrow::row::Rows, delta: &ChangeBatch| {
+                (0..delta.len())
+                    .filter(|&i| delta.weights.value(i) > 0)
+                    .filter_map(|i| keys[i].clone().map(|k| (i, k, bytes.row(i).data().to_vec())))
+                    .collect::<Vec<_>>()
+            };
+            time.left.insert(dl.rows.column(time.left.column), added(&left_keys, &left_bytes, &dl).into_iter())?;
+            time.right.insert(dr.rows.column(time.right.column), added(&right_keys, &right_bytes, &dr).into_iter())?;
         }
 
         if tracks_sides {
@@ -402,20 +519,6 @@ impl Operator for Join {
         ChangeBatch::concat(&self.schema, &parts)
     }
 
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
-        self.left.input.flush(state, batch)?;
-        self.right.input.flush(state, batch)?;
-        self.left.index.flush(state, batch);
-        self.right.index.flush(state, batch);
-        Ok(())
-    }
-}
-
-impl Join {
     /// Without a residual filter a row has a partner iff the other side has
     /// rows at its key. Emits the change of one side's lone rows at `key`.
     #[allow(clippy::too_many_arguments)]

@@ -6,11 +6,15 @@
 
 pub mod aggregate;
 pub mod constant;
+pub mod event_time;
 pub mod exchange;
 pub mod filter;
+pub mod interval;
 pub mod join;
 pub mod project;
 pub mod scan;
+pub mod source_scan;
+pub mod temporal_filter;
 pub mod topn;
 pub mod union;
 pub mod window;

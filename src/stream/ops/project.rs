@@ -8,17 +8,27 @@ use datafusion::physical_plan::PhysicalExpr;
 use crate::error::Result;
 use crate::state::WriteBatch;
 use crate::stream::state_table::StateContext;
+use crate::stream::watermark::{Derivation, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 pub struct Project {
     input: Box<dyn Operator>,
     exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// How the output columns' watermarks follow from the input's.
+    watermarks: Derivation,
     schema: SchemaRef,
 }
 
 impl Project {
-    pub fn new(input: Box<dyn Operator>, exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
-        Self { input, exprs, schema }
+    /// `monotone[i]`: the input column expression `i` cannot decrease in, if any.
+    pub fn new(
+        input: Box<dyn Operator>,
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        monotone: &[Option<usize>],
+        schema: SchemaRef,
+    ) -> Self {
+        let watermarks = Derivation::new(input.schema(), &exprs, monotone);
+        Self { input, exprs, watermarks, schema }
     }
 }
 
@@ -38,5 +48,12 @@ impl Operator for Project {
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
+        if self.watermarks.is_empty() {
+            return Ok(crate::stream::watermark::none(self.exprs.len()));
+        }
+        self.watermarks.derive(&self.input.watermarks(input)?)
     }
 }

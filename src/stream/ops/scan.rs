@@ -5,18 +5,27 @@ use datafusion::arrow::datatypes::SchemaRef;
 use crate::error::Result;
 use crate::state::WriteBatch;
 use crate::stream::state_table::StateContext;
+use crate::stream::watermark::{Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
 pub struct Scan {
     relation: RelationId,
     /// Columns of the relation to keep, in order; `None` keeps all.
     projection: Option<Vec<usize>>,
+    /// Per output column: the relation's column, if that one has a watermark.
+    watermarked: Vec<Option<usize>>,
     schema: SchemaRef,
 }
 
 impl Scan {
-    pub fn new(relation: RelationId, projection: Option<Vec<usize>>, schema: SchemaRef) -> Self {
-        Self { relation, projection, schema }
+    /// `watermarked`: the relation's columns that carry a watermark.
+    pub fn new(relation: RelationId, projection: Option<Vec<usize>>, watermarked: &[usize], schema: SchemaRef) -> Self {
+        let source: Vec<usize> = match &projection {
+            Some(indices) => indices.clone(),
+            None => (0..schema.fields().len()).collect(),
+        };
+        let watermarked = source.iter().map(|c| watermarked.contains(c).then_some(*c)).collect();
+        Self { relation, projection, watermarked, schema }
     }
 }
 
@@ -38,5 +47,17 @@ impl Operator for Scan {
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
+        let current = input.watermarks(self.relation);
+        Ok(self
+            .watermarked
+            .iter()
+            .map(|column| {
+                let column = (*column)?;
+                Some(current.and_then(|w| w.get(column).cloned().flatten()).unwrap_or_else(Watermark::default))
+            })
+            .collect())
     }
 }

@@ -6,6 +6,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use crate::error::Result;
 use crate::state::WriteBatch;
 use crate::stream::state_table::StateContext;
+use crate::stream::watermark::{self, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 pub struct Union {
@@ -31,5 +32,25 @@ impl Operator for Union {
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    /// A column has a watermark if it has one in every input: the smallest.
+    fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
+        let mut merged: Option<Watermarks> = None;
+        for child in &self.inputs {
+            let theirs = child.watermarks(input)?;
+            merged = Some(match merged {
+                None => theirs,
+                Some(ours) => ours
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(a, b)| match (a, b) {
+                        (Some(a), Some(b)) => Some(watermark::min(a, b)),
+                        _ => None,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(merged.unwrap_or_else(|| watermark::none(self.schema.fields().len())))
     }
 }

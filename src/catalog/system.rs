@@ -1,0 +1,204 @@
+//! `freshet_catalog`: tables that show what the streaming engine is doing,
+//! computed when read.
+//!
+//! - `freshet_catalog.watermarks`: every table's watermark and every
+//!   materialized view column's (as of the last epoch that moved it);
+//! - `freshet_catalog.materialized_views`: per materialized view, whether it
+//!   emits on window close, how many late changes it dropped, how many rows
+//!   its source readers read (since the server started) and whether they
+//!   read their sources to the end, its failure;
+//! - `freshet_catalog.view_state`: how many keys each view's operators hold
+//!   in the store (a scan of the view's state: for watching state size).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::snapshot::statement_snapshot;
+use super::{Catalog, RelationKind};
+use crate::error::{Result, SqlError};
+use crate::stream::coordinator::Coordinator;
+
+/// The schema's name.
+pub const SCHEMA: &str = "freshet_catalog";
+
+#[derive(Clone, Copy, Debug)]
+enum Which {
+    Watermarks,
+    MaterializedViews,
+    ViewState,
+}
+
+struct SystemTable {
+    which: Which,
+    schema: SchemaRef,
+    catalog: Arc<Catalog>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl std::fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SystemTable({:?})", self.which)
+    }
+}
+
+/// Registers the schema and its tables.
+pub fn register(
+    ctx: &datafusion::prelude::SessionContext,
+    database: &str,
+    catalog: Arc<Catalog>,
+    coordinator: Arc<Coordinator>,
+) -> Result<()> {
+    let schemas = ctx.catalog(database).ok_or_else(|| SqlError::internal(format!("catalog {database} is missing")))?;
+    let provider = Arc::new(MemorySchemaProvider::new());
+    let text = |name: &str| Field::new(name, DataType::Utf8, true);
+    let tables = [
+        ("watermarks", Which::Watermarks, vec![text("relation"), text("column_name"), text("watermark")]),
+        (
+            "materialized_views",
+            Which::MaterializedViews,
+            vec![
+                text("name"),
+                Field::new("emit_on_window_close", DataType::Boolean, false),
+                Field::new("late_rows", DataType::Int64, false),
+                Field::new("source_rows", DataType::Int64, false),
+                Field::new("sources_done", DataType::Boolean, false),
+                text("failure"),
+            ],
+        ),
+        (
+            "view_state",
+            Which::ViewState,
+            vec![
+                text("view"),
+                Field::new("operator", DataType::Int32, false),
+                Field::new("stored_keys", DataType::Int64, false),
+            ],
+        ),
+    ];
+    for (name, which, fields) in tables {
+        let table = SystemTable {
+            which,
+            schema: Arc::new(Schema::new(fields)),
+            catalog: catalog.clone(),
+            coordinator: coordinator.clone(),
+        };
+        provider.register_table(name.to_string(), Arc::new(table))?;
+    }
+    schemas.register_schema(SCHEMA, provider)?;
+    Ok(())
+}
+
+/// A watermark as text, with a space between date and time as Postgres
+/// prints timestamps.
+fn display(value: &ScalarValue) -> String {
+    let text = match value.to_array() {
+        Ok(array) => array_value_to_string(&array, 0).unwrap_or_else(|_| value.to_string()),
+        Err(_) => value.to_string(),
+    };
+    text.replacen('T', " ", 1)
+}
+
+impl SystemTable {
+    fn rows(&self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = match self.which {
+            Which::Watermarks => {
+                let (mut relations, mut columns, mut values) = (Vec::new(), Vec::new(), Vec::new());
+                for kind in [RelationKind::Table, RelationKind::MaterializedView] {
+                    for relation in self.catalog.list(kind) {
+                        if let Some(def) = &relation.watermark {
+                            relations.push(relation.name.to_string());
+                            columns.push(relation.schema.field(def.column).name().clone());
+                            values.push(def.value.lock().as_ref().map(display));
+                            continue;
+                        }
+                        let current = relation.current_watermarks.lock();
+                        for &column in &relation.watermarked {
+                            relations.push(relation.name.to_string());
+                            columns.push(relation.schema.field(column).name().clone());
+                            let value = current.get(column).cloned().flatten().and_then(|w| w.after);
+                            values.push(value.as_ref().map(display));
+                        }
+                    }
+                }
+                vec![
+                    Arc::new(StringArray::from(relations)),
+                    Arc::new(StringArray::from(columns)),
+                    Arc::new(StringArray::from(values)),
+                ]
+            }
+            Which::MaterializedViews => {
+                let views = self.catalog.list(RelationKind::MaterializedView);
+                vec![
+                    Arc::new(StringArray::from_iter_values(views.iter().map(|v| v.name.to_string()))),
+                    Arc::new(BooleanArray::from_iter(views.iter().map(|v| Some(v.emit_on_window_close)))),
+                    Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.stats.late_rows() as i64))),
+                    Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.stats.source_rows() as i64))),
+                    Arc::new(BooleanArray::from_iter(views.iter().map(|v| Some(v.stats.sources_done())))),
+                    Arc::new(StringArray::from_iter(
+                        views.iter().map(|v| v.failure.lock().as_ref().map(|e| e.message.clone())),
+                    )),
+                ]
+            }
+            Which::ViewState => {
+                let snapshot = statement_snapshot(self.coordinator.store().as_ref());
+                let (mut names, mut operators, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+                for view in self.catalog.list(RelationKind::MaterializedView) {
+                    let prefix = crate::state::view_state_prefix(view.id);
+                    let mut per_operator: std::collections::BTreeMap<u16, i64> = Default::default();
+                    snapshot.scan_prefix(&prefix, &mut |key, _| {
+                        if let Some(op) = key.get(5..7).and_then(|b| b.try_into().ok()).map(u16::from_be_bytes) {
+                            // The counters' key is not operator state.
+                            if op != u16::MAX {
+                                *per_operator.entry(op).or_default() += 1;
+                            }
+                        }
+                    });
+                    for (op, count) in per_operator {
+                        names.push(view.name.to_string());
+                        operators.push(op as i32);
+                        counts.push(count);
+                    }
+                }
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(Int32Array::from(operators)),
+                    Arc::new(Int64Array::from(counts)),
+                ]
+            }
+        };
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.rows().map_err(SqlError::into_datafusion)?;
+        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+    }
+}

@@ -1,0 +1,144 @@
+//! Connectors: where a source's rows come from.
+//!
+//! A [`SourceReader`] turns a source's `WITH (connector = …)` options into
+//! batches of rows. Readers hold no position of their own: the reading
+//! operator keeps a [`SourcePosition`] in its state, checkpointed with the
+//! rest of the view, and a reader reads the same rows again from the same
+//! position at the same epoch time. That is what makes a replay after a
+//! crash feed the view exactly what the lost epochs fed it (exactly-once
+//! from source to view). The generators here (`nexmark`, `datagen`) are
+//! deterministic by construction.
+//!
+//! This module may call `stream` types (schemas, errors); the stream layer
+//! reaches connectors only through [`SourceReader`].
+
+pub mod datagen;
+pub mod nexmark;
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::error::{Result, SqlError, sqlstate};
+
+/// How far a reader has read: a count of the connector's records (events,
+/// rows) consumed, and when reading started (for paced generators).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub next: u64,
+    /// Epoch time of the first read, nanoseconds (0: not started).
+    pub started_nanos: i64,
+}
+
+/// Reads a source's rows.
+pub trait SourceReader: Send + Sync {
+    /// The rows' schema.
+    fn schema(&self) -> SchemaRef;
+    /// Up to `max_records` records after `position` among those due at
+    /// `now_nanos`, as rows; advances `position`.
+    fn read(&self, position: &mut SourcePosition, now_nanos: i64, max_records: usize) -> Result<RecordBatch>;
+    /// No record will come after `position` (a finite source read to its end).
+    fn exhausted(&self, position: &SourcePosition) -> bool;
+}
+
+/// A source's connector options, as given in WITH (…).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectorOptions {
+    pub values: BTreeMap<String, String>,
+}
+
+impl ConnectorOptions {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    pub fn connector(&self) -> Option<&str> {
+        self.get("connector")
+    }
+
+    /// An integer option, or `default`.
+    pub fn integer(&self, key: &str, default: u64) -> Result<u64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(text) => text.trim().parse().map_err(|_| {
+                SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("option {key} = '{text}' is not a whole number"),
+                )
+            }),
+        }
+    }
+
+    /// Fails naming the first option no part of the connector knows.
+    pub fn reject_unknown(&self, known: &dyn Fn(&str) -> bool) -> Result<()> {
+        match self.values.keys().find(|k| !known(k)) {
+            None => Ok(()),
+            Some(key) => Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("unrecognized option \"{key}\" for connector '{}'", self.connector().unwrap_or("")),
+            )),
+        }
+    }
+}
+
+/// The reader of a source; `declared` is the column list of CREATE SOURCE
+/// (`None` when left to the connector).
+pub fn reader(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Box<dyn SourceReader>> {
+    match options.connector() {
+        Some("nexmark") => Ok(Box::new(nexmark::NexmarkReader::new(options, declared)?)),
+        Some("datagen") => Ok(Box::new(datagen::DatagenReader::new(options, declared)?)),
+        Some(other) => Err(SqlError::not_supported(format!(
+            "connector '{other}' (connectors: nexmark, datagen; Kafka and Postgres CDC are not built yet)"
+        ))),
+        None => Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "a source needs WITH (connector = 'nexmark' | 'datagen', …)",
+        )),
+    }
+}
+
+/// Checks that declared columns are those the connector produces.
+pub fn check_declared(connector: &str, produced: &SchemaRef, declared: Option<&SchemaRef>) -> Result<()> {
+    let Some(declared) = declared.filter(|d| !d.fields().is_empty()) else { return Ok(()) };
+    if declared.fields().len() != produced.fields().len() {
+        return Err(SqlError::new(
+            sqlstate::DATATYPE_MISMATCH,
+            format!(
+                "connector '{connector}' produces {} columns ({}), the source declares {}",
+                produced.fields().len(),
+                produced.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", "),
+                declared.fields().len()
+            ),
+        ));
+    }
+    for (want, have) in produced.fields().iter().zip(declared.fields()) {
+        let compatible = want.data_type() == have.data_type()
+            || datafusion::arrow::compute::can_cast_types(want.data_type(), have.data_type());
+        if want.name() != have.name() || !compatible {
+            return Err(SqlError::new(
+                sqlstate::DATATYPE_MISMATCH,
+                format!(
+                    "connector '{connector}' produces column \"{}\" {}, the source declares \"{}\" {}",
+                    want.name(),
+                    want.data_type(),
+                    have.name(),
+                    have.data_type()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Records due at `now_nanos` for a paced reader: `gap_nanos` apart from
+/// the start (a gap of 0 is unpaced: everything is due).
+pub fn due(position: &SourcePosition, now_nanos: i64, gap_nanos: u64) -> u64 {
+    if gap_nanos == 0 {
+        return u64::MAX;
+    }
+    let started = if position.started_nanos == 0 { now_nanos } else { position.started_nanos };
+    let elapsed = now_nanos.saturating_sub(started).max(0) as u64;
+    // The first record is due at the start.
+    elapsed / gap_nanos + 1
+}

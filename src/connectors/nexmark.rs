@@ -1,0 +1,311 @@
+//! The Nexmark generator: the benchmark's person, auction and bid streams
+//! from the reference generator (the `nexmark` crate: the same ids, prices,
+//! hot keys and timestamps as the Java generator of the Nexmark suite).
+//!
+//! Used two ways: the `nexmark()` table function (`sql/nexmark.rs`) for
+//! loading tables and batch queries, and the `nexmark` source connector:
+//!
+//! ```sql
+//! CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'bid',
+//!   nexmark.event.num = 1000000, nexmark.min.event.gap.in.ns = 0);
+//! ```
+//!
+//! Options (RisingWave's names): `nexmark.table.type` (person, auction or
+//! bid), `nexmark.event.num` (events of all three streams, 1 : 3 : 46;
+//! default unbounded), `nexmark.min.event.gap.in.ns` (wall-clock pacing,
+//! default 100,000 = 10,000 events/s; 0 = as fast as the views take them),
+//! `nexmark.max.chunk.size` (events per epoch, default 10,000: the bound
+//! that keeps memory flat when views fall behind), and
+//! `nexmark.event.rate` (events per second of *event* time, default 10,000
+//! as in the reference generator). Event times start at 2015-07-15 00:00:00
+//! UTC, so runs are reproducible.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use nexmark::EventGenerator;
+use nexmark::config::NexmarkConfig;
+use nexmark::event::{Auction, Bid, Event, EventType, Person};
+
+use super::{ConnectorOptions, SourcePosition, SourceReader, check_declared, due};
+use crate::error::{Result, SqlError, sqlstate};
+
+/// 2015-07-15 00:00:00 UTC, in milliseconds.
+pub const BASE_TIME_MS: u64 = 1_436_918_400_000;
+/// The reference generator's rate, and the highest one accepted.
+pub const DEFAULT_RATE: u64 = 10_000;
+pub const MAX_RATE: i64 = 1_000_000_000;
+/// Events one call may generate (held in memory as one table).
+pub const MAX_EVENTS: i64 = 50_000_000;
+/// Highest first event number (far beyond any run, well within the
+/// generator's arithmetic).
+pub const MAX_FIRST_EVENT: i64 = 1_000_000_000_000_000;
+/// Rows per generated batch.
+const BATCH_ROWS: usize = 8192;
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, None)
+}
+
+/// The schema of each stream, with Nexmark's column names.
+pub fn schema(stream: EventType) -> SchemaRef {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let int = |name: &str| Field::new(name, DataType::Int64, false);
+    let time = |name: &str| Field::new(name, timestamp(), false);
+    Arc::new(Schema::new(match stream {
+        EventType::Person => vec![
+            int("id"),
+            text("name"),
+            text("email_address"),
+            text("credit_card"),
+            text("city"),
+            text("state"),
+            time("date_time"),
+            text("extra"),
+        ],
+        EventType::Auction => vec![
+            int("id"),
+            text("item_name"),
+            text("description"),
+            int("initial_bid"),
+            int("reserve"),
+            time("date_time"),
+            time("expires"),
+            int("seller"),
+            int("category"),
+            text("extra"),
+        ],
+        EventType::Bid => {
+            vec![
+                int("auction"),
+                int("bidder"),
+                int("price"),
+                text("channel"),
+                text("url"),
+                time("date_time"),
+                text("extra"),
+            ]
+        }
+    }))
+}
+
+/// How many of the events numbered below `end` belong to `stream`: events
+/// come in blocks of person, auction and bid proportions, in that order.
+pub fn events_of(config: &NexmarkConfig, stream: EventType, end: usize) -> usize {
+    let (person, auction, bid) = (config.person_proportion, config.auction_proportion, config.bid_proportion);
+    let (start, share) = match stream {
+        EventType::Person => (0, person),
+        EventType::Auction => (person, auction),
+        EventType::Bid => (person + auction, bid),
+    };
+    let block = person + auction + bid;
+    end / block * share + (end % block).saturating_sub(start).min(share)
+}
+
+/// One batch of a stream's rows.
+pub fn batch(stream: EventType, events: &[Event]) -> Result<RecordBatch> {
+    fn ints<'a, T: 'a>(rows: &'a [&T], value: impl Fn(&T) -> usize) -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| value(r) as i64)))
+    }
+    fn texts<'a, T: 'a>(rows: &'a [&T], value: impl Fn(&T) -> &str) -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| value(r))))
+    }
+    fn times<'a, T: 'a>(rows: &'a [&T], value: impl Fn(&T) -> u64) -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| value(r) as i64)))
+    }
+    let columns: Vec<ArrayRef> = match stream {
+        EventType::Person => {
+            let rows: Vec<&Person> =
+                events.iter().filter_map(|e| if let Event::Person(p) = e { Some(p) } else { None }).collect();
+            vec![
+                ints(&rows, |p| p.id),
+                texts(&rows, |p| &p.name),
+                texts(&rows, |p| &p.email_address),
+                texts(&rows, |p| &p.credit_card),
+                texts(&rows, |p| &p.city),
+                texts(&rows, |p| &p.state),
+                times(&rows, |p| p.date_time),
+                texts(&rows, |p| &p.extra),
+            ]
+        }
+        EventType::Auction => {
+            let rows: Vec<&Auction> =
+                events.iter().filter_map(|e| if let Event::Auction(a) = e { Some(a) } else { None }).collect();
+            vec![
+                ints(&rows, |a| a.id),
+                texts(&rows, |a| &a.item_name),
+                texts(&rows, |a| &a.description),
+                ints(&rows, |a| a.initial_bid),
+                ints(&rows, |a| a.reserve),
+                times(&rows, |a| a.date_time),
+                times(&rows, |a| a.expires),
+                ints(&rows, |a| a.seller),
+                ints(&rows, |a| a.category),
+                texts(&rows, |a| &a.extra),
+            ]
+        }
+        EventType::Bid => {
+            let rows: Vec<&Bid> =
+                events.iter().filter_map(|e| if let Event::Bid(b) = e { Some(b) } else { None }).collect();
+            vec![
+                ints(&rows, |b| b.auction),
+                ints(&rows, |b| b.bidder),
+                ints(&rows, |b| b.price),
+                texts(&rows, |b| &b.channel),
+                texts(&rows, |b| &b.url),
+                times(&rows, |b| b.date_time),
+                texts(&rows, |b| &b.extra),
+            ]
+        }
+    };
+    Ok(RecordBatch::try_new(schema(stream), columns)?)
+}
+
+/// The generator's configuration at `rate` events per second of event time.
+pub fn config(rate: u64) -> NexmarkConfig {
+    NexmarkConfig { base_time: BASE_TIME_MS, first_rate: rate as usize, next_rate: rate as usize, ..Default::default() }
+}
+
+/// The rows of `stream` among the events numbered `first..end`, in batches.
+pub fn generate(stream: EventType, first: u64, end: u64, rate: u64) -> Result<Vec<RecordBatch>> {
+    let config = config(rate);
+    // Generate only this stream's events (the generator skips to their
+    // event numbers), not all events filtered afterwards.
+    let skipped = events_of(&config, stream, first as usize);
+    let mut left = events_of(&config, stream, end as usize) - skipped;
+    let mut generator = EventGenerator::new(config).with_type_filter(stream).with_offset(skipped as u64);
+    let mut batches = Vec::new();
+    while left > 0 {
+        let chunk: Vec<Event> = generator.by_ref().take(left.min(BATCH_ROWS)).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        left -= chunk.len();
+        batches.push(batch(stream, &chunk)?);
+    }
+    Ok(batches)
+}
+
+/// A stream's name as the options and the table function write it.
+pub fn stream_named(name: &str) -> Option<EventType> {
+    match name.to_ascii_lowercase().as_str() {
+        "person" => Some(EventType::Person),
+        "auction" => Some(EventType::Auction),
+        "bid" => Some(EventType::Bid),
+        _ => None,
+    }
+}
+
+/// The `nexmark` source connector.
+pub struct NexmarkReader {
+    stream: EventType,
+    /// Events of all streams to generate in all.
+    total: u64,
+    gap_nanos: u64,
+    chunk: u64,
+    rate: u64,
+}
+
+impl NexmarkReader {
+    pub fn new(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Self> {
+        const KNOWN: [&str; 6] = [
+            "connector",
+            "nexmark.table.type",
+            "nexmark.event.num",
+            "nexmark.min.event.gap.in.ns",
+            "nexmark.max.chunk.size",
+            "nexmark.event.rate",
+        ];
+        options.reject_unknown(&|k| KNOWN.contains(&k))?;
+        let stream = match options.get("nexmark.table.type") {
+            Some(name) => stream_named(name).ok_or_else(|| {
+                SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("nexmark.table.type = '{name}': it is one of 'person', 'auction', 'bid'"),
+                )
+            })?,
+            None => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    "connector 'nexmark' needs nexmark.table.type = 'person' | 'auction' | 'bid'",
+                ));
+            }
+        };
+        let rate = options.integer("nexmark.event.rate", DEFAULT_RATE)?;
+        if rate == 0 || rate > MAX_RATE as u64 {
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("nexmark.event.rate must be between 1 and {MAX_RATE}"),
+            ));
+        }
+        let chunk = options.integer("nexmark.max.chunk.size", 10_000)?.max(1);
+        let reader = Self {
+            stream,
+            total: options.integer("nexmark.event.num", MAX_FIRST_EVENT as u64)?.min(MAX_FIRST_EVENT as u64),
+            gap_nanos: options.integer("nexmark.min.event.gap.in.ns", 100_000)?,
+            chunk,
+            rate,
+        };
+        check_declared("nexmark", &reader.schema(), declared.as_ref())?;
+        Ok(reader)
+    }
+}
+
+impl SourceReader for NexmarkReader {
+    fn schema(&self) -> SchemaRef {
+        schema(self.stream)
+    }
+
+    fn read(&self, position: &mut SourcePosition, now_nanos: i64, max_records: usize) -> Result<RecordBatch> {
+        let due = due(position, now_nanos, self.gap_nanos);
+        if position.started_nanos == 0 {
+            position.started_nanos = now_nanos.max(1);
+        }
+        let end = self.total.min(due).min(position.next.saturating_add(self.chunk.min(max_records as u64)));
+        if end <= position.next {
+            return Ok(RecordBatch::new_empty(self.schema()));
+        }
+        let batches = generate(self.stream, position.next, end, self.rate)?;
+        position.next = end;
+        let schema = self.schema();
+        Ok(datafusion::arrow::compute::concat_batches(&schema, &batches)?)
+    }
+
+    fn exhausted(&self, position: &SourcePosition) -> bool {
+        position.next >= self.total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nexmark::EventGenerator;
+    use nexmark::config::NexmarkConfig;
+    use nexmark::event::{Event, EventType};
+
+    use super::events_of;
+
+    /// Generating one stream from its own offset gives exactly that
+    /// stream's events among all events of the same range.
+    #[test]
+    fn one_stream_equals_all_events_filtered() {
+        let config = || NexmarkConfig { base_time: super::BASE_TIME_MS, ..Default::default() };
+        for stream in [EventType::Person, EventType::Auction, EventType::Bid] {
+            for (first, events) in [(0usize, 0usize), (0, 1), (0, 50), (3, 97), (49, 2), (1000, 333), (77, 1)] {
+                let all: Vec<Event> = EventGenerator::new(config())
+                    .with_offset(first as u64)
+                    .take(events)
+                    .filter(|e| e.event_type() == stream)
+                    .collect();
+                let skipped = events_of(&config(), stream, first);
+                let count = events_of(&config(), stream, first + events) - skipped;
+                let own: Vec<Event> = EventGenerator::new(config())
+                    .with_type_filter(stream)
+                    .with_offset(skipped as u64)
+                    .take(count)
+                    .collect();
+                assert_eq!(own, all, "{stream:?} events {first}..{}", first + events);
+            }
+        }
+    }
+}

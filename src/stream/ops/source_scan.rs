@@ -1,0 +1,177 @@
+//! Leaf: a view's own reader of a source (CREATE SOURCE … WITH (connector …)).
+//!
+//! Every materialized view reading a source reads it from the start, at its
+//! own pace, as in RisingWave: a source has no stored rows, so a view
+//! created later still sees the whole stream. Each epoch the reader takes
+//! what the connector has due (at most a chunk: a view that falls behind
+//! slows its reader rather than buffering), and the read position — and the
+//! source's watermark, if it declares one — live in the operator's state,
+//! written at checkpoints with the rest of the view's state. A replay after
+//! a crash reads again from the checkpointed position at the logged epoch
+//! times, so the view sees every record exactly once.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+
+use crate::catalog::TableWatermark;
+use crate::connectors::{SourcePosition, SourceReader};
+use crate::error::{Result, SqlError};
+use crate::state::WriteBatch;
+use crate::stream::state_table::{StateContext, ValueState};
+use crate::stream::watermark::{self, ViewStats, Watermark, Watermarks};
+use crate::stream::{ChangeBatch, EpochInput, Operator};
+
+/// Most records one epoch reads from one source.
+pub const MAX_RECORDS_PER_EPOCH: usize = 100_000;
+
+/// What the state holds: the position and the watermark after it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Progress {
+    position: SourcePosition,
+    watermark: Option<i64>,
+}
+
+impl Progress {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(25);
+        bytes.extend_from_slice(&self.position.next.to_be_bytes());
+        bytes.extend_from_slice(&self.position.started_nanos.to_be_bytes());
+        bytes.push(u8::from(self.watermark.is_some()));
+        bytes.extend_from_slice(&self.watermark.unwrap_or(0).to_be_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let corrupt = || SqlError::internal("corrupt source position in the store");
+        let field = |range: std::ops::Range<usize>| -> Result<[u8; 8]> {
+            bytes.get(range).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)
+        };
+        let flag = *bytes.get(16).ok_or_else(corrupt)?;
+        Ok(Self {
+            position: SourcePosition {
+                next: u64::from_be_bytes(field(0..8)?),
+                started_nanos: i64::from_be_bytes(field(8..16)?),
+            },
+            watermark: (flag != 0).then(|| i64::from_be_bytes(field(17..25).unwrap_or_default())),
+        })
+    }
+}
+
+pub struct SourceScan {
+    reader: Arc<dyn SourceReader>,
+    /// The source's columns to keep, in order; `None` keeps all.
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    /// The source's `WATERMARK FOR`, and its column's place in the output.
+    watermark: Option<(Arc<TableWatermark>, Option<usize>, DataType)>,
+    state: ValueState<Progress>,
+    /// The watermark before and after the last step.
+    current: Watermark,
+    stats: Arc<ViewStats>,
+    /// Told `stats` it read the source to the end.
+    finished: bool,
+}
+
+impl SourceScan {
+    pub fn new(
+        reader: Arc<dyn SourceReader>,
+        projection: Option<Vec<usize>>,
+        watermark: Option<Arc<TableWatermark>>,
+        schema: SchemaRef,
+        state_prefix: &[u8],
+        stats: Arc<ViewStats>,
+    ) -> Self {
+        let source_schema = reader.schema();
+        let watermark = watermark.map(|def| {
+            let output = match &projection {
+                Some(indices) => indices.iter().position(|&i| i == def.column),
+                None => Some(def.column),
+            };
+            let data_type = source_schema.field(def.column).data_type().clone();
+            (def, output, data_type)
+        });
+        stats.register_reader();
+        Self {
+            reader,
+            projection,
+            schema,
+            watermark,
+            state: ValueState::new(state_prefix),
+            current: Watermark::default(),
+            stats,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.stats.reader_finished();
+        }
+    }
+
+    fn progress(&mut self, input: &EpochInput) -> Result<Progress> {
+        let key = vec![Vec::new()];
+        self.state.load(&input.state, &key, |stored| stored.iter().map(|b| Progress::decode(b)).collect())?;
+        Ok(self.state.get_mut(&[]).and_then(|p| p.clone()).unwrap_or_default())
+    }
+}
+
+impl Operator for SourceScan {
+    fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
+        let mut progress = self.progress(input)?;
+        let data_type = self.watermark.as_ref().map(|(_, _, t)| t.clone());
+        let value = |v: Option<i64>| -> Result<Option<ScalarValue>> {
+            match (v, &data_type) {
+                (Some(v), Some(t)) => Ok(Some(watermark::from_i64(v, t)?)),
+                _ => Ok(None),
+            }
+        };
+        let before = value(progress.watermark)?;
+        if self.reader.exhausted(&progress.position) {
+            self.current = Watermark::steady(before);
+            self.finish();
+            return Ok(ChangeBatch::empty(self.schema.clone()));
+        }
+        let rows = self.reader.read(&mut progress.position, input.now_nanos, MAX_RECORDS_PER_EPOCH)?;
+        let mut after = before.clone();
+        if let Some((def, _, data_type)) = &self.watermark {
+            let change = ChangeBatch::uniform(rows.clone(), 1);
+            after = def.advance(before.clone(), &change, data_type)?;
+            progress.watermark = after.as_ref().and_then(watermark::to_i64);
+        }
+        self.current = Watermark { before, after };
+        self.stats.add_source_rows(rows.num_rows() as u64);
+        if self.reader.exhausted(&progress.position) {
+            self.finish();
+        }
+        if let Some(slot) = self.state.get_mut(&[]) {
+            *slot = Some(progress);
+        }
+        let columns = match &self.projection {
+            Some(indices) => indices.iter().map(|&i| rows.column(i).clone()).collect(),
+            None => rows.columns().to_vec(),
+        };
+        let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
+        let rows = datafusion::arrow::array::RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        Ok(ChangeBatch::uniform(rows, 1))
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
+        self.state.flush(state, batch, |_| 32, |values| Ok(values.iter().map(|p| p.encode()).collect()))
+    }
+
+    fn watermarks(&self, _input: &EpochInput) -> Result<Watermarks> {
+        let mut out = watermark::none(self.schema.fields().len());
+        if let Some((_, Some(column), _)) = &self.watermark {
+            out[*column] = Some(self.current.clone());
+        }
+        Ok(out)
+    }
+}

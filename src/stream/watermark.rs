@@ -1,0 +1,346 @@
+//! Event-time watermarks: how far event time has progressed, per column.
+//!
+//! A table declared with `WATERMARK FOR ts AS ts - INTERVAL '5' SECOND`
+//! has, after every epoch, a watermark: the largest value of the expression
+//! over all rows inserted so far. It promises that rows arriving later have
+//! `ts` at or above it; a row below it is *late*. Watermarks never go back.
+//!
+//! Each epoch carries every watermarked relation's watermark as of the start
+//! of the epoch (`before`, what lateness is judged by) and as of its end
+//! (`after`, what windows are closed by). Operators pass them on per output
+//! column: a filter keeps them, a projection derives them through
+//! expressions that cannot decrease as their column grows (`ts + INTERVAL`,
+//! `date_bin(…, ts)`, casts — see [`monotone_column`]), a union takes the
+//! smallest of its inputs, a join the smaller of two joined keys, an
+//! aggregate keeps those of its group keys. Watermark-driven operators then
+//! close what can no longer change: a windowed aggregate finalizes (and with
+//! EMIT ON WINDOW CLOSE, emits) windows below the watermark and frees their
+//! state, an interval join forgets rows that no future row can match. Late
+//! changes to such state are dropped and counted ([`ViewStats`]).
+//!
+//! Values are `ScalarValue`s of the column's type. Table watermarks
+//! (timestamps and dates) are stored and logged as 64-bit integers in the
+//! column's own unit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
+use datafusion::arrow::compute::kernels::cmp::lt;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{Expr, Operator as BinaryOp};
+use datafusion::physical_plan::PhysicalExpr;
+
+use crate::error::{Result, SqlError};
+
+/// One column's watermark in one epoch. `None` values: no row yet.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Watermark {
+    /// As of the start of the epoch: this epoch's rows below it are late.
+    pub before: Option<ScalarValue>,
+    /// As of the end of the epoch: no later row is below it.
+    pub after: Option<ScalarValue>,
+}
+
+impl Watermark {
+    /// A watermark that does not move in this epoch.
+    pub fn steady(value: Option<ScalarValue>) -> Self {
+        Self { before: value.clone(), after: value }
+    }
+    pub fn advanced(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+/// The watermark of each column of a relation or operator output; `None`
+/// where a column has none.
+pub type Watermarks = Vec<Option<Watermark>>;
+
+/// No watermark on any of `width` columns.
+pub fn none(width: usize) -> Watermarks {
+    vec![None; width]
+}
+
+/// The smaller of two watermark values; no value (no row yet) on either
+/// side holds the result back.
+pub fn min_value(a: &Option<ScalarValue>, b: &Option<ScalarValue>) -> Option<ScalarValue> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.partial_cmp(a).is_some_and(|o| o.is_lt()) { b.clone() } else { a.clone() }),
+        _ => None,
+    }
+}
+
+/// The column-wise smaller of two watermarks.
+pub fn min(a: &Watermark, b: &Watermark) -> Watermark {
+    Watermark { before: min_value(&a.before, &b.before), after: min_value(&a.after, &b.after) }
+}
+
+/// The larger of two values (a watermark only moves forward).
+pub fn max_value(a: Option<ScalarValue>, b: Option<ScalarValue>) -> Option<ScalarValue> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.partial_cmp(&a).is_some_and(|o| o.is_gt()) { b } else { a }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Which rows of `values` lie below `watermark` (NULLs never do).
+pub fn below(values: &ArrayRef, watermark: &ScalarValue) -> Result<BooleanArray> {
+    let scalar = watermark.cast_to(values.data_type())?.to_scalar()?;
+    let mask = lt(values, &scalar)?;
+    Ok(crate::stream::change::null_as_false(&mask))
+}
+
+/// If `expr` cannot decrease when one column of `schema` grows (and reads
+/// no other column), that column's index: a column itself, `+`/`-` of a
+/// constant, casts to time types, `date_bin` and `date_trunc` with constant
+/// arguments. Such an expression evaluated on a column's watermark is a
+/// watermark for its result.
+pub fn monotone_column(expr: &Expr, schema: &DFSchema) -> Option<usize> {
+    match expr {
+        Expr::Column(column) => schema.index_of_column(column).ok(),
+        Expr::Alias(alias) => monotone_column(&alias.expr, schema),
+        Expr::Cast(cast) if is_time_type(cast.field.data_type()) => monotone_column(&cast.expr, schema),
+        Expr::TryCast(cast) if is_time_type(cast.field.data_type()) => monotone_column(&cast.expr, schema),
+        Expr::BinaryExpr(binary) => match binary.op {
+            BinaryOp::Plus | BinaryOp::Minus if is_constant(&binary.right) => monotone_column(&binary.left, schema),
+            BinaryOp::Plus if is_constant(&binary.left) => monotone_column(&binary.right, schema),
+            _ => None,
+        },
+        Expr::ScalarFunction(call) => {
+            let name = call.func.name().to_ascii_lowercase();
+            let args = &call.args;
+            match name.as_str() {
+                "date_bin" if args.len() >= 2 && args.iter().enumerate().all(|(i, a)| i == 1 || is_constant(a)) => {
+                    monotone_column(&args[1], schema)
+                }
+                "date_trunc" | "datetrunc" if args.len() == 2 && is_constant(&args[0]) => {
+                    monotone_column(&args[1], schema)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn is_constant(expr: &Expr) -> bool {
+    match expr {
+        Expr::Literal(..) => true,
+        Expr::Alias(alias) => is_constant(&alias.expr),
+        Expr::Cast(cast) => is_constant(&cast.expr),
+        Expr::BinaryExpr(binary) => is_constant(&binary.left) && is_constant(&binary.right),
+        _ => false,
+    }
+}
+
+pub fn is_time_type(data_type: &DataType) -> bool {
+    matches!(data_type, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
+}
+
+/// Derives output watermarks through expressions: `exprs[i]` is monotone in
+/// input column `columns[i]` (from [`monotone_column`]), or not (`None`).
+#[derive(Clone)]
+pub struct Derivation {
+    input_schema: SchemaRef,
+    outputs: Vec<Option<(Arc<dyn PhysicalExpr>, usize)>>,
+}
+
+impl Derivation {
+    pub fn new(input_schema: SchemaRef, exprs: &[Arc<dyn PhysicalExpr>], columns: &[Option<usize>]) -> Self {
+        let outputs = exprs.iter().zip(columns).map(|(e, c)| c.map(|c| (e.clone(), c))).collect();
+        Self { input_schema, outputs }
+    }
+
+    /// No derivation (an operator that passes nothing on).
+    pub fn is_empty(&self) -> bool {
+        self.outputs.iter().all(Option::is_none)
+    }
+
+    /// The output columns' watermarks given the input columns'.
+    pub fn derive(&self, input: &Watermarks) -> Result<Watermarks> {
+        self.outputs
+            .iter()
+            .map(|output| {
+                let Some((expr, column)) = output else { return Ok(None) };
+                let Some(Some(watermark)) = input.get(*column) else { return Ok(None) };
+                Ok(Some(Watermark {
+                    before: self.evaluate(expr, *column, &watermark.before)?,
+                    after: self.evaluate(expr, *column, &watermark.after)?,
+                }))
+            })
+            .collect()
+    }
+
+    fn evaluate(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        column: usize,
+        value: &Option<ScalarValue>,
+    ) -> Result<Option<ScalarValue>> {
+        let Some(value) = value else { return Ok(None) };
+        let columns: Vec<ArrayRef> = self
+            .input_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                if i == column {
+                    Ok(value.cast_to(field.data_type())?.to_array()?)
+                } else {
+                    Ok(new_null_array(field.data_type(), 1))
+                }
+            })
+            .collect::<Result<_>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(1));
+        let batch = RecordBatch::try_new_with_options(self.input_schema.clone(), columns, &options)?;
+        let result = expr.evaluate(&batch)?.into_array(1)?;
+        if result.is_null(0) {
+            return Ok(None);
+        }
+        Ok(Some(ScalarValue::try_from_array(&result, 0)?))
+    }
+}
+
+/// A table watermark value as a 64-bit integer in the column's unit.
+pub fn to_i64(value: &ScalarValue) -> Option<i64> {
+    match value {
+        ScalarValue::TimestampSecond(v, _)
+        | ScalarValue::TimestampMillisecond(v, _)
+        | ScalarValue::TimestampMicrosecond(v, _)
+        | ScalarValue::TimestampNanosecond(v, _)
+        | ScalarValue::Date64(v) => *v,
+        ScalarValue::Date32(v) => v.map(i64::from),
+        _ => None,
+    }
+}
+
+/// The value [`to_i64`] stored, as a value of `data_type`.
+pub fn from_i64(value: i64, data_type: &DataType) -> Result<ScalarValue> {
+    Ok(match data_type {
+        DataType::Timestamp(TimeUnit::Second, tz) => ScalarValue::TimestampSecond(Some(value), tz.clone()),
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => ScalarValue::TimestampMillisecond(Some(value), tz.clone()),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => ScalarValue::TimestampMicrosecond(Some(value), tz.clone()),
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => ScalarValue::TimestampNanosecond(Some(value), tz.clone()),
+        DataType::Date64 => ScalarValue::Date64(Some(value)),
+        DataType::Date32 => {
+            ScalarValue::Date32(Some(i32::try_from(value).map_err(|_| SqlError::internal("stored date out of range"))?))
+        }
+        other => return Err(SqlError::internal(format!("a watermark of type {other}"))),
+    })
+}
+
+/// What a view's operators report about event time, shared by all of
+/// them (and all their partitioned copies). Stored with the view's state at
+/// checkpoints.
+#[derive(Debug, Default)]
+pub struct ViewStats {
+    /// Changes dropped because they arrived behind the watermark, into
+    /// state that was already closed.
+    late_rows: AtomicU64,
+    /// Rows the view's source readers have read (since the server started).
+    source_rows: AtomicU64,
+    /// The view's source readers, and how many have read their source to
+    /// the end.
+    source_readers: AtomicU64,
+    finished_readers: AtomicU64,
+}
+
+impl ViewStats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    pub fn add_late(&self, rows: u64) {
+        if rows > 0 {
+            self.late_rows.fetch_add(rows, Ordering::Relaxed);
+        }
+    }
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows.load(Ordering::Relaxed)
+    }
+    pub fn set_late_rows(&self, rows: u64) {
+        self.late_rows.store(rows, Ordering::Relaxed);
+    }
+    pub fn add_source_rows(&self, rows: u64) {
+        self.source_rows.fetch_add(rows, Ordering::Relaxed);
+    }
+    pub fn source_rows(&self) -> u64 {
+        self.source_rows.load(Ordering::Relaxed)
+    }
+    pub fn register_reader(&self) {
+        self.source_readers.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Called once per reader that reaches the end of a finite source.
+    pub fn reader_finished(&self) {
+        self.finished_readers.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The view reads sources, and all of them are finite and read whole.
+    pub fn sources_done(&self) -> bool {
+        let readers = self.source_readers.load(Ordering::Relaxed);
+        readers > 0 && self.finished_readers.load(Ordering::Relaxed) >= readers
+    }
+    pub fn reads_sources(&self) -> bool {
+        self.source_readers.load(Ordering::Relaxed) > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampNanosecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::prelude::{SessionContext, col, lit};
+
+    fn ts(nanos: i64) -> ScalarValue {
+        ScalarValue::TimestampNanosecond(Some(nanos), None)
+    }
+
+    #[test]
+    fn monotone_expressions_derive_watermarks() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        ]));
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).expect("schema");
+        let ten_seconds = lit(ScalarValue::IntervalMonthDayNano(Some(
+            datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, 10_000_000_000),
+        )));
+        let binned = datafusion::functions::expr_fn::date_bin(ten_seconds.clone(), col("ts"), lit(ts(0)));
+        let shifted = binned.clone() - ten_seconds;
+        assert_eq!(monotone_column(&binned, &df_schema), Some(1));
+        assert_eq!(monotone_column(&shifted, &df_schema), Some(1));
+        assert_eq!(monotone_column(&col("v"), &df_schema), Some(0));
+        assert_eq!(monotone_column(&(col("v") * lit(-1i64)), &df_schema), None);
+        assert_eq!(monotone_column(&(col("v") + col("v")), &df_schema), None);
+
+        let state = SessionContext::new().state();
+        let physical: Vec<Arc<dyn PhysicalExpr>> = [&binned, &shifted, &col("v")]
+            .iter()
+            .map(|e| state.create_physical_expr((*e).clone(), &df_schema).expect("physical"))
+            .collect();
+        let columns = [Some(1), Some(1), None];
+        let derivation = Derivation::new(schema, &physical, &columns);
+        let input = vec![None, Some(Watermark { before: Some(ts(25_000_000_000)), after: Some(ts(31_000_000_000)) })];
+        let derived = derivation.derive(&input).expect("derive");
+        assert_eq!(derived[0], Some(Watermark { before: Some(ts(20_000_000_000)), after: Some(ts(30_000_000_000)) }));
+        assert_eq!(derived[1], Some(Watermark { before: Some(ts(10_000_000_000)), after: Some(ts(20_000_000_000)) }));
+        assert_eq!(derived[2], None);
+    }
+
+    #[test]
+    fn lateness_and_order_of_values() {
+        let values: ArrayRef = Arc::new(TimestampNanosecondArray::from(vec![Some(5), None, Some(10), Some(11)]));
+        let mask = below(&values, &ts(10)).expect("below");
+        assert_eq!(mask, BooleanArray::from(vec![true, false, false, false]));
+        assert_eq!(min_value(&Some(ts(3)), &Some(ts(2))), Some(ts(2)));
+        assert_eq!(min_value(&Some(ts(3)), &None), None);
+        assert_eq!(max_value(Some(ts(3)), None), Some(ts(3)));
+        assert_eq!(max_value(Some(ts(3)), Some(ts(4))), Some(ts(4)));
+        for ty in [DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), DataType::Date32] {
+            let value = from_i64(42, &ty).expect("from");
+            assert_eq!(to_i64(&value), Some(42));
+            assert_eq!(value.data_type(), ty);
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Sources: generator connectors (nexmark, datagen) read by materialized
+//! views, each view from the start of the stream, exactly once across a
+//! kill -9; compared with the same events computed as a batch.
+
+use std::time::{Duration, Instant};
+
+use crate::oracle::sorted;
+use crate::server::{TestServer, describe, error_code, rows, tempdir::TempDir};
+
+/// Waits until every view reading sources has read them to the end.
+async fn wait_until_read(client: &tokio_postgres::Client, views: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = rows(client, "SELECT name, sources_done FROM freshet_catalog.materialized_views").await;
+        let finished = views.iter().all(|v| done.iter().any(|r| r[0] == *v && r[1] == "t"));
+        if finished {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sources not read to the end: {done:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn source_rows(client: &tokio_postgres::Client, view: &str) -> i64 {
+    rows(client, &format!("SELECT source_rows FROM freshet_catalog.materialized_views WHERE name = '{view}'")).await[0]
+        [0]
+    .parse()
+    .expect("source rows")
+}
+
+/// The events' bids, as the batch oracle reads them.
+const BIDS: &str = "nexmark('bid', 30000, 0, 100)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_source_feeds_views_exactly_once_across_a_kill() {
+    let data = TempDir::new("sources");
+    let mut server = TestServer::start_in(&data.0, &[]);
+    let mut client = server.connect().await;
+    // 30,000 events at 10,000 a second of wall-clock time; 100 a second of
+    // event time, so 10 s windows are many.
+    client
+        .batch_execute(
+            "CREATE SOURCE bid (WATERMARK FOR date_time AS date_time - INTERVAL '2' SECOND) WITH (
+                connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = 30000,
+                nexmark.event.rate = 100, nexmark.min.event.gap.in.ns = 100000, nexmark.max.chunk.size = 1000);
+             CREATE MATERIALIZED VIEW per_auction AS SELECT auction, count(*) AS n, max(price) AS top FROM bid GROUP BY auction;
+             CREATE MATERIALIZED VIEW per_window AS SELECT window_start, count(*) AS n, sum(price) AS total
+               FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    // Kill the server while the views are reading.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while source_rows(&client, "per_auction").await < 5_000 {
+        assert!(Instant::now() < deadline, "the source is not being read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill9();
+    server = TestServer::start_in(&data.0, &[]);
+    client = server.connect().await;
+    // A view created after the restart still reads the source from its start.
+    client
+        .batch_execute("CREATE MATERIALIZED VIEW per_bidder AS SELECT bidder, count(*) AS n FROM bid GROUP BY bidder")
+        .await
+        .expect("late view");
+    wait_until_read(&client, &["per_auction", "per_window", "per_bidder"]).await;
+
+    let oracle = |query: &str| query.replace("{bids}", BIDS);
+    for (view, batch) in [
+        ("per_auction", oracle("SELECT auction, count(*) AS n, max(price) AS top FROM {bids} GROUP BY auction")),
+        ("per_bidder", oracle("SELECT bidder, count(*) AS n FROM {bids} GROUP BY bidder")),
+        (
+            "per_window",
+            oracle(
+                "SELECT date_bin(INTERVAL '10' SECOND, date_time, TIMESTAMP '1970-01-01') AS ws, count(*) AS n, \
+                 sum(price) AS total FROM {bids} GROUP BY ws \
+                 HAVING date_bin(INTERVAL '10' SECOND, date_time, TIMESTAMP '1970-01-01') < \
+                   (SELECT date_bin(INTERVAL '10' SECOND, max(date_time) - INTERVAL '2' SECOND, TIMESTAMP '1970-01-01') FROM {bids})",
+            ),
+        ),
+    ] {
+        let got = sorted(rows(&client, &format!("SELECT * FROM {view}")).await);
+        let want = sorted(rows(&client, &batch).await);
+        assert!(!want.is_empty(), "{view}: empty oracle");
+        assert_eq!(got.len(), want.len(), "{view}: {} rows, the batch {}", got.len(), want.len());
+        assert!(got == want, "{view} differs from the batch over the same events");
+    }
+    let late =
+        rows(&client, "SELECT late_rows FROM freshet_catalog.materialized_views WHERE name = 'per_window'").await;
+    assert_eq!(late, vec![vec!["0".to_string()]], "nexmark bids come in event-time order");
+    // A source keeps no rows, and says so.
+    assert_eq!(error_code(&client, "SELECT * FROM bid").await, "0A000");
+    assert_eq!(error_code(&client, "DROP SOURCE bid").await, "2BP01");
+    client.batch_execute("DROP SOURCE bid CASCADE").await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagen_source_generates_the_declared_columns() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE gen (id BIGINT, k INT, v DOUBLE PRECISION, s TEXT, ts TIMESTAMP) WITH (
+                connector = 'datagen', datagen.rows.per.second = 0, datagen.max.chunk.size = 700,
+                fields.id.kind = 'sequence', fields.id.start = 1, fields.id.end = 5000,
+                fields.k.min = 1, fields.k.max = 9, fields.v.min = -1, fields.v.max = 1, fields.s.length = 4,
+                fields.ts.max_past = '1 hour');
+             CREATE MATERIALIZED VIEW stats AS SELECT k, count(*) AS n, sum(id) AS ids, min(v) AS low, max(v) AS high,
+               min(length(s)) AS short, max(length(s)) AS long FROM gen GROUP BY k;
+             CREATE MATERIALIZED VIEW recent AS SELECT count(*) AS n FROM gen WHERE ts > now() - INTERVAL '2' HOUR;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    wait_until_read(&client, &["stats", "recent"]).await;
+    let totals = rows(
+        &client,
+        "SELECT sum(n), sum(ids), min(k), max(k), min(low) >= -1, max(high) <= 1, min(short), max(long) FROM stats",
+    )
+    .await;
+    let want: Vec<String> = ["5000", "12502500", "1", "9", "t", "t", "4", "4"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(totals, vec![want]);
+    assert_eq!(rows(&client, "SELECT n FROM recent").await, vec![vec!["5000".to_string()]]);
+    for (bad, code) in [
+        ("CREATE SOURCE s1 WITH (connector = 'nexmark')", "22023"),
+        ("CREATE SOURCE s2 WITH (connector = 'nexmark', nexmark.table.type = 'bids')", "22023"),
+        ("CREATE SOURCE s3 WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.colour = 'red')", "22023"),
+        ("CREATE SOURCE s4 (a INT) WITH (connector = 'datagen', fields.b.kind = 'sequence')", "22023"),
+        ("CREATE SOURCE s5 (a INT) WITH (connector = 'kafka')", "0A000"),
+        ("CREATE SOURCE s6 (auction TEXT) WITH (connector = 'nexmark', nexmark.table.type = 'bid')", "42804"),
+        ("CREATE SOURCE s7 (a INT)", "22023"),
+    ] {
+        assert_eq!(error_code(&client, bad).await, code, "{bad}");
+    }
+}
