@@ -106,9 +106,21 @@ pub struct TableWatermark {
     pub text: String,
     /// As of the last committed epoch (`None` before the first row).
     pub value: Mutex<Option<ScalarValue>>,
+    /// With no inserted row for this long (nanoseconds) the table is idle:
+    /// it no longer holds back watermarks combined with others'.
+    pub idle_timeout: Option<i64>,
+    /// Epoch time of the last insert (or of the server's start), and
+    /// whether the last epoch found the table idle.
+    pub last_insert: Mutex<i64>,
+    pub idle: Mutex<bool>,
 }
 
 impl TableWatermark {
+    /// Whether the table is idle at epoch time `now`.
+    pub fn idle_at(&self, now: i64) -> bool {
+        self.idle_timeout.is_some_and(|timeout| now.saturating_sub(*self.last_insert.lock()) >= timeout)
+    }
+
     /// The watermark once `change` is applied: the largest expression value
     /// of the inserted rows, if above the current one.
     pub fn advance(

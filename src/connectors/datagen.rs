@@ -61,23 +61,6 @@ fn hash(seed: u64, column: usize, row: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `'10 seconds'`, `'2h'`, `'1 day'` as nanoseconds.
-fn duration_nanos(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().ok()?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let seconds = match unit.trim_end_matches('s') {
-        "" | "sec" | "second" => 1,
-        "m" | "min" | "minute" => 60,
-        "h" | "hour" => 3600,
-        "d" | "day" => 86_400,
-        _ => return None,
-    };
-    number.checked_mul(seconds)?.checked_mul(1_000_000_000)
-}
-
 impl DatagenReader {
     pub fn new(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Self> {
         let schema = declared.filter(|s| !s.fields().is_empty()).ok_or_else(|| {
@@ -142,7 +125,7 @@ impl DatagenReader {
                     }
                     let max_past_nanos = match option("max_past") {
                         None => 86_400_000_000_000,
-                        Some(t) => duration_nanos(t).ok_or_else(|| {
+                        Some(t) => super::parse_duration(t).ok_or_else(|| {
                             bad(format!("fields.{name}.max_past = '{t}' is not a duration like '10 seconds'"))
                         })?,
                     };
@@ -326,8 +309,8 @@ mod tests {
         // Reading again from the start gives the same rows.
         let again = reader.read(&mut SourcePosition::default(), 1, 100).expect("again");
         assert_eq!(again, all.slice(0, again.num_rows()));
-        assert_eq!(duration_nanos("2 hours"), Some(7_200_000_000_000));
-        assert_eq!(duration_nanos("10s"), Some(10_000_000_000));
+        assert_eq!(super::parse_duration("2 hours"), Some(7_200_000_000_000));
+        assert_eq!(super::parse_duration("10s"), Some(10_000_000_000));
         assert!(
             DatagenReader::new(
                 &options(&[("connector", "datagen"), ("fields.zz.kind", "random")]),

@@ -80,6 +80,21 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     let mut plain = create.clone();
     let mut options = Options::take(&mut plain.table_options)?;
     let watermark = options.take_watermark()?;
+    let idle_timeout = match options.remove(syntax::WATERMARK_IDLE_TIMEOUT) {
+        None => None,
+        Some(_) if watermark.is_none() => {
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("{} needs a WATERMARK FOR clause", syntax::WATERMARK_IDLE_TIMEOUT),
+            ));
+        }
+        Some(text) => Some(crate::connectors::parse_duration(&text).filter(|n| *n > 0).ok_or_else(|| {
+            SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("{} = '{text}' is not a duration like '10 seconds'", syntax::WATERMARK_IDLE_TIMEOUT),
+            )
+        })?),
+    };
     let connector = match options.remove(syntax::RELATION_KIND).as_deref() {
         Some("source") => Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() }),
         Some(other) => {
@@ -160,7 +175,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     relation.column_defaults = table.column_defaults.iter().cloned().collect();
     relation.reader = reader;
     if let Some((column, expression)) = watermark {
-        let def = table_watermark(engine, &relation, &column, &expression)?;
+        let def = table_watermark(engine, &relation, &column, &expression, idle_timeout)?;
         if engine.recovering() && relation.kind == RelationKind::Table {
             let stored = engine.coordinator.store().snapshot().get(&crate::state::watermark_key(relation.id));
             if let Some(value) = stored.and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes))
@@ -203,6 +218,7 @@ fn table_watermark(
     relation: &Relation,
     column: &str,
     expression: &str,
+    idle_timeout: Option<i64>,
 ) -> Result<crate::catalog::TableWatermark> {
     use crate::stream::watermark::{is_time_type, monotone_column};
     let index = relation.schema.index_of(column).map_err(|_| {
@@ -235,11 +251,16 @@ fn table_watermark(
     let expr_type = datafusion::logical_expr::ExprSchemable::get_type(&expr, &df_schema)?;
     let expr = if expr_type == data_type { expr } else { datafusion::logical_expr::cast(expr, data_type.clone()) };
     let physical = state.create_physical_expr(expr, &df_schema)?;
+    let started =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
     Ok(crate::catalog::TableWatermark {
         column: index,
         expression: physical,
         text: expression.to_string(),
         value: parking_lot::Mutex::new(None),
+        idle_timeout,
+        last_insert: parking_lot::Mutex::new(started),
+        idle: parking_lot::Mutex::new(false),
     })
 }
 

@@ -27,6 +27,9 @@ use crate::error::{Result, SqlError, sqlstate};
 pub const WATERMARK_COLUMN: &str = "watermark_column";
 /// Option holding a table's watermark expression (SQL text).
 pub const WATERMARK_EXPRESSION: &str = "watermark_expression";
+/// Option of a table or source with a watermark: after how long without
+/// a row it stops holding back watermarks combined with others'.
+pub const WATERMARK_IDLE_TIMEOUT: &str = "watermark_idle_timeout";
 /// Option marking a CREATE TABLE that was written as CREATE SOURCE.
 pub const RELATION_KIND: &str = "freshet_kind";
 /// Option of a materialized view: `emit = 'on_window_close'`.

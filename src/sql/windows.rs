@@ -180,7 +180,7 @@ impl WindowFunction {
         let in_order = vec![time.clone().sort(true, false)];
         // A row starts a session unless its key's previous row is less than
         // `gap` before it.
-        let previous = datafusion::functions_window::expr_fn::lag(time.clone(), None, None)
+        let previous = datafusion::functions_window::expr_fn::lag(time.clone(), Some(1), None)
             .partition_by(partition.clone())
             .order_by(in_order.clone())
             .build()?

@@ -73,40 +73,54 @@ impl ViewDataflow {
     /// Its watermarks in an epoch that does not step it: unchanged.
     fn steady_watermarks(&self) -> Option<Watermarks> {
         let current = self.view.current_watermarks.lock();
-        current
-            .iter()
-            .any(Option::is_some)
-            .then(|| current.iter().map(|w| w.as_ref().map(|w| Watermark::steady(w.after.clone()))).collect())
+        current.iter().any(Option::is_some).then(|| current.iter().map(|w| w.as_ref().map(steady)).collect())
     }
+}
+
+/// A watermark as it stands in an epoch that does not move it.
+fn steady(watermark: &Watermark) -> Watermark {
+    Watermark { idle: watermark.idle, was_idle: watermark.idle, ..Watermark::steady(watermark.after.clone()) }
 }
 
 /// The watermarks of the tables an epoch reads, and what to write for them.
 struct TableWatermarks {
     /// Per table with a watermark: the table and its watermark this epoch.
     tables: HashMap<RelationId, (Arc<Relation>, Watermark)>,
+    /// Tables this (live) epoch inserted rows into, and its time.
+    inserted: Vec<RelationId>,
+    now: i64,
 }
 
 impl TableWatermarks {
-    /// In a live epoch: every watermarked table some view reads, moved on
-    /// by the rows `changes` insert.
-    fn live(views: &[ViewDataflow], changes: &[(Arc<Relation>, ChangeBatch)]) -> Result<Self> {
+    /// In a live epoch at time `now`: every watermarked table some view
+    /// reads, moved on by the rows `changes` insert, and idle if it has
+    /// had none for its idle timeout.
+    fn live(views: &[ViewDataflow], changes: &[(Arc<Relation>, ChangeBatch)], now: i64) -> Result<Self> {
+        let steady = |def: &crate::catalog::TableWatermark| {
+            let idle = *def.idle.lock();
+            Watermark { idle, was_idle: idle, ..Watermark::steady(def.value.lock().clone()) }
+        };
         let mut tables: HashMap<RelationId, (Arc<Relation>, Watermark)> = HashMap::new();
         for source in views.iter().flat_map(|f| f.sources.iter()) {
             if let Some(def) = &source.watermark {
-                tables
-                    .entry(source.id)
-                    .or_insert_with(|| (source.clone(), Watermark::steady(def.value.lock().clone())));
+                tables.entry(source.id).or_insert_with(|| (source.clone(), steady(def)));
             }
         }
+        let mut inserted: Vec<RelationId> = Vec::new();
         for (relation, change) in changes {
             let Some(def) = &relation.watermark else { continue };
-            let entry = tables
-                .entry(relation.id)
-                .or_insert_with(|| (relation.clone(), Watermark::steady(def.value.lock().clone())));
+            let entry = tables.entry(relation.id).or_insert_with(|| (relation.clone(), steady(def)));
             let data_type = relation.schema.field(def.column).data_type();
             entry.1.after = def.advance(entry.1.after.clone(), change, data_type)?;
+            if change.weights.values().iter().any(|&w| w > 0) {
+                inserted.push(relation.id);
+            }
         }
-        Ok(Self { tables })
+        for (id, (relation, current)) in tables.iter_mut() {
+            let Some(def) = &relation.watermark else { continue };
+            current.idle = !inserted.contains(id) && def.idle_at(now);
+        }
+        Ok(Self { tables, inserted, now })
     }
 
     /// In a replayed epoch: as its log entry recorded them.
@@ -116,10 +130,11 @@ impl TableWatermarks {
             let Some(relation) = resolve(w.relation) else { continue };
             let Some(field) = relation.schema.fields().get(w.column as usize) else { continue };
             let value = |v: Option<i64>| v.map(|v| watermark::from_i64(v, field.data_type())).transpose();
-            let entry = Watermark { before: value(w.before)?, after: value(w.after)? };
+            let entry =
+                Watermark { before: value(w.before)?, after: value(w.after)?, idle: w.idle, was_idle: w.was_idle };
             tables.insert(relation.id, (relation.clone(), entry));
         }
-        Ok(Self { tables })
+        Ok(Self { tables, inserted: Vec::new(), now: 0 })
     }
 
     fn feed(&self, input: &mut EpochInput) {
@@ -142,6 +157,8 @@ impl TableWatermarks {
                     column: def.column as u16,
                     before: current.before.as_ref().and_then(watermark::to_i64),
                     after: current.after.as_ref().and_then(watermark::to_i64),
+                    idle: current.idle,
+                    was_idle: current.was_idle,
                 })
             })
             .collect();
@@ -160,9 +177,14 @@ impl TableWatermarks {
 
     /// Once the epoch is committed: the tables' watermarks move.
     fn commit(&self) {
-        for (relation, current) in self.tables.values() {
-            if let (Some(def), true) = (&relation.watermark, current.advanced()) {
+        for (id, (relation, current)) in &self.tables {
+            let Some(def) = &relation.watermark else { continue };
+            if current.before != current.after {
                 *def.value.lock() = current.after.clone();
+            }
+            *def.idle.lock() = current.idle;
+            if self.inserted.contains(id) {
+                *def.last_insert.lock() = self.now;
             }
         }
     }
@@ -237,10 +259,20 @@ impl Coordinator {
     }
 
     /// Runs an epoch with no changes if some view follows the passing time,
-    /// so its temporal filters move on while no data arrives.
+    /// so its temporal filters move on while no data arrives, or if a
+    /// watermarked input has just passed its idle timeout.
     pub async fn tick_clock(&self) -> Result<()> {
         let mut guard = self.begin().await;
-        if guard.flows.views.iter().any(|f| f.clocked && f.view.failure.lock().is_none()) {
+        let now = now_nanos();
+        let clocked = guard.flows.views.iter().any(|f| f.clocked && f.view.failure.lock().is_none());
+        // A watermarked input that has just become idle moves the views over it.
+        let going_idle = guard
+            .flows
+            .views
+            .iter()
+            .flat_map(|f| f.sources.iter())
+            .any(|source| source.watermark.as_ref().is_some_and(|def| !*def.idle.lock() && def.idle_at(now)));
+        if clocked || going_idle {
             guard.commit(Vec::new())?;
         }
         Ok(())
@@ -371,7 +403,10 @@ impl EpochGuard<'_> {
         let mut input = EpochInput::new(state.clone());
         let (watermarks, time) = match replayed {
             Some((logged, time)) => (logged, time),
-            None => (TableWatermarks::live(&self.flows.views, &changes)?, now_nanos().max(self.flows.last_time)),
+            None => {
+                let time = now_nanos().max(self.flows.last_time);
+                (TableWatermarks::live(&self.flows.views, &changes, time)?, time)
+            }
         };
         input.now_nanos = time;
         watermarks.feed(&mut input);
@@ -631,8 +666,10 @@ impl EpochGuard<'_> {
         if !epochs.is_empty() {
             // The closing checkpoint sees the last epoch's watermarks, steady,
             // at the last epoch's time.
-            let steady: Vec<LoggedWatermark> =
-                last_watermarks.into_iter().map(|w| LoggedWatermark { before: w.after, ..w }).collect();
+            let steady: Vec<LoggedWatermark> = last_watermarks
+                .into_iter()
+                .map(|w| LoggedWatermark { before: w.after, was_idle: w.idle, ..w })
+                .collect();
             self.run_epoch(Vec::new(), Some((TableWatermarks::logged(&steady, resolve)?, last_time)), true)?;
         }
         // In creation order: a view is rebuilt after the views it reads.
@@ -719,7 +756,7 @@ fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<(ChangeBatc
                 let mut columns = watermark::none(source.schema.fields().len());
                 // The rows are all there at once: none is late, and the
                 // windows the current watermark has passed close.
-                columns[def.column] = Some(Watermark { before: None, after: def.value.lock().clone() });
+                columns[def.column] = Some(Watermark::new(None, def.value.lock().clone()));
                 Some(columns)
             }
             None => {
@@ -727,7 +764,7 @@ fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<(ChangeBatc
                 current.iter().any(Option::is_some).then(|| {
                     current
                         .iter()
-                        .map(|w| w.as_ref().map(|w| Watermark { before: None, after: w.after.clone() }))
+                        .map(|w| w.as_ref().map(|w| Watermark { before: None, was_idle: false, ..w.clone() }))
                         .collect()
                 })
             }

@@ -46,6 +46,9 @@ pub struct LoggedWatermark {
     pub column: u16,
     pub before: Option<i64>,
     pub after: Option<i64>,
+    /// Idle in this epoch, and in the one before.
+    pub idle: bool,
+    pub was_idle: bool,
 }
 
 /// What a logged epoch saw besides its changes.
@@ -65,7 +68,12 @@ pub fn append_header(entry: &mut Vec<u8>, header: &Header) {
     for w in &header.watermarks {
         entry.extend_from_slice(&w.relation.to_be_bytes());
         entry.extend_from_slice(&w.column.to_be_bytes());
-        entry.push(u8::from(w.before.is_some()) | (u8::from(w.after.is_some()) << 1));
+        entry.push(
+            u8::from(w.before.is_some())
+                | (u8::from(w.after.is_some()) << 1)
+                | (u8::from(w.idle) << 2)
+                | (u8::from(w.was_idle) << 3),
+        );
         entry.extend_from_slice(&w.before.unwrap_or(0).to_be_bytes());
         entry.extend_from_slice(&w.after.unwrap_or(0).to_be_bytes());
     }
@@ -102,6 +110,8 @@ fn split_header(entry: &[u8]) -> Result<(Header, &[u8])> {
             column,
             before: (flags & 1 != 0).then_some(before),
             after: (flags & 2 != 0).then_some(after),
+            idle: flags & 4 != 0,
+            was_idle: flags & 8 != 0,
         });
     }
     Ok((Header { time_nanos, watermarks }, rest))
@@ -241,8 +251,15 @@ mod tests {
         let header = Header {
             time_nanos: 1_700_000_000_123_456_789,
             watermarks: vec![
-                LoggedWatermark { relation: 1, column: 3, before: None, after: Some(-5) },
-                LoggedWatermark { relation: 9, column: 0, before: Some(7), after: Some(8) },
+                LoggedWatermark { relation: 1, column: 3, before: None, after: Some(-5), idle: true, was_idle: false },
+                LoggedWatermark {
+                    relation: 9,
+                    column: 0,
+                    before: Some(7),
+                    after: Some(8),
+                    idle: false,
+                    was_idle: true,
+                },
             ],
         };
         let mut entry = Vec::new();
@@ -261,7 +278,14 @@ mod tests {
             &mut entry,
             &Header {
                 time_nanos: 1,
-                watermarks: vec![LoggedWatermark { relation: 1, column: 0, before: None, after: Some(2) }],
+                watermarks: vec![LoggedWatermark {
+                    relation: 1,
+                    column: 0,
+                    before: None,
+                    after: Some(2),
+                    idle: false,
+                    was_idle: false,
+                }],
             },
         );
         append(&mut entry, 1, &change(&t1, &[1], &[Some("a")], &[1])).expect("append");

@@ -41,15 +41,24 @@ pub struct Watermark {
     pub before: Option<ScalarValue>,
     /// As of the end of the epoch: no later row is below it.
     pub after: Option<ScalarValue>,
+    /// The input has had no rows for its idle timeout: it does not hold
+    /// back a watermark combined with others (and was so in the previous
+    /// epoch: `was_idle`).
+    pub idle: bool,
+    pub was_idle: bool,
 }
 
 impl Watermark {
     /// A watermark that does not move in this epoch.
     pub fn steady(value: Option<ScalarValue>) -> Self {
-        Self { before: value.clone(), after: value }
+        Self { before: value.clone(), after: value, ..Self::default() }
     }
+    pub fn new(before: Option<ScalarValue>, after: Option<ScalarValue>) -> Self {
+        Self { before, after, ..Self::default() }
+    }
+    /// Moved in this epoch (its value, or whether it is idle).
     pub fn advanced(&self) -> bool {
-        self.before != self.after
+        self.before != self.after || self.idle != self.was_idle
     }
 }
 
@@ -71,9 +80,19 @@ pub fn min_value(a: &Option<ScalarValue>, b: &Option<ScalarValue>) -> Option<Sca
     }
 }
 
-/// The column-wise smaller of two watermarks.
+/// The smaller of two watermarks, leaving out an idle one (both idle: idle).
 pub fn min(a: &Watermark, b: &Watermark) -> Watermark {
-    Watermark { before: min_value(&a.before, &b.before), after: min_value(&a.after, &b.after) }
+    let before = match (a.was_idle, b.was_idle) {
+        (true, false) => b.before.clone(),
+        (false, true) => a.before.clone(),
+        _ => min_value(&a.before, &b.before),
+    };
+    let after = match (a.idle, b.idle) {
+        (true, false) => b.after.clone(),
+        (false, true) => a.after.clone(),
+        _ => min_value(&a.after, &b.after),
+    };
+    Watermark { before, after, idle: a.idle && b.idle, was_idle: a.was_idle && b.was_idle }
 }
 
 /// The larger of two values (a watermark only moves forward).
@@ -168,6 +187,8 @@ impl Derivation {
                 Ok(Some(Watermark {
                     before: self.evaluate(expr, *column, &watermark.before)?,
                     after: self.evaluate(expr, *column, &watermark.after)?,
+                    idle: watermark.idle,
+                    was_idle: watermark.was_idle,
                 }))
             })
             .collect()
@@ -321,10 +342,10 @@ mod tests {
             .collect();
         let columns = [Some(1), Some(1), None];
         let derivation = Derivation::new(schema, &physical, &columns);
-        let input = vec![None, Some(Watermark { before: Some(ts(25_000_000_000)), after: Some(ts(31_000_000_000)) })];
+        let input = vec![None, Some(Watermark::new(Some(ts(25_000_000_000)), Some(ts(31_000_000_000))))];
         let derived = derivation.derive(&input).expect("derive");
-        assert_eq!(derived[0], Some(Watermark { before: Some(ts(20_000_000_000)), after: Some(ts(30_000_000_000)) }));
-        assert_eq!(derived[1], Some(Watermark { before: Some(ts(10_000_000_000)), after: Some(ts(20_000_000_000)) }));
+        assert_eq!(derived[0], Some(Watermark::new(Some(ts(20_000_000_000)), Some(ts(30_000_000_000)))));
+        assert_eq!(derived[1], Some(Watermark::new(Some(ts(10_000_000_000)), Some(ts(20_000_000_000)))));
         assert_eq!(derived[2], None);
     }
 
@@ -337,6 +358,14 @@ mod tests {
         assert_eq!(min_value(&Some(ts(3)), &None), None);
         assert_eq!(max_value(Some(ts(3)), None), Some(ts(3)));
         assert_eq!(max_value(Some(ts(3)), Some(ts(4))), Some(ts(4)));
+        // An idle input does not hold back the other.
+        let busy = Watermark::new(Some(ts(5)), Some(ts(9)));
+        let idle = Watermark { idle: true, was_idle: true, ..Watermark::steady(None) };
+        assert_eq!(min(&busy, &idle), busy);
+        assert_eq!(min(&idle, &busy), busy);
+        let going_idle = Watermark { idle: true, ..Watermark::steady(Some(ts(1))) };
+        assert_eq!(min(&busy, &going_idle), Watermark::new(Some(ts(1)), Some(ts(9))));
+        assert!(going_idle.advanced());
         for ty in [DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())), DataType::Date32] {
             let value = from_i64(42, &ty).expect("from");
             assert_eq!(to_i64(&value), Some(42));

@@ -206,6 +206,9 @@ pub struct Aggregate {
     open: Option<OpenGroups>,
     /// EMIT ON WINDOW CLOSE: a group's row is emitted once, when it closes.
     emit_on_close: bool,
+    /// The bound closed groups lie below (under the empty key), stored so
+    /// that it holds across restarts.
+    closed: ValueState<Vec<u8>>,
     schema: SchemaRef,
 }
 
@@ -250,6 +253,7 @@ impl Aggregate {
             key_watermarks,
             emit_on_close: windowing.as_ref().is_some_and(|w| w.emit_on_close),
             open: windowing.map(|w| w.open),
+            closed: ValueState::new(&[state_prefix, &[2]].concat()),
             schema,
         })
     }
@@ -258,7 +262,7 @@ impl Aggregate {
     fn time_watermark(&self, input: &EpochInput) -> Result<Option<Watermark>> {
         let Some(open) = &self.open else { return Ok(None) };
         let derived = self.key_watermarks.derive(&self.input.watermarks(input)?)?;
-        Ok(derived.into_iter().nth(open.column).flatten())
+        Ok(derived.into_iter().nth(open.column).flatten().map(|w| open.bounded(w)))
     }
 
     /// Finalizes the groups the watermark has passed: with EMIT ON WINDOW
@@ -518,16 +522,21 @@ impl Aggregate {
 impl Operator for Aggregate {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
         let delta = self.input.step(input)?;
-        let time = self.time_watermark(input)?;
         if let (Some(open), Some(codec)) = (&mut self.open, &self.group_codec) {
             if !open.is_ready() {
                 if input.state.fresh {
                     open.start_fresh();
                 } else {
                     open.rebuild(self.groups.stored_groups(&input.state), codec)?;
+                    self.closed
+                        .load(&input.state, &[Vec::new()], |stored| Ok(stored.iter().map(|b| b.to_vec()).collect()))?;
+                    if let Some(Some(bytes)) = self.closed.get_mut(&[]).map(|b| b.clone()) {
+                        open.restore_closed(&bytes)?;
+                    }
                 }
             }
         }
+        let time = self.time_watermark(input)?;
         // A global aggregate has a row even over no input: it is computed
         // on the first step (the backfill), when its group is not stored yet.
         let changed = if delta.is_empty() && self.group_codec.is_some() {
@@ -538,6 +547,13 @@ impl Operator for Aggregate {
         match time.as_ref().and_then(|t| t.after.as_ref()) {
             Some(after) => {
                 let closed = self.close(input, after)?;
+                if let Some(bytes) = self.open.as_ref().map(|o| o.closed_bytes()).transpose()?.flatten() {
+                    self.closed
+                        .load(&input.state, &[Vec::new()], |stored| Ok(stored.iter().map(|b| b.to_vec()).collect()))?;
+                    if let Some(slot) = self.closed.get_mut(&[]) {
+                        *slot = Some(bytes);
+                    }
+                }
                 ChangeBatch::concat(&self.schema, &[changed, closed])
             }
             None => Ok(changed),
@@ -572,6 +588,7 @@ impl Operator for Aggregate {
             |groups| self.stored_groups.encode(groups),
         )?;
         self.rows.flush(state, batch);
+        self.closed.flush(state, batch, Vec::len, |values| Ok(values.iter().map(|v| v.to_vec()).collect()))?;
         Ok(())
     }
 }

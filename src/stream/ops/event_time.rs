@@ -36,12 +36,40 @@ pub struct OpenGroups {
     ready: bool,
     ownership: Ownership,
     stats: Arc<ViewStats>,
+    /// The highest bound groups were closed below: the watermark this
+    /// operator has acted on never goes back, even if its input's does (an
+    /// idle input becoming active again), so a closed window stays closed.
+    closed: Option<ScalarValue>,
 }
 
 impl OpenGroups {
     pub fn new(column: usize, field: &Field, ownership: Ownership, stats: Arc<ViewStats>) -> Result<Self> {
         let time_codec = RowCodec::new(Arc::new(Schema::new(vec![field.clone().with_name("t")])))?;
-        Ok(Self { column, time_codec, by_time: BTreeMap::new(), ready: false, ownership, stats })
+        Ok(Self { column, time_codec, by_time: BTreeMap::new(), ready: false, ownership, stats, closed: None })
+    }
+
+    /// The input's watermark, never below what has been closed already.
+    pub fn bounded(&self, watermark: Watermark) -> Watermark {
+        let Some(closed) = &self.closed else { return watermark };
+        let at_least = |v: Option<ScalarValue>| crate::stream::watermark::max_value(v, Some(closed.clone()));
+        Watermark { before: at_least(watermark.before), after: at_least(watermark.after), ..watermark }
+    }
+
+    /// The bound closed below so far, as bytes to store.
+    pub fn closed_bytes(&self) -> Result<Option<Vec<u8>>> {
+        let Some(closed) = &self.closed else { return Ok(None) };
+        let data_type = self.time_codec.schema().field(0).data_type().clone();
+        let rows = self.time_codec.encode(&[closed.cast_to(&data_type)?.to_array()?])?;
+        Ok(Some(rows.row(0).data().to_vec()))
+    }
+
+    /// Restores the stored bound.
+    pub fn restore_closed(&mut self, bytes: &[u8]) -> Result<()> {
+        let batch = self.time_codec.decode([bytes])?;
+        if batch.num_rows() == 1 && batch.column(0).is_valid(0) {
+            self.closed = Some(ScalarValue::try_from_array(batch.column(0), 0)?);
+        }
+        Ok(())
     }
 
     pub fn is_ready(&self) -> bool {
@@ -127,6 +155,7 @@ impl OpenGroups {
         after: &ScalarValue,
         data_type: &datafusion::arrow::datatypes::DataType,
     ) -> Result<Vec<Vec<u8>>> {
+        self.closed = crate::stream::watermark::max_value(self.closed.take(), Some(after.clone()));
         let bound = after.cast_to(data_type)?.to_array()?;
         let bound = self.time_codec.encode(&[bound])?;
         let open = self.by_time.split_off(bound.row(0).data());

@@ -142,7 +142,7 @@ impl Operator for SourceScan {
             after = def.advance(before.clone(), &change, data_type)?;
             progress.watermark = after.as_ref().and_then(watermark::to_i64);
         }
-        self.current = Watermark { before, after };
+        self.current = Watermark::new(before, after);
         self.stats.add_source_rows(rows.num_rows() as u64);
         if self.reader.exhausted(&progress.position) {
             self.finish();
