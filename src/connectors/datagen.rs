@@ -309,8 +309,8 @@ mod tests {
         // Reading again from the start gives the same rows.
         let again = reader.read(&mut SourcePosition::default(), 1, 100).expect("again");
         assert_eq!(again, all.slice(0, again.num_rows()));
-        assert_eq!(super::parse_duration("2 hours"), Some(7_200_000_000_000));
-        assert_eq!(super::parse_duration("10s"), Some(10_000_000_000));
+        assert_eq!(crate::connectors::parse_duration("2 hours"), Some(7_200_000_000_000));
+        assert_eq!(crate::connectors::parse_duration("10s"), Some(10_000_000_000));
         assert!(
             DatagenReader::new(
                 &options(&[("connector", "datagen"), ("fields.zz.kind", "random")]),
