@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
 LISTEN ?= 127.0.0.1:5488
 DATA_DIR ?= ./freshet-data
 
-.PHONY: run test deps bench bench-state bench-nexmark check
+.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream check
 
 deps:
 	@scripts/install-deps.sh
@@ -32,3 +32,8 @@ bench-state: deps
 bench-nexmark: deps
 	cargo test --release --no-run
 	benches/nexmark.sh $(ARGS)
+
+# Nexmark through nexmark sources, 1 and all workers, vs DataFusion batch.
+bench-nexmark-stream: deps
+	cargo build --release --bin freshet
+	benches/nexmark_stream.sh $(ARGS)
