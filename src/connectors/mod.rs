@@ -7,12 +7,20 @@
 //! position at the same epoch time. That is what makes a replay after a
 //! crash feed the view exactly what the lost epochs fed it (exactly-once
 //! from source to view). The generators here (`nexmark`, `datagen`) are
-//! deterministic by construction.
+//! deterministic by construction; `kafka` reads from the offsets in the
+//! position, which name the same records again.
+//!
+//! A record a reader cannot turn into a row (a payload that does not parse
+//! or does not fit the columns) is handed back as a [`BadRecord`]: the
+//! reading operator keeps it, with its offset and the error, where
+//! `freshet_catalog.source_errors` shows it, and the stream goes on.
 //!
 //! This module may call `stream` types (schemas, errors); the stream layer
 //! reaches connectors only through [`SourceReader`].
 
 pub mod datagen;
+pub mod decode;
+pub mod kafka;
 pub mod nexmark;
 
 use std::collections::BTreeMap;
@@ -24,11 +32,23 @@ use crate::error::{Result, SqlError, sqlstate};
 
 /// How far a reader has read: a count of the connector's records (events,
 /// rows) consumed, and when reading started (for paced generators).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourcePosition {
     pub next: u64,
     /// Epoch time of the first read, nanoseconds (0: not started).
     pub started_nanos: i64,
+    /// Partitioned connectors (Kafka): the next offset to read, per
+    /// partition (empty: not started).
+    pub offsets: BTreeMap<i32, i64>,
+}
+
+/// A record that did not become a row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub error: String,
 }
 
 /// Reads a source's rows.
@@ -36,10 +56,28 @@ pub trait SourceReader: Send + Sync {
     /// The rows' schema.
     fn schema(&self) -> SchemaRef;
     /// Up to `max_records` records after `position` among those due at
-    /// `now_nanos`, as rows; advances `position`.
-    fn read(&self, position: &mut SourcePosition, now_nanos: i64, max_records: usize) -> Result<RecordBatch>;
+    /// `now_nanos`, as rows; advances `position`. Records that do not make
+    /// a row go to `bad` (or fail the read, if the source says so).
+    fn read(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<RecordBatch>;
     /// No record will come after `position` (a finite source read to its end).
     fn exhausted(&self, position: &SourcePosition) -> bool;
+    /// Checks, at CREATE SOURCE, that the connector can be read (e.g. the
+    /// broker answers and the topic exists). Not called at recovery, so a
+    /// system that is down then does not keep the catalog from loading.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// A reader of its own for one more view, for readers holding a
+    /// connection; `None` when one reader can serve every view.
+    fn instance(&self) -> Option<std::sync::Arc<dyn SourceReader>> {
+        None
+    }
 }
 
 /// A source's connector options, as given in WITH (…).
@@ -88,12 +126,13 @@ pub fn reader(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result
     match options.connector() {
         Some("nexmark") => Ok(Box::new(nexmark::NexmarkReader::new(options, declared)?)),
         Some("datagen") => Ok(Box::new(datagen::DatagenReader::new(options, declared)?)),
+        Some("kafka") => Ok(Box::new(kafka::KafkaReader::new(options, declared)?)),
         Some(other) => Err(SqlError::not_supported(format!(
-            "connector '{other}' (connectors: nexmark, datagen; Kafka and Postgres CDC are not built yet)"
+            "connector '{other}' (connectors: kafka, nexmark, datagen; Postgres CDC and files are not built yet)"
         ))),
         None => Err(SqlError::new(
             sqlstate::INVALID_PARAMETER_VALUE,
-            "a source needs WITH (connector = 'nexmark' | 'datagen', …)",
+            "a source needs WITH (connector = 'kafka' | 'nexmark' | 'datagen', …)",
         )),
     }
 }

@@ -28,7 +28,7 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Auction, Bid, Event, EventType, Person};
 
-use super::{ConnectorOptions, SourcePosition, SourceReader, check_declared, due};
+use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader, check_declared, due};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// 2015-07-15 00:00:00 UTC, in milliseconds.
@@ -257,7 +257,13 @@ impl SourceReader for NexmarkReader {
         schema(self.stream)
     }
 
-    fn read(&self, position: &mut SourcePosition, now_nanos: i64, max_records: usize) -> Result<RecordBatch> {
+    fn read(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        _bad: &mut Vec<BadRecord>,
+    ) -> Result<RecordBatch> {
         let due = due(position, now_nanos, self.gap_nanos);
         if position.started_nanos == 0 {
             position.started_nanos = now_nanos.max(1);

@@ -238,6 +238,7 @@ impl Lowering<'_> {
                     let state = self.state_prefix()?;
                     self.clocked = true;
                     return Ok(Box::new(SourceScan::new(
+                        &source.name.to_string(),
                         reader,
                         scan.projection.clone(),
                         source.watermark.clone(),

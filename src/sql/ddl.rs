@@ -165,7 +165,12 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             return Err(SqlError::not_supported("a PRIMARY KEY on a source (a source keeps no rows to key)"));
         }
         let source_reader = crate::connectors::reader(options, Some(schema.clone()))?;
-        if schema.fields().is_empty() {
+        if !engine.recovering() {
+            source_reader.check()?;
+        }
+        // The connector's columns: the declared ones, or all when none are
+        // declared, plus any it adds (INCLUDE partition, …).
+        if schema.fields().len() != source_reader.schema().fields().len() {
             schema = source_reader.schema();
         }
         kind = RelationKind::Source;

@@ -164,7 +164,8 @@ fn new(token: Token) -> Tok {
 /// `key = 'value'` as tokens.
 fn option_tokens(key: &str, value: &str) -> Vec<Tok> {
     vec![
-        new(Token::make_word(key, None)),
+        // Dotted keys are quoted, as the user's are.
+        new(Token::make_word(key, key.contains('.').then_some('"'))),
         space(),
         new(Token::Eq),
         space(),
@@ -330,6 +331,32 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
     } else if source {
         // Columns may be left to the connector: `CREATE TABLE t ()`.
         out.extend([new(Token::LParen), new(Token::RParen), space()]);
+    }
+
+    // INCLUDE partition | offset | key | timestamp [AS name], after the
+    // columns of a source: options `include.partition = 'name'`.
+    loop {
+        let sig: Vec<usize> = (i..tokens.len()).filter(|&k| !is_blank(&tokens[k])).take(4).collect();
+        if !sig.first().is_some_and(|&k| is_word(&tokens[k], "include")) {
+            break;
+        }
+        let what = match sig.get(1).map(|&k| &tokens[k].token) {
+            Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
+            _ => return Err(syntax_error("INCLUDE needs what to include: key, partition, offset or timestamp")),
+        };
+        let named = sig.get(2).is_some_and(|&k| keyword(&tokens[k]) == Keyword::AS);
+        let (name, end) = if named {
+            match sig.get(3).map(|&k| &tokens[k].token) {
+                Some(Token::Word(w)) if w.quote_style.is_some() => (w.value.clone(), sig[3] + 1),
+                Some(Token::Word(w)) => (w.value.to_ascii_lowercase(), sig[3] + 1),
+                _ => return Err(syntax_error(format!("INCLUDE {what} AS needs a column name"))),
+            }
+        } else {
+            (format!("_kafka_{what}"), sig[1] + 1)
+        };
+        added.push((format!("include.{what}"), name));
+        changed = true;
+        i = end;
     }
 
     // WITH (options): dotted option names become quoted identifiers.
@@ -563,6 +590,15 @@ mod tests {
         let format = rewritten("CREATE SOURCE s (a INT) WITH (connector = 'kafka') FORMAT PLAIN ENCODE JSON");
         assert!(format.contains("format = 'plain', encode = 'json'"), "{format}");
         parses(&format);
+        let include = rewritten(
+            "CREATE SOURCE s (a INT) INCLUDE partition AS P INCLUDE offset INCLUDE key AS \"Key\" \
+             WITH (connector = 'kafka') FORMAT PLAIN ENCODE CSV (delimiter = ';')",
+        );
+        assert!(include.contains("\"include.partition\" = 'p'"), "{include}");
+        assert!(include.contains("\"include.offset\" = '_kafka_offset'"), "{include}");
+        assert!(include.contains("\"include.key\" = 'Key'"), "{include}");
+        assert!(include.contains("delimiter = ';'"), "{include}");
+        parses(&include);
     }
 
     #[test]

@@ -266,6 +266,11 @@ pub struct ViewStats {
     /// the end.
     source_readers: AtomicU64,
     finished_readers: AtomicU64,
+    /// Records the view's source readers could not decode (since start).
+    bad_records: AtomicU64,
+    /// Per source reader: the source's name and the state prefix under
+    /// which the reader keeps its bad records.
+    bad_record_stores: parking_lot::Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 impl ViewStats {
@@ -300,6 +305,21 @@ impl ViewStats {
     pub fn sources_done(&self) -> bool {
         let readers = self.source_readers.load(Ordering::Relaxed);
         readers > 0 && self.finished_readers.load(Ordering::Relaxed) >= readers
+    }
+    pub fn register_bad_records(&self, source: &str, prefix: &[u8]) {
+        let mut stores = self.bad_record_stores.lock();
+        if !stores.iter().any(|(_, p)| p == prefix) {
+            stores.push((source.to_string(), prefix.to_vec()));
+        }
+    }
+    pub fn bad_record_stores(&self) -> Vec<(String, Vec<u8>)> {
+        self.bad_record_stores.lock().clone()
+    }
+    pub fn add_bad_records(&self, records: u64) {
+        self.bad_records.fetch_add(records, Ordering::Relaxed);
+    }
+    pub fn bad_records(&self) -> u64 {
+        self.bad_records.load(Ordering::Relaxed)
     }
     pub fn reads_sources(&self) -> bool {
         self.source_readers.load(Ordering::Relaxed) > 0

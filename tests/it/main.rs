@@ -7,6 +7,7 @@ mod clients;
 mod concurrency;
 mod crash;
 mod event_time;
+mod kafka;
 mod nexmark;
 mod oracle;
 mod server;

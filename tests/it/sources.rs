@@ -125,7 +125,7 @@ async fn datagen_source_generates_the_declared_columns() {
         ("CREATE SOURCE s2 WITH (connector = 'nexmark', nexmark.table.type = 'bids')", "22023"),
         ("CREATE SOURCE s3 WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.colour = 'red')", "22023"),
         ("CREATE SOURCE s4 (a INT) WITH (connector = 'datagen', fields.b.kind = 'sequence')", "22023"),
-        ("CREATE SOURCE s5 (a INT) WITH (connector = 'kafka')", "0A000"),
+        ("CREATE SOURCE s5 (a INT) WITH (connector = 'kinesis')", "0A000"),
         ("CREATE SOURCE s6 (auction TEXT) WITH (connector = 'nexmark', nexmark.table.type = 'bid')", "42804"),
         ("CREATE SOURCE s7 (a INT)", "22023"),
     ] {

@@ -9,6 +9,11 @@
 //! written at checkpoints with the rest of the view's state. A replay after
 //! a crash reads again from the checkpointed position at the logged epoch
 //! times, so the view sees every record exactly once.
+//!
+//! Records the connector could not turn into rows are kept in the same
+//! state (keyed by partition and offset), so they are checkpointed and
+//! replayed exactly like the rows; `freshet_catalog.source_errors` lists
+//! them.
 
 use std::sync::Arc;
 
@@ -16,7 +21,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 
 use crate::catalog::TableWatermark;
-use crate::connectors::{SourcePosition, SourceReader};
+use crate::connectors::{BadRecord, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
 use crate::stream::state_table::{StateContext, ValueState};
@@ -35,11 +40,17 @@ struct Progress {
 
 impl Progress {
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(25);
+        let mut bytes = Vec::with_capacity(29 + 12 * self.position.offsets.len());
         bytes.extend_from_slice(&self.position.next.to_be_bytes());
         bytes.extend_from_slice(&self.position.started_nanos.to_be_bytes());
         bytes.push(u8::from(self.watermark.is_some()));
         bytes.extend_from_slice(&self.watermark.unwrap_or(0).to_be_bytes());
+        // Then the offsets of partitioned connectors (absent before they existed).
+        bytes.extend_from_slice(&(self.position.offsets.len() as u32).to_be_bytes());
+        for (partition, offset) in &self.position.offsets {
+            bytes.extend_from_slice(&partition.to_be_bytes());
+            bytes.extend_from_slice(&offset.to_be_bytes());
+        }
         bytes
     }
 
@@ -49,14 +60,59 @@ impl Progress {
             bytes.get(range).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)
         };
         let flag = *bytes.get(16).ok_or_else(corrupt)?;
+        let mut offsets = std::collections::BTreeMap::new();
+        if let Some(count) = bytes.get(25..29) {
+            let count = u32::from_be_bytes(count.try_into().map_err(|_| corrupt())?) as usize;
+            for i in 0..count {
+                let at = 29 + 12 * i;
+                let partition = bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+                offsets.insert(i32::from_be_bytes(partition), i64::from_be_bytes(field(at + 4..at + 12)?));
+            }
+        }
         Ok(Self {
             position: SourcePosition {
                 next: u64::from_be_bytes(field(0..8)?),
                 started_nanos: i64::from_be_bytes(field(8..16)?),
+                offsets,
             },
             watermark: (flag != 0).then(|| i64::from_be_bytes(field(17..25).unwrap_or_default())),
         })
     }
+}
+
+/// A bad record as stored: partition and offset are its key.
+fn bad_record_key(record: &BadRecord) -> Vec<u8> {
+    let mut key = Vec::with_capacity(12);
+    key.extend_from_slice(&record.partition.to_be_bytes());
+    key.extend_from_slice(&record.offset.to_be_bytes());
+    key
+}
+
+fn encode_bad_record(record: &BadRecord) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + record.payload.len() + record.error.len());
+    bytes.extend_from_slice(&record.partition.to_be_bytes());
+    bytes.extend_from_slice(&record.offset.to_be_bytes());
+    bytes.extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&record.payload);
+    bytes.extend_from_slice(record.error.as_bytes());
+    bytes
+}
+
+/// The inverse of [`encode_bad_record`]; `None` for bytes it did not write.
+pub fn decode_bad_record(bytes: &[u8]) -> Option<BadRecord> {
+    let partition = i32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?);
+    let offset = i64::from_be_bytes(bytes.get(4..12)?.try_into().ok()?);
+    let length = u32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?) as usize;
+    let payload = bytes.get(16..16 + length)?.to_vec();
+    let error = String::from_utf8_lossy(bytes.get(16 + length..)?).into_owned();
+    Some(BadRecord { partition, offset, payload, error })
+}
+
+/// Where a source scan keeps its bad records: under its own prefix.
+pub fn bad_records_prefix(state_prefix: &[u8]) -> Vec<u8> {
+    let mut prefix = state_prefix.to_vec();
+    prefix.push(b'e');
+    prefix
 }
 
 pub struct SourceScan {
@@ -67,6 +123,7 @@ pub struct SourceScan {
     /// The source's `WATERMARK FOR`, and its column's place in the output.
     watermark: Option<(Arc<TableWatermark>, Option<usize>, DataType)>,
     state: ValueState<Progress>,
+    bad_records: ValueState<BadRecord>,
     /// The watermark before and after the last step.
     current: Watermark,
     stats: Arc<ViewStats>,
@@ -76,6 +133,7 @@ pub struct SourceScan {
 
 impl SourceScan {
     pub fn new(
+        source: &str,
         reader: Arc<dyn SourceReader>,
         projection: Option<Vec<usize>>,
         watermark: Option<Arc<TableWatermark>>,
@@ -83,6 +141,7 @@ impl SourceScan {
         state_prefix: &[u8],
         stats: Arc<ViewStats>,
     ) -> Self {
+        let reader = reader.instance().unwrap_or(reader);
         let source_schema = reader.schema();
         let watermark = watermark.map(|def| {
             let output = match &projection {
@@ -93,12 +152,15 @@ impl SourceScan {
             (def, output, data_type)
         });
         stats.register_reader();
+        let bad_prefix = bad_records_prefix(state_prefix);
+        stats.register_bad_records(source, &bad_prefix);
         Self {
             reader,
             projection,
             schema,
             watermark,
             state: ValueState::new(state_prefix),
+            bad_records: ValueState::new(&bad_prefix),
             current: Watermark::default(),
             stats,
             finished: false,
@@ -110,6 +172,23 @@ impl SourceScan {
             self.finished = true;
             self.stats.reader_finished();
         }
+    }
+
+    fn keep_bad_records(&mut self, input: &EpochInput, bad: Vec<BadRecord>) -> Result<()> {
+        let keys: Vec<Vec<u8>> = bad.iter().map(bad_record_key).collect();
+        self.bad_records.load(&input.state, &keys, |stored| {
+            stored
+                .iter()
+                .map(|b| decode_bad_record(b).ok_or_else(|| SqlError::internal("corrupt bad record")))
+                .collect()
+        })?;
+        self.stats.add_bad_records(bad.len() as u64);
+        for (key, record) in keys.iter().zip(bad) {
+            if let Some(slot) = self.bad_records.get_mut(key) {
+                *slot = Some(record);
+            }
+        }
+        Ok(())
     }
 
     fn progress(&mut self, input: &EpochInput) -> Result<Progress> {
@@ -135,7 +214,11 @@ impl Operator for SourceScan {
             self.finish();
             return Ok(ChangeBatch::empty(self.schema.clone()));
         }
-        let rows = self.reader.read(&mut progress.position, input.now_nanos, MAX_RECORDS_PER_EPOCH)?;
+        let mut bad = Vec::new();
+        let rows = self.reader.read(&mut progress.position, input.now_nanos, MAX_RECORDS_PER_EPOCH, &mut bad)?;
+        if !bad.is_empty() {
+            self.keep_bad_records(input, bad)?;
+        }
         let mut after = before.clone();
         if let Some((def, _, data_type)) = &self.watermark {
             let change = ChangeBatch::uniform(rows.clone(), 1);
@@ -164,7 +247,13 @@ impl Operator for SourceScan {
     }
 
     fn flush(&mut self, state: &StateContext, batch: &mut WriteBatch) -> Result<()> {
-        self.state.flush(state, batch, |_| 32, |values| Ok(values.iter().map(|p| p.encode()).collect()))
+        self.state.flush(state, batch, |_| 32, |values| Ok(values.iter().map(|p| p.encode()).collect()))?;
+        self.bad_records.flush(
+            state,
+            batch,
+            |r| 16 + r.payload.len() + r.error.len(),
+            |values| Ok(values.iter().map(|r| encode_bad_record(r)).collect()),
+        )
     }
 
     fn watermarks(&self, _input: &EpochInput) -> Result<Watermarks> {

@@ -1,0 +1,238 @@
+//! Message payloads to rows: `ENCODE JSON` (one object per message) and
+//! `ENCODE CSV` (one record per message), with Arrow's vectorized decoders.
+//!
+//! All payloads of a read are decoded in one pass. Only when that pass
+//! fails, or yields other than one row per payload, are the payloads
+//! decoded one by one to find which do not make a row: a bad record costs
+//! its read a second pass, a good read costs nothing extra.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+
+use crate::error::{Result, SqlError, sqlstate};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Csv { delimiter: u8 },
+}
+
+impl Encoding {
+    /// From the source's `encode` option and its encode options.
+    pub fn from_options(options: &super::ConnectorOptions) -> Result<Self> {
+        let encode = options.get("encode").map(str::to_ascii_lowercase);
+        match encode.as_deref() {
+            None | Some("json") => Ok(Encoding::Json),
+            Some("csv") => {
+                let delimiter = match options.get("delimiter") {
+                    None => b',',
+                    Some(d) if d.len() == 1 => d.as_bytes()[0],
+                    Some("\\t") => b'\t',
+                    Some(other) => {
+                        return Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("delimiter = '{other}' must be one character"),
+                        ));
+                    }
+                };
+                Ok(Encoding::Csv { delimiter })
+            }
+            Some(other) => {
+                Err(SqlError::not_supported(format!("ENCODE {} (encodings: JSON, CSV)", other.to_uppercase())))
+            }
+        }
+    }
+}
+
+/// Payloads laid end to end in one buffer (one allocation per read).
+#[derive(Default)]
+pub struct Payloads {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Payloads {
+    pub fn push(&mut self, payload: &[u8]) {
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+/// The outcome of decoding: a row for each good payload (in order), and
+/// the index and error of each bad one.
+pub struct Decoded {
+    pub rows: RecordBatch,
+    pub bad: Vec<(usize, String)>,
+}
+
+pub struct PayloadDecoder {
+    schema: SchemaRef,
+    encoding: Encoding,
+}
+
+/// Arrow's error text without its "Json error: " style prefix.
+fn message(error: ArrowError) -> String {
+    match error {
+        ArrowError::JsonError(text) | ArrowError::CsvError(text) | ArrowError::ParseError(text) => text,
+        ArrowError::CastError(text) | ArrowError::InvalidArgumentError(text) => text,
+        other => other.to_string(),
+    }
+}
+
+impl PayloadDecoder {
+    pub fn new(schema: SchemaRef, encoding: Encoding) -> Self {
+        Self { schema, encoding }
+    }
+
+    /// Decodes every payload of `range` in one pass.
+    fn decode_all(
+        &self,
+        payloads: &Payloads,
+        range: std::ops::Range<usize>,
+    ) -> std::result::Result<RecordBatch, ArrowError> {
+        let rows = range.len() + 1;
+        match self.encoding {
+            Encoding::Json => {
+                let mut decoder = datafusion::arrow::json::ReaderBuilder::new(self.schema.clone())
+                    .with_batch_size(rows)
+                    .build_decoder()?;
+                for i in range {
+                    let payload = payloads.get(i);
+                    let mut at = 0;
+                    while at < payload.len() {
+                        let used = decoder.decode(&payload[at..])?;
+                        if used == 0 {
+                            return Err(ArrowError::JsonError("more than one value in a message".into()));
+                        }
+                        at += used;
+                    }
+                    if decoder.has_partial_record() {
+                        return Err(ArrowError::JsonError("the message ends inside a JSON value".into()));
+                    }
+                }
+                Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+            }
+            Encoding::Csv { delimiter } => {
+                let mut decoder = datafusion::arrow::csv::ReaderBuilder::new(self.schema.clone())
+                    .with_header(false)
+                    .with_delimiter(delimiter)
+                    .with_batch_size(rows)
+                    .build_decoder();
+                for i in range {
+                    for part in [payloads.get(i), b"\n".as_slice()] {
+                        let mut at = 0;
+                        while at < part.len() {
+                            let used = decoder.decode(&part[at..])?;
+                            if used == 0 {
+                                return Err(ArrowError::CsvError("more than one record in a message".into()));
+                            }
+                            at += used;
+                        }
+                    }
+                }
+                Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+            }
+        }
+    }
+
+    pub fn decode(&self, payloads: &Payloads) -> Result<Decoded> {
+        if let Ok(rows) = self.decode_all(payloads, 0..payloads.len()) {
+            if rows.num_rows() == payloads.len() {
+                return Ok(Decoded { rows, bad: Vec::new() });
+            }
+        }
+        // Some payload is bad: find which, one at a time.
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for i in 0..payloads.len() {
+            match self.decode_all(payloads, i..i + 1) {
+                Ok(row) if row.num_rows() == 1 => good.push(row),
+                Ok(row) if row.num_rows() == 0 => bad.push((i, "the message holds no record".to_string())),
+                Ok(_) => bad.push((i, "the message holds more than one record".to_string())),
+                Err(error) => bad.push((i, message(error))),
+            }
+        }
+        let rows = concat_batches(&self.schema, &good)?;
+        Ok(Decoded { rows, bad })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]))
+    }
+
+    fn payloads(items: &[&str]) -> Payloads {
+        let mut p = Payloads::default();
+        for item in items {
+            p.push(item.as_bytes());
+        }
+        p
+    }
+
+    fn ids(rows: &RecordBatch) -> Vec<i64> {
+        rows.column(0).as_any().downcast_ref::<Int64Array>().expect("ids").values().to_vec()
+    }
+
+    #[test]
+    fn json_payloads_become_rows_and_bad_ones_are_singled_out() {
+        let decoder = PayloadDecoder::new(schema(), Encoding::Json);
+        let good =
+            decoder.decode(&payloads(&[r#"{"id": 1, "name": "a"}"#, r#"{"id": 2, "extra": true}"#])).expect("ok");
+        assert_eq!(ids(&good.rows), vec![1, 2]);
+        assert!(good.bad.is_empty());
+        let names = good.rows.column(1).as_any().downcast_ref::<StringArray>().expect("names");
+        assert_eq!(names.value(0), "a");
+        assert!(names.is_null(1));
+
+        let mixed = decoder
+            .decode(&payloads(&[
+                r#"{"id": 1}"#,
+                r#"{"id": "#,
+                r#"{"id": "x"}"#,
+                r#"{"id": 4}"#,
+                "",
+                r#"{"id": 6}{"id": 7}"#,
+                r#"{"id": 8}"#,
+            ]))
+            .expect("decoded");
+        assert_eq!(ids(&mixed.rows), vec![1, 4, 8]);
+        let bad: Vec<usize> = mixed.bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![1, 2, 4, 5]);
+        assert!(mixed.bad[1].1.contains("id"), "{}", mixed.bad[1].1);
+    }
+
+    #[test]
+    fn csv_payloads_become_rows_and_bad_ones_are_singled_out() {
+        let decoder = PayloadDecoder::new(schema(), Encoding::Csv { delimiter: b',' });
+        let mixed = decoder.decode(&payloads(&["1,a", "x,b", "3,\"c, d\"", "4", "5,e"])).expect("decoded");
+        assert_eq!(ids(&mixed.rows), vec![1, 3, 5]);
+        let names = mixed.rows.column(1).as_any().downcast_ref::<StringArray>().expect("names");
+        assert_eq!(names.value(1), "c, d");
+        let bad: Vec<usize> = mixed.bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![1, 3]);
+    }
+}

@@ -1,0 +1,478 @@
+//! The `kafka` source connector: one topic's records as rows.
+//!
+//! ```sql
+//! CREATE SOURCE clicks (user_id BIGINT, url TEXT, ts TIMESTAMP)
+//! INCLUDE partition AS p INCLUDE offset AS o
+//! WITH (connector = 'kafka', topic = 'clicks', properties.bootstrap.server = 'localhost:9092',
+//!       scan.startup.mode = 'earliest')
+//! FORMAT PLAIN ENCODE JSON;
+//! ```
+//!
+//! Each view reading the source has its own consumer (no consumer group:
+//! partitions are assigned by hand), reading every partition of the topic
+//! from the offsets in the view's checkpointed [`SourcePosition`]. The
+//! offsets move with the view's epochs, so after a crash the view resumes
+//! exactly where its last committed epoch ended, whatever the consumer had
+//! fetched beyond it. A read takes only what the consumer has already
+//! fetched in the background (it never waits for the broker), so a slow
+//! broker slows the view, not the epochs of everything else.
+//!
+//! `scan.startup.mode` (`earliest`, default; `latest`; `timestamp` with
+//! `scan.startup.timestamp.millis`) picks the first offsets when a view
+//! starts; they are recorded in its position at once. `properties.X`
+//! options are handed to librdkafka as `X`. `INCLUDE key | partition |
+//! offset | timestamp [AS name]` adds the record's metadata as columns.
+//! Records that do not decode are handed back as bad records, or fail the
+//! view with `bad_records = 'fail'`.
+//!
+//! While the broker cannot be reached the view reads nothing and the
+//! connector retries with backoff (up to 10 s); the error is logged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions, TimestampNanosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parking_lot::Mutex;
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::decode::{Encoding, PayloadDecoder, Payloads};
+use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader};
+use crate::error::{Result, SqlError, sqlstate};
+
+/// How long a metadata or offset request to the broker may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait between attempts to reach a broker that is down.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Startup {
+    Earliest,
+    Latest,
+    Timestamp(i64),
+}
+
+/// Record metadata a source can add as columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Include {
+    Key,
+    Partition,
+    Offset,
+    Timestamp,
+}
+
+impl Include {
+    const ALL: [(Include, &'static str); 4] = [
+        (Include::Key, "key"),
+        (Include::Partition, "partition"),
+        (Include::Offset, "offset"),
+        (Include::Timestamp, "timestamp"),
+    ];
+
+    fn data_type(self) -> DataType {
+        match self {
+            Include::Key => DataType::Binary,
+            Include::Partition => DataType::Int32,
+            Include::Offset => DataType::Int64,
+            Include::Timestamp => DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())),
+        }
+    }
+}
+
+/// The consumer of one view, and the offsets it will deliver next.
+struct Connection {
+    consumer: BaseConsumer,
+    assigned: BTreeMap<i32, i64>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// When to try the broker again after a failure, and the wait after that.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+pub struct KafkaReader {
+    topic: String,
+    config: ClientConfig,
+    startup: Startup,
+    /// Columns from the payload, then the included metadata columns.
+    schema: SchemaRef,
+    includes: Vec<Include>,
+    decoder: Arc<PayloadDecoder>,
+    fail_on_bad: bool,
+    connection: Mutex<Option<Connection>>,
+    health: Mutex<Health>,
+}
+
+fn bad_option(message: impl Into<String>) -> SqlError {
+    SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, message)
+}
+
+fn broker_error(topic: &str, error: impl std::fmt::Display) -> SqlError {
+    SqlError::new(sqlstate::UNABLE_TO_CONNECT, format!("cannot read Kafka topic \"{topic}\": {error}"))
+}
+
+impl KafkaReader {
+    pub fn new(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Self> {
+        options.reject_unknown(&|key| {
+            matches!(
+                key,
+                "connector"
+                    | "topic"
+                    | "scan.startup.mode"
+                    | "scan.startup.timestamp.millis"
+                    | "format"
+                    | "encode"
+                    | "delimiter"
+                    | "bad_records"
+            ) || key.starts_with("properties.")
+                || key.strip_prefix("include.").is_some_and(|k| Include::ALL.iter().any(|(_, name)| *name == k))
+        })?;
+        let topic = options
+            .get("topic")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad_option("connector 'kafka' needs topic = '…'"))?
+            .to_string();
+        let servers = options
+            .get("properties.bootstrap.server")
+            .or_else(|| options.get("properties.bootstrap.servers"))
+            .ok_or_else(|| bad_option("connector 'kafka' needs properties.bootstrap.server = 'host:port'"))?;
+        match options.get("format").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("plain") => {}
+            Some(other) => {
+                return Err(SqlError::not_supported(format!(
+                    "FORMAT {} for Kafka sources (formats: PLAIN)",
+                    other.to_uppercase()
+                )));
+            }
+        }
+        let encoding = Encoding::from_options(options)?;
+        let startup = match options.get("scan.startup.mode").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("earliest") => Startup::Earliest,
+            Some("latest") => Startup::Latest,
+            Some("timestamp") => {
+                let millis = options
+                    .get("scan.startup.timestamp.millis")
+                    .ok_or_else(|| bad_option("scan.startup.mode = 'timestamp' needs scan.startup.timestamp.millis"))?;
+                Startup::Timestamp(millis.trim().parse().map_err(|_| {
+                    bad_option(format!("scan.startup.timestamp.millis = '{millis}' is not a whole number"))
+                })?)
+            }
+            Some(other) => {
+                return Err(bad_option(format!("scan.startup.mode = '{other}' (modes: earliest, latest, timestamp)")));
+            }
+        };
+        let fail_on_bad = match options.get("bad_records").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("dead_letter") => false,
+            Some("fail") => true,
+            Some(other) => return Err(bad_option(format!("bad_records = '{other}' (dead_letter or fail)"))),
+        };
+        let payload = declared.filter(|s| !s.fields().is_empty()).ok_or_else(|| {
+            bad_option("connector 'kafka' needs the source's columns, e.g. CREATE SOURCE s (id BIGINT, …) WITH (…)")
+        })?;
+
+        let mut fields: Vec<Field> = payload.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut includes = Vec::new();
+        for (include, name) in Include::ALL {
+            if let Some(column) = options.get(&format!("include.{name}")) {
+                if fields.iter().any(|f| f.name() == column) {
+                    return Err(SqlError::new("42701", format!("column \"{column}\" specified more than once")));
+                }
+                includes.push(include);
+                fields.push(Field::new(column, include.data_type(), include == Include::Key));
+            }
+        }
+
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", servers)
+            // Offsets live in Freshet's checkpoints, not in a consumer group.
+            .set("group.id", "freshet")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("socket.timeout.ms", "5000");
+        for (key, value) in &options.values {
+            if let Some(property) = key.strip_prefix("properties.") {
+                if property != "bootstrap.server" {
+                    config.set(property, value);
+                }
+            }
+        }
+        Ok(Self {
+            topic,
+            config,
+            startup,
+            schema: Arc::new(Schema::new(fields)),
+            includes,
+            decoder: Arc::new(PayloadDecoder::new(payload, encoding)),
+            fail_on_bad,
+            connection: Mutex::new(None),
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    fn consumer(&self) -> Result<BaseConsumer> {
+        self.config.create().map_err(|e| bad_option(format!("Kafka client options: {e}")))
+    }
+
+    /// The topic's partitions, from the broker.
+    fn partitions(&self, consumer: &BaseConsumer) -> Result<Vec<i32>> {
+        let metadata =
+            consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| broker_error(&self.topic, e))?;
+        let topic = metadata.topics().iter().find(|t| t.name() == self.topic).ok_or_else(|| {
+            SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("Kafka topic \"{}\" does not exist", self.topic))
+        })?;
+        if topic.error().is_some() || topic.partitions().is_empty() {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("Kafka topic \"{}\" does not exist or has no partitions", self.topic),
+            ));
+        }
+        Ok(topic.partitions().iter().map(|p| p.id()).collect())
+    }
+
+    /// Where a view starts reading each partition.
+    fn start_offsets(&self, consumer: &BaseConsumer) -> Result<BTreeMap<i32, i64>> {
+        let partitions = self.partitions(consumer)?;
+        let mut offsets = BTreeMap::new();
+        let mut found_by_time = BTreeMap::new();
+        if let Startup::Timestamp(millis) = self.startup {
+            let mut query = TopicPartitionList::new();
+            for &p in &partitions {
+                query
+                    .add_partition_offset(&self.topic, p, Offset::Offset(millis))
+                    .map_err(|e| broker_error(&self.topic, e))?;
+            }
+            let answer =
+                consumer.offsets_for_times(query, REQUEST_TIMEOUT).map_err(|e| broker_error(&self.topic, e))?;
+            for element in answer.elements() {
+                if let Offset::Offset(o) = element.offset() {
+                    found_by_time.insert(element.partition(), o);
+                }
+            }
+            drop(answer);
+        }
+        for p in partitions {
+            let (low, high) =
+                consumer.fetch_watermarks(&self.topic, p, REQUEST_TIMEOUT).map_err(|e| broker_error(&self.topic, e))?;
+            let start = match self.startup {
+                Startup::Earliest => low,
+                Startup::Latest => high,
+                // No record at or after the time yet: from the end.
+                Startup::Timestamp(_) => found_by_time.get(&p).copied().unwrap_or(high),
+            };
+            offsets.insert(p, start);
+        }
+        Ok(offsets)
+    }
+
+    /// Connects (once) and points the consumer at `position`.
+    fn prepare(&self, slot: &mut Option<Connection>, position: &mut SourcePosition) -> Result<()> {
+        if slot.is_none() {
+            *slot = Some(Connection { consumer: self.consumer()?, assigned: BTreeMap::new() });
+        }
+        let connection = slot.as_mut().ok_or_else(|| SqlError::internal("no Kafka connection"))?;
+        if position.offsets.is_empty() {
+            position.offsets = self.start_offsets(&connection.consumer)?;
+        }
+        if connection.assigned != position.offsets {
+            let mut assignment = TopicPartitionList::new();
+            for (&p, &o) in &position.offsets {
+                assignment
+                    .add_partition_offset(&self.topic, p, Offset::Offset(o))
+                    .map_err(|e| broker_error(&self.topic, e))?;
+            }
+            connection.consumer.assign(&assignment).map_err(|e| broker_error(&self.topic, e))?;
+            drop(assignment);
+            connection.assigned = position.offsets.clone();
+        }
+        Ok(())
+    }
+
+    /// The metadata columns of the records read.
+    fn metadata_columns(&self, metadata: &Metadata, kept: &[bool]) -> Vec<ArrayRef> {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.includes.len());
+        for include in &self.includes {
+            let rows = metadata.partitions.iter().enumerate().filter(|(i, _)| kept[*i]).map(|(i, _)| i);
+            let column: ArrayRef = match include {
+                Include::Partition => {
+                    let mut b = Int32Builder::with_capacity(kept.len());
+                    rows.for_each(|i| b.append_value(metadata.partitions[i]));
+                    Arc::new(b.finish())
+                }
+                Include::Offset => {
+                    let mut b = Int64Builder::with_capacity(kept.len());
+                    rows.for_each(|i| b.append_value(metadata.offsets[i]));
+                    Arc::new(b.finish())
+                }
+                Include::Timestamp => {
+                    let mut b = TimestampNanosecondBuilder::with_capacity(kept.len()).with_timezone("+00:00");
+                    rows.for_each(|i| b.append_option(metadata.timestamps[i].and_then(|ms| ms.checked_mul(1_000_000))));
+                    Arc::new(b.finish())
+                }
+                Include::Key => {
+                    let mut b = BinaryBuilder::with_capacity(kept.len(), metadata.keys.len());
+                    rows.for_each(|i| match metadata.key(i) {
+                        Some(key) => b.append_value(key),
+                        None => b.append_null(),
+                    });
+                    Arc::new(b.finish())
+                }
+            };
+            columns.push(column);
+        }
+        columns
+    }
+
+    /// Notes a failure to reach the broker; reads wait out the backoff.
+    fn failed(&self, error: &SqlError) {
+        let mut health = self.health.lock();
+        health.backoff = (health.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
+        health.retry_at = Some(Instant::now() + health.backoff);
+        tracing::warn!(topic = %self.topic, retry_in = ?health.backoff, "{}", error.message);
+    }
+}
+
+/// Per record: where it came from, in read order.
+#[derive(Default)]
+struct Metadata {
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+    keys: Vec<u8>,
+    /// Where each key lies in `keys`, or `None` for a record without one.
+    key_ranges: Vec<Option<(usize, usize)>>,
+}
+
+impl Metadata {
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        let (start, end) = self.key_ranges.get(i).copied().flatten()?;
+        self.keys.get(start..end)
+    }
+}
+
+impl SourceReader for KafkaReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn read(
+        &self,
+        position: &mut SourcePosition,
+        _now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<RecordBatch> {
+        let empty = || RecordBatch::new_empty(self.schema.clone());
+        if self.health.lock().retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(empty());
+        }
+        let mut slot = self.connection.lock();
+        if let Err(error) = self.prepare(&mut slot, position) {
+            if error.code == sqlstate::INVALID_PARAMETER_VALUE {
+                return Err(error);
+            }
+            self.failed(&error);
+            return Ok(empty());
+        }
+        let Some(connection) = slot.as_mut() else { return Ok(empty()) };
+        let mut payloads = Payloads::default();
+        let mut metadata = Metadata::default();
+        let want_keys = self.includes.contains(&Include::Key);
+        while payloads.len() < max_records {
+            let message = match connection.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(error)) => {
+                    self.failed(&broker_error(&self.topic, error));
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            let (partition, offset) = (message.partition(), message.offset());
+            let Some(next) = connection.assigned.get_mut(&partition) else { continue };
+            if offset < *next {
+                continue;
+            }
+            *next = offset + 1;
+            match message.payload() {
+                Some(payload) => payloads.push(payload),
+                None => payloads.push(&[]),
+            }
+            metadata.partitions.push(partition);
+            metadata.offsets.push(offset);
+            metadata.timestamps.push(message.timestamp().to_millis());
+            if want_keys {
+                match message.key() {
+                    Some(key) => {
+                        let start = metadata.keys.len();
+                        metadata.keys.extend_from_slice(key);
+                        metadata.key_ranges.push(Some((start, metadata.keys.len())));
+                    }
+                    None => metadata.key_ranges.push(None),
+                }
+            }
+        }
+        position.offsets = connection.assigned.clone();
+        drop(slot);
+        if payloads.is_empty() {
+            return Ok(empty());
+        }
+        self.health.lock().backoff = Duration::ZERO;
+
+        let decoded = self.decoder.decode(&payloads)?;
+        let mut kept = vec![true; payloads.len()];
+        for (i, error) in &decoded.bad {
+            if self.fail_on_bad {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_TEXT_REPRESENTATION,
+                    format!(
+                        "Kafka topic \"{}\" partition {} offset {}: {error}",
+                        self.topic, metadata.partitions[*i], metadata.offsets[*i]
+                    ),
+                ));
+            }
+            kept[*i] = false;
+            bad.push(BadRecord {
+                partition: metadata.partitions[*i],
+                offset: metadata.offsets[*i],
+                payload: payloads.get(*i).to_vec(),
+                error: error.clone(),
+            });
+        }
+        let mut columns = decoded.rows.columns().to_vec();
+        columns.extend(self.metadata_columns(&metadata, &kept));
+        let options = RecordBatchOptions::new().with_row_count(Some(decoded.rows.num_rows()));
+        Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+
+    fn exhausted(&self, _position: &SourcePosition) -> bool {
+        false
+    }
+
+    fn check(&self) -> Result<()> {
+        let consumer = self.consumer()?;
+        self.partitions(&consumer).map(|_| ())
+    }
+
+    fn instance(&self) -> Option<Arc<dyn SourceReader>> {
+        Some(Arc::new(Self {
+            topic: self.topic.clone(),
+            config: self.config.clone(),
+            startup: self.startup,
+            schema: self.schema.clone(),
+            includes: self.includes.clone(),
+            decoder: self.decoder.clone(),
+            fail_on_bad: self.fail_on_bad,
+            connection: Mutex::new(None),
+            health: Mutex::new(Health::default()),
+        }))
+    }
+}
