@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
 LISTEN ?= 127.0.0.1:5488
 DATA_DIR ?= ./freshet-data
 
-.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream check
+.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream bench-kafka check
 
 deps:
 	@scripts/install-deps.sh
@@ -37,3 +37,7 @@ bench-nexmark: deps
 bench-nexmark-stream: deps
 	cargo build --release --bin freshet
 	benches/nexmark_stream.sh $(ARGS)
+
+# Kafka JSON ingest into an aggregate view, one partition and several.
+bench-kafka: deps
+	cargo bench --bench kafka_ingest -- $(ARGS)

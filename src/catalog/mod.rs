@@ -5,6 +5,7 @@
 //! It owns names and metadata; rows live in the state store, and the
 //! dataflows that maintain views live in `stream::coordinator`.
 
+pub mod feed;
 pub mod provider;
 pub mod snapshot;
 pub mod storage;

@@ -9,9 +9,12 @@
 //!   read their sources to the end, its failure;
 //! - `freshet_catalog.view_state`: how many keys each view's operators hold
 //!   in the store (a scan of the view's state: for watching state size).
-//! - `freshet_catalog.source_errors`: the records each view's source
-//!   readers could not turn into rows (a dead-letter table: payload, where
-//!   it came from, and why), as of the last checkpoint.
+//! - `freshet_catalog.source_errors`: the records each reader of a
+//!   connector (a view reading a source, a connector-fed table) could not
+//!   turn into rows (a dead-letter table: payload, where it came from, and
+//!   why), as of the view's last checkpoint or the table's last read.
+//! - `freshet_catalog.source_status`: how each such reader's reading goes
+//!   (`reading`, `retrying: <error>`, `failed: <error>`).
 
 use std::sync::Arc;
 
@@ -41,6 +44,7 @@ enum Which {
     MaterializedViews,
     ViewState,
     SourceErrors,
+    SourceStatus,
 }
 
 struct SystemTable {
@@ -93,7 +97,7 @@ pub fn register(
             "source_errors",
             Which::SourceErrors,
             vec![
-                text("view"),
+                text("relation"),
                 text("source"),
                 Field::new("partition", DataType::Int32, false),
                 Field::new("offset", DataType::Int64, false),
@@ -101,6 +105,7 @@ pub fn register(
                 text("error"),
             ],
         ),
+        ("source_status", Which::SourceStatus, vec![text("relation"), text("source"), text("status")]),
     ];
     for (name, which, fields) in tables {
         let table = SystemTable {
@@ -195,7 +200,8 @@ impl SystemTable {
             Which::SourceErrors => {
                 let snapshot = statement_snapshot(self.coordinator.store().as_ref());
                 let mut found: Vec<(String, String, crate::connectors::BadRecord)> = Vec::new();
-                for view in self.catalog.list(RelationKind::MaterializedView) {
+                let readers = self.catalog.list(RelationKind::MaterializedView).into_iter();
+                for view in readers.chain(self.catalog.list(RelationKind::Table)) {
                     for (source, prefix) in view.stats.bad_record_stores() {
                         snapshot.scan_prefix(&prefix, &mut |_, value| {
                             if let Some(record) = crate::stream::ops::source_scan::decode_bad_record(value) {
@@ -217,6 +223,22 @@ impl SystemTable {
                         found.iter().map(|f| String::from_utf8_lossy(&f.2.payload).into_owned()),
                     )),
                     Arc::new(StringArray::from_iter_values(found.iter().map(|f| f.2.error.as_str()))),
+                ]
+            }
+            Which::SourceStatus => {
+                let (mut views, mut sources, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+                let readers = self.catalog.list(RelationKind::MaterializedView).into_iter();
+                for view in readers.chain(self.catalog.list(RelationKind::Table)) {
+                    for (source, status) in view.stats.source_status() {
+                        views.push(view.name.to_string());
+                        sources.push(source);
+                        statuses.push(status);
+                    }
+                }
+                vec![
+                    Arc::new(StringArray::from(views)),
+                    Arc::new(StringArray::from(sources)),
+                    Arc::new(StringArray::from(statuses)),
                 ]
             }
         };

@@ -91,6 +91,21 @@ fn unique_violation(relation: &Relation, batch: &RecordBatch, row: usize) -> Sql
 
 /// Inserts rows; returns how many were inserted (or updated by ON CONFLICT
 /// DO UPDATE).
+/// Appends the rows a connector-fed table's reader read, and writes
+/// `extra` (the read position, bad records) in the same epoch.
+pub fn append_from_connector(
+    guard: &mut EpochGuard<'_>,
+    relation: &Arc<Relation>,
+    rows: &RecordBatch,
+    extra: crate::state::WriteBatch,
+) -> Result<usize> {
+    let rows = conform(relation, rows)?;
+    let count = rows.num_rows();
+    let changes = if count == 0 { Vec::new() } else { vec![(relation.clone(), ChangeBatch::uniform(rows, 1))] };
+    guard.commit_with(changes, extra)?;
+    Ok(count)
+}
+
 pub fn insert(
     guard: &mut EpochGuard<'_>,
     relation: &Arc<Relation>,

@@ -10,10 +10,10 @@
 //!
 //! Each view reading the source has its own consumer (no consumer group:
 //! partitions are assigned by hand), reading every partition of the topic
-//! from the offsets in the view's checkpointed [`SourcePosition`]. The
-//! offsets move with the view's epochs, so after a crash the view resumes
-//! exactly where its last committed epoch ended, whatever the consumer had
-//! fetched beyond it. A read takes only what the consumer has already
+//! from the offsets in the view's checkpointed [`SourcePosition`]. Such a
+//! view checkpoints every epoch (a read is not replayable), so its offsets
+//! commit with its rows and after a crash it resumes exactly where its
+//! last committed epoch ended, whatever the consumer had fetched beyond. A read takes only what the consumer has already
 //! fetched in the background (it never waits for the broker), so a slow
 //! broker slows the view, not the epochs of everything else.
 //!
@@ -39,7 +39,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use parking_lot::Mutex;
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::decode::{Encoding, PayloadDecoder, Payloads};
@@ -85,9 +87,28 @@ impl Include {
     }
 }
 
+/// Hears librdkafka's errors (a broker down, a refused connection), which
+/// it reports besides the records, for the reader's status.
+#[derive(Default)]
+struct ReaderContext {
+    last_error: Mutex<Option<(Instant, String)>>,
+}
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "Kafka client");
+        *self.last_error.lock() = Some((Instant::now(), format!("{error}: {reason}")));
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+/// How long after a client error without a record since the status says so.
+const ERROR_SHOWN_FOR: Duration = Duration::from_secs(10);
+
 /// The consumer of one view, and the offsets it will deliver next.
 struct Connection {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     assigned: BTreeMap<i32, i64>,
 }
 
@@ -96,6 +117,8 @@ struct Health {
     /// When to try the broker again after a failure, and the wait after that.
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The last failure, until a read succeeds again.
+    error: Option<String>,
 }
 
 pub struct KafkaReader {
@@ -186,7 +209,8 @@ impl KafkaReader {
                     return Err(SqlError::new("42701", format!("column \"{column}\" specified more than once")));
                 }
                 includes.push(include);
-                fields.push(Field::new(column, include.data_type(), include == Include::Key));
+                // Nullable: a row INSERTed into a connector-fed table has no offset.
+                fields.push(Field::new(column, include.data_type(), true));
             }
         }
 
@@ -198,6 +222,10 @@ impl KafkaReader {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
+            // Never jump elsewhere on its own (that would skip or repeat
+            // records): an offset the broker refuses is an error, and the
+            // next read assigns the position's offsets again.
+            .set("auto.offset.reset", "error")
             .set("socket.timeout.ms", "5000");
         for (key, value) in &options.values {
             if let Some(property) = key.strip_prefix("properties.") {
@@ -219,12 +247,14 @@ impl KafkaReader {
         })
     }
 
-    fn consumer(&self) -> Result<BaseConsumer> {
-        self.config.create().map_err(|e| bad_option(format!("Kafka client options: {e}")))
+    fn consumer(&self) -> Result<BaseConsumer<ReaderContext>> {
+        self.config
+            .create_with_context(ReaderContext::default())
+            .map_err(|e| bad_option(format!("Kafka client options: {e}")))
     }
 
     /// The topic's partitions, from the broker.
-    fn partitions(&self, consumer: &BaseConsumer) -> Result<Vec<i32>> {
+    fn partitions(&self, consumer: &BaseConsumer<ReaderContext>) -> Result<Vec<i32>> {
         let metadata =
             consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| broker_error(&self.topic, e))?;
         let topic = metadata.topics().iter().find(|t| t.name() == self.topic).ok_or_else(|| {
@@ -240,7 +270,7 @@ impl KafkaReader {
     }
 
     /// Where a view starts reading each partition.
-    fn start_offsets(&self, consumer: &BaseConsumer) -> Result<BTreeMap<i32, i64>> {
+    fn start_offsets(&self, consumer: &BaseConsumer<ReaderContext>) -> Result<BTreeMap<i32, i64>> {
         let partitions = self.partitions(consumer)?;
         let mut offsets = BTreeMap::new();
         let mut found_by_time = BTreeMap::new();
@@ -337,6 +367,7 @@ impl KafkaReader {
         let mut health = self.health.lock();
         health.backoff = (health.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
         health.retry_at = Some(Instant::now() + health.backoff);
+        health.error = Some(error.message.clone());
         tracing::warn!(topic = %self.topic, retry_in = ?health.backoff, "{}", error.message);
     }
 }
@@ -384,6 +415,7 @@ impl SourceReader for KafkaReader {
             return Ok(empty());
         }
         let Some(connection) = slot.as_mut() else { return Ok(empty()) };
+        let mut polled_error = false;
         let mut payloads = Payloads::default();
         let mut metadata = Metadata::default();
         let want_keys = self.includes.contains(&Include::Key);
@@ -392,6 +424,10 @@ impl SourceReader for KafkaReader {
                 None => break,
                 Some(Err(error)) => {
                     self.failed(&broker_error(&self.topic, error));
+                    polled_error = true;
+                    // Re-assign at the position next time: a partition
+                    // librdkafka gave up on stays given up otherwise.
+                    connection.assigned.clear();
                     break;
                 }
                 Some(Ok(message)) => message,
@@ -402,6 +438,7 @@ impl SourceReader for KafkaReader {
                 continue;
             }
             *next = offset + 1;
+            position.offsets.insert(partition, offset + 1);
             match message.payload() {
                 Some(payload) => payloads.push(payload),
                 None => payloads.push(&[]),
@@ -420,12 +457,20 @@ impl SourceReader for KafkaReader {
                 }
             }
         }
-        position.offsets = connection.assigned.clone();
+        if !payloads.is_empty() {
+            *connection.consumer.context().last_error.lock() = None;
+        }
         drop(slot);
+        if !polled_error {
+            let mut health = self.health.lock();
+            health.error = None;
+            if !payloads.is_empty() {
+                health.backoff = Duration::ZERO;
+            }
+        }
         if payloads.is_empty() {
             return Ok(empty());
         }
-        self.health.lock().backoff = Duration::ZERO;
 
         let decoded = self.decoder.decode(&payloads)?;
         let mut kept = vec![true; payloads.len()];
@@ -460,6 +505,23 @@ impl SourceReader for KafkaReader {
     fn check(&self) -> Result<()> {
         let consumer = self.consumer()?;
         self.partitions(&consumer).map(|_| ())
+    }
+
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn status(&self) -> Option<String> {
+        if let Some(error) = &self.health.lock().error {
+            return Some(format!("retrying: {error}"));
+        }
+        let connection = self.connection.lock();
+        let Some(connection) = connection.as_ref() else { return Some("starting".to_string()) };
+        let client_error = connection.consumer.context().last_error.lock().clone();
+        Some(match client_error {
+            Some((at, error)) if at.elapsed() < ERROR_SHOWN_FOR => format!("error: {error}"),
+            _ => "reading".to_string(),
+        })
     }
 
     fn instance(&self) -> Option<Arc<dyn SourceReader>> {

@@ -7,8 +7,9 @@
 //! position at the same epoch time. That is what makes a replay after a
 //! crash feed the view exactly what the lost epochs fed it (exactly-once
 //! from source to view). The generators here (`nexmark`, `datagen`) are
-//! deterministic by construction; `kafka` reads from the offsets in the
-//! position, which name the same records again.
+//! deterministic by construction. `kafka` is not (a read takes what has
+//! been fetched so far), so its readers say so and the views reading them
+//! checkpoint every epoch: their positions and rows commit together.
 //!
 //! A record a reader cannot turn into a row (a payload that does not parse
 //! or does not fit the columns) is handed back as a [`BadRecord`]: the
@@ -40,6 +41,35 @@ pub struct SourcePosition {
     /// Partitioned connectors (Kafka): the next offset to read, per
     /// partition (empty: not started).
     pub offsets: BTreeMap<i32, i64>,
+}
+
+impl SourcePosition {
+    /// As stored with a connector-fed table's rows.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(20 + 12 * self.offsets.len());
+        bytes.extend_from_slice(&self.next.to_be_bytes());
+        bytes.extend_from_slice(&self.started_nanos.to_be_bytes());
+        bytes.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
+        for (partition, offset) in &self.offsets {
+            bytes.extend_from_slice(&partition.to_be_bytes());
+            bytes.extend_from_slice(&offset.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// The inverse of [`encode`](Self::encode); `None` for other bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let next = u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
+        let started_nanos = i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let count = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
+        let mut offsets = BTreeMap::new();
+        for i in 0..count {
+            let at = 20 + 12 * i;
+            let partition = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+            offsets.insert(partition, i64::from_be_bytes(bytes.get(at + 4..at + 12)?.try_into().ok()?));
+        }
+        Some(Self { next, started_nanos, offsets })
+    }
 }
 
 /// A record that did not become a row.
@@ -76,6 +106,18 @@ pub trait SourceReader: Send + Sync {
     /// A reader of its own for one more view, for readers holding a
     /// connection; `None` when one reader can serve every view.
     fn instance(&self) -> Option<std::sync::Arc<dyn SourceReader>> {
+        None
+    }
+    /// Whether a read from a position at an epoch time reads the same
+    /// records again later (generators: yes). A Kafka read takes what the
+    /// consumer has fetched so far, which a replay cannot repeat, so views
+    /// reading such a source checkpoint every epoch instead of replaying.
+    fn replayable(&self) -> bool {
+        true
+    }
+    /// How reading goes, for readers of external systems ("reading",
+    /// "retrying: <error>"); `None` for generators.
+    fn status(&self) -> Option<String> {
         None
     }
 }

@@ -95,25 +95,24 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             )
         })?),
     };
-    let connector = match options.remove(syntax::RELATION_KIND).as_deref() {
-        Some("source") => Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() }),
+    let is_source = match options.remove(syntax::RELATION_KIND).as_deref() {
+        Some("source") => true,
         Some(other) => {
             return Err(SqlError::new(
                 sqlstate::INVALID_PARAMETER_VALUE,
                 format!("{} = '{other}'", syntax::RELATION_KIND),
             ));
         }
-        None if options.remove("connector").is_some() => {
-            return Err(SqlError::not_supported(
-                "a table fed by a connector is not built yet: CREATE SOURCE reads a connector into materialized views",
-            ));
-        }
-        None => {
-            options.reject_unknown("table")?;
-            None
-        }
+        None => false,
     };
-    let done = if connector.is_some() { Outcome::Command { tag: "CREATE SOURCE", rows: None } } else { done };
+    // A source, or a table fed by a connector (it stores what arrives).
+    let connector = if is_source || options.get("connector").is_some() {
+        Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() })
+    } else {
+        options.reject_unknown("table")?;
+        None
+    };
+    let done = if is_source { Outcome::Command { tag: "CREATE SOURCE", rows: None } } else { done };
     let plan = state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(plain)))).await?;
     let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) = plan else {
         return Err(SqlError::not_supported(format!("this form of CREATE TABLE: {create}")));
@@ -162,7 +161,11 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     let mut reader = None;
     if let Some(options) = &connector {
         if !primary_key.is_empty() {
-            return Err(SqlError::not_supported("a PRIMARY KEY on a source (a source keeps no rows to key)"));
+            return Err(SqlError::not_supported(if is_source {
+                "a PRIMARY KEY on a source (a source keeps no rows to key)"
+            } else {
+                "a PRIMARY KEY on a table fed by a connector (FORMAT UPSERT is not built yet)"
+            }));
         }
         let source_reader = crate::connectors::reader(options, Some(schema.clone()))?;
         if !engine.recovering() {
@@ -173,12 +176,18 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
         if schema.fields().len() != source_reader.schema().fields().len() {
             schema = source_reader.schema();
         }
-        kind = RelationKind::Source;
+        if is_source {
+            kind = RelationKind::Source;
+        }
         reader = Some(Arc::<dyn crate::connectors::SourceReader>::from(source_reader));
     }
     let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema, primary_key)?;
     relation.column_defaults = table.column_defaults.iter().cloned().collect();
     relation.reader = reader;
+    if kind == RelationKind::Table && relation.reader.is_some() {
+        let prefix = crate::state::feed_errors_prefix(relation.id);
+        relation.stats.register_bad_records(&name.to_string(), &prefix);
+    }
     if let Some((column, expression)) = watermark {
         let def = table_watermark(engine, &relation, &column, &expression, idle_timeout)?;
         if engine.recovering() && relation.kind == RelationKind::Table {

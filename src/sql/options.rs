@@ -53,6 +53,10 @@ impl Options {
         Ok(Self { values })
     }
 
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     /// Removes and returns an option.
     pub fn remove(&mut self, name: &str) -> Option<String> {
         self.values.remove(name)

@@ -128,6 +128,20 @@ pub fn watermark_key(relation_id: u32) -> [u8; 5] {
     [b'w', id[0], id[1], id[2], id[3]]
 }
 
+/// Key of a connector-fed table's read position, written in the same
+/// batch as the rows read up to it.
+pub fn feed_position_key(table_id: u32) -> [u8; 5] {
+    let id = table_id.to_be_bytes();
+    [b'p', id[0], id[1], id[2], id[3]]
+}
+
+/// Prefix of a connector-fed table's bad records (then partition and
+/// offset, big-endian).
+pub fn feed_errors_prefix(table_id: u32) -> [u8; 5] {
+    let id = table_id.to_be_bytes();
+    [b'b', id[0], id[1], id[2], id[3]]
+}
+
 /// Key of a view's event-time counters (late rows), among its operator
 /// state (so DROP and rebuilds clear it), written at checkpoints.
 pub fn view_stats_key(view_id: u32) -> [u8; 7] {

@@ -378,12 +378,21 @@ impl EpochGuard<'_> {
     /// table rows, view rows, and the operators' state changes or the epoch
     /// log's entry, in one batch.
     pub fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()> {
+        self.commit_with(changes, WriteBatch::default())
+    }
+
+    /// [`commit`](Self::commit), writing `extra` in the same atomic batch
+    /// (a connector-fed table's read position with the rows it read).
+    pub fn commit_with(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>, extra: WriteBatch) -> Result<()> {
         let logged_bytes: usize = changes.iter().map(|(_, c)| c.rows.get_array_memory_size()).sum();
         let checkpoint = self.checkpoint_interval.is_zero()
             || self.flows.last_checkpoint.elapsed() >= self.checkpoint_interval
             || self.budget.exceeded()
-            || logged_bytes > LARGEST_LOGGED_EPOCH;
-        self.run_epoch(changes, None, checkpoint)
+            || logged_bytes > LARGEST_LOGGED_EPOCH
+            // A view whose source reads cannot be replayed commits its
+            // read positions with its rows, every epoch.
+            || self.flows.views.iter().any(|f| f.view.stats.reads_unreplayable());
+        self.run_epoch_with(changes, None, checkpoint, extra)
     }
 
     /// Runs one epoch through the dataflows. `replayed`: the watermarks of
@@ -396,10 +405,20 @@ impl EpochGuard<'_> {
         replayed: Option<(TableWatermarks, i64)>,
         checkpoint: bool,
     ) -> Result<()> {
+        self.run_epoch_with(changes, replayed, checkpoint, WriteBatch::default())
+    }
+
+    fn run_epoch_with(
+        &mut self,
+        changes: Vec<(Arc<Relation>, ChangeBatch)>,
+        replayed: Option<(TableWatermarks, i64)>,
+        checkpoint: bool,
+        extra: WriteBatch,
+    ) -> Result<()> {
         let live = replayed.is_none();
         let snapshot = self.store.snapshot();
         let state = self.state_context(&snapshot, false, checkpoint);
-        let mut batch = WriteBatch::default();
+        let mut batch = extra;
         let mut input = EpochInput::new(state.clone());
         let (watermarks, time) = match replayed {
             Some((logged, time)) => (logged, time),
@@ -724,6 +743,8 @@ impl EpochGuard<'_> {
         batch.delete(catalog_key(relation.id).to_vec());
         batch.delete(failure_key(relation.id).to_vec());
         batch.delete(watermark_key(relation.id).to_vec());
+        batch.delete(crate::state::feed_position_key(relation.id).to_vec());
+        snapshot.scan_prefix(&crate::state::feed_errors_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
         self.write(batch)
     }
 

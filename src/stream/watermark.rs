@@ -266,11 +266,16 @@ pub struct ViewStats {
     /// the end.
     source_readers: AtomicU64,
     finished_readers: AtomicU64,
+    /// Readers whose reads a replay cannot repeat (the view must
+    /// checkpoint every epoch).
+    unreplayable_readers: AtomicU64,
     /// Records the view's source readers could not decode (since start).
     bad_records: AtomicU64,
     /// Per source reader: the source's name and the state prefix under
     /// which the reader keeps its bad records.
     bad_record_stores: parking_lot::Mutex<Vec<(String, Vec<u8>)>>,
+    /// Per source read: how reading it goes, as its reader last said.
+    source_status: parking_lot::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl ViewStats {
@@ -315,11 +320,27 @@ impl ViewStats {
     pub fn bad_record_stores(&self) -> Vec<(String, Vec<u8>)> {
         self.bad_record_stores.lock().clone()
     }
+    pub fn set_source_status(&self, source: &str, status: String) {
+        let mut statuses = self.source_status.lock();
+        if statuses.get(source) != Some(&status) {
+            statuses.insert(source.to_string(), status);
+        }
+    }
+    pub fn source_status(&self) -> Vec<(String, String)> {
+        self.source_status.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
     pub fn add_bad_records(&self, records: u64) {
         self.bad_records.fetch_add(records, Ordering::Relaxed);
     }
     pub fn bad_records(&self) -> u64 {
         self.bad_records.load(Ordering::Relaxed)
+    }
+    pub fn register_unreplayable_reader(&self) {
+        self.unreplayable_readers.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Some source the view reads cannot be read again the same way.
+    pub fn reads_unreplayable(&self) -> bool {
+        self.unreplayable_readers.load(Ordering::Relaxed) > 0
     }
     pub fn reads_sources(&self) -> bool {
         self.source_readers.load(Ordering::Relaxed) > 0

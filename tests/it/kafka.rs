@@ -2,7 +2,8 @@
 //! scripts/kafka-broker.sh): JSON and CSV records into views, exactly once
 //! across a kill -9 while records keep arriving; malformed records kept in
 //! freshet_catalog.source_errors; startup modes; a broker restarted while
-//! a view reads it; clear errors for bad definitions.
+//! a view reads it; a table fed by a topic; clear errors for bad
+//! definitions.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,7 +24,8 @@ pub struct Broker {
 }
 
 fn broker_script(args: &[&str]) -> String {
-    let output = Command::new(repo_root().join("scripts/kafka-broker.sh")).args(args).output().expect("run kafka-broker.sh");
+    let output =
+        Command::new(repo_root().join("scripts/kafka-broker.sh")).args(args).output().expect("run kafka-broker.sh");
     assert!(output.status.success(), "kafka-broker.sh {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
@@ -56,11 +58,7 @@ impl Broker {
     }
 
     pub fn producer(&self) -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.address)
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer")
+        ClientConfig::new().set("bootstrap.servers", &self.address).set("linger.ms", "5").create().expect("producer")
     }
 }
 
@@ -86,15 +84,15 @@ fn order(id: i64) -> (i64, i64, i64) {
     (id, id % 17, (id * 7919) % 1000)
 }
 
-/// Sends orders with these ids as JSON, spread over three partitions, many
-/// in flight at once.
-async fn send_orders(producer: &FutureProducer, ids: std::ops::Range<i64>) {
+/// Sends orders with these ids as JSON to a topic of three partitions
+/// (by id), many in flight at once.
+async fn send_orders(producer: &FutureProducer, topic: &str, ids: std::ops::Range<i64>) {
     let mut pending = Vec::new();
     for id in ids {
         let (id, customer, amount) = order(id);
         let payload = format!(r#"{{"id": {id}, "customer": {customer}, "amount": {amount}, "note": "x"}}"#);
         let key = id.to_string();
-        let record = FutureRecord::to("orders").partition((id % 3) as i32).key(&key).payload(&payload);
+        let record = FutureRecord::to(topic).partition((id % 3) as i32).key(&key).payload(&payload);
         pending.push(producer.send_result(record).expect("queue a record"));
         if pending.len() >= 500 {
             for delivery in pending.drain(..) {
@@ -129,12 +127,13 @@ async fn json_records_reach_views_exactly_once_across_a_kill_and_bad_ones_are_ke
     let broker = Broker::start();
     broker.create_topic("orders", 3).await;
     let producer = broker.producer();
-    send_orders(&producer, 0..3000).await;
+    send_orders(&producer, "orders", 0..3000).await;
     // Malformed records among the good ones: cut-off JSON, a value of the
     // wrong type, no JSON at all, an empty message.
     let mut bad_sent = Vec::new();
-    for (i, payload) in
-        [r#"{"id": 1, "customer": "#, r#"{"id": "seven", "customer": 1, "amount": 2}"#, "not json", ""].iter().enumerate()
+    for (i, payload) in [r#"{"id": 1, "customer": "#, r#"{"id": "seven", "customer": 1, "amount": 2}"#, "not json", ""]
+        .iter()
+        .enumerate()
     {
         let partition = (i % 3) as i32;
         let offset = send(&producer, "orders", partition, "bad", payload).await;
@@ -163,7 +162,7 @@ async fn json_records_reach_views_exactly_once_across_a_kill_and_bad_ones_are_ke
     // More records arrive while the server is killed in the middle of them.
     let more = tokio::spawn({
         let producer = producer.clone();
-        async move { send_orders(&producer, 3000..9000).await }
+        async move { send_orders(&producer, "orders", 3000..9000).await }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&client, "SELECT count(*) FROM everything").await < 4000 {
@@ -185,8 +184,7 @@ async fn json_records_reach_views_exactly_once_across_a_kill_and_bad_ones_are_ke
     )
     .await;
     assert_eq!(distinct, vec![vec!["9000", "9000", "0", "8999", "9000"]]);
-    let by_partition =
-        rows(&client, "SELECT part, count(*) FROM everything WHERE id % 3 <> part GROUP BY part").await;
+    let by_partition = rows(&client, "SELECT part, count(*) FROM everything WHERE id % 3 <> part GROUP BY part").await;
     assert!(by_partition.is_empty(), "records in the wrong partition: {by_partition:?}");
 
     // The aggregate equals the batch query over the same records.
@@ -213,7 +211,7 @@ async fn json_records_reach_views_exactly_once_across_a_kill_and_bad_ones_are_ke
             &client,
             &format!(
                 "SELECT partition, \"offset\", payload FROM freshet_catalog.source_errors \
-                 WHERE view = '{view}' AND source = 'orders' ORDER BY partition, \"offset\""
+                 WHERE relation = '{view}' AND source = 'orders' ORDER BY partition, \"offset\""
             ),
         )
         .await;
@@ -221,7 +219,7 @@ async fn json_records_reach_views_exactly_once_across_a_kill_and_bad_ones_are_ke
         want.sort_by_key(|r| (r[0].parse::<i32>().unwrap_or(0), r[1].parse::<i64>().unwrap_or(0)));
         assert_eq!(kept, want, "{view}: bad records");
     }
-    let reasons = rows(&client, "SELECT error FROM freshet_catalog.source_errors WHERE view = 'everything'").await;
+    let reasons = rows(&client, "SELECT error FROM freshet_catalog.source_errors WHERE relation = 'everything'").await;
     assert!(reasons.iter().all(|r| !r[0].is_empty()), "{reasons:?}");
     assert!(reasons.iter().any(|r| r[0].contains("id")), "the wrong-typed field is named: {reasons:?}");
 }
@@ -269,6 +267,16 @@ async fn csv_records_startup_modes_failing_sources_and_a_broker_restart() {
     broker.stop();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(rows(&client, "SELECT c FROM all_lines").await, vec![vec!["15".to_string()]], "still serving");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status =
+            rows(&client, "SELECT status FROM freshet_catalog.source_status WHERE relation = 'all_lines'").await;
+        if status.first().is_some_and(|s| s[0].starts_with("error") || s[0].starts_with("retrying")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the broker's absence is not reported: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     broker.restart();
     let producer = broker.producer();
     for n in 15..25 {
@@ -276,13 +284,29 @@ async fn csv_records_startup_modes_failing_sources_and_a_broker_restart() {
     }
     wait_for_count(&client, "SELECT c FROM all_lines", 25).await;
     assert_eq!(rows(&client, "SELECT s FROM all_lines").await, vec![vec![(0..25).sum::<i32>().to_string()]]);
+    assert_eq!(
+        rows(&client, "SELECT status FROM freshet_catalog.source_status WHERE relation = 'all_lines'").await,
+        vec![vec!["reading".to_string()]]
+    );
 
     // A record that does not fit: kept for the lenient source, fatal for
     // the strict one, which names where it is.
     let offset = send(&producer, "lines", 1, "k", "twenty-five,bad").await;
     send(&producer, "lines", 0, "k", "26,fine").await;
     wait_for_count(&client, "SELECT c FROM all_lines", 26).await;
-    let kept = rows(&client, "SELECT partition, \"offset\", payload FROM freshet_catalog.source_errors WHERE view = 'all_lines'").await;
+    // Bad records are shown as of the view's last checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kept = loop {
+        let kept = rows(
+            &client,
+            "SELECT partition, \"offset\", payload FROM freshet_catalog.source_errors WHERE relation = 'all_lines'",
+        )
+        .await;
+        if !kept.is_empty() || Instant::now() > deadline {
+            break kept;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(kept, vec![vec!["1".to_string(), offset.to_string(), "twenty-five,bad".to_string()]]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let failure = loop {
@@ -312,4 +336,82 @@ async fn csv_records_startup_modes_failing_sources_and_a_broker_restart() {
     ] {
         assert_eq!(error_code(&client, &bad).await, code, "{bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_fed_by_a_topic_stores_each_record_once_across_a_kill() {
+    let broker = Broker::start();
+    broker.create_topic("payments", 3).await;
+    let producer = broker.producer();
+    send_orders(&producer, "payments", 0..2000).await;
+    let bad_offset = send(&producer, "payments", 2, "bad", r#"{"id": 1, "customer": [1]}"#).await;
+
+    let data = TempDir::new("kafka-table");
+    let mut server = TestServer::start_in(&data.0, &[]);
+    let mut client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE payments (id BIGINT, customer INT, amount BIGINT) INCLUDE partition AS part
+               WITH (connector = 'kafka', topic = 'payments', properties.bootstrap.server = '{}')
+               FORMAT PLAIN ENCODE JSON;
+             CREATE MATERIALIZED VIEW paid AS SELECT customer, count(*) AS n, sum(amount) AS total
+               FROM payments GROUP BY customer;",
+            broker.address
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    wait_for_count(&client, "SELECT count(*) FROM payments", 2000).await;
+    let more = tokio::spawn({
+        let producer = producer.clone();
+        async move { send_orders(&producer, "payments", 2000..8000).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&client, "SELECT count(*) FROM payments").await < 3000 {
+        assert!(Instant::now() < deadline, "the table does not follow the topic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    server = TestServer::start_in(&data.0, &[]);
+    client = server.connect().await;
+    more.await.expect("producer task");
+    wait_for_count(&client, "SELECT count(*) FROM payments", 8000).await;
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT count(DISTINCT id), min(id), max(id), sum(CASE WHEN part = id % 3 THEN 1 ELSE 0 END) FROM payments"
+        )
+        .await,
+        vec![vec!["8000", "0", "7999", "8000"]]
+    );
+    // The table's rows are what was sent, and the view over it is the
+    // batch query over the table.
+    let sent: i64 = (0..8000).map(|id| order(id).2).sum();
+    assert_eq!(rows(&client, "SELECT sum(amount) FROM payments").await, vec![vec![sent.to_string()]]);
+    // The table also takes INSERTs.
+    client.batch_execute("INSERT INTO payments VALUES (-1, 3, 5, NULL)").await.expect("insert");
+    wait_for_count(&client, "SELECT count(*) FROM payments", 8001).await;
+    let got = sorted(rows(&client, "SELECT * FROM paid").await);
+    let want = sorted(rows(&client, "SELECT customer, count(*), sum(amount) FROM payments GROUP BY customer").await);
+    assert_eq!(got, want, "the view over the fed table differs from the batch query");
+    let kept = rows(
+        &client,
+        "SELECT relation, source, partition, \"offset\" FROM freshet_catalog.source_errors WHERE relation = 'payments'",
+    )
+    .await;
+    assert_eq!(
+        kept,
+        vec![vec!["payments".to_string(), "payments".to_string(), "2".to_string(), bad_offset.to_string()]]
+    );
+    assert_eq!(
+        error_code(
+            &client,
+            &format!(
+                "CREATE TABLE keyed (id BIGINT PRIMARY KEY) WITH (connector = 'kafka', topic = 'payments', \
+                 properties.bootstrap.server = '{}') FORMAT PLAIN ENCODE JSON",
+                broker.address
+            )
+        )
+        .await,
+        "0A000"
+    );
 }

@@ -132,3 +132,44 @@ async fn datagen_source_generates_the_declared_columns() {
         assert_eq!(error_code(&client, bad).await, code, "{bad}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_source_stops_holding_back_the_watermark_of_a_union() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    // `busy` brings a row every 40 ms (event times 0..99 s); `quiet` and
+    // `mute` one row at event time 0, then nothing. Only `quiet` has an
+    // idle timeout.
+    client
+        .batch_execute(
+            "CREATE SOURCE busy (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'datagen',
+                datagen.rows.per.second = 25, fields.ts.kind = 'sequence', fields.ts.end = 99);
+             CREATE SOURCE quiet (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'datagen',
+                datagen.rows.per.second = 0, fields.ts.kind = 'sequence', fields.ts.end = 0,
+                watermark_idle_timeout = '1 second');
+             CREATE SOURCE mute (ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'datagen',
+                datagen.rows.per.second = 0, fields.ts.kind = 'sequence', fields.ts.end = 0);
+             CREATE MATERIALIZED VIEW closed AS
+               SELECT date_bin(INTERVAL '10' SECOND, ts, TIMESTAMP '1970-01-01') AS w, count(*) AS n
+               FROM (SELECT ts FROM busy UNION ALL SELECT ts FROM quiet) u GROUP BY w EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW held AS
+               SELECT date_bin(INTERVAL '10' SECOND, ts, TIMESTAMP '1970-01-01') AS w, count(*) AS n
+               FROM (SELECT ts FROM busy UNION ALL SELECT ts FROM mute) u GROUP BY w EMIT ON WINDOW CLOSE;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    wait_until_read(&client, &["closed", "held"]).await;
+    // Once `quiet` is idle the union's watermark is `busy`'s (99 s at the
+    // end): windows up to [80 s, 90 s) close. `mute` holds `held` at 0.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let closed = rows(&client, "SELECT count(*), sum(n), max(w) FROM closed").await;
+        if closed[0][0] == "9" {
+            assert_eq!(closed, vec![vec!["9".to_string(), "91".to_string(), "1970-01-01 00:01:20".to_string()]]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "windows did not close past the idle source: {closed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows(&client, "SELECT count(*) FROM held").await, vec![vec!["0".to_string()]]);
+}

@@ -81,14 +81,14 @@ impl Progress {
 }
 
 /// A bad record as stored: partition and offset are its key.
-fn bad_record_key(record: &BadRecord) -> Vec<u8> {
+pub fn bad_record_key(record: &BadRecord) -> Vec<u8> {
     let mut key = Vec::with_capacity(12);
     key.extend_from_slice(&record.partition.to_be_bytes());
     key.extend_from_slice(&record.offset.to_be_bytes());
     key
 }
 
-fn encode_bad_record(record: &BadRecord) -> Vec<u8> {
+pub fn encode_bad_record(record: &BadRecord) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(16 + record.payload.len() + record.error.len());
     bytes.extend_from_slice(&record.partition.to_be_bytes());
     bytes.extend_from_slice(&record.offset.to_be_bytes());
@@ -116,6 +116,8 @@ pub fn bad_records_prefix(state_prefix: &[u8]) -> Vec<u8> {
 }
 
 pub struct SourceScan {
+    /// The source's name (for its status and bad records).
+    source: String,
     reader: Arc<dyn SourceReader>,
     /// The source's columns to keep, in order; `None` keeps all.
     projection: Option<Vec<usize>>,
@@ -126,6 +128,9 @@ pub struct SourceScan {
     bad_records: ValueState<BadRecord>,
     /// The watermark before and after the last step.
     current: Watermark,
+    /// Epoch time of the last read that brought rows (for the watermark's
+    /// idle timeout; since this process started).
+    last_rows_at: Option<i64>,
     stats: Arc<ViewStats>,
     /// Told `stats` it read the source to the end.
     finished: bool,
@@ -152,9 +157,13 @@ impl SourceScan {
             (def, output, data_type)
         });
         stats.register_reader();
+        if !reader.replayable() {
+            stats.register_unreplayable_reader();
+        }
         let bad_prefix = bad_records_prefix(state_prefix);
         stats.register_bad_records(source, &bad_prefix);
         Self {
+            source: source.to_string(),
             reader,
             projection,
             schema,
@@ -162,6 +171,7 @@ impl SourceScan {
             state: ValueState::new(state_prefix),
             bad_records: ValueState::new(&bad_prefix),
             current: Watermark::default(),
+            last_rows_at: None,
             stats,
             finished: false,
         }
@@ -172,6 +182,22 @@ impl SourceScan {
             self.finished = true;
             self.stats.reader_finished();
         }
+    }
+
+    /// Marks the watermark idle once the source has brought no rows for
+    /// its idle timeout (`watermark_idle_timeout`), so that it stops
+    /// holding back a join's or union's watermark.
+    fn idled(&mut self, mut watermark: Watermark, rows: usize, now: i64) -> Watermark {
+        if rows > 0 || self.last_rows_at.is_none() {
+            self.last_rows_at = Some(now);
+        }
+        let timeout = self.watermark.as_ref().and_then(|(def, _, _)| def.idle_timeout);
+        watermark.was_idle = self.current.idle;
+        watermark.idle = match (timeout, self.last_rows_at) {
+            (Some(timeout), Some(last)) => rows == 0 && now.saturating_sub(last) >= timeout,
+            _ => false,
+        };
+        watermark
     }
 
     fn keep_bad_records(&mut self, input: &EpochInput, bad: Vec<BadRecord>) -> Result<()> {
@@ -210,7 +236,7 @@ impl Operator for SourceScan {
         };
         let before = value(progress.watermark)?;
         if self.reader.exhausted(&progress.position) {
-            self.current = Watermark::steady(before);
+            self.current = self.idled(Watermark::steady(before), 0, input.now_nanos);
             self.finish();
             return Ok(ChangeBatch::empty(self.schema.clone()));
         }
@@ -219,13 +245,16 @@ impl Operator for SourceScan {
         if !bad.is_empty() {
             self.keep_bad_records(input, bad)?;
         }
+        if let Some(status) = self.reader.status() {
+            self.stats.set_source_status(&self.source, status);
+        }
         let mut after = before.clone();
         if let Some((def, _, data_type)) = &self.watermark {
             let change = ChangeBatch::uniform(rows.clone(), 1);
             after = def.advance(before.clone(), &change, data_type)?;
             progress.watermark = after.as_ref().and_then(watermark::to_i64);
         }
-        self.current = Watermark::new(before, after);
+        self.current = self.idled(Watermark::new(before, after), rows.num_rows(), input.now_nanos);
         self.stats.add_source_rows(rows.num_rows() as u64);
         if self.reader.exhausted(&progress.position) {
             self.finish();

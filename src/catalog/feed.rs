@@ -1,0 +1,141 @@
+//! Tables fed by a connector: `CREATE TABLE t (…) WITH (connector =
+//! 'kafka', …) FORMAT PLAIN ENCODE JSON`.
+//!
+//! Unlike a source, such a table stores what arrives: it can be queried
+//! directly, and views over it read its rows like any table's. One task
+//! reads every such table's connector and appends what it read in an epoch
+//! of its own, writing the table's read position (and its bad records) in
+//! the same atomic batch as the rows. A restart resumes from the position
+//! stored with the last rows, so each record is stored exactly once.
+//! A read that fails for good (a bad record with `bad_records = 'fail'`)
+//! stops that table's feed, says why in `freshet_catalog.source_status`,
+//! and leaves the rows already stored in place.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{Catalog, Relation, RelationId, RelationKind};
+use crate::connectors::SourcePosition;
+use crate::error::Result;
+use crate::state::{WriteBatch, feed_errors_prefix, feed_position_key};
+use crate::stream::coordinator::Coordinator;
+use crate::stream::ops::source_scan::{MAX_RECORDS_PER_EPOCH, bad_record_key, encode_bad_record};
+
+/// What the feed task keeps between rounds.
+#[derive(Default)]
+struct Feeds {
+    /// The position after the last committed read, per table (loaded from
+    /// the store the first time a table is fed).
+    positions: HashMap<RelationId, SourcePosition>,
+    /// Tables whose feed stopped on an error.
+    stopped: HashSet<RelationId>,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// The key of a table's bad record.
+fn error_key(table: RelationId, record: &crate::connectors::BadRecord) -> Vec<u8> {
+    let mut key = feed_errors_prefix(table).to_vec();
+    key.extend_from_slice(&bad_record_key(record));
+    key
+}
+
+/// Whether a relation is a table with a connector.
+pub fn is_fed(relation: &Relation) -> bool {
+    relation.kind == RelationKind::Table && relation.reader.is_some()
+}
+
+/// Reads each fed table's connector once; reports whether anything came.
+async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Feeds) -> Result<bool> {
+    let tables: Vec<Arc<Relation>> =
+        catalog.list(RelationKind::Table).into_iter().filter(|t| is_fed(t) && !feeds.stopped.contains(&t.id)).collect();
+    let mut read_any = false;
+    for table in tables {
+        let Some(reader) = table.reader.clone() else { continue };
+        let name = table.name.to_string();
+        let mut guard = coordinator.begin().await;
+        // The table may have been dropped while we waited for the epoch.
+        if catalog.get(table.id).is_none() {
+            continue;
+        }
+        let mut position = match feeds.positions.get(&table.id) {
+            Some(position) => position.clone(),
+            None => guard
+                .snapshot()
+                .get(&feed_position_key(table.id))
+                .and_then(|bytes| SourcePosition::decode(&bytes))
+                .unwrap_or_default(),
+        };
+        let before = position.clone();
+        let mut bad = Vec::new();
+        let read = reader.read(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad);
+        if let Some(status) = reader.status() {
+            table.stats.set_source_status(&name, status);
+        }
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(table = %name, %error, "the table's connector failed; its feed stops");
+                table.stats.set_source_status(&name, format!("failed: {}", error.message));
+                feeds.stopped.insert(table.id);
+                continue;
+            }
+        };
+        if rows.num_rows() == 0 && bad.is_empty() && position == before {
+            feeds.positions.insert(table.id, position);
+            continue;
+        }
+        let mut extra = WriteBatch::default();
+        extra.put(feed_position_key(table.id).to_vec(), position.encode());
+        for record in &bad {
+            extra.put(error_key(table.id, record), encode_bad_record(record));
+        }
+        table.stats.add_bad_records(bad.len() as u64);
+        match super::writes::append_from_connector(&mut guard, &table, &rows, extra) {
+            Ok(count) => {
+                table.stats.add_source_rows(count as u64);
+                read_any |= count > 0 || !bad.is_empty();
+                feeds.positions.insert(table.id, position);
+            }
+            Err(error) => {
+                tracing::warn!(table = %name, %error, "rows from the table's connector were refused; its feed stops");
+                table.stats.set_source_status(&name, format!("failed: {}", error.message));
+                feeds.stopped.insert(table.id);
+            }
+        }
+    }
+    Ok(read_any)
+}
+
+/// Starts the task feeding connector tables: round after round while rows
+/// come, backing off (up to `idle`) while none do.
+pub fn spawn(coordinator: &Arc<Coordinator>, catalog: &Arc<Catalog>, idle: Duration) {
+    let coordinator: Weak<Coordinator> = Arc::downgrade(coordinator);
+    let catalog: Weak<Catalog> = Arc::downgrade(catalog);
+    tokio::spawn(async move {
+        let mut feeds = Feeds::default();
+        let mut wait = Duration::from_millis(1);
+        loop {
+            let (Some(coordinator), Some(catalog)) = (coordinator.upgrade(), catalog.upgrade()) else { break };
+            let read = feed_once(&coordinator, &catalog, &mut feeds).await;
+            drop((coordinator, catalog));
+            match read {
+                Ok(true) => {
+                    wait = Duration::from_millis(1);
+                    tokio::task::yield_now().await;
+                }
+                Ok(false) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(idle);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "feeding connector tables failed");
+                    tokio::time::sleep(idle).await;
+                }
+            }
+        }
+    });
+}
