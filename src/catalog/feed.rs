@@ -19,7 +19,7 @@ use super::{Catalog, Relation, RelationId, RelationKind};
 use crate::connectors::SourcePosition;
 use crate::error::Result;
 use crate::state::{WriteBatch, feed_errors_prefix, feed_position_key};
-use crate::stream::coordinator::Coordinator;
+use crate::stream::coordinator::{Backoff, Coordinator};
 use crate::stream::ops::source_scan::{MAX_RECORDS_PER_EPOCH, bad_record_key, encode_bad_record};
 
 /// What the feed task keeps between rounds.
@@ -117,25 +117,12 @@ pub fn spawn(coordinator: &Arc<Coordinator>, catalog: &Arc<Catalog>, idle: Durat
     let catalog: Weak<Catalog> = Arc::downgrade(catalog);
     tokio::spawn(async move {
         let mut feeds = Feeds::default();
-        let mut wait = Duration::from_millis(1);
+        let mut backoff = Backoff::new(idle);
         loop {
             let (Some(coordinator), Some(catalog)) = (coordinator.upgrade(), catalog.upgrade()) else { break };
             let read = feed_once(&coordinator, &catalog, &mut feeds).await;
             drop((coordinator, catalog));
-            match read {
-                Ok(true) => {
-                    wait = Duration::from_millis(1);
-                    tokio::task::yield_now().await;
-                }
-                Ok(false) => {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(idle);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "feeding connector tables failed");
-                    tokio::time::sleep(idle).await;
-                }
-            }
+            backoff.after(read, "feeding connector tables failed").await;
         }
     });
 }

@@ -303,25 +303,12 @@ impl Coordinator {
     pub fn spawn_source_pump(self: &Arc<Self>, idle: Duration) {
         let coordinator: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut wait = Duration::from_millis(1);
+            let mut backoff = Backoff::new(idle);
             loop {
                 let Some(strong) = coordinator.upgrade() else { break };
                 let read = strong.pump_sources().await;
                 drop(strong);
-                match read {
-                    Ok(true) => {
-                        wait = Duration::from_millis(1);
-                        tokio::task::yield_now().await;
-                    }
-                    Ok(false) => {
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(idle);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "source epoch failed");
-                        tokio::time::sleep(idle).await;
-                    }
-                }
+                backoff.after(read, "source epoch failed").await;
             }
         });
     }
@@ -755,6 +742,38 @@ impl EpochGuard<'_> {
         self.store.commit(epoch, batch)?;
         self.flows.next_epoch += 1;
         Ok(())
+    }
+}
+
+/// Pacing of a task that reads while there is something to read: at once
+/// after a round that read, then waits doubling up to `idle` while rounds
+/// read nothing, `idle` after a failure.
+pub struct Backoff {
+    wait: Duration,
+    idle: Duration,
+}
+
+impl Backoff {
+    pub fn new(idle: Duration) -> Self {
+        Self { wait: Duration::from_millis(1), idle }
+    }
+
+    /// Waits as a round's outcome says (`Ok(true)`: it read something).
+    pub async fn after(&mut self, round: Result<bool>, failure: &str) {
+        match round {
+            Ok(true) => {
+                self.wait = Duration::from_millis(1);
+                tokio::task::yield_now().await;
+            }
+            Ok(false) => {
+                tokio::time::sleep(self.wait).await;
+                self.wait = (self.wait * 2).min(self.idle);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "{failure}");
+                tokio::time::sleep(self.idle).await;
+            }
+        }
     }
 }
 
