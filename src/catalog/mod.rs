@@ -7,6 +7,7 @@
 
 pub mod feed;
 pub mod provider;
+pub mod sinks;
 pub mod snapshot;
 pub mod storage;
 pub mod system;
@@ -35,6 +36,8 @@ pub enum RelationKind {
     MaterializedView,
     View,
     Source,
+    /// A dataflow whose changes go to an external system (CREATE SINK).
+    Sink,
 }
 
 impl RelationKind {
@@ -44,6 +47,7 @@ impl RelationKind {
             RelationKind::MaterializedView => "materialized view",
             RelationKind::View => "view",
             RelationKind::Source => "source",
+            RelationKind::Sink => "sink",
         }
     }
 }
@@ -86,6 +90,11 @@ pub struct Relation {
     /// A source's connector (sources have no stored rows: each view reading
     /// one reads it itself).
     pub reader: Option<Arc<dyn SourceReader>>,
+    /// A source's connector options (a postgres-cdc source's settings, read
+    /// by the tables created FROM it).
+    pub connector_options: Option<crate::connectors::ConnectorOptions>,
+    /// A sink's writer.
+    pub sink: Option<Arc<dyn crate::connectors::sink::SinkWriter>>,
     /// Columns that carry a watermark: a table's watermark column, the
     /// columns of a materialized view derived from its inputs' watermarks.
     pub watermarked: Vec<usize>,
@@ -177,6 +186,8 @@ impl Relation {
             failure: Mutex::new(None),
             watermark: None,
             reader: None,
+            connector_options: None,
+            sink: None,
             watermarked: Vec::new(),
             emit_on_window_close: false,
             stats: ViewStats::new(),

@@ -15,6 +15,8 @@
 //!   why), as of the view's last checkpoint or the table's last read.
 //! - `freshet_catalog.source_status`: how each such reader's reading goes
 //!   (`reading`, `retrying: <error>`, `failed: <error>`).
+//! - `freshet_catalog.sinks`: each sink's connector, how delivery goes,
+//!   how many committed epochs wait in its outbox, and its failure.
 
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ enum Which {
     ViewState,
     SourceErrors,
     SourceStatus,
+    Sinks,
 }
 
 struct SystemTable {
@@ -106,6 +109,17 @@ pub fn register(
             ],
         ),
         ("source_status", Which::SourceStatus, vec![text("relation"), text("source"), text("status")]),
+        (
+            "sinks",
+            Which::Sinks,
+            vec![
+                text("name"),
+                text("connector"),
+                text("status"),
+                Field::new("pending_epochs", DataType::Int64, false),
+                text("failure"),
+            ],
+        ),
     ];
     for (name, which, fields) in tables {
         let table = SystemTable {
@@ -201,6 +215,7 @@ impl SystemTable {
                 let snapshot = statement_snapshot(self.coordinator.store().as_ref());
                 let mut found: Vec<(String, String, crate::connectors::BadRecord)> = Vec::new();
                 let readers = self.catalog.list(RelationKind::MaterializedView).into_iter();
+                let readers = readers.chain(self.catalog.list(RelationKind::Sink));
                 for view in readers.chain(self.catalog.list(RelationKind::Table)) {
                     for (source, prefix) in view.stats.bad_record_stores() {
                         snapshot.scan_prefix(&prefix, &mut |_, value| {
@@ -230,6 +245,10 @@ impl SystemTable {
                 let readers = self.catalog.list(RelationKind::MaterializedView).into_iter();
                 for view in readers.chain(self.catalog.list(RelationKind::Table)) {
                     for (source, status) in view.stats.source_status() {
+                        // A sink's own delivery status is in `sinks`.
+                        if source == view.name.to_string() && view.kind == RelationKind::Sink {
+                            continue;
+                        }
                         views.push(view.name.to_string());
                         sources.push(source);
                         statuses.push(status);
@@ -239,6 +258,31 @@ impl SystemTable {
                     Arc::new(StringArray::from(views)),
                     Arc::new(StringArray::from(sources)),
                     Arc::new(StringArray::from(statuses)),
+                ]
+            }
+            Which::Sinks => {
+                let snapshot = statement_snapshot(self.coordinator.store().as_ref());
+                let mut sinks = self.catalog.list(RelationKind::Sink);
+                sinks.sort_by_key(|s| s.id);
+                let (mut names, mut connectors, mut statuses, mut pending, mut failures) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                for sink in sinks {
+                    let name = sink.name.to_string();
+                    let mut waiting = 0i64;
+                    snapshot.scan_prefix(&crate::state::outbox_prefix(sink.id), &mut |_, _| waiting += 1);
+                    let status = sink.stats.source_status().into_iter().find(|(s, _)| *s == name).map(|(_, st)| st);
+                    names.push(name);
+                    connectors.push(sink.connector_options.as_ref().and_then(|o| o.connector().map(str::to_string)));
+                    statuses.push(status.unwrap_or_else(|| "starting".to_string()));
+                    pending.push(waiting);
+                    failures.push(sink.failure.lock().as_ref().map(|e| e.message.clone()));
+                }
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(connectors)),
+                    Arc::new(StringArray::from(statuses)),
+                    Arc::new(Int64Array::from(pending)),
+                    Arc::new(StringArray::from(failures)),
                 ]
             }
         };

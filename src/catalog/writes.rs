@@ -106,6 +106,86 @@ pub fn append_from_connector(
     Ok(count)
 }
 
+/// Applies the keyed changes a changelog connector read (CDC, FORMAT
+/// UPSERT | DEBEZIUM) to a table with a primary key, and writes `extra` in
+/// the same epoch. Per key only the last change of the read counts (they
+/// are in the order they happened): an upsert replaces the stored row or
+/// adds one, a delete removes the stored row if there is one. A change
+/// that leaves a row as it is stored changes nothing downstream. Returns
+/// how many changes were applied.
+pub fn apply_from_changelog(
+    guard: &mut EpochGuard<'_>,
+    relation: &Arc<Relation>,
+    changes: &crate::connectors::KeyedChanges,
+    extra: crate::state::WriteBatch,
+) -> Result<usize> {
+    let Some(codec) = &relation.key_codec else {
+        return Err(SqlError::internal(format!("table \"{}\" has no primary key for keyed changes", relation.name)));
+    };
+    let count = changes.rows.num_rows();
+    if count == 0 {
+        guard.commit_with(Vec::new(), extra)?;
+        return Ok(0);
+    }
+    // Cast to the table's types without the NOT NULL check: a delete
+    // carries only its key.
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(relation.schema.fields().len());
+    for (column, field) in changes.rows.columns().iter().zip(relation.schema.fields()) {
+        columns.push(if column.data_type() != field.data_type() { cast(column, field.data_type())? } else { column.clone() });
+    }
+    let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        relation.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
+    let rows = RecordBatch::try_new(nullable, columns)?;
+    let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
+    if let Some(i) = relation.primary_key.iter().find(|&&i| rows.column(i).null_count() > 0) {
+        return Err(SqlError::new(
+            sqlstate::NOT_NULL_VIOLATION,
+            format!(
+                "a change for table \"{}\" has no value for primary-key column \"{}\"",
+                relation.name,
+                relation.schema.field(*i).name()
+            ),
+        ));
+    }
+    let keys = codec.encode(&key_columns)?;
+    // The last change per key, in first-seen order of the keys.
+    let mut last: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::with_capacity(count);
+    let mut order: Vec<&[u8]> = Vec::new();
+    for i in 0..count {
+        let key = keys.row(i).data();
+        if last.insert(key, i).is_none() {
+            order.push(key);
+        }
+    }
+    let upserts: Vec<u32> =
+        order.iter().map(|k| last[k]).filter(|&i| !changes.deletes.value(i)).map(|i| i as u32).collect();
+    let new_rows = conform(
+        relation,
+        &datafusion::arrow::compute::take_record_batch(&rows, &datafusion::arrow::array::UInt32Array::from(upserts))?,
+    )?;
+    let snapshot = guard.snapshot();
+    let stored_keys: Vec<Vec<u8>> = order.iter().map(|k| k.to_vec()).collect();
+    let existing = storage::lookup(relation, snapshot.as_ref(), &stored_keys)?;
+    // Rows both stored and upserted unchanged cancel out.
+    let existing_bytes = relation.row_codec.encode(existing.columns())?;
+    let new_bytes = relation.row_codec.encode(new_rows.columns())?;
+    let existing_set: HashSet<&[u8]> = (0..existing.num_rows()).map(|i| existing_bytes.row(i).data()).collect();
+    let new_set: HashSet<&[u8]> = (0..new_rows.num_rows()).map(|i| new_bytes.row(i).data()).collect();
+    let retract = BooleanArray::from((0..existing.num_rows()).map(|i| !new_set.contains(existing_bytes.row(i).data())).collect::<Vec<_>>());
+    let insert = BooleanArray::from((0..new_rows.num_rows()).map(|i| !existing_set.contains(new_bytes.row(i).data())).collect::<Vec<_>>());
+    let change = ChangeBatch::concat(
+        &relation.schema,
+        &[
+            ChangeBatch::uniform(filter_record_batch(&existing, &retract)?, -1),
+            ChangeBatch::uniform(filter_record_batch(&new_rows, &insert)?, 1),
+        ],
+    )?;
+    let changes = if change.is_empty() { Vec::new() } else { vec![(relation.clone(), change)] };
+    guard.commit_with(changes, extra)?;
+    Ok(count)
+}
+
 pub fn insert(
     guard: &mut EpochGuard<'_>,
     relation: &Arc<Relation>,

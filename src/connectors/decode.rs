@@ -99,6 +99,10 @@ impl PayloadDecoder {
         Self { schema, encoding }
     }
 
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
     /// Decodes every payload of `range` in one pass.
     fn decode_all(
         &self,

@@ -25,6 +25,9 @@
 //! Records that do not decode are handed back as bad records, or fail the
 //! view with `bad_records = 'fail'`.
 //!
+//! `FORMAT UPSERT ENCODE JSON` and `FORMAT DEBEZIUM ENCODE JSON` (see
+//! `changelog`) read keyed changes, for a table with a primary key.
+//!
 //! While the broker cannot be reached the view reads nothing and the
 //! connector retries with backoff (up to 10 s); the error is logged.
 
@@ -33,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions, TimestampNanosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanArray, Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions, TimestampNanosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parking_lot::Mutex;
@@ -44,8 +47,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use super::changelog::{self, Change, Envelope};
 use super::decode::{Encoding, PayloadDecoder, Payloads};
-use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader};
+use super::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// How long a metadata or offset request to the broker may take.
@@ -129,6 +133,12 @@ pub struct KafkaReader {
     schema: SchemaRef,
     includes: Vec<Include>,
     decoder: Arc<PayloadDecoder>,
+    /// PLAIN appends; UPSERT and DEBEZIUM change rows by key.
+    envelope: Envelope,
+    /// Primary-key columns (keyed formats), and a decoder of the rows of
+    /// deletes, in which only they need be present.
+    key_columns: Vec<String>,
+    key_decoder: Arc<PayloadDecoder>,
     fail_on_bad: bool,
     connection: Mutex<Option<Connection>>,
     health: Mutex<Health>,
@@ -155,6 +165,7 @@ impl KafkaReader {
                     | "encode"
                     | "delimiter"
                     | "bad_records"
+                    | super::PRIMARY_KEY_OPTION
             ) || key.starts_with("properties.")
                 || key.strip_prefix("include.").is_some_and(|k| Include::ALL.iter().any(|(_, name)| *name == k))
         })?;
@@ -167,16 +178,24 @@ impl KafkaReader {
             .get("properties.bootstrap.server")
             .or_else(|| options.get("properties.bootstrap.servers"))
             .ok_or_else(|| bad_option("connector 'kafka' needs properties.bootstrap.server = 'host:port'"))?;
-        match options.get("format").map(str::to_ascii_lowercase).as_deref() {
-            None | Some("plain") => {}
-            Some(other) => {
-                return Err(SqlError::not_supported(format!(
-                    "FORMAT {} for Kafka sources (formats: PLAIN)",
-                    other.to_uppercase()
-                )));
-            }
+        let envelope = Envelope::from_options(options)?;
+        let key_columns: Vec<String> = options
+            .get(super::PRIMARY_KEY_OPTION)
+            .map(|keys| keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+            .unwrap_or_default();
+        if envelope.keyed() && key_columns.is_empty() {
+            return Err(SqlError::new(
+                sqlstate::INVALID_TABLE_DEFINITION,
+                format!(
+                    "FORMAT {} needs a table with a PRIMARY KEY (CREATE TABLE t (…, PRIMARY KEY (id)) WITH (connector = 'kafka', …))",
+                    options.get("format").unwrap_or_default().to_uppercase()
+                ),
+            ));
         }
         let encoding = Encoding::from_options(options)?;
+        if envelope.keyed() && encoding != Encoding::Json {
+            return Err(SqlError::not_supported("FORMAT UPSERT and FORMAT DEBEZIUM with an encoding other than JSON"));
+        }
         let startup = match options.get("scan.startup.mode").map(str::to_ascii_lowercase).as_deref() {
             None | Some("earliest") => Startup::Earliest,
             Some("latest") => Startup::Latest,
@@ -240,7 +259,15 @@ impl KafkaReader {
             startup,
             schema: Arc::new(Schema::new(fields)),
             includes,
+            key_decoder: Arc::new(PayloadDecoder::new(
+                Arc::new(Schema::new(
+                    payload.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+                )),
+                Encoding::Json,
+            )),
             decoder: Arc::new(PayloadDecoder::new(payload, encoding)),
+            envelope,
+            key_columns,
             fail_on_bad,
             connection: Mutex::new(None),
             health: Mutex::new(Health::default()),
@@ -372,39 +399,12 @@ impl KafkaReader {
     }
 }
 
-/// Per record: where it came from, in read order.
-#[derive(Default)]
-struct Metadata {
-    partitions: Vec<i32>,
-    offsets: Vec<i64>,
-    timestamps: Vec<Option<i64>>,
-    keys: Vec<u8>,
-    /// Where each key lies in `keys`, or `None` for a record without one.
-    key_ranges: Vec<Option<(usize, usize)>>,
-}
-
-impl Metadata {
-    fn key(&self, i: usize) -> Option<&[u8]> {
-        let (start, end) = self.key_ranges.get(i).copied().flatten()?;
-        self.keys.get(start..end)
-    }
-}
-
-impl SourceReader for KafkaReader {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn read(
-        &self,
-        position: &mut SourcePosition,
-        _now_nanos: i64,
-        max_records: usize,
-        bad: &mut Vec<BadRecord>,
-    ) -> Result<RecordBatch> {
-        let empty = || RecordBatch::new_empty(self.schema.clone());
+impl KafkaReader {
+    /// Takes up to `max_records` fetched records after `position` (which
+    /// it advances); `None` when none are there.
+    fn fetch(&self, position: &mut SourcePosition, max_records: usize) -> Result<Option<(Payloads, Metadata)>> {
         if self.health.lock().retry_at.is_some_and(|at| Instant::now() < at) {
-            return Ok(empty());
+            return Ok(None);
         }
         let mut slot = self.connection.lock();
         if let Err(error) = self.prepare(&mut slot, position) {
@@ -412,13 +412,13 @@ impl SourceReader for KafkaReader {
                 return Err(error);
             }
             self.failed(&error);
-            return Ok(empty());
+            return Ok(None);
         }
-        let Some(connection) = slot.as_mut() else { return Ok(empty()) };
+        let Some(connection) = slot.as_mut() else { return Ok(None) };
         let mut polled_error = false;
         let mut payloads = Payloads::default();
         let mut metadata = Metadata::default();
-        let want_keys = self.includes.contains(&Include::Key);
+        let want_keys = self.includes.contains(&Include::Key) || self.envelope.keyed();
         while payloads.len() < max_records {
             let message = match connection.consumer.poll(Duration::ZERO) {
                 None => break,
@@ -468,34 +468,150 @@ impl SourceReader for KafkaReader {
                 health.backoff = Duration::ZERO;
             }
         }
-        if payloads.is_empty() {
-            return Ok(empty());
-        }
+        Ok((!payloads.is_empty()).then_some((payloads, metadata)))
+    }
 
+    /// A record that did not make a row: kept, or failing the read with
+    /// `bad_records = 'fail'`.
+    fn bad_record(&self, metadata: &Metadata, payloads: &Payloads, i: usize, error: &str, bad: &mut Vec<BadRecord>) -> Result<()> {
+        if self.fail_on_bad {
+            return Err(SqlError::new(
+                sqlstate::INVALID_TEXT_REPRESENTATION,
+                format!(
+                    "Kafka topic \"{}\" partition {} offset {}: {error}",
+                    self.topic, metadata.partitions[i], metadata.offsets[i]
+                ),
+            ));
+        }
+        bad.push(BadRecord {
+            partition: metadata.partitions[i],
+            offset: metadata.offsets[i],
+            payload: payloads.get(i).to_vec(),
+            error: error.to_string(),
+        });
+        Ok(())
+    }
+}
+
+/// Per record: where it came from, in read order.
+#[derive(Default)]
+struct Metadata {
+    partitions: Vec<i32>,
+    offsets: Vec<i64>,
+    timestamps: Vec<Option<i64>>,
+    keys: Vec<u8>,
+    /// Where each key lies in `keys`, or `None` for a record without one.
+    key_ranges: Vec<Option<(usize, usize)>>,
+}
+
+impl Metadata {
+    fn key(&self, i: usize) -> Option<&[u8]> {
+        let (start, end) = self.key_ranges.get(i).copied().flatten()?;
+        self.keys.get(start..end)
+    }
+}
+
+impl SourceReader for KafkaReader {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn read(
+        &self,
+        position: &mut SourcePosition,
+        _now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<RecordBatch> {
+        if self.envelope.keyed() {
+            return Err(SqlError::internal("a keyed Kafka format is read through read_changes"));
+        }
+        let Some((payloads, metadata)) = self.fetch(position, max_records)? else {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        };
         let decoded = self.decoder.decode(&payloads)?;
         let mut kept = vec![true; payloads.len()];
         for (i, error) in &decoded.bad {
-            if self.fail_on_bad {
-                return Err(SqlError::new(
-                    sqlstate::INVALID_TEXT_REPRESENTATION,
-                    format!(
-                        "Kafka topic \"{}\" partition {} offset {}: {error}",
-                        self.topic, metadata.partitions[*i], metadata.offsets[*i]
-                    ),
-                ));
-            }
             kept[*i] = false;
-            bad.push(BadRecord {
-                partition: metadata.partitions[*i],
-                offset: metadata.offsets[*i],
-                payload: payloads.get(*i).to_vec(),
-                error: error.clone(),
-            });
+            self.bad_record(&metadata, &payloads, *i, error, bad)?;
         }
         let mut columns = decoded.rows.columns().to_vec();
         columns.extend(self.metadata_columns(&metadata, &kept));
         let options = RecordBatchOptions::new().with_row_count(Some(decoded.rows.num_rows()));
         Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+    }
+
+    fn keyed(&self) -> bool {
+        self.envelope.keyed()
+    }
+
+    fn read_changes(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<KeyedChanges> {
+        if !self.envelope.keyed() {
+            return Ok(KeyedChanges::upserts(self.read(position, now_nanos, max_records, bad)?));
+        }
+        let Some((payloads, metadata)) = self.fetch(position, max_records)? else {
+            return Ok(KeyedChanges::upserts(RecordBatch::new_empty(self.schema.clone())));
+        };
+        // Take the envelopes apart: row payloads to upsert, key payloads
+        // to delete, and which message each came from.
+        let (mut upserts, mut deletes) = (Payloads::default(), Payloads::default());
+        let (mut upsert_of, mut delete_of) = (Vec::new(), Vec::new());
+        let mut kept = vec![false; payloads.len()];
+        for i in 0..payloads.len() {
+            match changelog::split(self.envelope, metadata.key(i), payloads.get(i), &self.key_columns) {
+                Ok(Change::Upsert(row)) => {
+                    upserts.push(&row);
+                    upsert_of.push(i);
+                }
+                Ok(Change::Delete(key)) => {
+                    deletes.push(&key);
+                    delete_of.push(i);
+                }
+                Ok(Change::Skip) => {}
+                Err(error) => self.bad_record(&metadata, &payloads, i, &error.message, bad)?,
+            }
+        }
+        let decoded_upserts = self.decoder.decode(&upserts)?;
+        let decoded_deletes = self.key_decoder.decode(&deletes)?;
+        // Message index -> (0 = upsert rows | 1 = delete rows, row), in order.
+        let mut place: Vec<Option<(usize, usize)>> = vec![None; payloads.len()];
+        for (side, decoded, of) in [(0, &decoded_upserts, &upsert_of), (1, &decoded_deletes, &delete_of)] {
+            let mut failed = vec![false; of.len()];
+            for (j, error) in &decoded.bad {
+                failed[*j] = true;
+                self.bad_record(&metadata, &payloads, of[*j], error, bad)?;
+            }
+            let mut row = 0;
+            for (j, &message) in of.iter().enumerate() {
+                if !failed[j] {
+                    place[message] = Some((side, row));
+                    row += 1;
+                }
+            }
+        }
+        let order: Vec<(usize, usize)> = place.iter().flatten().copied().collect();
+        for (i, p) in place.iter().enumerate() {
+            kept[i] = p.is_some();
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for c in 0..decoded_upserts.rows.num_columns() {
+            let sides = [decoded_upserts.rows.column(c).as_ref(), decoded_deletes.rows.column(c).as_ref()];
+            columns.push(datafusion::arrow::compute::interleave(&sides, &order)?);
+        }
+        columns.extend(self.metadata_columns(&metadata, &kept));
+        let nullable = Arc::new(Schema::new(
+            self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
+        let options = RecordBatchOptions::new().with_row_count(Some(order.len()));
+        let rows = RecordBatch::try_new_with_options(nullable, columns, &options)?;
+        let deletes = BooleanArray::from(order.iter().map(|(side, _)| *side == 1).collect::<Vec<_>>());
+        Ok(KeyedChanges { rows, deletes })
     }
 
     fn exhausted(&self, _position: &SourcePosition) -> bool {
@@ -532,6 +648,9 @@ impl SourceReader for KafkaReader {
             schema: self.schema.clone(),
             includes: self.includes.clone(),
             decoder: self.decoder.clone(),
+            envelope: self.envelope,
+            key_columns: self.key_columns.clone(),
+            key_decoder: self.key_decoder.clone(),
             fail_on_bad: self.fail_on_bad,
             connection: Mutex::new(None),
             health: Mutex::new(Health::default()),

@@ -19,14 +19,18 @@
 //! This module may call `stream` types (schemas, errors); the stream layer
 //! reaches connectors only through [`SourceReader`].
 
+pub mod changelog;
 pub mod datagen;
 pub mod decode;
+pub mod file;
 pub mod kafka;
 pub mod nexmark;
+pub mod postgres_cdc;
+pub mod sink;
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::{Result, SqlError, sqlstate};
@@ -81,6 +85,24 @@ pub struct BadRecord {
     pub error: String,
 }
 
+/// What a changelog connector read (Postgres CDC, `FORMAT UPSERT`,
+/// `FORMAT DEBEZIUM`): rows in the order they happened, each either the
+/// new version of the row with its primary key (an upsert) or, where
+/// `deletes` is true, the deletion of the row with that key (only the key
+/// columns of such a row are meaningful).
+pub struct KeyedChanges {
+    pub rows: RecordBatch,
+    pub deletes: BooleanArray,
+}
+
+impl KeyedChanges {
+    /// Rows that are all upserts.
+    pub fn upserts(rows: RecordBatch) -> Self {
+        let deletes = BooleanArray::from(vec![false; rows.num_rows()]);
+        Self { rows, deletes }
+    }
+}
+
 /// Reads a source's rows.
 pub trait SourceReader: Send + Sync {
     /// The rows' schema.
@@ -120,7 +142,34 @@ pub trait SourceReader: Send + Sync {
     fn status(&self) -> Option<String> {
         None
     }
+    /// Whether the connector yields keyed changes (upserts and deletes by
+    /// primary key) rather than appended rows: such a connector feeds a
+    /// table with a primary key, through [`read_changes`](Self::read_changes).
+    fn keyed(&self) -> bool {
+        false
+    }
+    /// [`read`](Self::read) for keyed connectors.
+    fn read_changes(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<KeyedChanges> {
+        Ok(KeyedChanges::upserts(self.read(position, now_nanos, max_records, bad)?))
+    }
+    /// The epoch holding what was read up to `position` is committed: a
+    /// connector whose upstream keeps data until told (a replication slot)
+    /// may let it go now.
+    fn committed(&self, _position: &SourcePosition) {}
+    /// The relation reading this connector was dropped: release what it
+    /// holds upstream (a replication slot).
+    fn release(&self) {}
 }
+
+/// The option through which a table hands its primary-key column names
+/// (comma-separated) to a keyed connector.
+pub const PRIMARY_KEY_OPTION: &str = "primary_key";
 
 /// A source's connector options, as given in WITH (…).
 #[derive(Clone, Debug, Default)]
@@ -169,12 +218,14 @@ pub fn reader(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result
         Some("nexmark") => Ok(Box::new(nexmark::NexmarkReader::new(options, declared)?)),
         Some("datagen") => Ok(Box::new(datagen::DatagenReader::new(options, declared)?)),
         Some("kafka") => Ok(Box::new(kafka::KafkaReader::new(options, declared)?)),
+        Some("file") => Ok(Box::new(file::FileReader::new(options, declared)?)),
+        Some(postgres_cdc::CONNECTOR) => Ok(Box::new(postgres_cdc::PostgresCdcReader::new(options, declared)?)),
         Some(other) => Err(SqlError::not_supported(format!(
-            "connector '{other}' (connectors: kafka, nexmark, datagen; Postgres CDC and files are not built yet)"
+            "connector '{other}' (connectors: kafka, postgres-cdc, file, nexmark, datagen)"
         ))),
         None => Err(SqlError::new(
             sqlstate::INVALID_PARAMETER_VALUE,
-            "a source needs WITH (connector = 'kafka' | 'nexmark' | 'datagen', …)",
+            "a source needs WITH (connector = 'kafka' | 'postgres-cdc' | 'file' | 'nexmark' | 'datagen', …)",
         )),
     }
 }

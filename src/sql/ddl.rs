@@ -106,7 +106,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
         None => false,
     };
     // A source, or a table fed by a connector (it stores what arrives).
-    let connector = if is_source || options.get("connector").is_some() {
+    let connector = if is_source || options.get("connector").is_some() || options.get(syntax::CDC_SOURCE).is_some() {
         Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() })
     } else {
         options.reject_unknown("table")?;
@@ -159,14 +159,62 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     let mut schema = Arc::new(Schema::new(fields));
     let mut kind = RelationKind::Table;
     let mut reader = None;
+    let mut cdc_source = None;
+    let mut connector_options = None;
     if let Some(options) = &connector {
+        let mut options = options.clone();
+        // CREATE TABLE t (…) FROM source TABLE 'schema.table': the source's
+        // settings plus the upstream table.
+        if let Some(source_name) = options.values.remove(syntax::CDC_SOURCE) {
+            let source_name = qualify(&TableReference::parse_str(&source_name));
+            let source = engine.catalog.by_name(&source_name).ok_or_else(|| {
+                SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("source \"{source_name}\" does not exist"))
+            })?;
+            let settings = source.connector_options.clone().filter(|_| source.kind == RelationKind::Source).filter(
+                |o| o.connector() == Some(crate::connectors::postgres_cdc::CONNECTOR),
+            );
+            let Some(settings) = settings else {
+                return Err(SqlError::new(
+                    sqlstate::WRONG_OBJECT_TYPE,
+                    format!("\"{source_name}\" is not a postgres-cdc source (CREATE TABLE … FROM reads one)"),
+                ));
+            };
+            let upstream = options.values.remove(syntax::CDC_TABLE).unwrap_or_default();
+            let mut merged = settings.values.clone();
+            // One slot per table: `<source's slot.name, or freshet>_<table>`
+            // unless the table names its own.
+            let prefix = merged.remove("slot.name").unwrap_or_else(|| "freshet".to_string());
+            let table_part: String = name
+                .name
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+                .collect();
+            merged.insert("slot.name".to_string(), format!("{prefix}_{table_part}"));
+            merged.insert(crate::connectors::postgres_cdc::TABLE_OPTION.to_string(), upstream);
+            merged.extend(options.values);
+            options = ConnectorOptions { values: merged };
+            cdc_source = Some(source.id);
+        }
         if !primary_key.is_empty() {
+            let names: Vec<&str> = primary_key.iter().map(|&i| schema.field(i).name().as_str()).collect();
+            options.values.insert(crate::connectors::PRIMARY_KEY_OPTION.to_string(), names.join(","));
+        }
+        let keyed_format = options.get("format").is_some_and(|f| f.eq_ignore_ascii_case("upsert") || f.eq_ignore_ascii_case("debezium"));
+        if keyed_format && is_source {
+            return Err(SqlError::not_supported(
+                "FORMAT UPSERT or DEBEZIUM on a source (a source keeps no rows to change): use CREATE TABLE … PRIMARY KEY",
+            ));
+        }
+        let keyed = crate::connectors::reader(&options, Some(schema.clone()))?.keyed();
+        if !primary_key.is_empty() && !keyed {
             return Err(SqlError::not_supported(if is_source {
                 "a PRIMARY KEY on a source (a source keeps no rows to key)"
             } else {
-                "a PRIMARY KEY on a table fed by a connector (FORMAT UPSERT is not built yet)"
+                "a PRIMARY KEY on a table fed by a connector with FORMAT PLAIN (use FORMAT UPSERT or DEBEZIUM)"
             }));
         }
+        let options = &options;
         let source_reader = crate::connectors::reader(options, Some(schema.clone()))?;
         if !engine.recovering() {
             source_reader.check()?;
@@ -180,10 +228,17 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             kind = RelationKind::Source;
         }
         reader = Some(Arc::<dyn crate::connectors::SourceReader>::from(source_reader));
+        connector_options = Some(options.clone());
     }
     let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema, primary_key)?;
     relation.column_defaults = table.column_defaults.iter().cloned().collect();
     relation.reader = reader;
+    if kind == RelationKind::Source {
+        relation.connector_options = connector_options;
+    }
+    if let Some(source) = cdc_source {
+        relation.depends_on.insert(source);
+    }
     if kind == RelationKind::Table && relation.reader.is_some() {
         let prefix = crate::state::feed_errors_prefix(relation.id);
         relation.stats.register_bad_records(&name.to_string(), &prefix);
@@ -335,6 +390,14 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         return Ok(Outcome::Command { tag, rows: None });
     }
     let mut options = Options::take(&mut create.options.clone())?;
+    let is_sink = match options.remove(syntax::RELATION_KIND).as_deref() {
+        None => false,
+        Some("sink") if materialized => true,
+        Some(other) => {
+            return Err(SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, format!("{} = '{other}'", syntax::RELATION_KIND)));
+        }
+    };
+    let tag = if is_sink { "CREATE SINK" } else { tag };
     let emit_on_window_close = match options.remove(syntax::EMIT).map(|e| e.to_ascii_lowercase()) {
         None => false,
         Some(e) if e == syntax::EMIT_ON_WINDOW_CLOSE && materialized => true,
@@ -346,7 +409,12 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
             ));
         }
     };
-    options.reject_unknown("view")?;
+    let sink_options = if is_sink {
+        Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() })
+    } else {
+        options.reject_unknown("view")?;
+        None
+    };
     let state = engine.ctx.state();
     let query = Statement::Query(create.query.clone());
     let plan = state.statement_to_plan(DfStatement::Statement(Box::new(query))).await?;
@@ -381,8 +449,23 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     }
     let schema = Arc::new(Schema::new(fields));
     let schema_provider = schema_provider(engine, &name)?;
-    let kind = if materialized { RelationKind::MaterializedView } else { RelationKind::View };
+    let kind = match (materialized, is_sink) {
+        (_, true) => RelationKind::Sink,
+        (true, false) => RelationKind::MaterializedView,
+        (false, false) => RelationKind::View,
+    };
     let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema.clone(), vec![])?;
+    if let Some(options) = &sink_options {
+        let writer = crate::connectors::sink::writer(&name.to_string(), options, schema.clone())?;
+        if !engine.recovering() {
+            let checked = writer.clone();
+            tokio::task::spawn_blocking(move || checked.check())
+                .await
+                .map_err(|e| SqlError::internal(format!("sink check: {e}")))??;
+        }
+        relation.sink = Some(writer);
+        relation.connector_options = Some(options.clone());
+    }
     relation.depends_on = depends_on;
     relation.definition = Some(create.query.to_string());
 
@@ -449,8 +532,11 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         guard.create_view(flow, catalog_entry(Statement::CreateView(create.clone()), &name))?;
     }
     engine.catalog.add(relation.clone())?;
-    schema_provider
-        .register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
+    // A sink keeps no rows to query.
+    if !is_sink {
+        schema_provider
+            .register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
+    }
     Ok(Outcome::Command { tag, rows: None })
 }
 
@@ -478,7 +564,7 @@ pub async fn drop(
     names: &[ObjectName],
     cascade: bool,
 ) -> Result<Outcome> {
-    let (kind, tag) = match object_type {
+    let (kind, mut tag) = match object_type {
         ObjectType::Table => (RelationKind::Table, "DROP TABLE"),
         ObjectType::View => (RelationKind::View, "DROP VIEW"),
         ObjectType::MaterializedView => (RelationKind::MaterializedView, "DROP MATERIALIZED VIEW"),
@@ -496,8 +582,14 @@ pub async fn drop(
                 format!("{} \"{qualified}\" does not exist", kind.noun()),
             ));
         };
-        // DROP SOURCE arrives as DROP TABLE (see `syntax`).
-        let same_kind = relation.kind == kind || (kind == RelationKind::Table && relation.kind == RelationKind::Source);
+        // DROP SOURCE arrives as DROP TABLE, DROP SINK as DROP
+        // MATERIALIZED VIEW (see `syntax`).
+        let same_kind = relation.kind == kind
+            || (kind == RelationKind::Table && relation.kind == RelationKind::Source)
+            || (kind == RelationKind::MaterializedView && relation.kind == RelationKind::Sink);
+        if relation.kind == RelationKind::Sink {
+            tag = "DROP SINK";
+        }
         if !same_kind {
             return Err(SqlError::new(
                 sqlstate::WRONG_OBJECT_TYPE,
@@ -535,6 +627,12 @@ pub async fn drop(
         order.push(relation);
         for victim in order {
             guard.drop_relation(&victim)?;
+            if victim.kind == RelationKind::Table {
+                // A CDC table's replication slot goes with it.
+                if let Some(reader) = &victim.reader {
+                    reader.release();
+                }
+            }
             engine.catalog.remove(victim.id);
             if let Ok(provider) = schema_provider(engine, &victim.name) {
                 provider.deregister_table(&victim.name.name)?;

@@ -6,6 +6,10 @@
 //!   connector whose rows are not stored);
 //! - `… AS query EMIT ON WINDOW CLOSE` after CREATE MATERIALIZED VIEW;
 //! - `DROP SOURCE name` (a DROP TABLE, which also drops sources);
+//! - `CREATE SINK name FROM relation | AS query WITH (…)` (a materialized
+//!   view whose changes go out instead of being stored) and `DROP SINK`;
+//! - `CREATE TABLE name (…) FROM source TABLE 'schema.table'` (a table fed
+//!   by a CDC source);
 //! - dotted option names (`nexmark.table.type = 'bid'`) and
 //!   `FORMAT x ENCODE y` after the WITH options.
 //!
@@ -32,6 +36,9 @@ pub const WATERMARK_EXPRESSION: &str = "watermark_expression";
 pub const WATERMARK_IDLE_TIMEOUT: &str = "watermark_idle_timeout";
 /// Option marking a CREATE TABLE that was written as CREATE SOURCE.
 pub const RELATION_KIND: &str = "freshet_kind";
+/// Options of `CREATE TABLE t (…) FROM source TABLE 'schema.table'`.
+pub const CDC_SOURCE: &str = "cdc.source";
+pub const CDC_TABLE: &str = "cdc.table";
 /// Option of a materialized view: `emit = 'on_window_close'`.
 pub const EMIT: &str = "emit";
 pub const EMIT_ON_WINDOW_CLOSE: &str = "on_window_close";
@@ -98,7 +105,7 @@ fn tokenize(sql: &str) -> Option<Vec<Tok>> {
 /// Rewrites every statement of `sql` that uses Freshet's clauses; `None`
 /// when there is nothing to rewrite (the text goes to the parser as it is).
 pub fn rewrite(sql: &str) -> Result<Option<String>> {
-    if !contains_ignore_case(sql, "create") && !contains_ignore_case(sql, "source") {
+    if !contains_ignore_case(sql, "create") && !contains_ignore_case(sql, "source") && !contains_ignore_case(sql, "sink") {
         return Ok(None);
     }
     // Text the tokenizer refuses is left for the parser to report.
@@ -200,15 +207,22 @@ enum Created {
     Table,
     Source,
     MaterializedView,
+    Sink,
 }
 
 fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
     let sig = significant(tokens);
     let word_at = |n: usize| sig.get(n).map(|&i| &tokens[i]);
-    // DROP SOURCE s: sources are dropped as tables are.
+    // DROP SOURCE s: sources are dropped as tables are; DROP SINK s as
+    // the materialized view it is built as.
     if word_at(0).is_some_and(|t| keyword(t) == Keyword::DROP) && word_at(1).is_some_and(|t| is_word(t, "source")) {
         let mut out = tokens.to_vec();
         out[sig[1]] = new(Token::make_keyword("TABLE"));
+        return Ok(Some(out));
+    }
+    if word_at(0).is_some_and(|t| keyword(t) == Keyword::DROP) && word_at(1).is_some_and(|t| is_word(t, "sink")) {
+        let mut out = tokens.to_vec();
+        out[sig[1]] = new(Token::make_word("MATERIALIZED VIEW", None));
         return Ok(Some(out));
     }
     if !word_at(0).is_some_and(|t| keyword(t) == Keyword::CREATE) {
@@ -221,6 +235,7 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
     let created = match word_at(n) {
         Some(t) if keyword(t) == Keyword::TABLE => Created::Table,
         Some(t) if is_word(t, "source") => Created::Source,
+        Some(t) if is_word(t, "sink") => Created::Sink,
         Some(t)
             if keyword(t) == Keyword::MATERIALIZED && word_at(n + 1).is_some_and(|t| keyword(t) == Keyword::VIEW) =>
         {
@@ -234,7 +249,105 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
         Created::MaterializedView => Ok(rewrite_view(tokens, head_end)),
         Created::Table => rewrite_table(tokens, head_end, false),
         Created::Source => rewrite_table(tokens, head_end, true),
+        Created::Sink => rewrite_sink(tokens, head_end).map(Some),
     }
+}
+
+/// `CREATE SINK [IF NOT EXISTS] name FROM relation | AS query [WITH (…)]
+/// [FORMAT f ENCODE e [(…)]]` as `CREATE MATERIALIZED VIEW name WITH (…,
+/// freshet_kind = 'sink', format = …, encode = …) AS SELECT * FROM
+/// relation | query`.
+fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
+    let usage = "CREATE SINK name FROM relation WITH (connector = …) [FORMAT … ENCODE …]";
+    let sig = significant(tokens);
+    let at = |k: usize| sig.get(k).map(|&i| &tokens[i]);
+    let mut k = sig.iter().position(|&i| i == head_end).ok_or_else(|| syntax_error(usage))? + 1;
+    let mut if_not_exists = false;
+    if at(k).is_some_and(|t| keyword(t) == Keyword::IF) {
+        if !(at(k + 1).is_some_and(|t| keyword(t) == Keyword::NOT) && at(k + 2).is_some_and(|t| keyword(t) == Keyword::EXISTS)) {
+            return Err(syntax_error(usage));
+        }
+        if_not_exists = true;
+        k += 3;
+    }
+    // The name: words and dots up to FROM or AS.
+    let name_start = sig.get(k).copied().ok_or_else(|| syntax_error(format!("CREATE SINK needs a name: {usage}")))?;
+    let mut name_end = name_start;
+    while name_end < tokens.len() && keyword(&tokens[name_end]) != Keyword::FROM && keyword(&tokens[name_end]) != Keyword::AS {
+        name_end += 1;
+    }
+    if name_end >= tokens.len() {
+        return Err(syntax_error(format!("CREATE SINK needs FROM relation or AS query: {usage}")));
+    }
+    let name = text(&tokens[name_start..name_end]);
+    // The body ends where the options start: the last WITH (…) at depth 0
+    // followed only by FORMAT … or the end.
+    let mut depth = 0i32;
+    let mut options_at = None;
+    let mut i = name_end + 1;
+    while i < tokens.len() {
+        match &tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            t if depth == 0 && (keyword(t) == Keyword::WITH || is_word(t, "format")) => {
+                let tail_ok = if keyword(t) == Keyword::WITH {
+                    let open = (i + 1..tokens.len()).find(|&j| !is_blank(&tokens[j]));
+                    open.filter(|&o| tokens[o].token == Token::LParen)
+                        .and_then(|o| closing_paren(tokens, o))
+                        .map(|close| {
+                            let next = (close + 1..tokens.len()).find(|&j| !is_blank(&tokens[j]));
+                            next.is_none_or(|n| is_word(&tokens[n], "format"))
+                        })
+                        .unwrap_or(false)
+                } else {
+                    true
+                };
+                if tail_ok {
+                    options_at = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let body_end = options_at.unwrap_or(tokens.len());
+    let query: Vec<Tok> = if keyword(&tokens[name_end]) == Keyword::FROM {
+        let relation = text(&tokens[name_end + 1..body_end]);
+        if relation.is_empty() {
+            return Err(syntax_error(format!("CREATE SINK … FROM needs a relation: {usage}")));
+        }
+        tokenize(&format!("SELECT * FROM {relation}")).ok_or_else(|| syntax_error(usage))?
+    } else {
+        tokens[name_end + 1..body_end].to_vec()
+    };
+    // The options and FORMAT clause, read as a CREATE TABLE's are.
+    let mut head = tokenize(&format!("CREATE TABLE {name} () ")).ok_or_else(|| syntax_error(usage))?;
+    head.extend_from_slice(&tokens[body_end..]);
+    let head_sig = significant(&head);
+    let table = rewrite_table(&head, head_sig[1], false)?.unwrap_or(head);
+    let mut options: Vec<Tok> = Vec::new();
+    // The WITH list of the rewritten head, if any.
+    let table_sig = significant(&table);
+    let with_at = table_sig.iter().copied().find(|&i| keyword(&table[i]) == Keyword::WITH);
+    if let Some(with_at) = with_at {
+        let open = (with_at + 1..table.len()).find(|&j| !is_blank(&table[j])).ok_or_else(|| syntax_error(usage))?;
+        let close = closing_paren(&table, open).ok_or_else(|| syntax_error("unbalanced parentheses in WITH"))?;
+        options.extend_from_slice(&table[open + 1..close]);
+    }
+    if !options.iter().all(|t| is_blank(t)) {
+        options.extend([new(Token::Comma), space()]);
+    }
+    options.extend(option_tokens(RELATION_KIND, "sink"));
+    let mut out = tokenize(&format!(
+        "CREATE MATERIALIZED VIEW {}{name} WITH (",
+        if if_not_exists { "IF NOT EXISTS " } else { "" }
+    ))
+    .ok_or_else(|| syntax_error(usage))?;
+    out.extend(options);
+    out.extend([new(Token::RParen), space(), new(Token::make_keyword("AS")), space()]);
+    out.extend(query);
+    Ok(out)
 }
 
 /// `CREATE MATERIALIZED VIEW … AS query EMIT ON WINDOW CLOSE`.
@@ -357,6 +470,30 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
         added.push((format!("include.{what}"), name));
         changed = true;
         i = end;
+    }
+
+    // FROM source TABLE 'schema.table' (a table fed by a CDC source).
+    if !source {
+        let sig: Vec<usize> = (i..tokens.len()).filter(|&k| !is_blank(&tokens[k])).take(4).collect();
+        if sig.first().is_some_and(|&k| keyword(&tokens[k]) == Keyword::FROM) {
+            let usage = "FROM source TABLE 'schema.table'";
+            let source_name = match sig.get(1).map(|&k| &tokens[k].token) {
+                Some(Token::Word(w)) if w.quote_style.is_some() => w.value.clone(),
+                Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
+                _ => return Err(syntax_error(format!("CREATE TABLE … FROM needs a source name: {usage}"))),
+            };
+            if !sig.get(2).is_some_and(|&k| keyword(&tokens[k]) == Keyword::TABLE) {
+                return Err(syntax_error(format!("CREATE TABLE … FROM {source_name} needs TABLE: {usage}")));
+            }
+            let upstream = match sig.get(3).map(|&k| &tokens[k].token) {
+                Some(Token::SingleQuotedString(name)) => name.clone(),
+                _ => return Err(syntax_error(format!("CREATE TABLE … FROM {source_name} TABLE needs a quoted table name: {usage}"))),
+            };
+            added.push((CDC_SOURCE.to_string(), source_name));
+            added.push((CDC_TABLE.to_string(), upstream));
+            changed = true;
+            i = sig[3] + 1;
+        }
     }
 
     // WITH (options): dotted option names become quoted identifiers.
@@ -599,6 +736,25 @@ mod tests {
         assert!(include.contains("\"include.key\" = 'Key'"), "{include}");
         assert!(include.contains("delimiter = ';'"), "{include}");
         parses(&include);
+    }
+
+    #[test]
+    fn sinks_become_materialized_views_with_options() {
+        let sql = "CREATE SINK s FROM v WITH (connector = 'kafka', properties.bootstrap.server = 'h:1', topic = 't') FORMAT UPSERT ENCODE JSON";
+        let out = rewritten(sql);
+        assert!(out.starts_with("CREATE MATERIALIZED VIEW s WITH ("), "{out}");
+        assert!(out.contains("\"properties.bootstrap.server\" = 'h:1'"), "{out}");
+        assert!(out.contains("format = 'upsert'") && out.contains("freshet_kind = 'sink'"), "{out}");
+        assert!(out.ends_with("AS SELECT * FROM v"), "{out}");
+        parses(&out);
+        let query = rewritten("CREATE SINK IF NOT EXISTS s AS SELECT a, count(*) FROM t GROUP BY a WITH (connector = 'postgres', table = 'x')");
+        assert!(query.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS s WITH (connector = 'postgres'"), "{query}");
+        assert!(query.contains("freshet_kind = 'sink') AS ") && query.contains("SELECT a, count(*) FROM t GROUP BY a"), "{query}");
+        parses(&query);
+        assert_eq!(rewritten("DROP SINK s"), "DROP MATERIALIZED VIEW s");
+        let cdc = rewritten("CREATE TABLE o (id INT PRIMARY KEY) FROM pg TABLE 'public.orders'");
+        assert!(cdc.contains("\"cdc.source\" = 'pg'") && cdc.contains("\"cdc.table\" = 'public.orders'"), "{cdc}");
+        parses(&cdc);
     }
 
     #[test]

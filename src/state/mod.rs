@@ -85,6 +85,19 @@ pub trait StateStore: Send + Sync {
     fn committed_epoch(&self) -> Epoch;
 }
 
+/// Prefix of a sink's outbox: one entry per epoch (`o` + sink id + epoch),
+/// the epoch's changes to deliver, written with the epoch.
+pub fn outbox_prefix(sink_id: u32) -> [u8; 5] {
+    let id = sink_id.to_be_bytes();
+    [b'o', id[0], id[1], id[2], id[3]]
+}
+
+pub fn outbox_key(sink_id: u32, epoch: Epoch) -> Vec<u8> {
+    let mut key = outbox_prefix(sink_id).to_vec();
+    key.extend_from_slice(&epoch.to_be_bytes());
+    key
+}
+
 /// Key of one relation's catalog entry (its defining statement).
 pub fn catalog_key(relation_id: u32) -> [u8; 5] {
     let id = relation_id.to_be_bytes();

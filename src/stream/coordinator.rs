@@ -478,6 +478,7 @@ impl EpochGuard<'_> {
         stepped: &mut Vec<Arc<Relation>>,
     ) -> Result<()> {
         let state = input.state.clone();
+        let epoch = self.flows.next_epoch;
         let mut failed: BTreeSet<RelationId> = BTreeSet::new();
         for flow in self.flows.views.iter_mut() {
             if flow.view.failure.lock().is_some() {
@@ -505,7 +506,7 @@ impl EpochGuard<'_> {
             match flow.root.step(input).and_then(|delta| Ok((flow.root.watermarks(input)?, delta))) {
                 Ok((watermarks, delta)) => {
                     if write_rows {
-                        storage::apply_change(&flow.view, snapshot.as_ref(), &delta, batch)?;
+                        write_output(&flow.view, snapshot.as_ref(), &delta, epoch, batch)?;
                     }
                     input.insert(flow.view.id, delta)?;
                     if watermarks.iter().any(Option::is_some) {
@@ -618,7 +619,7 @@ impl EpochGuard<'_> {
         let state = self.state_context(snapshot, true, true);
         flow.view.stats.set_late_rows(0);
         let (delta, watermarks) = backfill(flow, &state)?;
-        storage::apply_change(&flow.view, &crate::state::EmptySnapshot, &delta, batch)?;
+        write_output(&flow.view, &crate::state::EmptySnapshot, &delta, self.flows.next_epoch, batch)?;
         *flow.view.current_watermarks.lock() = watermarks;
         flow.root.flush(&state, batch)?;
         stage_stats(&flow.view, batch);
@@ -732,6 +733,13 @@ impl EpochGuard<'_> {
         batch.delete(watermark_key(relation.id).to_vec());
         batch.delete(crate::state::feed_position_key(relation.id).to_vec());
         snapshot.scan_prefix(&crate::state::feed_errors_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
+        snapshot.scan_prefix(&crate::state::outbox_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
+        self.write(batch)
+    }
+
+    /// Writes `batch` as an epoch of its own, running no dataflow (a sink's
+    /// delivered outbox entries going away).
+    pub fn write_batch(&mut self, batch: WriteBatch) -> Result<()> {
         self.write(batch)
     }
 
@@ -743,6 +751,27 @@ impl EpochGuard<'_> {
         self.flows.next_epoch += 1;
         Ok(())
     }
+}
+
+/// Stages a view's output of an epoch: a materialized view's rows change;
+/// a sink's changes go to its outbox under the epoch's number, for the
+/// delivery task.
+fn write_output(
+    view: &Relation,
+    snapshot: &dyn Snapshot,
+    delta: &ChangeBatch,
+    epoch: Epoch,
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    if view.kind != crate::catalog::RelationKind::Sink {
+        return storage::apply_change(view, snapshot, delta, batch);
+    }
+    if !delta.is_empty() {
+        let mut entry = Vec::new();
+        epoch_log::append(&mut entry, view.id, delta)?;
+        batch.put(crate::state::outbox_key(view.id, epoch), entry);
+    }
+    Ok(())
 }
 
 /// Pacing of a task that reads while there is something to read: at once

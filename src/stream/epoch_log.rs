@@ -166,6 +166,15 @@ pub fn decode(entry: &[u8], resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>
     Ok(Logged { header, changes })
 }
 
+/// Decodes the changes of one relation written by [`append`] alone (no
+/// header): a sink's outbox entry.
+pub fn decode_records(entry: &[u8], relation: &Relation) -> Result<ChangeBatch> {
+    let corrupt = || SqlError::new(sqlstate::IO_ERROR, "corrupt sink outbox entry in the data dir");
+    let len = entry.get(4..12).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or_else(corrupt)? as usize;
+    let stream = entry.get(12..12usize.saturating_add(len)).ok_or_else(corrupt)?;
+    decode_change(relation, stream)
+}
+
 fn decode_change(relation: &Relation, stream: &[u8]) -> Result<ChangeBatch> {
     let reader = StreamReader::try_new(Cursor::new(stream), None)?;
     let logged_schema = reader.schema();

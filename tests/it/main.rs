@@ -3,6 +3,7 @@
 //! the Postgres wire protocol with real clients.
 
 mod bad_input;
+mod cdc;
 mod clients;
 mod concurrency;
 mod crash;
@@ -10,7 +11,9 @@ mod event_time;
 mod kafka;
 mod nexmark;
 mod oracle;
+mod postgres;
 mod server;
+mod sinks;
 mod slt;
 mod sources;
 mod state_budget;

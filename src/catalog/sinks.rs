@@ -1,0 +1,145 @@
+//! Delivering sinks: each sink's outbox, epoch by epoch, to its writer.
+//!
+//! A sink's dataflow leaves its changes of every committed epoch in the
+//! store's outbox (`state::outbox_key`). This task reads the outbox at the
+//! committed snapshot and hands each epoch, in order, to the sink's
+//! [`SinkWriter`](crate::connectors::sink::SinkWriter), which writes it
+//! together with the epoch number. Before its first write, and after any
+//! failure, it asks the writer which epoch the external system already
+//! holds, and skips up to there: a crash between the external commit and
+//! the outbox cleanup repeats nothing. Delivered entries are deleted in an
+//! epoch of their own. A writer that fails is retried with backoff (the
+//! sink's status says why); the outbox keeps the epochs meanwhile.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::{Catalog, Relation, RelationId, RelationKind};
+use crate::error::{Result, SqlError};
+use crate::state::{WriteBatch, outbox_prefix};
+use crate::stream::coordinator::Coordinator;
+
+/// How many outbox epochs a round delivers per sink at most.
+const EPOCHS_PER_ROUND: usize = 64;
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct SinkProgress {
+    /// What the external system holds (`None`: ask it first).
+    delivered: Option<Option<u64>>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// Delivers what each sink's outbox holds; reports whether anything went.
+async fn deliver_once(coordinator: &Coordinator, catalog: &Catalog, progress: &mut HashMap<RelationId, SinkProgress>) -> Result<bool> {
+    let sinks: Vec<Arc<Relation>> = catalog.list(RelationKind::Sink);
+    progress.retain(|id, _| sinks.iter().any(|s| s.id == *id));
+    let mut delivered_any = false;
+    for sink in sinks {
+        let Some(writer) = sink.sink.clone() else { continue };
+        let state = progress.entry(sink.id).or_default();
+        if state.retry_at.is_some_and(|at| Instant::now() < at) || sink.failure.lock().is_some() {
+            continue;
+        }
+        let snapshot = coordinator.store().snapshot();
+        let mut entries: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+        snapshot.scan_prefix(&outbox_prefix(sink.id), &mut |key, value| {
+            if entries.len() < EPOCHS_PER_ROUND {
+                if let Some(epoch) = key.get(5..13).and_then(|e| e.try_into().ok()).map(u64::from_be_bytes) {
+                    entries.push((epoch, key.to_vec(), value.to_vec()));
+                }
+            }
+        });
+        if entries.is_empty() {
+            continue;
+        }
+        let name = sink.name.to_string();
+        let sink_for_task = sink.clone();
+        let known = state.delivered;
+        // Writers block (librdkafka, a Postgres transaction): off the runtime's workers.
+        let outcome = tokio::task::spawn_blocking(move || -> (Option<u64>, Vec<Vec<u8>>, Option<SqlError>) {
+            let mut delivered = match known {
+                Some(known) => known,
+                None => match writer.delivered() {
+                    Ok(epoch) => epoch,
+                    Err(error) => return (None, Vec::new(), Some(error)),
+                },
+            };
+            let mut done = Vec::new();
+            for (epoch, key, value) in entries {
+                if delivered.is_none_or(|d| epoch > d) {
+                    let changes = match crate::stream::epoch_log::decode_records(&value, &sink_for_task) {
+                        Ok(changes) => changes,
+                        Err(error) => return (delivered, done, Some(error)),
+                    };
+                    if let Err(error) = writer.write(epoch, &changes) {
+                        return (delivered, done, Some(error));
+                    }
+                    delivered = Some(epoch);
+                }
+                done.push(key);
+            }
+            (delivered, done, None)
+        })
+        .await;
+        let (delivered, done, error) = match outcome {
+            Ok(outcome) => outcome,
+            Err(panic) => (None, Vec::new(), Some(SqlError::internal(format!("sink writer panicked: {panic}")))),
+        };
+        let state = progress.entry(sink.id).or_default();
+        match error {
+            None => {
+                state.delivered = Some(delivered);
+                state.backoff = Duration::ZERO;
+                state.retry_at = None;
+                sink.stats.set_source_status(&name, "delivering".to_string());
+            }
+            Some(error) if error.code == crate::connectors::sink::PERMANENT => {
+                tracing::warn!(sink = %name, %error, "sink failed");
+                sink.stats.set_source_status(&name, format!("failed: {}", error.message));
+                *sink.failure.lock() = Some(error);
+            }
+            Some(error) => {
+                let error = error.message;
+                // Ask the external system again before the next write.
+                state.delivered = None;
+                state.backoff = (state.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
+                state.retry_at = Some(Instant::now() + state.backoff);
+                tracing::warn!(sink = %name, %error, retry_in = ?state.backoff, "sink delivery failed");
+                sink.stats.set_source_status(&name, format!("retrying: {error}"));
+            }
+        }
+        if !done.is_empty() {
+            let mut batch = WriteBatch::default();
+            for key in done {
+                batch.delete(key);
+            }
+            let mut guard = coordinator.begin().await;
+            // Dropped meanwhile: its outbox is gone with it.
+            if catalog.get(sink.id).is_some() {
+                guard.write_batch(batch)?;
+            }
+            delivered_any = true;
+        }
+    }
+    Ok(delivered_any)
+}
+
+/// Starts the task delivering sinks: round after round while epochs come,
+/// backing off (up to `idle`) while none do.
+pub fn spawn(coordinator: &Arc<Coordinator>, catalog: &Arc<Catalog>, idle: Duration) {
+    let coordinator: Weak<Coordinator> = Arc::downgrade(coordinator);
+    let catalog: Weak<Catalog> = Arc::downgrade(catalog);
+    tokio::spawn(async move {
+        let mut progress = HashMap::new();
+        let mut backoff = crate::stream::coordinator::Backoff::new(idle);
+        loop {
+            let (Some(coordinator), Some(catalog)) = (coordinator.upgrade(), catalog.upgrade()) else { break };
+            let delivered = deliver_once(&coordinator, &catalog, &mut progress).await;
+            drop((coordinator, catalog));
+            backoff.after(delivered, "delivering sinks failed").await;
+        }
+    });
+}
