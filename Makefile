@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
 LISTEN ?= 127.0.0.1:5488
 DATA_DIR ?= ./freshet-data
 
-.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream bench-kafka check
+.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream bench-kafka bench-connectors check
 
 deps:
 	@scripts/install-deps.sh
@@ -41,3 +41,7 @@ bench-nexmark-stream: deps
 # Kafka JSON ingest into an aggregate view, one partition and several.
 bench-kafka: deps
 	cargo bench --bench kafka_ingest -- $(ARGS)
+
+# CDC freshness and Kafka -> view -> Postgres sink latency at 10,000 rows/s.
+bench-connectors: deps
+	cargo bench --bench connector_latency -- $(ARGS)

@@ -50,6 +50,10 @@ pub fn is_fed(relation: &Relation) -> bool {
 
 /// Reads each fed table's connector once; reports whether anything came.
 async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Feeds) -> Result<bool> {
+    // A sink far behind: let it catch up before taking in more.
+    if coordinator.sinks_backlogged() {
+        return Ok(false);
+    }
     let tables: Vec<Arc<Relation>> =
         catalog.list(RelationKind::Table).into_iter().filter(|t| is_fed(t) && !feeds.stopped.contains(&t.id)).collect();
     let mut read_any = false;

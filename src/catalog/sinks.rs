@@ -9,7 +9,11 @@
 //! holds, and skips up to there: a crash between the external commit and
 //! the outbox cleanup repeats nothing. Delivered entries are deleted in an
 //! epoch of their own. A writer that fails is retried with backoff (the
-//! sink's status says why); the outbox keeps the epochs meanwhile.
+//! sink's status says why); the outbox keeps the epochs meanwhile, and once
+//! a sink is `SINK_BACKLOG_LIMIT` epochs behind, connectors stop reading
+//! until it catches up (backpressure; user DML still goes through). An
+//! error no retry can mend (an append-only sink given a delete) fails the
+//! sink.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -37,22 +41,25 @@ async fn deliver_once(coordinator: &Coordinator, catalog: &Catalog, progress: &m
     let sinks: Vec<Arc<Relation>> = catalog.list(RelationKind::Sink);
     progress.retain(|id, _| sinks.iter().any(|s| s.id == *id));
     let mut delivered_any = false;
+    let mut backlog = 0usize;
     for sink in sinks {
-        let Some(writer) = sink.sink.clone() else { continue };
-        let state = progress.entry(sink.id).or_default();
-        if state.retry_at.is_some_and(|at| Instant::now() < at) || sink.failure.lock().is_some() {
-            continue;
-        }
+        // A failed sink's dataflow adds nothing to its outbox.
+        let Some(writer) = sink.sink.clone().filter(|_| sink.failure.lock().is_none()) else { continue };
         let snapshot = coordinator.store().snapshot();
         let mut entries: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut pending = 0usize;
         snapshot.scan_prefix(&outbox_prefix(sink.id), &mut |key, value| {
+            pending += 1;
             if entries.len() < EPOCHS_PER_ROUND {
                 if let Some(epoch) = key.get(5..13).and_then(|e| e.try_into().ok()).map(u64::from_be_bytes) {
                     entries.push((epoch, key.to_vec(), value.to_vec()));
                 }
             }
         });
-        if entries.is_empty() {
+        let state = progress.entry(sink.id).or_default();
+        let waiting = state.retry_at.is_some_and(|at| Instant::now() < at);
+        backlog = backlog.max(if waiting { pending } else { pending.saturating_sub(entries.len()) });
+        if entries.is_empty() || waiting {
             continue;
         }
         let name = sink.name.to_string();
@@ -124,6 +131,7 @@ async fn deliver_once(coordinator: &Coordinator, catalog: &Catalog, progress: &m
             delivered_any = true;
         }
     }
+    coordinator.set_sink_backlog(backlog);
     Ok(delivered_any)
 }
 

@@ -202,7 +202,15 @@ pub struct Coordinator {
     /// Time between checkpoints; zero checkpoints every epoch.
     checkpoint_interval: Duration,
     dataflows: Mutex<Dataflows>,
+    /// The most committed epochs any sink has yet to deliver (set by the
+    /// sink delivery task): past [`SINK_BACKLOG_LIMIT`] connectors stop
+    /// reading until the sink catches up.
+    sink_backlog: std::sync::atomic::AtomicUsize,
 }
+
+/// Undelivered sink epochs at which reading from connectors pauses: a
+/// slow sink slows consumption instead of piling up output.
+pub const SINK_BACKLOG_LIMIT: usize = 256;
 
 struct Dataflows {
     next_epoch: Epoch,
@@ -220,6 +228,8 @@ pub struct EpochGuard<'a> {
     budget: &'a Arc<StateBudget>,
     checkpoint_interval: Duration,
     flows: MutexGuard<'a, Dataflows>,
+    /// Sinks are too far behind: source readers read nothing this epoch.
+    hold_sources: bool,
 }
 
 impl Coordinator {
@@ -232,11 +242,27 @@ impl Coordinator {
             logged: Vec::new(),
             last_checkpoint: Instant::now(),
         };
-        Self { store, budget, checkpoint_interval, dataflows: Mutex::new(flows) }
+        Self {
+            store,
+            budget,
+            checkpoint_interval,
+            dataflows: Mutex::new(flows),
+            sink_backlog: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
         &self.store
+    }
+
+    /// Records the largest number of epochs a sink has yet to deliver.
+    pub fn set_sink_backlog(&self, epochs: usize) {
+        self.sink_backlog.store(epochs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether sinks are so far behind that connectors should wait.
+    pub fn sinks_backlogged(&self) -> bool {
+        self.sink_backlog.load(std::sync::atomic::Ordering::Relaxed) >= SINK_BACKLOG_LIMIT
     }
 
     pub async fn begin(&self) -> EpochGuard<'_> {
@@ -245,6 +271,7 @@ impl Coordinator {
             budget: &self.budget,
             checkpoint_interval: self.checkpoint_interval,
             flows: self.dataflows.lock().await,
+            hold_sources: self.sinks_backlogged(),
         }
     }
 
@@ -281,6 +308,9 @@ impl Coordinator {
     /// Runs an epoch if some view reads a source not yet read to its end;
     /// reports whether any rows were read (then more are likely due).
     pub async fn pump_sources(&self) -> Result<bool> {
+        if self.sinks_backlogged() {
+            return Ok(false);
+        }
         let mut guard = self.begin().await;
         let readers: Vec<Arc<watermark::ViewStats>> = guard
             .flows
@@ -378,7 +408,10 @@ impl EpochGuard<'_> {
             || logged_bytes > LARGEST_LOGGED_EPOCH
             // A view whose source reads cannot be replayed commits its
             // read positions with its rows, every epoch.
-            || self.flows.views.iter().any(|f| f.view.stats.reads_unreplayable());
+            || self.flows.views.iter().any(|f| f.view.stats.reads_unreplayable())
+            // An epoch that holds sources back is not logged: a replay
+            // would read what it did not.
+            || self.hold_sources;
         self.run_epoch_with(changes, None, checkpoint, extra)
     }
 
@@ -403,6 +436,8 @@ impl EpochGuard<'_> {
         extra: WriteBatch,
     ) -> Result<()> {
         let live = replayed.is_none();
+        // An epoch that holds sources back is never logged (see commit_with).
+        let checkpoint = checkpoint || (live && self.hold_sources);
         let snapshot = self.store.snapshot();
         let state = self.state_context(&snapshot, false, checkpoint);
         let mut batch = extra;
@@ -415,6 +450,7 @@ impl EpochGuard<'_> {
             }
         };
         input.now_nanos = time;
+        input.hold_sources = live && self.hold_sources;
         watermarks.feed(&mut input);
         let mut log = Vec::new();
         let header = epoch_log::Header { time_nanos: time, watermarks: watermarks.to_log() };

@@ -43,11 +43,14 @@ pub struct EpochInput {
     /// The epoch's time (nanoseconds since the Unix epoch): what now()
     /// means for temporal filters in this epoch.
     pub now_nanos: i64,
+    /// Source readers read nothing in this epoch (sinks are too far
+    /// behind: backpressure). Such an epoch is checkpointed, not logged.
+    pub hold_sources: bool,
 }
 
 impl EpochInput {
     pub fn new(state: StateContext) -> Self {
-        Self { deltas: HashMap::new(), watermarks: HashMap::new(), state, now_nanos: 0 }
+        Self { deltas: HashMap::new(), watermarks: HashMap::new(), state, now_nanos: 0, hold_sources: false }
     }
 
     /// An epoch with no changes, no watermark values and no stored state:

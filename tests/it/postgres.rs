@@ -35,6 +35,15 @@ impl Postgres {
         script(&["restart", &self.port.to_string(), &self.dir()]);
     }
 
+    pub fn stop(&self) {
+        script(&["stop", &self.dir()]);
+    }
+
+    /// Starts it again after [`stop`](Self::stop).
+    pub fn start_again(&self) {
+        script(&["start", &self.port.to_string(), &self.dir()]);
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }

@@ -405,3 +405,69 @@ async fn files_in_and_out_exactly_once_across_a_kill() {
     })
     .await;
 }
+
+/// One number from a query.
+async fn number(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    rows(client, sql).await[0][0].parse().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_cannot_deliver_holds_back_its_sources_until_it_catches_up() {
+    let pg = Postgres::start();
+    let target = pg.connect().await;
+    target.batch_execute("CREATE TABLE generated (id BIGINT PRIMARY KEY, v BIGINT)").await.expect("target");
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE gen (id BIGINT, v BIGINT) WITH (connector = 'datagen', datagen.rows.per.second = 3000,
+               fields.id.kind = 'sequence', fields.id.start = 1, fields.id.end = 10000000);
+             CREATE MATERIALIZED VIEW generated AS SELECT id, v FROM gen;
+             CREATE SINK generated_out FROM generated
+               WITH (connector = 'postgres', url = '{}', table = 'generated', primary_key = 'id');",
+            pg.url()
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    wait_for("the sink delivers", || {
+        let target = &target;
+        async move { number(target, "SELECT count(*) FROM generated").await > 0 }
+    })
+    .await;
+    drop(target);
+
+    // The target goes away: the sink falls behind until the sources wait.
+    pg.stop();
+    wait_for("the sink reports its trouble and its backlog fills", || {
+        let client = &client;
+        async move {
+            let row = rows(client, "SELECT status, pending_epochs FROM freshet_catalog.sinks").await;
+            row[0][0].starts_with("retrying") && row[0][1].parse::<i64>().unwrap_or(0) >= 256
+        }
+    })
+    .await;
+    let before = number(&client, "SELECT count(*) FROM generated").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = number(&client, "SELECT count(*) FROM generated").await;
+    assert!(after - before < 3000, "the source kept going while the sink was stuck: {before} -> {after}");
+    let pending = number(&client, "SELECT pending_epochs FROM freshet_catalog.sinks").await;
+    assert!(pending < 300, "the outbox grew past the limit: {pending}");
+
+    // It comes back: the sink catches up and the source goes on.
+    pg.start_again();
+    let target = pg.connect().await;
+    wait_for("the source goes on", || {
+        let client = &client;
+        async move { number(client, "SELECT count(*) FROM generated").await > after + 3000 }
+    })
+    .await;
+    // Exactly the view's rows, once the generator is past what we compare.
+    wait_for("the target holds every row the view had", || {
+        let target = &target;
+        async move { number(target, &format!("SELECT count(*) FROM generated WHERE id <= {after}")).await == after }
+    })
+    .await;
+    let sample = rows(&client, &format!("SELECT id, v FROM generated WHERE id <= {after} ORDER BY id")).await;
+    let copied = rows(&target, &format!("SELECT id, v FROM generated WHERE id <= {after} ORDER BY id")).await;
+    assert_eq!(copied, sample);
+}

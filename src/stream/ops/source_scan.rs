@@ -241,7 +241,11 @@ impl Operator for SourceScan {
             return Ok(ChangeBatch::empty(self.schema.clone()));
         }
         let mut bad = Vec::new();
-        let rows = self.reader.read(&mut progress.position, input.now_nanos, MAX_RECORDS_PER_EPOCH, &mut bad)?;
+        let rows = if input.hold_sources {
+            datafusion::arrow::array::RecordBatch::new_empty(self.reader.schema())
+        } else {
+            self.reader.read(&mut progress.position, input.now_nanos, MAX_RECORDS_PER_EPOCH, &mut bad)?
+        };
         if !bad.is_empty() {
             self.keep_bad_records(input, bad)?;
         }
