@@ -7,7 +7,9 @@
 //! `SELECT customer, count(*), sum(amount) … GROUP BY customer`; the time
 //! from CREATE MATERIALIZED VIEW until the view has counted every record
 //! gives records/s. Peak RSS from VmHWM. The producer runs before the
-//! clock starts, so the number is Freshet's consumption alone.
+//! clock starts, so the number is Freshet's consumption alone. In the same
+//! run a bare librdkafka consumer reads the same topic (no decoding): the
+//! broker's and client's ceiling on this machine, for the ratio.
 //!
 //! Usage: cargo bench --bench kafka_ingest -- [RECORDS] [PARTITIONS…]
 //!   (default 2,000,000 records; 1 and 4 partitions)
@@ -64,6 +66,32 @@ async fn fill(address: &str, topic: &str, partitions: i32, records: i64) {
     for delivery in pending {
         delivery.await.expect("delivery").map_err(|(e, _)| e).expect("send");
     }
+}
+
+/// Records/s a bare consumer reads the whole topic at (assign every
+/// partition from the start, count messages).
+fn raw_consume(address: &str, topic: &str, partitions: i32, records: i64) -> f64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .set("group.id", "bench-raw")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let started = Instant::now();
+    let mut seen = 0i64;
+    while seen < records && started.elapsed() < Duration::from_secs(600) {
+        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+            seen += 1;
+        }
+    }
+    seen as f64 / started.elapsed().as_secs_f64()
 }
 
 fn peak_rss_mib(child: &Child) -> u64 {
@@ -139,14 +167,15 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("freshet-bench-broker-{}", std::process::id()));
     let dir_text = dir.to_string_lossy().into_owned();
     let address = script(&["start", &free_port().to_string(), &dir_text]);
-    println!("partitions      records   records/s   peak MiB");
+    println!("partitions      records   records/s   peak MiB   bare consumer/s   ratio");
     for p in partitions {
         let topic = format!("bench_{p}");
         let filling = Instant::now();
         fill(&address, &topic, p, records).await;
         eprintln!("filled {topic} in {:.1} s", filling.elapsed().as_secs_f64());
         let (rate, rss) = measure(&address, &topic, records).await;
-        println!("{p:>10} {records:>12} {rate:>11.0} {rss:>10}");
+        let raw = raw_consume(&address, &topic, p, records);
+        println!("{p:>10} {records:>12} {rate:>11.0} {rss:>10} {raw:>17.0} {:>7.2}", rate / raw);
     }
     script(&["stop", &dir_text]);
     let _ = std::fs::remove_dir_all(&dir);

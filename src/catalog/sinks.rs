@@ -58,7 +58,7 @@ async fn deliver_once(coordinator: &Coordinator, catalog: &Catalog, progress: &m
         });
         let state = progress.entry(sink.id).or_default();
         let waiting = state.retry_at.is_some_and(|at| Instant::now() < at);
-        backlog = backlog.max(if waiting { pending } else { pending.saturating_sub(entries.len()) });
+        backlog = backlog.max(pending);
         if entries.is_empty() || waiting {
             continue;
         }

@@ -160,13 +160,16 @@ pub fn apply_from_changelog(
     }
     let upserts: Vec<u32> =
         order.iter().map(|k| last[k]).filter(|&i| !changes.deletes.value(i)).map(|i| i as u32).collect();
-    let new_rows = conform(
-        relation,
-        &datafusion::arrow::compute::take_record_batch(&rows, &datafusion::arrow::array::UInt32Array::from(upserts))?,
-    )?;
     let snapshot = guard.snapshot();
     let stored_keys: Vec<Vec<u8>> = order.iter().map(|k| k.to_vec()).collect();
     let existing = storage::lookup(relation, snapshot.as_ref(), &stored_keys)?;
+    let mut taken =
+        datafusion::arrow::compute::take_record_batch(&rows, &datafusion::arrow::array::UInt32Array::from(upserts.clone()))?;
+    if !changes.unchanged.is_empty() {
+        let read = Read { rows: &rows, keys: &keys, deletes: &changes.deletes, unchanged: &changes.unchanged };
+        taken = keep_unchanged(relation, codec, &taken, &upserts, &read, &existing)?;
+    }
+    let new_rows = conform(relation, &taken)?;
     // Rows both stored and upserted unchanged cancel out.
     let existing_bytes = relation.row_codec.encode(existing.columns())?;
     let new_bytes = relation.row_codec.encode(new_rows.columns())?;
@@ -184,6 +187,66 @@ pub fn apply_from_changelog(
     let changes = if change.is_empty() { Vec::new() } else { vec![(relation.clone(), change)] };
     guard.commit_with(changes, extra)?;
     Ok(count)
+}
+
+/// A changelog read, for [`keep_unchanged`].
+struct Read<'a> {
+    rows: &'a RecordBatch,
+    keys: &'a datafusion::arrow::row::Rows,
+    deletes: &'a BooleanArray,
+    unchanged: &'a [(u32, u32)],
+}
+
+/// `upserted` (the rows at `positions` of a read) with each cell the
+/// upstream left out as unchanged taken from the latest earlier change of
+/// its key in the same read that has it, else from the stored row.
+fn keep_unchanged(
+    relation: &Relation,
+    codec: &crate::stream::rowcodec::RowCodec,
+    upserted: &RecordBatch,
+    positions: &[u32],
+    read: &Read<'_>,
+    existing: &RecordBatch,
+) -> Result<RecordBatch> {
+    let existing_keys = codec.encode(&relation.primary_key.iter().map(|&i| existing.column(i).clone()).collect::<Vec<_>>())?;
+    let stored: std::collections::HashMap<&[u8], usize> =
+        (0..existing.num_rows()).map(|i| (existing_keys.row(i).data(), i)).collect();
+    let left_out: HashSet<(u32, u32)> = read.unchanged.iter().copied().collect();
+    let place: std::collections::HashMap<u32, usize> = positions.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+    // Per column: (upserted row, source 1 = stored | 2 = the read, row there).
+    let mut taken: std::collections::BTreeMap<usize, Vec<(usize, (usize, usize))>> = Default::default();
+    for &(row, column) in read.unchanged {
+        let Some(&p) = place.get(&row) else { continue };
+        let key = read.keys.row(row as usize).data();
+        // The latest earlier change of the key that carries the value;
+        // none (or only ones that left it out too): the stored row's.
+        let mut from = stored.get(key).map(|&s| (1, s));
+        for i in (0..row).rev().filter(|&i| read.keys.row(i as usize).data() == key) {
+            if read.deletes.value(i as usize) {
+                // Deleted before in this read: there is nothing to keep.
+                from = None;
+                break;
+            }
+            if !left_out.contains(&(i, column)) {
+                from = Some((2, i as usize));
+                break;
+            }
+        }
+        if let Some(from) = from {
+            taken.entry(column as usize).or_default().push((p, from));
+        }
+    }
+    let mut columns = upserted.columns().to_vec();
+    for (column, cells) in taken {
+        let mut indices: Vec<(usize, usize)> = (0..upserted.num_rows()).map(|p| (0, p)).collect();
+        for (p, from) in cells {
+            indices[p] = from;
+        }
+        let sources =
+            [upserted.column(column).as_ref(), existing.column(column).as_ref(), read.rows.column(column).as_ref()];
+        columns[column] = datafusion::arrow::compute::interleave(&sources, &indices)?;
+    }
+    Ok(RecordBatch::try_new(upserted.schema(), columns)?)
 }
 
 pub fn insert(

@@ -611,7 +611,7 @@ impl SourceReader for KafkaReader {
         let options = RecordBatchOptions::new().with_row_count(Some(order.len()));
         let rows = RecordBatch::try_new_with_options(nullable, columns, &options)?;
         let deletes = BooleanArray::from(order.iter().map(|(side, _)| *side == 1).collect::<Vec<_>>());
-        Ok(KeyedChanges { rows, deletes })
+        Ok(KeyedChanges { rows, deletes, unchanged: Vec::new() })
     }
 
     fn exhausted(&self, _position: &SourcePosition) -> bool {

@@ -93,13 +93,17 @@ pub struct BadRecord {
 pub struct KeyedChanges {
     pub rows: RecordBatch,
     pub deletes: BooleanArray,
+    /// Cells (row, column) of upserts that the upstream did not send
+    /// because they did not change (Postgres leaves unchanged TOASTed
+    /// values out of an UPDATE): they keep the stored row's value.
+    pub unchanged: Vec<(u32, u32)>,
 }
 
 impl KeyedChanges {
     /// Rows that are all upserts.
     pub fn upserts(rows: RecordBatch) -> Self {
         let deletes = BooleanArray::from(vec![false; rows.num_rows()]);
-        Self { rows, deletes }
+        Self { rows, deletes, unchanged: Vec::new() }
     }
 }
 

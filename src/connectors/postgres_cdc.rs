@@ -439,6 +439,12 @@ impl SourceReader for PostgresCdcReader {
         let nullable = nullable(&self.schema);
         let batches: Vec<RecordBatch> = parts.iter().map(|p| p.rows.clone()).collect();
         let rows = concat_batches(&nullable, &batches)?;
+        let mut unchanged = Vec::new();
+        let mut offset = 0u32;
+        for part in &parts {
+            unchanged.extend(part.unchanged.iter().map(|&(row, column)| (row + offset, column)));
+            offset += part.rows.num_rows() as u32;
+        }
         let deletes: Vec<&dyn Array> = parts.iter().map(|p| &p.deletes as &dyn Array).collect();
         let deletes = if deletes.is_empty() {
             BooleanArray::from(Vec::<bool>::new())
@@ -449,7 +455,7 @@ impl SourceReader for PostgresCdcReader {
                 .cloned()
                 .ok_or_else(|| SqlError::internal("deletes are not booleans"))?
         };
-        Ok(KeyedChanges { rows, deletes })
+        Ok(KeyedChanges { rows, deletes, unchanged })
     }
 
     fn exhausted(&self, _position: &SourcePosition) -> bool {
@@ -515,6 +521,8 @@ async fn drop_slot(connection: &Connection, upstream: &Upstream) {
 /// One row change of a transaction, as text values in our column order.
 struct TextChange {
     values: Vec<Option<String>>,
+    /// Columns the upstream left out as unchanged (TOASTed values).
+    unchanged: Vec<usize>,
     delete: bool,
     /// Where it came from (the bad record's offset if it does not cast).
     lsn: u64,
@@ -718,7 +726,7 @@ impl ReplicationTask {
         for message in messages {
             if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
                 let values = (0..self.schema.fields().len()).map(|i| row.get(i).map(str::to_string)).collect();
-                rows.push(TextChange { values, delete: false, lsn });
+                rows.push(TextChange { values, unchanged: Vec::new(), delete: false, lsn });
             }
         }
         let (changes, bad) = to_changes(&self.schema, &rows);
@@ -866,11 +874,17 @@ impl Decoder {
         let count = data.get_u16() as usize;
         let positions = self.relations.get(&id).cloned().flatten();
         let mut values: Vec<Option<String>> = vec![None; self.width];
+        let mut unchanged = Vec::new();
         for i in 0..count {
             need(data, 1)?;
             let kind = data.get_u8();
+            let at = positions.as_ref().and_then(|p| p.get(i).copied().flatten());
             let value = match kind {
-                b'n' | b'u' => None,
+                b'n' => None,
+                b'u' => {
+                    unchanged.extend(at);
+                    None
+                }
                 b't' | b'b' => {
                     need(data, 4)?;
                     let len = data.get_u32() as usize;
@@ -881,12 +895,12 @@ impl Decoder {
                 }
                 other => return Err(protocol(format!("unknown tuple value kind {}", other as char))),
             };
-            if let Some(Some(at)) = positions.as_ref().map(|p| p.get(i).copied().flatten()) {
+            if let Some(at) = at {
                 values[at] = value;
             }
         }
         if positions.is_some() {
-            self.changes.push(TextChange { values, delete, lsn });
+            self.changes.push(TextChange { values, unchanged, delete, lsn });
         }
         Ok(())
     }
@@ -961,6 +975,16 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
         });
     }
     let keep = BooleanArray::from(bad_rows.iter().map(|b| !b).collect::<Vec<_>>());
+    // Unchanged cells, at the rows' places once bad rows are gone.
+    let mut unchanged = Vec::new();
+    let mut kept_row = 0u32;
+    for (i, row) in rows.iter().enumerate() {
+        if bad_rows[i] {
+            continue;
+        }
+        unchanged.extend(row.unchanged.iter().map(|&c| (kept_row, c as u32)));
+        kept_row += 1;
+    }
     let deletes = BooleanArray::from(rows.iter().map(|r| r.delete).collect::<Vec<_>>());
     let result = (|| -> Result<KeyedChanges> {
         let rows = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
@@ -970,7 +994,7 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
             .downcast_ref::<BooleanArray>()
             .cloned()
             .ok_or_else(|| SqlError::internal("deletes are not booleans"))?;
-        Ok(KeyedChanges { rows, deletes })
+        Ok(KeyedChanges { rows, deletes, unchanged })
     })();
     (result, bad)
 }
@@ -1012,6 +1036,7 @@ mod tests {
         ]));
         let row = |id: &str, ts: Option<&str>, b: Option<&str>, delete| TextChange {
             values: vec![Some(id.into()), ts.map(Into::into), b.map(Into::into)],
+            unchanged: Vec::new(),
             delete,
             lsn: 7,
         };

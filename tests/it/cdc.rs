@@ -199,7 +199,7 @@ async fn bad_definitions_and_bad_values_get_clear_errors() {
     }
     // A good table after the bad ones; the server kept serving.
     client
-        .batch_execute("CREATE TABLE items (id INT, name TEXT, price NUMERIC(8,2), PRIMARY KEY (id)) FROM pg TABLE 'public.items'")
+        .batch_execute("CREATE TABLE items (id INT, name TEXT, price NUMERIC(8,2), tags TEXT, PRIMARY KEY (id)) FROM pg TABLE 'public.items'")
         .await
         .unwrap_or_else(|e| panic!("items: {}", describe(&e)));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -223,6 +223,36 @@ async fn bad_definitions_and_bad_values_get_clear_errors() {
             break;
         }
         assert!(Instant::now() < deadline, "changes did not arrive: {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Large values are stored out of line (TOAST); an UPDATE that leaves
+    // one alone does not send it: the table keeps the value it has, also
+    // for a row inserted and updated in one transaction.
+    let big = "(SELECT string_agg(md5(g::text || 'salt'), '') FROM generate_series(1, 400) g)";
+    upstream.batch_execute(&format!("UPDATE items SET tags = {big} WHERE id = 1")).await.expect("big value");
+    let lengths = "SELECT id, price, length(tags) FROM items ORDER BY id";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rows(&client, lengths).await != rows(&upstream, lengths).await {
+        assert!(Instant::now() < deadline, "the large value did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    upstream
+        .batch_execute(&format!(
+            "UPDATE items SET price = 9.99 WHERE id = 1;
+             INSERT INTO items VALUES (4, 'four', 4.00, {big});
+             UPDATE items SET price = 4.50 WHERE id = 4;
+             UPDATE items SET name = 'FOUR' WHERE id = 4;"
+        ))
+        .await
+        .expect("updates leaving the large values alone");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = rows(&upstream, lengths).await;
+        if rows(&client, lengths).await == want {
+            assert_eq!(want[0][2], "12800", "{want:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "large values were lost: {:?} vs {want:?}", rows(&client, lengths).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // DROP SOURCE refuses while a table reads it.
