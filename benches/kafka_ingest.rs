@@ -8,7 +8,7 @@
 //! from CREATE MATERIALIZED VIEW until the view has counted every record
 //! gives records/s. Peak RSS from VmHWM. The producer runs before the
 //! clock starts, so the number is Freshet's consumption alone. In the same
-//! run a bare librdkafka consumer reads the same topic (no decoding): the
+//! run, first, a bare librdkafka consumer reads the same topic (no decoding): the
 //! broker's and client's ceiling on this machine, for the ratio.
 //!
 //! Usage: cargo bench --bench kafka_ingest -- [RECORDS] [PARTITIONS…]
@@ -86,10 +86,15 @@ fn raw_consume(address: &str, topic: &str, partitions: i32, records: i64) -> f64
     consumer.assign(&assignment).expect("assign");
     let started = Instant::now();
     let mut seen = 0i64;
-    while seen < records && started.elapsed() < Duration::from_secs(600) {
-        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            seen += 1;
+    while seen < records && started.elapsed() < Duration::from_secs(120) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => seen += 1,
+            Some(Err(error)) => eprintln!("bare consumer: {error}"),
+            None => {}
         }
+    }
+    if seen < records {
+        eprintln!("bare consumer: only {seen} of {records} records after 120 s");
     }
     seen as f64 / started.elapsed().as_secs_f64()
 }
@@ -173,8 +178,8 @@ async fn main() {
         let filling = Instant::now();
         fill(&address, &topic, p, records).await;
         eprintln!("filled {topic} in {:.1} s", filling.elapsed().as_secs_f64());
-        let (rate, rss) = measure(&address, &topic, records).await;
         let raw = raw_consume(&address, &topic, p, records);
+        let (rate, rss) = measure(&address, &topic, records).await;
         println!("{p:>10} {records:>12} {rate:>11.0} {rss:>10} {raw:>17.0} {:>7.2}", rate / raw);
     }
     script(&["stop", &dir_text]);
