@@ -102,6 +102,32 @@ impl Samples {
     }
 }
 
+/// Sends a batch of ids (`send(first, last)`) every PERIOD until `until`,
+/// stamping each batch's last id in `samples`: before sending
+/// (`stamp_before`) or once `send` has returned.
+fn paced<F, Fut>(samples: Arc<Mutex<Samples>>, until: Instant, stamp_before: bool, mut send: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut(i64, i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut next = 0i64;
+        let mut tick = tokio::time::interval(PERIOD);
+        while Instant::now() < until {
+            tick.tick().await;
+            let last = next + BATCH - 1;
+            if stamp_before {
+                samples.lock().expect("samples").sent.insert(last, Instant::now());
+            }
+            send(next, last).await;
+            if !stamp_before {
+                samples.lock().expect("samples").sent.insert(last, Instant::now());
+            }
+            next += BATCH;
+        }
+    })
+}
+
 /// Polls back to back until `until`: `query` with the oldest unseen
 /// batch's last id for `{id}` returns that id (BIGINT) once it is there.
 /// A point query, so the poll's own cost does not grow with the table.
@@ -139,21 +165,15 @@ async fn cdc_freshness(pg_url: &str, pg_port: u16, seconds: u64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let samples = Arc::new(Mutex::new(Samples::default()));
     let until = Instant::now() + Duration::from_secs(seconds);
-    let writer = tokio::spawn({
-        let samples = samples.clone();
+    let upstream = Arc::new(upstream);
+    // Stamped when COMMIT has returned.
+    let writer = paced(samples.clone(), until, false, move |first, last| {
+        let upstream = upstream.clone();
         async move {
-            let mut next = 0i64;
-            let mut tick = tokio::time::interval(PERIOD);
-            while Instant::now() < until {
-                tick.tick().await;
-                let last = next + BATCH - 1;
-                upstream
-                    .batch_execute(&format!("INSERT INTO ticks SELECT g, g % 7 FROM generate_series({next}, {last}) g"))
-                    .await
-                    .expect("insert");
-                samples.lock().expect("samples").sent.insert(last, Instant::now());
-                next += BATCH;
-            }
+            upstream
+                .batch_execute(&format!("INSERT INTO ticks SELECT g, g % 7 FROM generate_series({first}, {last}) g"))
+                .await
+                .expect("insert");
         }
     });
     poll(&freshet, "SELECT max(id) FROM ticks WHERE id = {id}", &samples, until + Duration::from_secs(2)).await;
@@ -195,25 +215,18 @@ async fn end_to_end(pg_url: &str, broker: &str, seconds: u64) {
         ClientConfig::new().set("bootstrap.servers", broker).set("linger.ms", "0").create().expect("producer");
     let samples = Arc::new(Mutex::new(Samples::default()));
     let until = Instant::now() + Duration::from_secs(seconds);
-    let writer = tokio::spawn({
-        let samples = samples.clone();
+    // Stamped before the records are handed to the producer.
+    let writer = paced(samples.clone(), until, true, move |first, last| {
+        let producer = producer.clone();
         async move {
-            let mut next = 0i64;
-            let mut tick = tokio::time::interval(PERIOD);
-            while Instant::now() < until {
-                tick.tick().await;
-                let last = next + BATCH - 1;
-                samples.lock().expect("samples").sent.insert(last, Instant::now());
-                let mut pending = Vec::with_capacity(BATCH as usize);
-                for id in next..=last {
-                    let payload = format!(r#"{{"id": {id}, "v": {}}}"#, id % 7);
-                    let record: FutureRecord<'_, (), String> = FutureRecord::to("events").payload(&payload);
-                    pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("queue"));
-                }
-                for delivery in pending {
-                    delivery.await.expect("delivery").map_err(|(e, _)| e).expect("send");
-                }
-                next += BATCH;
+            let mut pending = Vec::with_capacity(BATCH as usize);
+            for id in first..=last {
+                let payload = format!(r#"{{"id": {id}, "v": {}}}"#, id % 7);
+                let record: FutureRecord<'_, (), String> = FutureRecord::to("events").payload(&payload);
+                pending.push(producer.send_result(record).map_err(|(e, _)| e).expect("queue"));
+            }
+            for delivery in pending {
+                delivery.await.expect("delivery").map_err(|(e, _)| e).expect("send");
             }
         }
     });
