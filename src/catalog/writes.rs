@@ -133,10 +133,7 @@ pub fn apply_from_changelog(
     for (column, field) in changes.rows.columns().iter().zip(relation.schema.fields()) {
         columns.push(if column.data_type() != field.data_type() { cast(column, field.data_type())? } else { column.clone() });
     }
-    let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
-        relation.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-    ));
-    let rows = RecordBatch::try_new(nullable, columns)?;
+    let rows = RecordBatch::try_new(crate::stream::change::all_nullable(&relation.schema), columns)?;
     let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
     if let Some(i) = relation.primary_key.iter().find(|&&i| rows.column(i).null_count() > 0) {
         return Err(SqlError::new(

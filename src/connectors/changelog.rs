@@ -14,6 +14,8 @@
 //! decoder of the source's columns; this module only takes the envelope
 //! apart, which is why it hands back payload bytes.
 
+use std::borrow::Cow;
+
 use crate::error::{Result, SqlError, sqlstate};
 
 /// How a connector's messages map to rows.
@@ -45,13 +47,15 @@ impl Envelope {
     }
 }
 
-/// What one message does.
+/// What one message does. Bytes are borrowed from the message where they
+/// stand in it as they are (an upsert's value), made only where the
+/// envelope must be taken apart.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Change {
+pub enum Change<'a> {
     /// Insert or replace the row encoded in these bytes.
-    Upsert(Vec<u8>),
+    Upsert(Cow<'a, [u8]>),
     /// Delete the row whose key columns these bytes encode.
-    Delete(Vec<u8>),
+    Delete(Cow<'a, [u8]>),
     /// Nothing (a Debezium tombstone or heartbeat).
     Skip,
 }
@@ -59,10 +63,15 @@ pub enum Change {
 /// Takes a message of a keyed format apart; `Err` names what is wrong
 /// with it (the message becomes a bad record). `key_columns` are the
 /// primary-key column names (a bare key value is for a one-column key).
-pub fn split(envelope: Envelope, key: Option<&[u8]>, value: &[u8], key_columns: &[String]) -> Result<Change> {
+pub fn split<'a>(
+    envelope: Envelope,
+    key: Option<&'a [u8]>,
+    value: &'a [u8],
+    key_columns: &[String],
+) -> Result<Change<'a>> {
     match envelope {
-        Envelope::Plain => Ok(Change::Upsert(value.to_vec())),
-        Envelope::Upsert if !value.is_empty() => Ok(Change::Upsert(value.to_vec())),
+        Envelope::Plain => Ok(Change::Upsert(Cow::Borrowed(value))),
+        Envelope::Upsert if !value.is_empty() => Ok(Change::Upsert(Cow::Borrowed(value))),
         Envelope::Upsert => {
             let key = key.filter(|k| !k.is_empty()).ok_or_else(|| bad("a tombstone (no value) without a key"))?;
             Ok(Change::Delete(key_object(key, key_columns)?))
@@ -76,21 +85,21 @@ fn bad(message: impl Into<String>) -> SqlError {
 }
 
 /// A message key as a JSON object of the key columns.
-fn key_object(key: &[u8], key_columns: &[String]) -> Result<Vec<u8>> {
+fn key_object<'a>(key: &'a [u8], key_columns: &[String]) -> Result<Cow<'a, [u8]>> {
     let parsed: serde_json::Value =
         serde_json::from_slice(key).map_err(|e| bad(format!("the message key is not JSON: {e}")))?;
     match parsed {
-        serde_json::Value::Object(_) => Ok(key.to_vec()),
+        serde_json::Value::Object(_) => Ok(Cow::Borrowed(key)),
         scalar if key_columns.len() == 1 => {
             let mut object = serde_json::Map::new();
             object.insert(key_columns[0].clone(), scalar);
-            Ok(serde_json::Value::Object(object).to_string().into_bytes())
+            Ok(Cow::Owned(serde_json::Value::Object(object).to_string().into_bytes()))
         }
         _ => Err(bad(format!("the message key must be a JSON object of the key columns ({})", key_columns.join(", ")))),
     }
 }
 
-fn debezium(value: &[u8]) -> Result<Change> {
+fn debezium(value: &[u8]) -> Result<Change<'static>> {
     if value.is_empty() {
         return Ok(Change::Skip);
     }
@@ -102,9 +111,9 @@ fn debezium(value: &[u8]) -> Result<Change> {
         _ => &parsed,
     };
     let op = event.get("op").and_then(|op| op.as_str()).ok_or_else(|| bad("a Debezium event without \"op\""))?;
-    let row = |field: &str| -> Result<Vec<u8>> {
+    let row = |field: &str| -> Result<Cow<'static, [u8]>> {
         match event.get(field) {
-            Some(row @ serde_json::Value::Object(_)) => Ok(row.to_string().into_bytes()),
+            Some(row @ serde_json::Value::Object(_)) => Ok(Cow::Owned(row.to_string().into_bytes())),
             _ => Err(bad(format!("a Debezium \"{op}\" event without \"{field}\""))),
         }
     };
@@ -127,11 +136,11 @@ mod tests {
     #[test]
     fn upsert_values_and_tombstones() {
         let up = split(Envelope::Upsert, Some(b"1"), br#"{"id":1,"v":"a"}"#, &keys()).expect("upsert");
-        assert_eq!(up, Change::Upsert(br#"{"id":1,"v":"a"}"#.to_vec()));
+        assert_eq!(up, Change::Upsert(Cow::Borrowed(br#"{"id":1,"v":"a"}"#)));
         let bare = split(Envelope::Upsert, Some(b"7"), b"", &keys()).expect("delete");
-        assert_eq!(bare, Change::Delete(br#"{"id":7}"#.to_vec()));
+        assert_eq!(bare, Change::Delete(Cow::Borrowed(br#"{"id":7}"#)));
         let object = split(Envelope::Upsert, Some(br#"{"id":8}"#), b"", &keys()).expect("delete");
-        assert_eq!(object, Change::Delete(br#"{"id":8}"#.to_vec()));
+        assert_eq!(object, Change::Delete(Cow::Borrowed(br#"{"id":8}"#)));
         assert!(split(Envelope::Upsert, None, b"", &keys()).is_err());
         assert!(split(Envelope::Upsert, Some(b"[1,2]"), b"", &["a".into(), "b".into()]).is_err());
     }
@@ -139,9 +148,9 @@ mod tests {
     #[test]
     fn debezium_events() {
         let create = br#"{"before":null,"after":{"id":1,"v":"a"},"op":"c"}"#;
-        assert_eq!(split(Envelope::Debezium, None, create, &keys()).expect("c"), Change::Upsert(br#"{"id":1,"v":"a"}"#.to_vec()));
+        assert_eq!(split(Envelope::Debezium, None, create, &keys()).expect("c"), Change::Upsert(Cow::Borrowed(br#"{"id":1,"v":"a"}"#)));
         let wrapped = br#"{"schema":{},"payload":{"before":{"id":1,"v":"a"},"after":null,"op":"d"}}"#;
-        assert_eq!(split(Envelope::Debezium, None, wrapped, &keys()).expect("d"), Change::Delete(br#"{"id":1,"v":"a"}"#.to_vec()));
+        assert_eq!(split(Envelope::Debezium, None, wrapped, &keys()).expect("d"), Change::Delete(Cow::Borrowed(br#"{"id":1,"v":"a"}"#)));
         assert_eq!(split(Envelope::Debezium, None, b"", &keys()).expect("tombstone"), Change::Skip);
         assert!(split(Envelope::Debezium, None, br#"{"after":{"id":1}}"#, &keys()).is_err());
         assert!(split(Envelope::Debezium, None, br#"{"op":"d","before":null}"#, &keys()).is_err());

@@ -51,6 +51,7 @@ use super::changelog::{self, Change, Envelope};
 use super::decode::{Encoding, PayloadDecoder, Payloads};
 use super::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
+use crate::stream::change::all_nullable;
 
 /// How long a metadata or offset request to the broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -259,12 +260,7 @@ impl KafkaReader {
             startup,
             schema: Arc::new(Schema::new(fields)),
             includes,
-            key_decoder: Arc::new(PayloadDecoder::new(
-                Arc::new(Schema::new(
-                    payload.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-                )),
-                Encoding::Json,
-            )),
+            key_decoder: Arc::new(PayloadDecoder::new(all_nullable(&payload), Encoding::Json)),
             decoder: Arc::new(PayloadDecoder::new(payload, encoding)),
             envelope,
             key_columns,
@@ -605,9 +601,7 @@ impl SourceReader for KafkaReader {
             columns.push(datafusion::arrow::compute::interleave(&sides, &order)?);
         }
         columns.extend(self.metadata_columns(&metadata, &kept));
-        let nullable = Arc::new(Schema::new(
-            self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-        ));
+        let nullable = all_nullable(&self.schema);
         let options = RecordBatchOptions::new().with_row_count(Some(order.len()));
         let rows = RecordBatch::try_new_with_options(nullable, columns, &options)?;
         let deletes = BooleanArray::from(order.iter().map(|(side, _)| *side == 1).collect::<Vec<_>>());

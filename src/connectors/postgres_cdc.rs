@@ -41,7 +41,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{CastOptions, cast_with_options, concat, concat_batches};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use parking_lot::Mutex;
 use pgwire_replication::{Lsn, ReplicationConfig, TlsConfig};
 use pgwire_replication::client::{ReplicationClient, ReplicationEvent};
@@ -49,6 +49,7 @@ use tokio::sync::mpsc;
 
 use super::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
+use crate::stream::change::all_nullable;
 
 pub const CONNECTOR: &str = "postgres-cdc";
 /// Option naming the upstream table (`schema.table`), from `FROM src TABLE '…'`.
@@ -436,7 +437,7 @@ impl SourceReader for PostgresCdcReader {
             }
         }
         drop(slot);
-        let nullable = nullable(&self.schema);
+        let nullable = all_nullable(&self.schema);
         let batches: Vec<RecordBatch> = parts.iter().map(|p| p.rows.clone()).collect();
         let rows = concat_batches(&nullable, &batches)?;
         let mut unchanged = Vec::new();
@@ -491,10 +492,6 @@ impl SourceReader for PostgresCdcReader {
             handle.spawn(async move { drop_slot(&connection, &upstream).await });
         }
     }
-}
-
-fn nullable(schema: &SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<Field>>()))
 }
 
 /// Drops a table's slot (retrying while its session lets go of it) and
@@ -945,7 +942,7 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
         }
         columns.push(column);
     }
-    let nullable = nullable(schema);
+    let nullable = all_nullable(schema);
     let batch = match RecordBatch::try_new_with_options(
         nullable,
         columns,
@@ -1023,7 +1020,7 @@ fn decode_bytea(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{Int64Array, TimestampNanosecondArray};
-    use datafusion::arrow::datatypes::TimeUnit;
+    use datafusion::arrow::datatypes::{Field, TimeUnit};
 
     use super::*;
 

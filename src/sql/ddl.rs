@@ -206,16 +206,14 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
                 "FORMAT UPSERT or DEBEZIUM on a source (a source keeps no rows to change): use CREATE TABLE … PRIMARY KEY",
             ));
         }
-        let keyed = crate::connectors::reader(&options, Some(schema.clone()))?.keyed();
-        if !primary_key.is_empty() && !keyed {
+        let source_reader = crate::connectors::reader(&options, Some(schema.clone()))?;
+        if !primary_key.is_empty() && !source_reader.keyed() {
             return Err(SqlError::not_supported(if is_source {
                 "a PRIMARY KEY on a source (a source keeps no rows to key)"
             } else {
                 "a PRIMARY KEY on a table fed by a connector with FORMAT PLAIN (use FORMAT UPSERT or DEBEZIUM)"
             }));
         }
-        let options = &options;
-        let source_reader = crate::connectors::reader(options, Some(schema.clone()))?;
         if !engine.recovering() {
             source_reader.check()?;
         }
@@ -228,7 +226,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             kind = RelationKind::Source;
         }
         reader = Some(Arc::<dyn crate::connectors::SourceReader>::from(source_reader));
-        connector_options = Some(options.clone());
+        connector_options = Some(options);
     }
     let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema, primary_key)?;
     relation.column_defaults = table.column_defaults.iter().cloned().collect();

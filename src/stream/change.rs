@@ -97,6 +97,14 @@ fn as_weights(array: ArrayRef) -> Result<Int64Array> {
 }
 
 /// A filter mask with NULL read as false (SQL WHERE semantics).
+/// `schema` with every field nullable (rows that carry only some columns:
+/// a delete by key, the rows an upsert replaces).
+pub fn all_nullable(schema: &datafusion::arrow::datatypes::Schema) -> SchemaRef {
+    std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ))
+}
+
 pub fn null_as_false(mask: &BooleanArray) -> BooleanArray {
     if mask.null_count() > 0 { datafusion::arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() }
 }

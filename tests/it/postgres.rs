@@ -49,12 +49,7 @@ impl Postgres {
     }
 
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to postgres");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        crate::server::connect_to(&self.url()).await
     }
 
     /// Settings of a postgres-cdc source reading this server.

@@ -93,12 +93,7 @@ impl TestServer {
     }
 
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to freshet");
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        client
+        connect_to(&self.url()).await
     }
 
     /// Whether the server process is still running.
@@ -112,6 +107,17 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client of the Postgres-protocol server at `url`, its connection
+/// driven by a task of its own.
+pub async fn connect_to(url: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
 }
 
 /// Runs a simple-protocol query and returns its rows as text (NULL as "NULL").

@@ -163,9 +163,7 @@ impl SinkShape {
                     }
                 }
                 // NULL where a key is new: the rows it replaces are nullable.
-                let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
-                    self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-                ));
+                let nullable = crate::stream::change::all_nullable(&self.schema);
                 let replaced_indices = UInt32Array::from(replaced);
                 let replaced_columns = changes
                     .rows
