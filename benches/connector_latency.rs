@@ -105,7 +105,12 @@ impl Samples {
 /// Sends a batch of ids (`send(first, last)`) every PERIOD until `until`,
 /// stamping each batch's last id in `samples`: before sending
 /// (`stamp_before`) or once `send` has returned.
-fn paced<F, Fut>(samples: Arc<Mutex<Samples>>, until: Instant, stamp_before: bool, mut send: F) -> tokio::task::JoinHandle<()>
+fn paced<F, Fut>(
+    samples: Arc<Mutex<Samples>>,
+    until: Instant,
+    stamp_before: bool,
+    mut send: F,
+) -> tokio::task::JoinHandle<()>
 where
     F: FnMut(i64, i64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -189,7 +194,10 @@ async fn cdc_freshness(pg_url: &str, pg_port: u16, seconds: u64) {
 
 async fn end_to_end(pg_url: &str, broker: &str, seconds: u64) {
     let target = connect(pg_url).await;
-    target.batch_execute("CREATE TABLE buckets (bucket BIGINT PRIMARY KEY, last_id BIGINT, n BIGINT)").await.expect("target");
+    target
+        .batch_execute("CREATE TABLE buckets (bucket BIGINT PRIMARY KEY, last_id BIGINT, n BIGINT)")
+        .await
+        .expect("target");
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", broker).create().expect("admin");
     let topic = NewTopic::new("events", 1, TopicReplication::Fixed(1));
@@ -230,7 +238,8 @@ async fn end_to_end(pg_url: &str, broker: &str, seconds: u64) {
             }
         }
     });
-    poll(&target, "SELECT max(last_id) FROM buckets WHERE last_id >= {id}", &samples, until + Duration::from_secs(3)).await;
+    poll(&target, "SELECT max(last_id) FROM buckets WHERE last_id >= {id}", &samples, until + Duration::from_secs(3))
+        .await;
     writer.await.expect("writer");
     let samples = Arc::try_unwrap(samples).ok().expect("samples").into_inner().expect("samples");
     samples.report("End to end (Kafka produce -> view -> Postgres sink), 10,000 records/s");

@@ -37,7 +37,11 @@ struct SinkProgress {
 }
 
 /// Delivers what each sink's outbox holds; reports whether anything went.
-async fn deliver_once(coordinator: &Coordinator, catalog: &Catalog, progress: &mut HashMap<RelationId, SinkProgress>) -> Result<bool> {
+async fn deliver_once(
+    coordinator: &Coordinator,
+    catalog: &Catalog,
+    progress: &mut HashMap<RelationId, SinkProgress>,
+) -> Result<bool> {
     let sinks: Vec<Arc<Relation>> = catalog.list(RelationKind::Sink);
     progress.retain(|id, _| sinks.iter().any(|s| s.id == *id));
     let mut delivered_any = false;

@@ -131,7 +131,11 @@ pub fn apply_from_changelog(
     // carries only its key.
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(relation.schema.fields().len());
     for (column, field) in changes.rows.columns().iter().zip(relation.schema.fields()) {
-        columns.push(if column.data_type() != field.data_type() { cast(column, field.data_type())? } else { column.clone() });
+        columns.push(if column.data_type() != field.data_type() {
+            cast(column, field.data_type())?
+        } else {
+            column.clone()
+        });
     }
     let rows = RecordBatch::try_new(crate::stream::change::all_nullable(&relation.schema), columns)?;
     let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
@@ -160,8 +164,10 @@ pub fn apply_from_changelog(
     let snapshot = guard.snapshot();
     let stored_keys: Vec<Vec<u8>> = order.iter().map(|k| k.to_vec()).collect();
     let existing = storage::lookup(relation, snapshot.as_ref(), &stored_keys)?;
-    let mut taken =
-        datafusion::arrow::compute::take_record_batch(&rows, &datafusion::arrow::array::UInt32Array::from(upserts.clone()))?;
+    let mut taken = datafusion::arrow::compute::take_record_batch(
+        &rows,
+        &datafusion::arrow::array::UInt32Array::from(upserts.clone()),
+    )?;
     if !changes.unchanged.is_empty() {
         let read = Read { rows: &rows, keys: &keys, deletes: &changes.deletes, unchanged: &changes.unchanged };
         taken = keep_unchanged(relation, codec, &taken, &upserts, &read, &existing)?;
@@ -172,8 +178,12 @@ pub fn apply_from_changelog(
     let new_bytes = relation.row_codec.encode(new_rows.columns())?;
     let existing_set: HashSet<&[u8]> = (0..existing.num_rows()).map(|i| existing_bytes.row(i).data()).collect();
     let new_set: HashSet<&[u8]> = (0..new_rows.num_rows()).map(|i| new_bytes.row(i).data()).collect();
-    let retract = BooleanArray::from((0..existing.num_rows()).map(|i| !new_set.contains(existing_bytes.row(i).data())).collect::<Vec<_>>());
-    let insert = BooleanArray::from((0..new_rows.num_rows()).map(|i| !existing_set.contains(new_bytes.row(i).data())).collect::<Vec<_>>());
+    let retract = BooleanArray::from(
+        (0..existing.num_rows()).map(|i| !new_set.contains(existing_bytes.row(i).data())).collect::<Vec<_>>(),
+    );
+    let insert = BooleanArray::from(
+        (0..new_rows.num_rows()).map(|i| !existing_set.contains(new_bytes.row(i).data())).collect::<Vec<_>>(),
+    );
     let change = ChangeBatch::concat(
         &relation.schema,
         &[
@@ -205,7 +215,8 @@ fn keep_unchanged(
     read: &Read<'_>,
     existing: &RecordBatch,
 ) -> Result<RecordBatch> {
-    let existing_keys = codec.encode(&relation.primary_key.iter().map(|&i| existing.column(i).clone()).collect::<Vec<_>>())?;
+    let existing_keys =
+        codec.encode(&relation.primary_key.iter().map(|&i| existing.column(i).clone()).collect::<Vec<_>>())?;
     let stored: std::collections::HashMap<&[u8], usize> =
         (0..existing.num_rows()).map(|i| (existing_keys.row(i).data(), i)).collect();
     let left_out: HashSet<(u32, u32)> = read.unchanged.iter().copied().collect();

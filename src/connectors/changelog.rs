@@ -148,9 +148,15 @@ mod tests {
     #[test]
     fn debezium_events() {
         let create = br#"{"before":null,"after":{"id":1,"v":"a"},"op":"c"}"#;
-        assert_eq!(split(Envelope::Debezium, None, create, &keys()).expect("c"), Change::Upsert(Cow::Borrowed(br#"{"id":1,"v":"a"}"#)));
+        assert_eq!(
+            split(Envelope::Debezium, None, create, &keys()).expect("c"),
+            Change::Upsert(Cow::Borrowed(br#"{"id":1,"v":"a"}"#))
+        );
         let wrapped = br#"{"schema":{},"payload":{"before":{"id":1,"v":"a"},"after":null,"op":"d"}}"#;
-        assert_eq!(split(Envelope::Debezium, None, wrapped, &keys()).expect("d"), Change::Delete(Cow::Borrowed(br#"{"id":1,"v":"a"}"#)));
+        assert_eq!(
+            split(Envelope::Debezium, None, wrapped, &keys()).expect("d"),
+            Change::Delete(Cow::Borrowed(br#"{"id":1,"v":"a"}"#))
+        );
         assert_eq!(split(Envelope::Debezium, None, b"", &keys()).expect("tombstone"), Change::Skip);
         assert!(split(Envelope::Debezium, None, br#"{"after":{"id":1}}"#, &keys()).is_err());
         assert!(split(Envelope::Debezium, None, br#"{"op":"d","before":null}"#, &keys()).is_err());

@@ -43,8 +43,8 @@ use datafusion::arrow::array::{Array, ArrayRef, BinaryBuilder, BooleanArray, Rec
 use datafusion::arrow::compute::{CastOptions, cast_with_options, concat, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use parking_lot::Mutex;
-use pgwire_replication::{Lsn, ReplicationConfig, TlsConfig};
 use pgwire_replication::client::{ReplicationClient, ReplicationEvent};
+use pgwire_replication::{Lsn, ReplicationConfig, TlsConfig};
 use tokio::sync::mpsc;
 
 use super::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
@@ -354,8 +354,12 @@ fn compatible(pg_type: &str, data_type: &DataType) -> bool {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
         DataType::Boolean => pg_type == "bool",
         DataType::Int16 | DataType::Int32 | DataType::Int64 => matches!(pg_type, "int2" | "int4" | "int8"),
-        DataType::Float32 | DataType::Float64 => matches!(pg_type, "int2" | "int4" | "int8" | "float4" | "float8" | "numeric"),
-        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => matches!(pg_type, "int2" | "int4" | "int8" | "numeric"),
+        DataType::Float32 | DataType::Float64 => {
+            matches!(pg_type, "int2" | "int4" | "int8" | "float4" | "float8" | "numeric")
+        }
+        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => {
+            matches!(pg_type, "int2" | "int4" | "int8" | "numeric")
+        }
         DataType::Date32 | DataType::Date64 => pg_type == "date",
         DataType::Timestamp(_, None) => matches!(pg_type, "timestamp" | "date"),
         DataType::Timestamp(_, Some(_)) => matches!(pg_type, "timestamptz" | "timestamp"),
@@ -511,7 +515,8 @@ async fn drop_slot(connection: &Connection, upstream: &Upstream) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if upstream.publication == upstream.slot {
-        let _ = client.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&upstream.publication))).await;
+        let _ =
+            client.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&upstream.publication))).await;
     }
 }
 
@@ -601,10 +606,7 @@ impl ReplicationTask {
             .is_empty();
         if slot_exists && self.resume_from == 0 {
             // A slot from a table whose snapshot never committed: start over.
-            setup
-                .execute("SELECT pg_drop_replication_slot($1)", &[&self.upstream.slot])
-                .await
-                .map_err(query_error)?;
+            setup.execute("SELECT pg_drop_replication_slot($1)", &[&self.upstream.slot]).await.map_err(query_error)?;
         }
         if !slot_exists && self.resume_from != 0 {
             return Err(SessionError::Fatal(SqlError::new(
@@ -697,7 +699,10 @@ impl ReplicationTask {
         let retry = |e: String| SessionError::Retry(e);
         *self.shared.status.lock() = "snapshot".to_string();
         let created = client
-            .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", quote_ident(&self.upstream.slot)))
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                quote_ident(&self.upstream.slot)
+            ))
             .await
             .map_err(|e| retry(e.to_string()))?;
         let text = |i: usize| -> Option<String> {
@@ -808,7 +813,9 @@ impl Decoder {
                 }
                 let ours = namespace == self.schema_name && name == self.table;
                 if ours {
-                    if let Some(missing) = self.names.iter().find(|n| !positions.iter().flatten().any(|&p| self.names[p] == **n)) {
+                    if let Some(missing) =
+                        self.names.iter().find(|n| !positions.iter().flatten().any(|&p| self.names[p] == **n))
+                    {
                         return Err(SqlError::new(
                             sqlstate::DATATYPE_MISMATCH,
                             format!("upstream table {namespace}.{name} no longer has column \"{missing}\""),
@@ -909,7 +916,8 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
     let mut bad_rows = vec![false; rows.len()];
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (c, field) in schema.fields().iter().enumerate() {
-        let text: StringArray = rows.iter().map(|r| r.values[c].as_deref().map(|v| normalize(v, field.data_type()))).collect();
+        let text: StringArray =
+            rows.iter().map(|r| r.values[c].as_deref().map(|v| normalize(v, field.data_type()))).collect();
         let column = match field.data_type() {
             DataType::Binary | DataType::LargeBinary => {
                 let mut builder = BinaryBuilder::with_capacity(rows.len(), 0);

@@ -170,9 +170,11 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             let source = engine.catalog.by_name(&source_name).ok_or_else(|| {
                 SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("source \"{source_name}\" does not exist"))
             })?;
-            let settings = source.connector_options.clone().filter(|_| source.kind == RelationKind::Source).filter(
-                |o| o.connector() == Some(crate::connectors::postgres_cdc::CONNECTOR),
-            );
+            let settings = source
+                .connector_options
+                .clone()
+                .filter(|_| source.kind == RelationKind::Source)
+                .filter(|o| o.connector() == Some(crate::connectors::postgres_cdc::CONNECTOR));
             let Some(settings) = settings else {
                 return Err(SqlError::new(
                     sqlstate::WRONG_OBJECT_TYPE,
@@ -200,7 +202,9 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             let names: Vec<&str> = primary_key.iter().map(|&i| schema.field(i).name().as_str()).collect();
             options.values.insert(crate::connectors::PRIMARY_KEY_OPTION.to_string(), names.join(","));
         }
-        let keyed_format = options.get("format").is_some_and(|f| f.eq_ignore_ascii_case("upsert") || f.eq_ignore_ascii_case("debezium"));
+        let keyed_format = options
+            .get("format")
+            .is_some_and(|f| f.eq_ignore_ascii_case("upsert") || f.eq_ignore_ascii_case("debezium"));
         if keyed_format && is_source {
             return Err(SqlError::not_supported(
                 "FORMAT UPSERT or DEBEZIUM on a source (a source keeps no rows to change): use CREATE TABLE … PRIMARY KEY",
@@ -392,7 +396,10 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         None => false,
         Some("sink") if materialized => true,
         Some(other) => {
-            return Err(SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, format!("{} = '{other}'", syntax::RELATION_KIND)));
+            return Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("{} = '{other}'", syntax::RELATION_KIND),
+            ));
         }
     };
     let tag = if is_sink { "CREATE SINK" } else { tag };

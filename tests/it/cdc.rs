@@ -138,9 +138,14 @@ async fn snapshot_and_changes_arrive_exactly_once_across_kills_and_a_postgres_re
     wait_until_equal(&freshet, &upstream, "at the end").await;
 
     // The view is the batch query over the table, and the same query upstream.
-    let query = "SELECT customer, count(*), sum(amount), sum(CASE WHEN rush THEN 1 ELSE 0 END) FROM orders GROUP BY customer";
+    let query =
+        "SELECT customer, count(*), sum(amount), sum(CASE WHEN rush THEN 1 ELSE 0 END) FROM orders GROUP BY customer";
     let batch = sorted(rows(&freshet, query).await);
-    assert_eq!(sorted(rows(&freshet, "SELECT * FROM per_customer").await), batch, "the view differs from the batch query");
+    assert_eq!(
+        sorted(rows(&freshet, "SELECT * FROM per_customer").await),
+        batch,
+        "the view differs from the batch query"
+    );
     assert_eq!(sorted(rows(&upstream, query).await), batch, "the view differs from the same query upstream");
     assert!(batch.len() >= 10, "{batch:?}");
 
@@ -156,7 +161,8 @@ async fn snapshot_and_changes_arrive_exactly_once_across_kills_and_a_postgres_re
     freshet.batch_execute("DROP TABLE orders CASCADE").await.expect("drop");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let slots = rows(&upstream, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'freshet_orders'").await;
+        let slots =
+            rows(&upstream, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'freshet_orders'").await;
         if slots == vec![vec!["0".to_string()]] {
             break;
         }
@@ -191,9 +197,15 @@ async fn bad_definitions_and_bad_values_get_clear_errors() {
         ("CREATE TABLE t7 (id INT, PRIMARY KEY (id)) FROM plain TABLE 'public.items'", "42809"),
         ("CREATE TABLE t8 (id INT, PRIMARY KEY (id)) FROM nosuch TABLE 'public.items'", "42704"),
         ("CREATE TABLE t9 (id INT, PRIMARY KEY (id)) FROM pg TABLE", "42601"),
-        ("CREATE SOURCE down WITH (connector = 'postgres-cdc', hostname = '127.0.0.1', port = '1', username = 'u', database.name = 'd')", "08001"),
+        (
+            "CREATE SOURCE down WITH (connector = 'postgres-cdc', hostname = '127.0.0.1', port = '1', username = 'u', database.name = 'd')",
+            "08001",
+        ),
         ("CREATE SOURCE half WITH (connector = 'postgres-cdc', hostname = '127.0.0.1')", "22023"),
-        ("CREATE SOURCE odd WITH (connector = 'postgres-cdc', hostname = 'h', username = 'u', database.name = 'd', colour = 'red')", "22023"),
+        (
+            "CREATE SOURCE odd WITH (connector = 'postgres-cdc', hostname = 'h', username = 'u', database.name = 'd', colour = 'red')",
+            "22023",
+        ),
     ] {
         assert_eq!(error_code(&client, sql).await, code, "{sql}");
     }
@@ -207,7 +219,10 @@ async fn bad_definitions_and_bad_values_get_clear_errors() {
         assert!(Instant::now() < deadline, "the snapshot did not arrive");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    upstream.batch_execute("UPDATE items SET price = 3.25 WHERE id = 2; INSERT INTO items VALUES (3, 'three', NULL, 'c')").await.expect("changes");
+    upstream
+        .batch_execute("UPDATE items SET price = 3.25 WHERE id = 2; INSERT INTO items VALUES (3, 'three', NULL, 'c')")
+        .await
+        .expect("changes");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = rows(&client, "SELECT id, name, price FROM items ORDER BY id").await;

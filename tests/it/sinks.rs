@@ -49,7 +49,9 @@ fn read_topic(broker: &Broker, topic: &str, partitions: i32) -> Vec<(Option<Stri
             Some(Ok(message)) => {
                 let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
                 let epoch = message.headers().and_then(|h| {
-                    h.iter().find(|h| h.key == "freshet_epoch").and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+                    h.iter()
+                        .find(|h| h.key == "freshet_epoch")
+                        .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
                 });
                 out.push((text(message.key()), text(message.payload()), epoch));
             }
@@ -176,7 +178,8 @@ async fn postgres_and_kafka_sinks_hold_the_view_exactly_once_across_a_kill() {
         async move { sorted(rows(target, "SELECT store, items, total FROM per_store").await) == view }
     })
     .await;
-    let progress = rows(&target, "SELECT count(*) FROM freshet_sink_progress WHERE sink = 'per_store_pg' AND epoch > 0").await;
+    let progress =
+        rows(&target, "SELECT count(*) FROM freshet_sink_progress WHERE sink = 'per_store_pg' AND epoch > 0").await;
     assert_eq!(progress, vec![vec!["1".to_string()]]);
 
     // Kafka upsert: folding the topic gives the view.
@@ -205,7 +208,11 @@ async fn postgres_and_kafka_sinks_hold_the_view_exactly_once_across_a_kill() {
     let messages = read_topic(&broker, "stock_log", 3);
     let mut ids: Vec<i64> = messages
         .iter()
-        .map(|(_, v, _)| serde_json::from_str::<serde_json::Value>(v.as_deref().expect("value")).expect("JSON")["id"].as_i64().expect("id"))
+        .map(|(_, v, _)| {
+            serde_json::from_str::<serde_json::Value>(v.as_deref().expect("value")).expect("JSON")["id"]
+                .as_i64()
+                .expect("id")
+        })
         .collect();
     ids.sort();
     assert_eq!(ids, (0..arrival).collect::<Vec<_>>(), "duplicates or gaps in the append-only sink");
@@ -226,11 +233,15 @@ async fn postgres_and_kafka_sinks_hold_the_view_exactly_once_across_a_kill() {
         async move { sorted(rows(client, "SELECT store, items, total FROM per_store_copy").await) == view }
     })
     .await;
-    let ops: HashMap<String, usize> = read_topic(&broker, "per_store_cdc", 1).iter().fold(HashMap::new(), |mut m, (_, v, _)| {
-        let op = serde_json::from_str::<serde_json::Value>(v.as_deref().unwrap_or("{}")).expect("event")["op"].as_str().unwrap_or("").to_string();
-        *m.entry(op).or_default() += 1;
-        m
-    });
+    let ops: HashMap<String, usize> =
+        read_topic(&broker, "per_store_cdc", 1).iter().fold(HashMap::new(), |mut m, (_, v, _)| {
+            let op = serde_json::from_str::<serde_json::Value>(v.as_deref().unwrap_or("{}")).expect("event")["op"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            *m.entry(op).or_default() += 1;
+            m
+        });
     assert!(ops.get("c").is_some() && ops.get("u").is_some(), "{ops:?}");
 
     // Bad sink definitions.
@@ -267,13 +278,22 @@ async fn upsert_topics_with_tombstones_and_bad_records_feed_keyed_tables() {
             let name = format!("user{n}");
             expected.insert(id, (name.clone(), n));
             let payload = format!(r#"{{"id": {id}, "name": "{name}", "version": {n}}}"#);
-            producer.send(FutureRecord::to("users").partition(partition).key(&key).payload(&payload), Duration::from_secs(10)).await.expect("send");
+            producer
+                .send(
+                    FutureRecord::to("users").partition(partition).key(&key).payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("send");
             continue;
         };
         producer.send(record, Duration::from_secs(10)).await.expect("send tombstone");
     }
     // Malformed: not JSON, and a tombstone without a key.
-    producer.send(FutureRecord::to("users").partition(0).key("{\"id\": 1}").payload("{broken"), Duration::from_secs(10)).await.expect("send");
+    producer
+        .send(FutureRecord::to("users").partition(0).key("{\"id\": 1}").payload("{broken"), Duration::from_secs(10))
+        .await
+        .expect("send");
     producer.send(FutureRecord::<str, str>::to("users").partition(1), Duration::from_secs(10)).await.expect("send");
 
     let server = TestServer::start();
@@ -301,13 +321,34 @@ async fn upsert_topics_with_tombstones_and_bad_records_feed_keyed_tables() {
     assert_eq!(rows(&client, "SELECT n, v FROM user_count").await, vec![vec![n, v.to_string()]]);
     wait_for("both bad records are kept", || {
         let client = &client;
-        async move { rows(client, "SELECT count(*) FROM freshet_catalog.source_errors WHERE relation = 'users'").await == vec![vec!["2".to_string()]] }
+        async move {
+            rows(client, "SELECT count(*) FROM freshet_catalog.source_errors WHERE relation = 'users'").await
+                == vec![vec!["2".to_string()]]
+        }
     })
     .await;
     for (sql, code) in [
-        (format!("CREATE TABLE u2 (id BIGINT, name TEXT) WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') FORMAT UPSERT ENCODE JSON", broker.address), "42P16"),
-        (format!("CREATE SOURCE u3 (id BIGINT) WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') FORMAT DEBEZIUM ENCODE JSON", broker.address), "0A000"),
-        (format!("CREATE TABLE u4 (id BIGINT, PRIMARY KEY (id)) WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') FORMAT UPSERT ENCODE CSV", broker.address), "0A000"),
+        (
+            format!(
+                "CREATE TABLE u2 (id BIGINT, name TEXT) WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') FORMAT UPSERT ENCODE JSON",
+                broker.address
+            ),
+            "42P16",
+        ),
+        (
+            format!(
+                "CREATE SOURCE u3 (id BIGINT) WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') FORMAT DEBEZIUM ENCODE JSON",
+                broker.address
+            ),
+            "0A000",
+        ),
+        (
+            format!(
+                "CREATE TABLE u4 (id BIGINT, PRIMARY KEY (id)) WITH (connector = 'kafka', topic = 'users', properties.bootstrap.server = '{}') FORMAT UPSERT ENCODE CSV",
+                broker.address
+            ),
+            "0A000",
+        ),
     ] {
         assert_eq!(error_code(&client, &sql).await, code, "{sql}");
     }
@@ -316,7 +357,9 @@ async fn upsert_topics_with_tombstones_and_bad_records_feed_keyed_tables() {
 /// Files in a directory: the epoch files a file sink wrote, each line parsed.
 fn sink_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect())
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -335,7 +378,13 @@ async fn files_in_and_out_exactly_once_across_a_kill() {
     let write_lines = |name: &str, ids: std::ops::Range<i64>, append: bool| {
         let text: String = ids.map(|id| format!("{{\"id\": {id}, \"kind\": \"k{}\"}}\n", id % 5)).collect();
         let path = input.0.join(name);
-        let mut file = std::fs::OpenOptions::new().create(true).append(append).write(true).truncate(!append).open(path).expect("open");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(path)
+            .expect("open");
         std::io::Write::write_all(&mut file, text.as_bytes()).expect("write");
     };
     write_lines("a.jsonl", 0..500, false);
@@ -363,14 +412,21 @@ async fn files_in_and_out_exactly_once_across_a_kill() {
     .await;
     // Lines appended (one bad), a new file, a kill in between.
     write_lines("a.jsonl", 500..800, true);
-    std::fs::OpenOptions::new().append(true).open(input.0.join("a.jsonl")).and_then(|mut f| std::io::Write::write_all(&mut f, b"{oops\n")).expect("bad line");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(input.0.join("a.jsonl"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{oops\n"))
+        .expect("bad line");
     server.kill9();
     write_lines("b.jsonl", 800..1000, false);
     server = TestServer::start_in(&data.0, &[]);
     client = server.connect().await;
     wait_for("every line is read", || {
         let client = &client;
-        async move { rows(client, "SELECT count(*), count(DISTINCT id) FROM events").await == vec![vec!["1000".to_string(), "1000".to_string()]] }
+        async move {
+            rows(client, "SELECT count(*), count(DISTINCT id) FROM events").await
+                == vec![vec!["1000".to_string(), "1000".to_string()]]
+        }
     })
     .await;
     assert_eq!(

@@ -52,7 +52,8 @@ impl KafkaSink {
                 || key.starts_with("properties.")
         })?;
         let bad = |m: &str| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, m.to_string());
-        let topic = options.get("topic").filter(|t| !t.is_empty()).ok_or_else(|| bad("a kafka sink needs topic = '…'"))?;
+        let topic =
+            options.get("topic").filter(|t| !t.is_empty()).ok_or_else(|| bad("a kafka sink needs topic = '…'"))?;
         let servers = options
             .get("properties.bootstrap.server")
             .or_else(|| options.get("properties.bootstrap.servers"))
@@ -97,7 +98,9 @@ impl KafkaSink {
     /// to the end of a partition.
     fn last_epoch_from(&self, consumer: &BaseConsumer, partition: i32, start: i64, high: i64) -> Result<Option<u64>> {
         let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(&self.topic, partition, Offset::Offset(start)).map_err(|e| failed(&self.topic, e))?;
+        assignment
+            .add_partition_offset(&self.topic, partition, Offset::Offset(start))
+            .map_err(|e| failed(&self.topic, e))?;
         consumer.assign(&assignment).map_err(|e| failed(&self.topic, e))?;
         drop(assignment);
         let deadline = Instant::now() + TIMEOUT;
@@ -180,7 +183,8 @@ impl KafkaSink {
                 // A NULL replaced row (a new key) encodes as all-null: tell by validity.
                 let replaced = json_rows(&shaped.replaced)?;
                 let first_key = self.shape.key[0];
-                for (i, (key, after)) in keys(&shaped.upserts)?.into_iter().zip(json_rows(&shaped.upserts)?).enumerate() {
+                for (i, (key, after)) in keys(&shaped.upserts)?.into_iter().zip(json_rows(&shaped.upserts)?).enumerate()
+                {
                     let existed = shaped.replaced.column(first_key).is_valid(i);
                     let before = existed.then(|| replaced[i].as_slice());
                     messages.push((key, Some(event(before, Some(&after), if existed { "u" } else { "c" }))));
@@ -202,7 +206,8 @@ impl KafkaSink {
         let epoch_text = epoch.to_string();
         let sent = (|| -> Result<()> {
             for (key, value) in &messages {
-                let headers = OwnedHeaders::new().insert(Header { key: EPOCH_HEADER, value: Some(epoch_text.as_bytes()) });
+                let headers =
+                    OwnedHeaders::new().insert(Header { key: EPOCH_HEADER, value: Some(epoch_text.as_bytes()) });
                 let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers);
                 if let Some(key) = key {
                     record = record.key(key.as_slice());

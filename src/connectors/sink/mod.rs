@@ -94,12 +94,18 @@ impl SinkShape {
             Some(other) => return Err(bad_option(format!("type = '{other}' (append-only, upsert, debezium)"))),
         };
         if let Some(encode) = options.get("encode").filter(|e| !e.eq_ignore_ascii_case("json")) {
-            return Err(SqlError::not_supported(format!("ENCODE {} for sinks (encodings: JSON)", encode.to_uppercase())));
+            return Err(SqlError::not_supported(format!(
+                "ENCODE {} for sinks (encodings: JSON)",
+                encode.to_uppercase()
+            )));
         }
         let mut key = Vec::new();
         for name in options.get("primary_key").unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let index = schema.index_of(name).map_err(|_| {
-                SqlError::new(sqlstate::UNDEFINED_COLUMN, format!("primary_key column \"{name}\" is not a column of the sink"))
+                SqlError::new(
+                    sqlstate::UNDEFINED_COLUMN,
+                    format!("primary_key column \"{name}\" is not a column of the sink"),
+                )
             })?;
             key.push(index);
         }
@@ -127,15 +133,17 @@ impl SinkShape {
                         take.push(i as u32);
                     }
                 }
-                Ok(Shaped { upserts: take_record_batch(&changes.rows, &UInt32Array::from(take))?, ..Shaped::empty(&self.schema) })
+                Ok(Shaped {
+                    upserts: take_record_batch(&changes.rows, &UInt32Array::from(take))?,
+                    ..Shaped::empty(&self.schema)
+                })
             }
             SinkType::Upsert | SinkType::Debezium => {
                 let converter = RowConverter::new(
                     self.key.iter().map(|&i| SortField::new(self.schema.field(i).data_type().clone())).collect(),
                 )?;
-                let keys = converter.convert_columns(
-                    &self.key.iter().map(|&i| changes.rows.column(i).clone()).collect::<Vec<_>>(),
-                )?;
+                let keys = converter
+                    .convert_columns(&self.key.iter().map(|&i| changes.rows.column(i).clone()).collect::<Vec<_>>())?;
                 // Per key: the inserted row and the deleted one.
                 let mut per_key: HashMap<&[u8], (Option<u32>, Option<u32>)> = HashMap::new();
                 let mut order: Vec<&[u8]> = Vec::new();
@@ -176,7 +184,8 @@ impl SinkShape {
                     replaced: RecordBatch::try_new_with_options(
                         nullable,
                         replaced_columns,
-                        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(replaced_indices.len())),
+                        &datafusion::arrow::array::RecordBatchOptions::new()
+                            .with_row_count(Some(replaced_indices.len())),
                     )?,
                     deletes: take_record_batch(&changes.rows, &UInt32Array::from(deletes))?,
                 })
@@ -258,7 +267,10 @@ mod tests {
     use super::*;
 
     fn changes(ids: &[i64], names: &[&str], weights: &[i64]) -> ChangeBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("v", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
         let rows = RecordBatch::try_new(
             schema,
             vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
@@ -275,7 +287,10 @@ mod tests {
         options.values.insert("primary_key".into(), "id".into());
         let shape = SinkShape::new(&options, c.rows.schema()).expect("shape");
         let shaped = shape.shape(&c).expect("shaped");
-        assert_eq!(json_rows(&shaped.upserts).expect("json"), vec![br#"{"id":1,"v":"new"}"#.to_vec(), br#"{"id":3,"v":"fresh"}"#.to_vec()]);
+        assert_eq!(
+            json_rows(&shaped.upserts).expect("json"),
+            vec![br#"{"id":1,"v":"new"}"#.to_vec(), br#"{"id":3,"v":"fresh"}"#.to_vec()]
+        );
         assert_eq!(shaped.replaced.num_rows(), 2);
         assert!(shaped.replaced.column(0).is_valid(0) && shaped.replaced.column(0).is_null(1));
         assert_eq!(json_array(&shaped.deletes).expect("json"), r#"[{"id":2,"v":"gone"}]"#);

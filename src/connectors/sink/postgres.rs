@@ -244,7 +244,8 @@ impl SinkWriter for PostgresSink {
                 |e| {
                     let mut error = failed(e);
                     error.code = sqlstate::UNDEFINED_TABLE;
-                    error.message = format!("the target table {} does not fit the sink: {}", self.target, error.message);
+                    error.message =
+                        format!("the target table {} does not fit the sink: {}", self.target, error.message);
                     error
                 },
             )?;
