@@ -1,5 +1,6 @@
-//! Message payloads to rows: `ENCODE JSON` (one object per message) and
-//! `ENCODE CSV` (one record per message), with Arrow's vectorized decoders.
+//! Message payloads to rows: `ENCODE JSON` (one object per message),
+//! `ENCODE CSV` (one record per message) and `ENCODE AVRO` (one datum per
+//! message, see `avro`), with Arrow's vectorized decoders.
 //!
 //! All payloads of a read are decoded in one pass. Only when that pass
 //! fails, or yields other than one row per payload, are the payloads
@@ -11,12 +12,18 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
 
+use super::avro::AvroDecoder;
 use crate::error::{Result, SqlError, sqlstate};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     Json,
-    Csv { delimiter: u8 },
+    Csv {
+        delimiter: u8,
+    },
+    /// Its settings (where the writer schema comes from) live in the
+    /// decoder: see [`PayloadDecoder::for_source`].
+    Avro,
 }
 
 impl Encoding {
@@ -39,8 +46,9 @@ impl Encoding {
                 };
                 Ok(Encoding::Csv { delimiter })
             }
+            Some("avro") => Ok(Encoding::Avro),
             Some(other) => {
-                Err(SqlError::not_supported(format!("ENCODE {} (encodings: JSON, CSV)", other.to_uppercase())))
+                Err(SqlError::not_supported(format!("ENCODE {} (encodings: JSON, CSV, AVRO)", other.to_uppercase())))
             }
         }
     }
@@ -83,6 +91,7 @@ pub struct Decoded {
 pub struct PayloadDecoder {
     schema: SchemaRef,
     encoding: Encoding,
+    avro: Option<AvroDecoder>,
 }
 
 /// Arrow's error text without its "Json error: " style prefix.
@@ -95,8 +104,33 @@ fn message(error: ArrowError) -> String {
 }
 
 impl PayloadDecoder {
+    /// A JSON or CSV decoder.
     pub fn new(schema: SchemaRef, encoding: Encoding) -> Self {
-        Self { schema, encoding }
+        Self { schema, encoding, avro: None }
+    }
+
+    /// The decoder a source's options ask for; `topic` names the default
+    /// schema registry subject for `ENCODE AVRO`.
+    pub fn for_source(schema: SchemaRef, options: &super::ConnectorOptions, topic: Option<&str>) -> Result<Self> {
+        let encoding = Encoding::from_options(options)?;
+        let avro = match encoding {
+            Encoding::Avro => Some(AvroDecoder::new(schema.clone(), options, topic)?),
+            _ => None,
+        };
+        Ok(Self { schema, encoding, avro })
+    }
+
+    /// At CREATE: what the decoder depends on (a schema registry) answers
+    /// and fits the columns.
+    pub fn check(&self) -> Result<()> {
+        self.avro.as_ref().map_or(Ok(()), AvroDecoder::check)
+    }
+
+    /// Looks up what decoding `payloads` will need (new schema ids in a
+    /// registry); fails when that cannot be reached, so the read can be
+    /// retried rather than its records called bad.
+    pub fn resolve(&self, payloads: &Payloads) -> Result<()> {
+        self.avro.as_ref().map_or(Ok(()), |avro| avro.resolve(payloads))
     }
 
     pub fn encoding(&self) -> Encoding {
@@ -151,10 +185,14 @@ impl PayloadDecoder {
                 }
                 Ok(decoder.flush()?.unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
             }
+            Encoding::Avro => Err(ArrowError::InvalidArgumentError("an Avro decoder without its settings".into())),
         }
     }
 
     pub fn decode(&self, payloads: &Payloads) -> Result<Decoded> {
+        if let Some(avro) = &self.avro {
+            return avro.decode(payloads);
+        }
         if let Ok(rows) = self.decode_all(payloads, 0..payloads.len()) {
             if rows.num_rows() == payloads.len() {
                 return Ok(Decoded { rows, bad: Vec::new() });

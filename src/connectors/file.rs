@@ -64,9 +64,15 @@ impl FileReader {
             matches!(key, "connector" | "path" | "format" | "encode" | "delimiter" | "csv.header" | "bad_records")
         })?;
         let bad = |m: String| SqlError::new(sqlstate::INVALID_PARAMETER_VALUE, m);
-        let path = options.get("path").filter(|p| !p.is_empty()).ok_or_else(|| bad("connector 'file' needs path = '…'".into()))?;
+        let path = options
+            .get("path")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| bad("connector 'file' needs path = '…'".into()))?;
         if let Some(format) = options.get("format").filter(|f| !f.eq_ignore_ascii_case("plain")) {
-            return Err(SqlError::not_supported(format!("FORMAT {} for files (formats: PLAIN)", format.to_uppercase())));
+            return Err(SqlError::not_supported(format!(
+                "FORMAT {} for files (formats: PLAIN)",
+                format.to_uppercase()
+            )));
         }
         let path = PathBuf::from(path);
         let pattern = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -78,6 +84,9 @@ impl FileReader {
             .filter(|s| !s.fields().is_empty())
             .ok_or_else(|| bad("connector 'file' needs the source's columns".into()))?;
         let encoding = Encoding::from_options(options)?;
+        if encoding == Encoding::Avro {
+            return Err(SqlError::not_supported("ENCODE AVRO for files (files are read as lines: ENCODE CSV or JSON)"));
+        }
         let fail_on_bad = match options.get("bad_records").map(str::to_ascii_lowercase).as_deref() {
             None | Some("dead_letter") => false,
             Some("fail") => true,
@@ -220,11 +229,12 @@ mod tests {
         let mut options = ConnectorOptions::default();
         options.values.insert("connector".into(), "file".into());
         options.values.insert("path".into(), dir.join("*.jsonl").to_string_lossy().into_owned());
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
-            "id",
-            datafusion::arrow::datatypes::DataType::Int64,
-            true,
-        )]));
+        let schema =
+            Arc::new(datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+                "id",
+                datafusion::arrow::datatypes::DataType::Int64,
+                true,
+            )]));
         let reader = FileReader::new(&options, Some(schema)).expect("reader");
         std::fs::write(dir.join("a.jsonl"), "{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3").expect("write");
         let mut position = SourcePosition::default();

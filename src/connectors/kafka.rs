@@ -27,6 +27,9 @@
 //!
 //! `FORMAT UPSERT ENCODE JSON` and `FORMAT DEBEZIUM ENCODE JSON` (see
 //! `changelog`) read keyed changes, for a table with a primary key.
+//! `FORMAT PLAIN ENCODE AVRO (schema.registry = 'http://…')` reads the
+//! Confluent wire format (see `avro`); while the registry cannot be
+//! reached, records wait in Kafka and the reader retries with backoff.
 //!
 //! While the broker cannot be reached the view reads nothing and the
 //! connector retries with backoff (up to 10 s); the error is logged.
@@ -36,7 +39,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanArray, Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions, TimestampNanosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanArray, Int32Builder, Int64Builder, RecordBatch, RecordBatchOptions,
+    TimestampNanosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parking_lot::Mutex;
@@ -167,7 +171,8 @@ impl KafkaReader {
                     | "delimiter"
                     | "bad_records"
                     | super::PRIMARY_KEY_OPTION
-            ) || key.starts_with("properties.")
+            ) || super::avro::is_option(key)
+                || key.starts_with("properties.")
                 || key.strip_prefix("include.").is_some_and(|k| Include::ALL.iter().any(|(_, name)| *name == k))
         })?;
         let topic = options
@@ -194,6 +199,7 @@ impl KafkaReader {
             ));
         }
         let encoding = Encoding::from_options(options)?;
+        // Keys and delete rows are read as JSON.
         if envelope.keyed() && encoding != Encoding::Json {
             return Err(SqlError::not_supported("FORMAT UPSERT and FORMAT DEBEZIUM with an encoding other than JSON"));
         }
@@ -254,14 +260,16 @@ impl KafkaReader {
                 }
             }
         }
+        let key_decoder = Arc::new(PayloadDecoder::new(all_nullable(&payload), Encoding::Json));
+        let decoder = Arc::new(PayloadDecoder::for_source(payload, options, Some(&topic))?);
         Ok(Self {
             topic,
             config,
             startup,
             schema: Arc::new(Schema::new(fields)),
             includes,
-            key_decoder: Arc::new(PayloadDecoder::new(all_nullable(&payload), Encoding::Json)),
-            decoder: Arc::new(PayloadDecoder::new(payload, encoding)),
+            key_decoder,
+            decoder,
             envelope,
             key_columns,
             fail_on_bad,
@@ -385,6 +393,16 @@ impl KafkaReader {
         columns
     }
 
+    /// Puts back records fetched but not read (`position` returns to
+    /// `before`, and the consumer is pointed there again), after `error`.
+    fn unread(&self, position: &mut SourcePosition, before: SourcePosition, error: &SqlError) {
+        *position = before;
+        if let Some(connection) = self.connection.lock().as_mut() {
+            connection.assigned.clear();
+        }
+        self.failed(error);
+    }
+
     /// Notes a failure to reach the broker; reads wait out the backoff.
     fn failed(&self, error: &SqlError) {
         let mut health = self.health.lock();
@@ -469,7 +487,14 @@ impl KafkaReader {
 
     /// A record that did not make a row: kept, or failing the read with
     /// `bad_records = 'fail'`.
-    fn bad_record(&self, metadata: &Metadata, payloads: &Payloads, i: usize, error: &str, bad: &mut Vec<BadRecord>) -> Result<()> {
+    fn bad_record(
+        &self,
+        metadata: &Metadata,
+        payloads: &Payloads,
+        i: usize,
+        error: &str,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<()> {
         if self.fail_on_bad {
             return Err(SqlError::new(
                 sqlstate::INVALID_TEXT_REPRESENTATION,
@@ -522,9 +547,15 @@ impl SourceReader for KafkaReader {
         if self.envelope.keyed() {
             return Err(SqlError::internal("a keyed Kafka format is read through read_changes"));
         }
+        let before = position.clone();
         let Some((payloads, metadata)) = self.fetch(position, max_records)? else {
             return Ok(RecordBatch::new_empty(self.schema.clone()));
         };
+        if let Err(error) = self.decoder.resolve(&payloads) {
+            // The schema registry is down: read these records again later.
+            self.unread(position, before, &error);
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
         let decoded = self.decoder.decode(&payloads)?;
         let mut kept = vec![true; payloads.len()];
         for (i, error) in &decoded.bad {
@@ -614,7 +645,8 @@ impl SourceReader for KafkaReader {
 
     fn check(&self) -> Result<()> {
         let consumer = self.consumer()?;
-        self.partitions(&consumer).map(|_| ())
+        self.partitions(&consumer)?;
+        self.decoder.check()
     }
 
     fn replayable(&self) -> bool {

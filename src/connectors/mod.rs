@@ -19,6 +19,7 @@
 //! This module may call `stream` types (schemas, errors); the stream layer
 //! reaches connectors only through [`SourceReader`].
 
+pub mod avro;
 pub mod changelog;
 pub mod datagen;
 pub mod decode;

@@ -2,6 +2,7 @@
 //! per area. Every test starts the real `freshet` binary and talks to it over
 //! the Postgres wire protocol with real clients.
 
+mod avro;
 mod bad_input;
 mod cdc;
 mod clients;
@@ -12,6 +13,7 @@ mod kafka;
 mod nexmark;
 mod oracle;
 mod postgres;
+mod schema_registry;
 mod server;
 mod sinks;
 mod slt;
