@@ -6,6 +6,7 @@
 //! dataflows that maintain views live in `stream::coordinator`.
 
 pub mod feed;
+pub mod pg_catalog;
 pub mod provider;
 pub mod sinks;
 pub mod snapshot;
@@ -105,6 +106,9 @@ pub struct Relation {
     /// A materialized view's column watermarks as of the last epoch that
     /// stepped it.
     pub current_watermarks: Mutex<watermark::Watermarks>,
+    /// COMMENT ON text: 0 for the relation, n for its n-th column (as
+    /// `pg_description.objsubid` numbers them).
+    pub comments: Mutex<BTreeMap<i32, String>>,
 }
 
 /// `WATERMARK FOR column AS expression` of a table.
@@ -192,6 +196,7 @@ impl Relation {
             emit_on_window_close: false,
             stats: ViewStats::new(),
             current_watermarks: Mutex::new(Vec::new()),
+            comments: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -264,6 +269,11 @@ impl Catalog {
     /// Relations that read `id` directly.
     pub fn dependents(&self, id: RelationId) -> Vec<Arc<Relation>> {
         self.inner.read().by_id.values().filter(|r| r.depends_on.contains(&id)).cloned().collect()
+    }
+
+    /// Every relation, in id (creation) order.
+    pub fn list_all(&self) -> Vec<Arc<Relation>> {
+        self.inner.read().by_id.values().cloned().collect()
     }
 
     pub fn list(&self, kind: RelationKind) -> Vec<Arc<Relation>> {

@@ -17,6 +17,10 @@
 //!   (`reading`, `retrying: <error>`, `failed: <error>`).
 //! - `freshet_catalog.sinks`: each sink's connector, how delivery goes,
 //!   how many committed epochs wait in its outbox, and its failure.
+//! - `freshet_catalog.lineage`: one row per edge of the dataflow graph,
+//!   an object and a relation it reads directly (what feeds a view:
+//!   `WHERE object = 'v'`; what a table feeds: `WHERE upstream = 't'`;
+//!   transitively with `WITH RECURSIVE`).
 
 use std::sync::Arc;
 
@@ -48,6 +52,7 @@ enum Which {
     SourceErrors,
     SourceStatus,
     Sinks,
+    Lineage,
 }
 
 struct SystemTable {
@@ -120,6 +125,7 @@ pub fn register(
                 text("failure"),
             ],
         ),
+        ("lineage", Which::Lineage, vec![text("object"), text("object_kind"), text("upstream"), text("upstream_kind")]),
     ];
     for (name, which, fields) in tables {
         let table = SystemTable {
@@ -259,6 +265,23 @@ impl SystemTable {
                     Arc::new(StringArray::from(sources)),
                     Arc::new(StringArray::from(statuses)),
                 ]
+            }
+            Which::Lineage => {
+                let mut edges: Vec<[String; 4]> = Vec::new();
+                for relation in self.catalog.list_all() {
+                    for upstream in relation.depends_on.iter().filter_map(|id| self.catalog.get(*id)) {
+                        edges.push([
+                            relation.name.to_string(),
+                            relation.kind.noun().to_string(),
+                            upstream.name.to_string(),
+                            upstream.kind.noun().to_string(),
+                        ]);
+                    }
+                }
+                edges.sort();
+                (0..4)
+                    .map(|i| Arc::new(StringArray::from_iter_values(edges.iter().map(|e| e[i].clone()))) as ArrayRef)
+                    .collect()
             }
             Which::Sinks => {
                 let snapshot = statement_snapshot(self.coordinator.store().as_ref());

@@ -39,8 +39,10 @@ impl FreshetHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
         let ctx = Arc::new(engine.ctx.clone());
         let copy = Arc::new(CopyInHandler::new(engine.clone()));
-        // Our hook first; then datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
-        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![Arc::new(EngineHook { engine })];
+        // Our hooks first (statements we own, session settings); then
+        // datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
+        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> =
+            vec![Arc::new(EngineHook { engine }), Arc::new(super::session::SessionHook)];
         hooks.extend([
             Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook)
                 as Arc<dyn datafusion_postgres::QueryHook>,
@@ -147,7 +149,18 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
                 return Ok(responses.into_iter().map(postgres_text).collect());
             }
         }
-        let responses = SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await?;
+        let responses = match SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await {
+            // Postgres expressions DataFusion lacks, rewritten into ones it
+            // has; only after a failure, as datafusion-postgres replaces
+            // some catalog queries whole when it sees them as sent.
+            Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
+                match crate::sql::compat::rewrite(query) {
+                    Some(compatible) => SimpleQueryHandler::do_query(self.inner.as_ref(), client, &compatible).await?,
+                    None => return Err(error),
+                }
+            }
+            other => other?,
+        };
         Ok(responses.into_iter().map(postgres_text).collect())
     }
 }
@@ -181,7 +194,16 @@ impl QueryParser for FreshetQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
-        self.inner.parse_sql(client, rewritten.as_deref().unwrap_or(sql), types).await
+        let sql = rewritten.as_deref().unwrap_or(sql);
+        match self.inner.parse_sql(client, sql, types).await {
+            Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
+                match crate::sql::compat::rewrite(sql) {
+                    Some(compatible) => self.inner.parse_sql(client, &compatible, types).await,
+                    None => Err(error),
+                }
+            }
+            other => other,
+        }
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {

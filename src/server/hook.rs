@@ -25,7 +25,7 @@ pub struct EngineHook {
     pub engine: Arc<Engine>,
 }
 
-async fn respond(outcome: crate::error::Result<Outcome>) -> PgWireResult<Response> {
+pub(super) async fn respond(outcome: crate::error::Result<Outcome>) -> PgWireResult<Response> {
     match outcome.map_err(to_pgwire)? {
         Outcome::Command { tag, rows } => {
             let mut tag_out = Tag::new(tag);

@@ -11,6 +11,7 @@ mod errors;
 mod handlers;
 mod hook;
 mod pg_text;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

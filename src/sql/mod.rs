@@ -7,11 +7,14 @@
 //! nothing of the wire protocol: results are [`Outcome`]s.
 
 mod bytea;
+mod comment;
+pub mod compat;
 pub mod copy;
 mod ddl;
 mod dml;
 mod nexmark;
 mod options;
+pub mod pg_functions;
 pub mod syntax;
 mod values;
 mod windows;
@@ -102,17 +105,18 @@ impl Engine {
         // without one DataFusion plans it as a plain TIMESTAMP.
         config.options_mut().execution.time_zone = Some("+00:00".to_string());
         let mut ctx = SessionContext::new_with_config(config);
+        let catalog = Arc::new(Catalog::default());
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
             &ctx,
             DATABASE,
             datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
         )
         .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
+        install_pg_catalog(&ctx, &catalog)?;
         ctx.register_udf(crate::plan::temporal::EpochNow::udf().as_ref().clone());
         let bytea_input = bytea::ByteaInput::udf();
         ctx.register_udf(bytea_input.as_ref().clone());
         ctx.register_function_rewrite(Arc::new(bytea::ByteaCastRewrite::new(bytea_input)))?;
-        let catalog = Arc::new(Catalog::default());
         let coordinator = Arc::new(Coordinator::new(store, state_budget, checkpoint_interval));
         for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop, windows::WindowKind::Session] {
             let function = Arc::new(windows::WindowFunction::new(kind, catalog.clone(), coordinator.clone()));
@@ -155,6 +159,7 @@ impl Engine {
         if let Some((last, _)) = entries.last() {
             self.catalog.set_next_id(last + 1);
         }
+        comment::restore(self)?;
         let catalog = self.catalog.clone();
         let replayed_epochs = self.coordinator.begin().await.finish_recovery(&|id| catalog.get(id))?;
         Ok(Recovery { relations: entries.len(), epoch: snapshot.epoch(), replayed_epochs })
@@ -194,6 +199,7 @@ impl Engine {
                 matches!(object_type, ObjectType::Table | ObjectType::View | ObjectType::MaterializedView)
             }
             Statement::ShowTables { .. } | Statement::ShowViews { .. } => true,
+            Statement::Comment { .. } => true,
             _ => false,
         }
     }
@@ -220,6 +226,9 @@ impl Engine {
             Statement::ShowViews { materialized, .. } => {
                 self.show(if *materialized { RelationKind::MaterializedView } else { RelationKind::View })
             }
+            Statement::Comment { object_type, object_name, comment, if_exists } => {
+                comment::comment(self, *object_type, object_name, comment.as_deref(), *if_exists).await
+            }
             other => Err(SqlError::internal(format!("statement not handled by the engine: {other}"))),
         };
         // Whatever this statement wrote, the next one reads afresh.
@@ -234,4 +243,21 @@ impl Engine {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(names))])?;
         Ok(Outcome::Rows(self.ctx.read_batch(batch)?))
     }
+}
+
+/// Puts Freshet's relation tables in the crate's pg_catalog (see
+/// `catalog::pg_catalog`) and registers the catalog functions that read them.
+fn install_pg_catalog(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Result<()> {
+    let schemas = ctx.catalog(DATABASE).ok_or_else(|| SqlError::internal(format!("catalog {DATABASE} is missing")))?;
+    let inner = schemas.schema("pg_catalog").ok_or_else(|| SqlError::internal("pg_catalog is missing"))?;
+    // Reading the crate's table schemas is synchronous work behind an
+    // async signature: nothing here waits on I/O.
+    let wrapped = futures::executor::block_on(crate::catalog::pg_catalog::PgCatalog::new(
+        inner,
+        ctx.state().catalog_list().clone(),
+        catalog.clone(),
+    ))?;
+    schemas.register_schema("pg_catalog", Arc::new(wrapped))?;
+    pg_functions::register(ctx, catalog);
+    Ok(())
 }

@@ -10,6 +10,8 @@
 //!   view whose changes go out instead of being stored) and `DROP SINK`;
 //! - `CREATE TABLE name (…) FROM source TABLE 'schema.table'` (a table fed
 //!   by a CDC source);
+//! - `COMMENT ON SOURCE | SINK name` (as on the table or materialized
+//!   view each is built as);
 //! - dotted option names (`nexmark.table.type = 'bid'`) and
 //!   `FORMAT x ENCODE y` after the WITH options.
 //!
@@ -105,7 +107,11 @@ fn tokenize(sql: &str) -> Option<Vec<Tok>> {
 /// Rewrites every statement of `sql` that uses Freshet's clauses; `None`
 /// when there is nothing to rewrite (the text goes to the parser as it is).
 pub fn rewrite(sql: &str) -> Result<Option<String>> {
-    if !contains_ignore_case(sql, "create") && !contains_ignore_case(sql, "source") && !contains_ignore_case(sql, "sink") {
+    // (COMMENT ON SOURCE | SINK contains one of the last two.)
+    if !contains_ignore_case(sql, "create")
+        && !contains_ignore_case(sql, "source")
+        && !contains_ignore_case(sql, "sink")
+    {
         return Ok(None);
     }
     // Text the tokenizer refuses is left for the parser to report.
@@ -225,6 +231,19 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
         out[sig[1]] = new(Token::make_word("MATERIALIZED VIEW", None));
         return Ok(Some(out));
     }
+    // COMMENT ON SOURCE s / SINK s: as the table / materialized view each is.
+    if word_at(0).is_some_and(|t| keyword(t) == Keyword::COMMENT)
+        && word_at(1).is_some_and(|t| keyword(t) == Keyword::ON)
+    {
+        let replacement = match word_at(2) {
+            Some(t) if is_word(t, "source") => "TABLE",
+            Some(t) if is_word(t, "sink") => "MATERIALIZED VIEW",
+            _ => return Ok(None),
+        };
+        let mut out = tokens.to_vec();
+        out[sig[2]] = new(Token::make_word(replacement, None));
+        return Ok(Some(out));
+    }
     if !word_at(0).is_some_and(|t| keyword(t) == Keyword::CREATE) {
         return Ok(None);
     }
@@ -264,7 +283,9 @@ fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
     let mut k = sig.iter().position(|&i| i == head_end).ok_or_else(|| syntax_error(usage))? + 1;
     let mut if_not_exists = false;
     if at(k).is_some_and(|t| keyword(t) == Keyword::IF) {
-        if !(at(k + 1).is_some_and(|t| keyword(t) == Keyword::NOT) && at(k + 2).is_some_and(|t| keyword(t) == Keyword::EXISTS)) {
+        if !(at(k + 1).is_some_and(|t| keyword(t) == Keyword::NOT)
+            && at(k + 2).is_some_and(|t| keyword(t) == Keyword::EXISTS))
+        {
             return Err(syntax_error(usage));
         }
         if_not_exists = true;
@@ -273,7 +294,10 @@ fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
     // The name: words and dots up to FROM or AS.
     let name_start = sig.get(k).copied().ok_or_else(|| syntax_error(format!("CREATE SINK needs a name: {usage}")))?;
     let mut name_end = name_start;
-    while name_end < tokens.len() && keyword(&tokens[name_end]) != Keyword::FROM && keyword(&tokens[name_end]) != Keyword::AS {
+    while name_end < tokens.len()
+        && keyword(&tokens[name_end]) != Keyword::FROM
+        && keyword(&tokens[name_end]) != Keyword::AS
+    {
         name_end += 1;
     }
     if name_end >= tokens.len() {
@@ -487,7 +511,11 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
             }
             let upstream = match sig.get(3).map(|&k| &tokens[k].token) {
                 Some(Token::SingleQuotedString(name)) => name.clone(),
-                _ => return Err(syntax_error(format!("CREATE TABLE … FROM {source_name} TABLE needs a quoted table name: {usage}"))),
+                _ => {
+                    return Err(syntax_error(format!(
+                        "CREATE TABLE … FROM {source_name} TABLE needs a quoted table name: {usage}"
+                    )));
+                }
             };
             added.push((CDC_SOURCE.to_string(), source_name));
             added.push((CDC_TABLE.to_string(), upstream));
@@ -747,9 +775,14 @@ mod tests {
         assert!(out.contains("format = 'upsert'") && out.contains("freshet_kind = 'sink'"), "{out}");
         assert!(out.ends_with("AS SELECT * FROM v"), "{out}");
         parses(&out);
-        let query = rewritten("CREATE SINK IF NOT EXISTS s AS SELECT a, count(*) FROM t GROUP BY a WITH (connector = 'postgres', table = 'x')");
+        let query = rewritten(
+            "CREATE SINK IF NOT EXISTS s AS SELECT a, count(*) FROM t GROUP BY a WITH (connector = 'postgres', table = 'x')",
+        );
         assert!(query.starts_with("CREATE MATERIALIZED VIEW IF NOT EXISTS s WITH (connector = 'postgres'"), "{query}");
-        assert!(query.contains("freshet_kind = 'sink') AS ") && query.contains("SELECT a, count(*) FROM t GROUP BY a"), "{query}");
+        assert!(
+            query.contains("freshet_kind = 'sink') AS ") && query.contains("SELECT a, count(*) FROM t GROUP BY a"),
+            "{query}"
+        );
         parses(&query);
         assert_eq!(rewritten("DROP SINK s"), "DROP MATERIALIZED VIEW s");
         let cdc = rewritten("CREATE TABLE o (id INT PRIMARY KEY) FROM pg TABLE 'public.orders'");

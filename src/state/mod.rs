@@ -104,6 +104,15 @@ pub fn catalog_key(relation_id: u32) -> [u8; 5] {
     [b'c', id[0], id[1], id[2], id[3]]
 }
 
+/// Key of a relation's COMMENT ON texts.
+pub fn comment_key(relation_id: u32) -> [u8; 5] {
+    let id = relation_id.to_be_bytes();
+    [b'd', id[0], id[1], id[2], id[3]]
+}
+
+/// Prefix of all relations' comments.
+pub const COMMENT_PREFIX: &[u8] = b"d";
+
 /// Prefix of all catalog entries, in relation-id (creation) order.
 pub const CATALOG_PREFIX: &[u8] = b"c";
 

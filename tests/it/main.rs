@@ -13,6 +13,7 @@ mod kafka;
 mod nexmark;
 mod oracle;
 mod postgres;
+mod psql_catalog;
 mod schema_registry;
 mod server;
 mod sinks;
