@@ -24,6 +24,7 @@ use super::copy::CopyInHandler;
 use super::errors::SqlStateErrorHandler;
 use super::hook::EngineHook;
 use super::pg_text::postgres_text;
+use super::subscribe;
 use crate::sql::Engine;
 use pgwire::api::portal::Portal;
 
@@ -38,6 +39,7 @@ pub struct FreshetHandlers {
 impl FreshetHandlers {
     pub fn new(engine: Arc<Engine>) -> Self {
         let ctx = Arc::new(engine.ctx.clone());
+        let engine_for_streams = engine.clone();
         let copy = Arc::new(CopyInHandler::new(engine.clone()));
         // Our hooks first (statements we own, session settings); then
         // datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
@@ -52,9 +54,13 @@ impl FreshetHandlers {
         let session = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let connections = Arc::new(ConnectionManager::new());
         Self {
-            simple: Arc::new(FreshetSimpleQuery { inner: session.clone(), copy: copy.clone() }),
+            simple: Arc::new(FreshetSimpleQuery {
+                inner: session.clone(),
+                copy: copy.clone(),
+                engine: engine_for_streams.clone(),
+            }),
             copy,
-            extended: Arc::new(FreshetExtendedQuery::new(session)),
+            extended: Arc::new(FreshetExtendedQuery::new(session, engine_for_streams)),
             startup: Arc::new(TrustStartup { connections: connections.clone() }),
             cancel: Arc::new(DefaultCancelHandler::new(connections)),
         }
@@ -101,10 +107,28 @@ impl NoopStartupHandler for TrustStartup {
 pub struct FreshetSimpleQuery {
     inner: Arc<DfSessionService>,
     copy: Arc<CopyInHandler>,
+    engine: Arc<Engine>,
 }
 
 #[async_trait]
 impl SimpleQueryHandler for FreshetSimpleQuery {
+    /// SUBSCRIBE and COPY (SUBSCRIBE …) stream their rows themselves;
+    /// everything else goes the usual way.
+    async fn on_query<C>(&self, client: &mut C, query: pgwire::messages::simplequery::Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let Some(Ok(command @ (subscribe::Command::Subscribe(_) | subscribe::Command::Copy { .. }))) =
+            subscribe::parse(&query.query)
+        {
+            return subscribe::stream(&self.engine, client, command).await;
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -116,6 +140,14 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         // become standard SQL first.
         let rewritten = crate::sql::syntax::rewrite(query).map_err(super::errors::to_pgwire)?;
         let query = rewritten.as_deref().unwrap_or(query);
+        // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE).
+        if let Some(parsed) = subscribe::parse(query) {
+            let command = parsed.map_err(super::errors::to_pgwire)?;
+            let text = pgwire::api::portal::Format::UnifiedText;
+            if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, &text).await {
+                return Ok(vec![postgres_text(served?.1)]);
+            }
+        }
         let bare = query.trim().trim_end_matches(';').trim();
         if bare.eq_ignore_ascii_case("flush") {
             // Every DML statement returns only after its epoch committed, so
@@ -170,12 +202,13 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
 pub struct FreshetExtendedQuery {
     inner: Arc<DfSessionService>,
     parser: Arc<FreshetQueryParser>,
+    engine: Arc<Engine>,
 }
 
 impl FreshetExtendedQuery {
-    fn new(inner: Arc<DfSessionService>) -> Self {
+    fn new(inner: Arc<DfSessionService>, engine: Arc<Engine>) -> Self {
         let parser = Arc::new(FreshetQueryParser { inner: inner.query_parser() });
-        Self { inner, parser }
+        Self { inner, parser, engine }
     }
 }
 
@@ -193,6 +226,12 @@ impl QueryParser for FreshetQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        if let Some(parsed) = subscribe::parse(sql) {
+            let command = parsed.map_err(super::errors::to_pgwire)?;
+            if let Some(statement) = subscription_statement(client, sql, &command)? {
+                return Ok(Some(statement));
+            }
+        }
         let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
         let sql = rewritten.as_deref().unwrap_or(sql);
         match self.inner.parse_sql(client, sql, types).await {
@@ -240,7 +279,62 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // Subscription cursors, as parsed by `subscription_statement`.
+        let (text, _) = &portal.statement.statement;
+        if let Some(Ok(command)) = subscribe::parse(text) {
+            let format = &portal.result_column_format;
+            if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, format).await {
+                return Ok(postgres_text(served?.1));
+            }
+        }
         let response = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await?;
         Ok(postgres_text(response))
     }
+}
+
+/// The prepared form of a subscription statement over the extended
+/// protocol: DECLARE … FOR SUBSCRIBE, and FETCH / CLOSE of a subscription
+/// cursor (its result columns described by an empty plan of that schema).
+/// `None` for FETCH / CLOSE of other cursors, which DataFusion's serve.
+fn subscription_statement<C>(
+    client: &C,
+    sql: &str,
+    command: &subscribe::Command,
+) -> PgWireResult<Option<<datafusion_postgres::Parser as QueryParser>::Statement>>
+where
+    C: ClientInfo + Unpin + Send + Sync,
+{
+    use subscribe::Command;
+    let client: &(dyn ClientInfo + Send + Sync) = client;
+    let schema = match command {
+        Command::Subscribe(_) | Command::Copy { .. } => {
+            return Err(super::errors::to_pgwire(crate::error::SqlError::not_supported(
+                "SUBSCRIBE over the extended protocol (it streams until canceled): use DECLARE c CURSOR FOR SUBSCRIBE … and FETCH ALL c",
+            )));
+        }
+        Command::Declare { .. } => None,
+        Command::Fetch { .. } => match subscribe::fetch_schema(client, command) {
+            Some(schema) => Some(schema),
+            None => return Ok(None),
+        },
+        Command::Close(Some(name)) if subscribe::Cursors::of(client).get(name).is_some() => None,
+        Command::Close(_) => return Ok(None),
+    };
+    let plan = match schema {
+        None => None,
+        Some(schema) => {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            let placeholder = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, "SELECT 1")
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?
+                .remove(0);
+            let schema = datafusion::common::DFSchema::try_from(schema.as_ref().clone())
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            let plan = datafusion::logical_expr::LogicalPlan::EmptyRelation(datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(schema),
+            });
+            Some((placeholder, plan))
+        }
+    };
+    Ok(Some((sql.to_string(), plan)))
 }

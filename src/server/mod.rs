@@ -12,6 +12,7 @@ mod handlers;
 mod hook;
 mod pg_text;
 mod session;
+mod subscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -29,6 +29,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::RecordBatch;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::catalog::{Relation, storage};
@@ -39,6 +40,7 @@ use crate::state::{
 };
 use crate::stream::epoch_log::{self, LoggedWatermark};
 use crate::stream::state_table::{StateBudget, StateContext};
+use crate::stream::subscribe::{Feed, Subscriptions};
 use crate::stream::watermark::{self, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
@@ -206,6 +208,8 @@ pub struct Coordinator {
     /// sink delivery task): past [`SINK_BACKLOG_LIMIT`] connectors stop
     /// reading until the sink catches up.
     sink_backlog: std::sync::atomic::AtomicUsize,
+    /// Clients following relations' changes (SUBSCRIBE).
+    subscriptions: Subscriptions,
 }
 
 /// Undelivered sink epochs at which reading from connectors pauses: a
@@ -230,6 +234,7 @@ pub struct EpochGuard<'a> {
     flows: MutexGuard<'a, Dataflows>,
     /// Sinks are too far behind: source readers read nothing this epoch.
     hold_sources: bool,
+    subscriptions: &'a Subscriptions,
 }
 
 impl Coordinator {
@@ -248,7 +253,27 @@ impl Coordinator {
             checkpoint_interval,
             dataflows: Mutex::new(flows),
             sink_backlog: std::sync::atomic::AtomicUsize::new(0),
+            subscriptions: Subscriptions::default(),
         }
+    }
+
+    /// Subscribes to `relation`'s committed changes (a table's or
+    /// materialized view's): the epoch it starts after, its rows at that
+    /// epoch (if `with_snapshot`), and the feed of every later epoch's
+    /// changes.
+    pub async fn subscribe(
+        &self,
+        relation: &Relation,
+        with_snapshot: bool,
+    ) -> Result<(Epoch, Option<RecordBatch>, Feed)> {
+        // Under the epoch lock: no epoch commits between the snapshot and
+        // the registration.
+        let guard = self.begin().await;
+        let snapshot = self.store.snapshot();
+        let rows = if with_snapshot { Some(storage::scan_all(relation, snapshot.as_ref())?) } else { None };
+        let feed = self.subscriptions.add(relation.id);
+        drop(guard);
+        Ok((snapshot.epoch(), rows, feed))
     }
 
     pub fn store(&self) -> &Arc<dyn StateStore> {
@@ -272,6 +297,7 @@ impl Coordinator {
             checkpoint_interval: self.checkpoint_interval,
             flows: self.dataflows.lock().await,
             hold_sources: self.sinks_backlogged(),
+            subscriptions: &self.subscriptions,
         }
     }
 
@@ -458,7 +484,12 @@ impl EpochGuard<'_> {
         if live && !checkpoint && self.flows.views.iter().any(|f| f.clocked) {
             epoch_log::append_header(&mut log, &header);
         }
+        // Changes of subscribed relations, published once the epoch is written.
+        let mut published: Vec<(RelationId, ChangeBatch)> = Vec::new();
         for (relation, change) in changes {
+            if live && !change.is_empty() && self.subscriptions.wanted(relation.id) {
+                published.push((relation.id, change.clone()));
+            }
             if live {
                 storage::apply_change(&relation, snapshot.as_ref(), &change, &mut batch)?;
                 let feeds_a_view = self.flows.views.iter().any(|f| f.inputs.contains(&relation.id));
@@ -475,7 +506,7 @@ impl EpochGuard<'_> {
             watermarks.stage(&mut batch);
         }
         let mut touched: Vec<Arc<Relation>> = Vec::new();
-        let mut aborted = self.step_views(&mut input, &snapshot, &mut batch, live, &mut touched).err();
+        let mut aborted = self.step_views(&mut input, &snapshot, &mut batch, live, &mut touched, &mut published).err();
         if aborted.is_none() && checkpoint {
             aborted = self.stage_checkpoint(&state, &mut batch, &mut touched).err();
         }
@@ -490,6 +521,7 @@ impl EpochGuard<'_> {
             batch.put(log_key(epoch).to_vec(), log);
         }
         self.write_epoch(batch, aborted, checkpoint, touched)?;
+        self.subscriptions.publish(epoch, published);
         self.flows.last_time = time;
         if live {
             watermarks.commit();
@@ -512,6 +544,7 @@ impl EpochGuard<'_> {
         batch: &mut WriteBatch,
         write_rows: bool,
         stepped: &mut Vec<Arc<Relation>>,
+        published: &mut Vec<(RelationId, ChangeBatch)>,
     ) -> Result<()> {
         let state = input.state.clone();
         let epoch = self.flows.next_epoch;
@@ -543,6 +576,9 @@ impl EpochGuard<'_> {
                 Ok((watermarks, delta)) => {
                     if write_rows {
                         write_output(&flow.view, snapshot.as_ref(), &delta, epoch, batch)?;
+                        if !delta.is_empty() && self.subscriptions.wanted(flow.view.id) {
+                            published.push((flow.view.id, delta.clone()));
+                        }
                     }
                     input.insert(flow.view.id, delta)?;
                     if watermarks.iter().any(Option::is_some) {
@@ -760,6 +796,7 @@ impl EpochGuard<'_> {
     /// entries naming a dropped table are skipped by a replay.)
     pub fn drop_relation(&mut self, relation: &Relation) -> Result<()> {
         self.flows.views.retain(|f| f.view.id != relation.id);
+        self.subscriptions.remove_relation(relation.id);
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
         snapshot.scan_prefix(&relation_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));

@@ -20,4 +20,5 @@ mod sinks;
 mod slt;
 mod sources;
 mod state_budget;
+mod subscribe;
 mod windows;

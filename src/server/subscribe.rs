@@ -1,0 +1,743 @@
+//! SUBSCRIBE on the wire: a table's or materialized view's rows, then
+//! every committed change, as rows `(epoch, op, <columns>)` with op
+//! `insert` or `delete` (a row whose count changed by n comes n times).
+//!
+//! - `SUBSCRIBE [TO] name [WITH (snapshot = false)]` (simple protocol):
+//!   rows stream to the client as epochs commit, until it cancels (57014)
+//!   or disconnects. Each epoch's rows are flushed at once.
+//! - `COPY (SUBSCRIBE …) TO STDOUT [WITH (FORMAT csv)]`: the same as COPY
+//!   data, so `psql` prints changes as they come.
+//! - `DECLARE c CURSOR FOR SUBSCRIBE …`, then `FETCH [n | ALL] [FROM] c
+//!   [WITH (timeout = '1s')]` and `CLOSE c` (both protocols, any driver):
+//!   FETCH returns what has arrived, waiting for at least one row unless
+//!   the timeout passes first.
+//!
+//! How the changes are kept and handed over is `stream::subscribe`'s.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyOutResponse};
+use pgwire::messages::data::DataRow;
+use pgwire::messages::response::ReadyForQuery;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::catalog::{QualifiedName, RelationKind};
+use crate::error::{Result, SqlError, sqlstate};
+use crate::sql::Engine;
+use crate::stream::ChangeBatch;
+use crate::stream::subscribe::Feed;
+
+/// What to subscribe to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub relation: QualifiedName,
+    pub snapshot: bool,
+}
+
+/// A statement this module serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Subscribe(Target),
+    Copy {
+        target: Target,
+        csv: bool,
+    },
+    Declare {
+        cursor: String,
+        target: Target,
+    },
+    /// `count` None: ALL.
+    Fetch {
+        cursor: String,
+        count: Option<usize>,
+        timeout: Option<Duration>,
+    },
+    /// `None`: CLOSE ALL.
+    Close(Option<String>),
+}
+
+/// Significant tokens as lowercase words (quoted identifiers keep case),
+/// numbers, strings and punctuation.
+#[derive(Clone, Debug, PartialEq)]
+enum Tok {
+    Word(String),
+    Quoted(String),
+    Number(String),
+    Text(String),
+    Punct(Token),
+}
+
+fn tokens(sql: &str) -> Option<Vec<Tok>> {
+    let dialect = PostgreSqlDialect {};
+    let raw = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    Some(
+        raw.into_iter()
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .filter(|t| *t != Token::SemiColon)
+            .map(|t| match t {
+                Token::Word(w) if w.quote_style.is_some() => Tok::Quoted(w.value),
+                Token::Word(w) => Tok::Word(w.value.to_lowercase()),
+                Token::Number(n, _) => Tok::Number(n),
+                Token::SingleQuotedString(s) => Tok::Text(s),
+                other => Tok::Punct(other),
+            })
+            .collect(),
+    )
+}
+
+fn word(t: Option<&Tok>, w: &str) -> bool {
+    matches!(t, Some(Tok::Word(x)) if x == w)
+}
+
+fn syntax(message: impl Into<String>) -> SqlError {
+    SqlError::new(sqlstate::SYNTAX_ERROR, message)
+}
+
+/// `WITH (key = value, …)` at `at`, if there: the options and where they end.
+fn options(t: &[Tok], at: usize) -> Result<(HashMap<String, String>, usize)> {
+    let mut found = HashMap::new();
+    if !word(t.get(at), "with") {
+        return Ok((found, at));
+    }
+    if t.get(at + 1) != Some(&Tok::Punct(Token::LParen)) {
+        return Err(syntax("WITH needs (option = value, …)"));
+    }
+    let mut i = at + 2;
+    loop {
+        let key = match t.get(i) {
+            Some(Tok::Word(k)) | Some(Tok::Quoted(k)) => k.to_lowercase(),
+            Some(Tok::Punct(Token::RParen)) => return Ok((found, i + 1)),
+            _ => return Err(syntax("expected an option name in WITH (…)")),
+        };
+        i += 1;
+        if t.get(i) == Some(&Tok::Punct(Token::Eq)) {
+            i += 1;
+        }
+        let value = match t.get(i) {
+            Some(Tok::Word(v)) | Some(Tok::Quoted(v)) | Some(Tok::Number(v)) | Some(Tok::Text(v)) => v.clone(),
+            _ => return Err(syntax(format!("option {key} needs a value"))),
+        };
+        found.insert(key, value);
+        i += 1;
+        match t.get(i) {
+            Some(Tok::Punct(Token::Comma)) => i += 1,
+            Some(Tok::Punct(Token::RParen)) => return Ok((found, i + 1)),
+            _ => return Err(syntax("expected , or ) in WITH (…)")),
+        }
+    }
+}
+
+/// `SUBSCRIBE [TO] name [WITH (…)]` starting at `at`; where it ends.
+fn target(t: &[Tok], at: usize) -> Result<(Target, usize)> {
+    let mut i = at + 1;
+    if word(t.get(i), "to") {
+        i += 1;
+    }
+    let mut parts = Vec::new();
+    loop {
+        match t.get(i) {
+            Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => parts.push(w.clone()),
+            _ => return Err(syntax("SUBSCRIBE needs a table or materialized view name")),
+        }
+        i += 1;
+        if t.get(i) == Some(&Tok::Punct(Token::Period)) {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let relation = match parts.as_slice() {
+        [name] => QualifiedName { schema: "public".to_string(), name: name.clone() },
+        [schema, name] => QualifiedName { schema: schema.clone(), name: name.clone() },
+        _ => return Err(syntax("SUBSCRIBE takes [schema.]name")),
+    };
+    let (options, end) = options(t, i)?;
+    let mut snapshot = true;
+    for (key, value) in options {
+        match key.as_str() {
+            "snapshot" => {
+                snapshot = match value.to_lowercase().as_str() {
+                    "true" | "on" | "t" | "1" => true,
+                    "false" | "off" | "f" | "0" => false,
+                    other => {
+                        return Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("snapshot = '{other}' (true or false)"),
+                        ));
+                    }
+                }
+            }
+            other => {
+                return Err(SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("unrecognized SUBSCRIBE option \"{other}\" (options: snapshot)"),
+                ));
+            }
+        }
+    }
+    Ok((Target { relation, snapshot }, end))
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim().to_lowercase().as_str() {
+        "" | "s" | "sec" | "second" | "seconds" => number,
+        "ms" | "millisecond" | "milliseconds" => number / 1000.0,
+        "min" | "minute" | "minutes" => number * 60.0,
+        _ => return None,
+    };
+    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// The statement in `sql`, if it is one this module serves. FETCH and
+/// CLOSE are recognized in any form; whether they name a subscription
+/// cursor is for the caller to check.
+pub fn parse(sql: &str) -> Option<Result<Command>> {
+    let lower: String = sql.trim_start().chars().take(10).collect::<String>().to_ascii_lowercase();
+    if !["subscribe", "copy", "declare", "fetch", "close"].iter().any(|w| lower.starts_with(w)) {
+        return None;
+    }
+    let t = tokens(sql)?;
+    let done = |end: usize, command: Command| -> Result<Command> {
+        if end == t.len() { Ok(command) } else { Err(syntax("unexpected text after SUBSCRIBE")) }
+    };
+    match t.first() {
+        Some(Tok::Word(w)) if w == "subscribe" => {
+            Some(target(&t, 0).and_then(|(target, end)| done(end, Command::Subscribe(target))))
+        }
+        Some(Tok::Word(w)) if w == "copy" => {
+            if t.get(1) != Some(&Tok::Punct(Token::LParen)) || !word(t.get(2), "subscribe") {
+                return None;
+            }
+            Some((|| {
+                let (target, end) = target(&t, 2)?;
+                if t.get(end) != Some(&Tok::Punct(Token::RParen))
+                    || !word(t.get(end + 1), "to")
+                    || !word(t.get(end + 2), "stdout")
+                {
+                    return Err(syntax("COPY (SUBSCRIBE …) TO STDOUT"));
+                }
+                // COPY's options: WITH (FORMAT csv) or WITH CSV.
+                let mut csv = false;
+                let mut end = end + 3;
+                if word(t.get(end), "with") && word(t.get(end + 1), "csv") {
+                    csv = true;
+                    end += 2;
+                } else if word(t.get(end), "csv") {
+                    csv = true;
+                    end += 1;
+                } else {
+                    let (options, after) = options(&t, end)?;
+                    if let Some(format) = options.get("format") {
+                        csv = match format.to_lowercase().as_str() {
+                            "csv" => true,
+                            "text" => false,
+                            other => {
+                                return Err(SqlError::not_supported(format!("COPY (SUBSCRIBE …) in FORMAT {other}")));
+                            }
+                        };
+                    }
+                    end = after;
+                }
+                done(end, Command::Copy { target, csv })
+            })())
+        }
+        Some(Tok::Word(w)) if w == "declare" => {
+            let cursor = match t.get(1) {
+                Some(Tok::Word(c)) | Some(Tok::Quoted(c)) => c.clone(),
+                _ => return None,
+            };
+            let at = t.iter().position(|x| word(Some(x), "for"))?;
+            if !word(t.get(at + 1), "subscribe") {
+                return None;
+            }
+            Some(target(&t, at + 1).and_then(|(target, end)| done(end, Command::Declare { cursor, target })))
+        }
+        Some(Tok::Word(w)) if w == "fetch" => {
+            let mut i = 1;
+            let mut count = Some(1);
+            if word(t.get(i), "forward") || word(t.get(i), "next") {
+                i += 1;
+            }
+            match t.get(i) {
+                Some(Tok::Word(a)) if a == "all" => {
+                    count = None;
+                    i += 1;
+                }
+                Some(Tok::Number(n)) => {
+                    count = Some(n.parse().ok()?);
+                    i += 1;
+                }
+                _ => {}
+            }
+            if word(t.get(i), "from") || word(t.get(i), "in") {
+                i += 1;
+            }
+            let cursor = match t.get(i) {
+                Some(Tok::Word(c)) | Some(Tok::Quoted(c)) => c.clone(),
+                _ => return None,
+            };
+            let (options, end) = match options(&t, i + 1) {
+                Ok(found) => found,
+                Err(error) => return Some(Err(error)),
+            };
+            let timeout = match options.get("timeout") {
+                None => None,
+                Some(text) => match parse_duration(text) {
+                    Some(d) => Some(d),
+                    None => {
+                        return Some(Err(SqlError::new(
+                            sqlstate::INVALID_PARAMETER_VALUE,
+                            format!("timeout = '{text}' is not a duration (e.g. '1s', '500ms')"),
+                        )));
+                    }
+                },
+            };
+            Some(done(end, Command::Fetch { cursor, count, timeout }))
+        }
+        Some(Tok::Word(w)) if w == "close" => match t.get(1) {
+            Some(Tok::Word(a)) if a == "all" => Some(done(2, Command::Close(None))),
+            Some(Tok::Word(c)) | Some(Tok::Quoted(c)) => Some(done(2, Command::Close(Some(c.clone())))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// One subscription's output: its schema and where its rows come from.
+pub struct Subscription {
+    pub schema: SchemaRef,
+    feed: Feed,
+    /// Rows that arrived but were not handed out yet.
+    ready: VecDeque<RecordBatch>,
+    relation: String,
+}
+
+impl Subscription {
+    /// Starts following the relation (its rows first, if asked).
+    pub async fn start(engine: &Engine, target: &Target) -> Result<Self> {
+        let relation = engine.catalog.by_name(&target.relation).ok_or_else(|| {
+            SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{}\" does not exist", target.relation))
+        })?;
+        if !matches!(relation.kind, RelationKind::Table | RelationKind::MaterializedView) {
+            return Err(SqlError::new(
+                sqlstate::WRONG_OBJECT_TYPE,
+                format!(
+                    "\"{}\" is a {}: SUBSCRIBE follows tables and materialized views (create a materialized view over it)",
+                    relation.name,
+                    relation.kind.noun()
+                ),
+            ));
+        }
+        relation.check_healthy()?;
+        let mut fields = vec![Field::new("epoch", DataType::Int64, false), Field::new("op", DataType::Utf8, false)];
+        fields.extend(relation.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)));
+        let schema = Arc::new(Schema::new(fields));
+        let (epoch, rows, feed) = engine.coordinator.subscribe(&relation, target.snapshot).await?;
+        let mut subscription = Self { schema, feed, ready: VecDeque::new(), relation: relation.name.to_string() };
+        if let Some(rows) = rows {
+            let weights = Int64Array::from(vec![1; rows.num_rows()]);
+            subscription.push(epoch, &ChangeBatch::new(rows, weights))?;
+        }
+        Ok(subscription)
+    }
+
+    /// Changes as output rows: a row of weight w comes |w| times.
+    fn push(&mut self, epoch: crate::state::Epoch, changes: &ChangeBatch) -> Result<()> {
+        let mut indices = Vec::new();
+        let mut ops = Vec::new();
+        for (i, weight) in changes.weights.values().iter().enumerate() {
+            for _ in 0..weight.unsigned_abs() {
+                indices.push(i as u32);
+                ops.push(if *weight > 0 { "insert" } else { "delete" });
+            }
+        }
+        if indices.is_empty() {
+            return Ok(());
+        }
+        let indices = UInt32Array::from(indices);
+        let mut columns: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from(vec![epoch as i64; indices.len()])), Arc::new(StringArray::from(ops))];
+        for column in changes.rows.columns() {
+            columns.push(take(column.as_ref(), &indices, None)?);
+        }
+        self.ready.push_back(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    /// Moves what has arrived into `ready`; waits for something if
+    /// nothing is ready and `wait` (None: wait as long as it takes).
+    async fn receive(&mut self, wait: Option<Duration>) -> Result<()> {
+        while let Ok(update) = self.feed.updates.try_recv() {
+            self.push(update.epoch, &update.changes)?;
+        }
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
+        let next = match wait {
+            Some(wait) if wait.is_zero() => return self.check_open(),
+            Some(wait) => match tokio::time::timeout(wait, self.feed.updates.recv()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => self.feed.updates.recv().await,
+        };
+        match next {
+            Some(update) => self.push(update.epoch, &update.changes),
+            None => self.check_open(),
+        }
+    }
+
+    /// An error once the feed has ended (cut off, or the relation dropped).
+    fn check_open(&self) -> Result<()> {
+        if self.feed.cut_off.load(Ordering::Acquire) {
+            return Err(SqlError::new(
+                "53000",
+                format!(
+                    "SUBSCRIBE to \"{}\" ended: the client fell {} epochs behind",
+                    self.relation,
+                    crate::stream::subscribe::QUEUE_EPOCHS
+                ),
+            ));
+        }
+        if self.feed.updates.is_closed() && self.feed.updates.is_empty() {
+            return Err(SqlError::new(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("SUBSCRIBE to \"{}\" ended: the relation was dropped", self.relation),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` ready rows (None: all that are ready).
+    fn take_rows(&mut self, limit: Option<usize>) -> Result<RecordBatch> {
+        let mut out = Vec::new();
+        let mut left = limit.unwrap_or(usize::MAX);
+        while left > 0 {
+            let Some(batch) = self.ready.pop_front() else { break };
+            if batch.num_rows() <= left {
+                left -= batch.num_rows();
+                out.push(batch);
+            } else {
+                out.push(batch.slice(0, left));
+                self.ready.push_front(batch.slice(left, batch.num_rows() - left));
+                left = 0;
+            }
+        }
+        Ok(datafusion::arrow::compute::concat_batches(&self.schema, &out)?)
+    }
+}
+
+/// A connection's subscription cursors, in its session extensions.
+#[derive(Default)]
+pub struct Cursors {
+    by_name: parking_lot::Mutex<HashMap<String, Arc<AsyncMutex<Subscription>>>>,
+}
+
+impl Cursors {
+    pub fn of(client: &(impl ClientInfo + ?Sized)) -> Arc<Cursors> {
+        client.session_extensions().get_or_insert_with(Cursors::default)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<AsyncMutex<Subscription>>> {
+        self.by_name.lock().get(name).cloned()
+    }
+
+    fn insert(&self, name: String, subscription: Subscription) -> Result<()> {
+        let mut by_name = self.by_name.lock();
+        if by_name.contains_key(&name) {
+            return Err(SqlError::new("42P03", format!("cursor \"{name}\" already exists")));
+        }
+        by_name.insert(name, Arc::new(AsyncMutex::new(subscription)));
+        Ok(())
+    }
+
+    /// Closes one cursor (whether it was ours) or all.
+    fn close(&self, name: Option<&str>) -> bool {
+        let mut by_name = self.by_name.lock();
+        match name {
+            Some(name) => by_name.remove(name).is_some(),
+            None => {
+                by_name.clear();
+                true
+            }
+        }
+    }
+}
+
+fn wire(fields: &SchemaRef, format: &Format) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+    Ok(Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(fields, format, None)?))
+}
+
+/// The rows of `batch` as DataRows, printed as Postgres prints values.
+async fn data_rows(fields: &Arc<Vec<FieldInfo>>, batch: RecordBatch) -> PgWireResult<Vec<DataRow>> {
+    let rows: Vec<PgWireResult<DataRow>> = arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
+    let response = QueryResponse::new(fields.clone(), futures::stream::iter(rows));
+    let Response::Query(mut fixed) = super::pg_text::postgres_text(Response::Query(response)) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    while let Some(row) = fixed.data_rows().next().await {
+        out.push(row?);
+    }
+    Ok(out)
+}
+
+/// Serves DECLARE, FETCH and CLOSE of subscription cursors (both
+/// protocols; `format`: the result formats the client asked for);
+/// `None` for a FETCH or CLOSE of another cursor.
+pub async fn serve_cursor_command(
+    engine: &Engine,
+    client: &(dyn ClientInfo + Send + Sync),
+    command: &Command,
+    format: &Format,
+) -> Option<PgWireResult<(Option<SchemaRef>, Response)>> {
+    let cursors = Cursors::of(client);
+    let result: PgWireResult<(Option<SchemaRef>, Response)> = match command {
+        Command::Declare { cursor, target } => {
+            match Subscription::start(engine, target).await.and_then(|s| cursors.insert(cursor.clone(), s)) {
+                Ok(()) => Ok((None, Response::Execution(Tag::new("DECLARE CURSOR")))),
+                Err(error) => Err(super::errors::to_pgwire(error)),
+            }
+        }
+        Command::Fetch { cursor, count, timeout } => {
+            let subscription = cursors.get(cursor)?;
+            let mut subscription = subscription.lock().await;
+            let fetched = async {
+                subscription.receive(*timeout).await?;
+                subscription.take_rows(*count)
+            }
+            .await;
+            match fetched {
+                Ok(batch) => {
+                    let schema = subscription.schema.clone();
+                    let rows = match wire(&schema, format) {
+                        Ok(fields) => data_rows(&fields, batch).await.map(|rows| (fields, rows)),
+                        Err(error) => Err(error),
+                    };
+                    rows.map(|(fields, rows)| {
+                        let response = QueryResponse::new(fields, futures::stream::iter(rows.into_iter().map(Ok)));
+                        (Some(schema), Response::Query(response))
+                    })
+                }
+                Err(error) => Err(super::errors::to_pgwire(error)),
+            }
+        }
+        Command::Close(name) => {
+            if !cursors.close(name.as_deref()) {
+                return None;
+            }
+            Ok((None, Response::Execution(Tag::new("CLOSE CURSOR"))))
+        }
+        Command::Subscribe(_) | Command::Copy { .. } => return None,
+    };
+    Some(result)
+}
+
+/// A FETCH's result columns, for a client that describes it first.
+pub fn fetch_schema(client: &(dyn ClientInfo + Send + Sync), command: &Command) -> Option<SchemaRef> {
+    let Command::Fetch { cursor, .. } = command else { return None };
+    let subscription = Cursors::of(client).get(cursor)?;
+    let schema = subscription.try_lock().ok().map(|s| s.schema.clone());
+    schema
+}
+
+fn canceled() -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_string(), "57014".to_string(), "canceling statement due to user request".to_string())
+}
+
+/// One text-format COPY line (tab-separated, `\N` for NULL) or CSV line
+/// of a DataRow of text values.
+fn copy_line(row: &DataRow, csv: bool) -> Vec<u8> {
+    let mut line = Vec::with_capacity(row.data.len() + 8);
+    let data = &row.data[..];
+    let mut at = 0;
+    for i in 0..row.field_count.max(0) as usize {
+        if i > 0 {
+            line.push(if csv { b',' } else { b'\t' });
+        }
+        let Some(len) = data.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { break };
+        at += 4;
+        if len < 0 {
+            if !csv {
+                line.extend_from_slice(b"\\N");
+            }
+            continue;
+        }
+        let value = data.get(at..at + len as usize).unwrap_or_default();
+        at += len as usize;
+        if csv {
+            let quote = value.is_empty() || value.iter().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
+            if quote {
+                line.push(b'"');
+            }
+            for &b in value {
+                if b == b'"' {
+                    line.push(b'"');
+                }
+                line.push(b);
+            }
+            if quote {
+                line.push(b'"');
+            }
+        } else {
+            for &b in value {
+                match b {
+                    b'\\' => line.extend_from_slice(b"\\\\"),
+                    b'\t' => line.extend_from_slice(b"\\t"),
+                    b'\n' => line.extend_from_slice(b"\\n"),
+                    b'\r' => line.extend_from_slice(b"\\r"),
+                    other => line.push(other),
+                }
+            }
+        }
+    }
+    line.push(b'\n');
+    line
+}
+
+/// Runs a streaming SUBSCRIBE or COPY (SUBSCRIBE …) on the simple
+/// protocol, in place of pgwire's query handling (which would hold rows
+/// back until the statement ends): rows go out epoch by epoch until the
+/// client cancels or goes away.
+pub async fn stream<C>(engine: &Engine, client: &mut C, command: Command) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+        return Err(PgWireError::NotReadyForQuery);
+    }
+    client.set_state(PgWireConnectionState::QueryInProgress);
+    let transaction_status = client.transaction_status();
+    let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+        Some(handle) => Some(handle.start_query().await),
+        None => None,
+    };
+    let outcome = follow(engine, client, command, cancel).await;
+    match outcome {
+        Ok(()) => {}
+        Err(PgWireError::QueryCanceled) => client.send(PgWireBackendMessage::ErrorResponse(canceled().into())).await?,
+        Err(error) => {
+            let info = super::errors::error_info(error);
+            client.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
+        }
+    }
+    client.set_state(PgWireConnectionState::ReadyForQuery);
+    client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(transaction_status))).await?;
+    Ok(())
+}
+
+async fn follow<C>(
+    engine: &Engine,
+    client: &mut C,
+    command: Command,
+    cancel: Option<futures::channel::oneshot::Receiver<()>>,
+) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let (target, copy_csv) = match command {
+        Command::Subscribe(target) => (target, None),
+        Command::Copy { target, csv } => (target, Some(csv)),
+        _ => return Err(PgWireError::ApiError("not a streaming SUBSCRIBE".into())),
+    };
+    let mut subscription = Subscription::start(engine, &target).await.map_err(super::errors::to_pgwire)?;
+    let fields = wire(&subscription.schema, &Format::UnifiedText)?;
+    match copy_csv {
+        None => {
+            let description = pgwire::messages::data::RowDescription::new(fields.iter().map(Into::into).collect());
+            client.send(PgWireBackendMessage::RowDescription(description)).await?;
+        }
+        Some(_) => {
+            let columns = fields.len() as i16;
+            let response = CopyOutResponse::new(0, columns, vec![0; fields.len()]);
+            client.send(PgWireBackendMessage::CopyOutResponse(response)).await?;
+        }
+    }
+    let mut cancel = cancel;
+    loop {
+        let receive = subscription.receive(None);
+        let received = match cancel.as_mut() {
+            Some(cancel) => tokio::select! {
+                received = receive => received,
+                _ = cancel => return Err(PgWireError::QueryCanceled),
+            },
+            None => receive.await,
+        };
+        received.map_err(super::errors::to_pgwire)?;
+        let batch = subscription.take_rows(None).map_err(super::errors::to_pgwire)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        for row in data_rows(&fields, batch).await? {
+            match copy_csv {
+                None => client.feed(PgWireBackendMessage::DataRow(row)).await?,
+                Some(csv) => {
+                    let line = Bytes::from(BytesMut::from(&copy_line(&row, csv)[..]));
+                    client.feed(PgWireBackendMessage::CopyData(CopyData::new(line))).await?
+                }
+            }
+        }
+        // Each epoch's rows reach the client now, not when a buffer fills.
+        client.flush().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, snapshot: bool) -> Target {
+        Target { relation: QualifiedName { schema: "public".into(), name: name.into() }, snapshot }
+    }
+
+    #[test]
+    fn statements_are_recognized() {
+        let parsed = |sql: &str| parse(sql).expect("ours").expect("valid");
+        assert_eq!(parsed("SUBSCRIBE TO totals"), Command::Subscribe(target("totals", true)));
+        assert_eq!(parsed("subscribe Totals WITH (snapshot = false);"), Command::Subscribe(target("totals", false)));
+        assert_eq!(
+            parsed("COPY (SUBSCRIBE totals) TO STDOUT WITH (FORMAT csv)"),
+            Command::Copy { target: target("totals", true), csv: true }
+        );
+        assert_eq!(
+            parsed("DECLARE c CURSOR FOR SUBSCRIBE TO totals"),
+            Command::Declare { cursor: "c".into(), target: target("totals", true) }
+        );
+        assert_eq!(
+            parsed("FETCH ALL FROM c WITH (timeout = '250ms')"),
+            Command::Fetch { cursor: "c".into(), count: None, timeout: Some(Duration::from_millis(250)) }
+        );
+        assert_eq!(parsed("FETCH 5 c"), Command::Fetch { cursor: "c".into(), count: Some(5), timeout: None });
+        assert_eq!(parsed("CLOSE ALL"), Command::Close(None));
+        assert_eq!(parsed("close c"), Command::Close(Some("c".into())));
+        assert!(parse("SELECT 1").is_none());
+        assert!(parse("COPY t FROM STDIN").is_none());
+        assert!(parse("DECLARE c CURSOR FOR SELECT 1").is_none());
+        assert_eq!(parse("SUBSCRIBE TO v WITH (snapshot = maybe)").expect("ours").expect_err("bad").code, "22023");
+        assert_eq!(parse("SUBSCRIBE").expect("ours").expect_err("no name").code, "42601");
+    }
+}
