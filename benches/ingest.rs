@@ -89,7 +89,7 @@ fn start_on(store: Store) -> Bench {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), stopped));
+        tokio::spawn(freshet::server::serve(listener, Arc::clone(&engine), Default::default(), stopped));
         let url = format!("host=127.0.0.1 port={port} user=freshet dbname=freshet");
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(connection);

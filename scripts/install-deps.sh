@@ -7,6 +7,8 @@ need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# The TLS test generates its certificate with openssl.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # RocksDB's bindings are generated with bindgen, which needs libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 

@@ -59,6 +59,21 @@ enum Command {
         /// state, and a restart replays that log. 0 checkpoints every commit.
         #[arg(long, env = "FRESHET_CHECKPOINT_INTERVAL_MS", default_value_t = 100)]
         checkpoint_interval_ms: u64,
+        /// How clients log in: `trust` (any user name, no password; for
+        /// local development), `scram-sha-256` or `md5` (a role's password).
+        #[arg(long, env = "FRESHET_AUTH", default_value = "trust")]
+        auth: freshet::server::auth::AuthMethod,
+        /// Password of the bootstrap superuser `freshet` for this run (else
+        /// the one last set with ALTER ROLE freshet PASSWORD '…').
+        #[arg(long, env = "FRESHET_SUPERUSER_PASSWORD", hide_env_values = true)]
+        superuser_password: Option<String>,
+        /// PEM certificate chain for TLS (with --tls-key): clients may then
+        /// connect with sslmode=require.
+        #[arg(long, env = "FRESHET_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the TLS certificate.
+        #[arg(long, env = "FRESHET_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -78,9 +93,29 @@ fn main() -> std::process::ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { listen, data_dir, workers, sync_commits, memory_budget_mb, checkpoint_interval_ms } => {
-            let options =
-                ServeOptions { listen, data_dir, workers, sync_commits, memory_budget_mb, checkpoint_interval_ms };
+        Command::Serve {
+            listen,
+            data_dir,
+            workers,
+            sync_commits,
+            memory_budget_mb,
+            checkpoint_interval_ms,
+            auth,
+            superuser_password,
+            tls_cert,
+            tls_key,
+        } => {
+            let options = ServeOptions {
+                listen,
+                data_dir,
+                workers,
+                sync_commits,
+                memory_budget_mb,
+                checkpoint_interval_ms,
+                auth,
+                superuser_password,
+                tls: tls_cert.zip(tls_key),
+            };
             match runtime.block_on(serve(options)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
@@ -100,10 +135,28 @@ struct ServeOptions {
     sync_commits: bool,
     memory_budget_mb: usize,
     checkpoint_interval_ms: u64,
+    auth: freshet::server::auth::AuthMethod,
+    superuser_password: Option<String>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
-    let ServeOptions { listen, data_dir, workers, sync_commits, memory_budget_mb, checkpoint_interval_ms } = options;
+    let ServeOptions {
+        listen,
+        data_dir,
+        workers,
+        sync_commits,
+        memory_budget_mb,
+        checkpoint_interval_ms,
+        auth,
+        superuser_password,
+        tls,
+    } = options;
+    // A bad certificate stops the server before it recovers anything.
+    let tls = match tls {
+        Some((cert, key)) => Some(freshet::server::auth::tls_acceptor(&cert, &key)?),
+        None => None,
+    };
     std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     let workers = workers.unwrap_or_else(freshet::sql::default_workers).max(1);
     tracing::info!(workers, "dataflow workers");
@@ -145,7 +198,24 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> 
         wait_for_signal().await;
         let _ = stop.send(true);
     });
-    freshet::server::serve(listener, engine, stopped).await?;
+    let access = &engine.catalog.access;
+    if let Some(password) = superuser_password {
+        let bootstrap = freshet::catalog::access::BOOTSTRAP_ROLE;
+        if let Some(mut role) = access.role(bootstrap) {
+            role.password = Some(freshet::catalog::access::PasswordVerifier::new(bootstrap, &password));
+            access.set_role(role);
+        }
+    }
+    if auth != freshet::server::auth::AuthMethod::Trust
+        && !access.roles().iter().any(|r| r.superuser && r.login && r.password.is_some())
+    {
+        tracing::warn!(
+            "no superuser has a password: set FRESHET_SUPERUSER_PASSWORD (or start once with --auth trust and ALTER ROLE freshet PASSWORD '…')"
+        );
+    }
+    tracing::info!(auth = ?auth, tls = tls.is_some(), "client authentication");
+    let security = freshet::server::Security { auth, tls };
+    freshet::server::serve(listener, engine, security, stopped).await?;
     Ok(())
 }
 

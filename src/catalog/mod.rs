@@ -5,6 +5,7 @@
 //! It owns names and metadata; rows live in the state store, and the
 //! dataflows that maintain views live in `stream::coordinator`.
 
+pub mod access;
 pub mod feed;
 pub mod pg_catalog;
 pub mod provider;
@@ -218,6 +219,8 @@ impl Relation {
 #[derive(Default)]
 pub struct Catalog {
     inner: RwLock<CatalogInner>,
+    /// Roles, owners and grants.
+    pub access: access::AccessControl,
 }
 
 #[derive(Default)]

@@ -296,6 +296,23 @@ impl Rows {
     }
 }
 
+/// `relacl`: NULL (the owner's default rights) or the ACL items.
+fn acl_column<'a>(acls: impl Iterator<Item = Option<&'a Vec<String>>>) -> ArrayRef {
+    let mut builder = datafusion::arrow::array::ListBuilder::new(datafusion::arrow::array::StringBuilder::new());
+    for acl in acls {
+        match acl {
+            Some(items) => {
+                for item in items {
+                    builder.values().append_value(item);
+                }
+                builder.append(true);
+            }
+            None => builder.append(false),
+        }
+    }
+    Arc::new(builder.finish())
+}
+
 fn default_column(field: &Field, rows: usize) -> ArrayRef {
     match field.data_type() {
         DataType::Boolean => Arc::new(BooleanArray::from(vec![false; rows])),
@@ -362,9 +379,15 @@ impl PgCatalog {
             let mut fields: Vec<Field> =
                 schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
             // Columns Postgres has that the crate's layout lacks (NULL here).
+            // (Where the crate has one as text, Postgres's array type wins:
+            // psql's \dp reads relacl with array_to_string.)
             for (table, column, data_type) in extra_columns() {
-                if table == name && !fields.iter().any(|f| f.name() == column) {
-                    fields.push(Field::new(column, data_type, true));
+                if table != name {
+                    continue;
+                }
+                match fields.iter_mut().find(|f| f.name() == column) {
+                    Some(field) => *field = Field::new(column, data_type, true),
+                    None => fields.push(Field::new(column, data_type, true)),
                 }
             }
             schemas.insert(name, Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())));
@@ -385,19 +408,19 @@ impl PgCatalog {
             return settings_rows(schema);
         }
         if table == "pg_roles" {
-            // One user so far: the superuser every connection is.
-            let mut rows = Rows::new(schema, 1);
-            rows.int("oid", [i64::from(SUPERUSER_OID)])
-                .text("rolname", [OWNER])
-                .flag("rolsuper", [true])
-                .flag("rolinherit", [true])
-                .flag("rolcreaterole", [true])
-                .flag("rolcreatedb", [true])
-                .flag("rolcanlogin", [true])
-                .flag("rolreplication", [true])
-                .flag("rolbypassrls", [true])
-                .int("rolconnlimit", [-1])
-                .text("rolpassword", ["********"]);
+            let roles = self.catalog.access.roles();
+            let mut rows = Rows::new(schema, roles.len());
+            rows.int("oid", roles.iter().map(|r| i64::from(role_oid(&r.name))))
+                .text("rolname", roles.iter().map(|r| &r.name))
+                .flag("rolsuper", roles.iter().map(|r| r.superuser))
+                .flag("rolinherit", roles.iter().map(|_| true))
+                .flag("rolcreaterole", roles.iter().map(|r| r.superuser))
+                .flag("rolcreatedb", roles.iter().map(|r| r.superuser))
+                .flag("rolcanlogin", roles.iter().map(|r| r.login))
+                .flag("rolreplication", roles.iter().map(|r| r.superuser))
+                .flag("rolbypassrls", roles.iter().map(|r| r.superuser))
+                .int("rolconnlimit", roles.iter().map(|_| -1))
+                .text("rolpassword", roles.iter().map(|_| "********"));
             return rows.finish();
         }
         let objects = Objects::read(&self.catalogs, &self.catalog, self).await?;
@@ -409,7 +432,7 @@ impl PgCatalog {
                     .int("nspowner", objects.namespaces.iter().map(|_| i64::from(SUPERUSER_OID)));
                 rows.finish()
             }
-            "pg_class" => class_rows(schema, &objects),
+            "pg_class" => class_rows(schema, &objects, &self.catalog),
             "pg_attribute" => attribute_rows(schema, &objects),
             "pg_attrdef" => {
                 let mut oids = Vec::new();
@@ -507,7 +530,7 @@ impl PgCatalog {
                 let owner_column = if table == "pg_views" { "viewowner" } else { "matviewowner" };
                 rows.text("schemaname", views.iter().map(|r| &r.namespace))
                     .text(name_column, views.iter().map(|r| &r.name))
-                    .text(owner_column, views.iter().map(|_| OWNER))
+                    .text(owner_column, views.iter().map(|r| self.owner_of(r)))
                     .flag("ispopulated", views.iter().map(|_| true))
                     .flag("hasindexes", views.iter().map(|_| false))
                     .text("definition", views.iter().map(|r| view_definition(r.relation.as_deref())));
@@ -518,7 +541,7 @@ impl PgCatalog {
                 let mut rows = Rows::new(schema, tables.len());
                 rows.text("schemaname", tables.iter().map(|r| &r.namespace))
                     .text("tablename", tables.iter().map(|r| &r.name))
-                    .text("tableowner", tables.iter().map(|_| OWNER))
+                    .text("tableowner", tables.iter().map(|r| self.owner_of(r)))
                     .flag("hasindex", tables.iter().map(|r| !r.primary_key().is_empty()));
                 rows.finish()
             }
@@ -527,8 +550,25 @@ impl PgCatalog {
     }
 }
 
-/// The owner every object shows (there is one user so far).
-pub const OWNER: &str = "freshet";
+/// A role's OID: Postgres's 10 for the bootstrap superuser, a hash of
+/// the name for the others.
+pub fn role_oid(name: &str) -> u32 {
+    if name == super::access::BOOTSTRAP_ROLE { SUPERUSER_OID as u32 } else { hashed_oid(name, false) }
+}
+
+/// The role with this OID.
+pub fn role_of_oid(oid: i64, catalog: &Catalog) -> Option<String> {
+    catalog.access.roles().into_iter().map(|r| r.name).find(|name| i64::from(role_oid(name)) == oid)
+}
+
+impl PgCatalog {
+    fn owner_of(&self, row: &RelationRow) -> String {
+        match &row.relation {
+            Some(relation) => self.catalog.access.owner(relation.id),
+            None => super::access::BOOTSTRAP_ROLE.to_string(),
+        }
+    }
+}
 
 /// A view's definition as `pg_get_viewdef` and `pg_views` show it.
 pub fn view_definition(relation: Option<&Relation>) -> String {
@@ -538,7 +578,11 @@ pub fn view_definition(relation: Option<&Relation>) -> String {
     }
 }
 
-fn class_rows(schema: &SchemaRef, objects: &Objects) -> DfResult<RecordBatch> {
+fn class_rows(schema: &SchemaRef, objects: &Objects, catalog: &Catalog) -> DfResult<RecordBatch> {
+    let owner_oid = |row: &RelationRow| match &row.relation {
+        Some(relation) => role_oid(&catalog.access.owner(relation.id)),
+        None => SUPERUSER_OID as u32,
+    };
     // Relations, then one index per primary key.
     struct Class<'a> {
         oid: u32,
@@ -547,6 +591,8 @@ fn class_rows(schema: &SchemaRef, objects: &Objects) -> DfResult<RecordBatch> {
         kind: &'static str,
         columns: usize,
         has_index: bool,
+        owner: u32,
+        acl: Option<Vec<String>>,
     }
     let mut classes: Vec<Class> = Vec::new();
     for row in &objects.relations {
@@ -557,6 +603,8 @@ fn class_rows(schema: &SchemaRef, objects: &Objects) -> DfResult<RecordBatch> {
             kind: row.kind,
             columns: row.schema.fields().len(),
             has_index: !row.primary_key().is_empty(),
+            owner: owner_oid(row),
+            acl: row.relation.as_ref().and_then(|r| catalog.access.acl(r.id)).map(|acl| acl.to_acl_items()),
         });
         if let (Some(relation), false) = (&row.relation, row.primary_key().is_empty()) {
             classes.push(Class {
@@ -566,6 +614,8 @@ fn class_rows(schema: &SchemaRef, objects: &Objects) -> DfResult<RecordBatch> {
                 kind: "i",
                 columns: row.primary_key().len(),
                 has_index: false,
+                owner: owner_oid(row),
+                acl: None,
             });
         }
     }
@@ -573,7 +623,7 @@ fn class_rows(schema: &SchemaRef, objects: &Objects) -> DfResult<RecordBatch> {
     rows.int("oid", classes.iter().map(|c| i64::from(c.oid)))
         .text("relname", classes.iter().map(|c| &c.name))
         .int("relnamespace", classes.iter().map(|c| i64::from(objects.namespace(c.namespace))))
-        .int("relowner", classes.iter().map(|_| i64::from(SUPERUSER_OID)))
+        .int("relowner", classes.iter().map(|c| i64::from(c.owner)))
         .int(
             "relam",
             classes.iter().map(|c| {
@@ -592,6 +642,7 @@ fn class_rows(schema: &SchemaRef, objects: &Objects) -> DfResult<RecordBatch> {
         .text("relpersistence", classes.iter().map(|_| "p"))
         .text("relkind", classes.iter().map(|c| c.kind))
         .int("relnatts", classes.iter().map(|c| c.columns as i64))
+        .set("relacl", acl_column(classes.iter().map(|c| c.acl.as_ref())))
         .flag("relispopulated", classes.iter().map(|_| true))
         .text("relreplident", classes.iter().map(|c| if c.kind == "i" { "n" } else { "d" }));
     rows.finish()

@@ -38,6 +38,7 @@ use crate::stream::rowcodec::RowCodec;
 use crate::stream::watermark::{self, Derivation, ViewStats};
 use crate::stream::{EpochInput, Operator, RelationId};
 
+mod explain;
 mod interval;
 mod subqueries;
 pub mod temporal;
@@ -92,6 +93,29 @@ pub fn lower(
     resolver: &dyn RelationResolver,
     view: &ViewSpec,
 ) -> Result<Lowered> {
+    lower_traced(plan, state, resolver, view, None)
+}
+
+/// EXPLAIN of a materialized view: the lines describing the dataflow
+/// `lower` would build (see `explain`), and the relations it reads.
+pub fn explain(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    resolver: &dyn RelationResolver,
+    view: &ViewSpec,
+) -> Result<(Vec<String>, BTreeSet<RelationId>)> {
+    let trace = std::cell::RefCell::new(explain::Trace::default());
+    let lowered = lower_traced(plan, state, resolver, view, Some(&trace))?;
+    Ok((trace.borrow().render(view.workers.max(1)), lowered.inputs))
+}
+
+fn lower_traced(
+    plan: &LogicalPlan,
+    state: &SessionState,
+    resolver: &dyn RelationResolver,
+    view: &ViewSpec,
+    trace: Option<&std::cell::RefCell<explain::Trace>>,
+) -> Result<Lowered> {
     let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
     let mut lowering = Lowering {
         state,
@@ -104,6 +128,7 @@ pub fn lower(
         stats: view.stats.clone(),
         windowed_aggregates: 0,
         clocked: false,
+        trace,
     };
     let root = lowering.lower(&plan)?;
     if view.emit_on_window_close && lowering.windowed_aggregates == 0 {
@@ -142,6 +167,8 @@ struct Lowering<'a> {
     windowed_aggregates: usize,
     /// A temporal filter was lowered.
     clocked: bool,
+    /// EXPLAIN: what is lowered, node by node.
+    trace: Option<&'a std::cell::RefCell<explain::Trace>>,
 }
 
 /// What [`Lowering::join_time`] found.
@@ -168,6 +195,9 @@ impl Lowering<'_> {
         let number = self.next_operator;
         self.next_operator =
             number.checked_add(1).ok_or_else(|| unsupported("a query with more than 65535 stateful operators"))?;
+        if let Some(trace) = self.trace {
+            trace.borrow_mut().stateful(number);
+        }
         Ok(crate::state::operator_prefix(self.view, number))
     }
 
@@ -196,6 +226,14 @@ impl Lowering<'_> {
     }
 
     fn lower(&mut self, plan: &LogicalPlan) -> Result<Box<dyn Operator>> {
+        let Some(trace) = self.trace else { return self.lower_node(plan) };
+        trace.borrow_mut().enter(plan);
+        let lowered = self.lower_node(plan);
+        trace.borrow_mut().exit();
+        lowered
+    }
+
+    fn lower_node(&mut self, plan: &LogicalPlan) -> Result<Box<dyn Operator>> {
         Ok(match plan {
             LogicalPlan::Projection(p) => {
                 let input = self.lower(&p.input)?;
@@ -638,6 +676,9 @@ impl Lowering<'_> {
     ) -> Result<Box<dyn Operator>> {
         if self.workers == 1 || inputs.iter().any(|i| i.keys.is_empty()) {
             return build(inputs.into_iter().map(|i| i.op).collect(), Ownership::all());
+        }
+        if let Some(trace) = self.trace {
+            trace.borrow_mut().partitioned();
         }
         let key_types = inputs[0].key_types.clone();
         let mut routed = Vec::with_capacity(inputs.len());

@@ -1,6 +1,7 @@
-//! The pgwire handler set: startup (trust authentication for now), simple
-//! and extended query handling (datafusion-postgres with our hook), errors
-//! with SQLSTATEs, and query cancellation.
+//! The pgwire handler set: startup (the configured authentication method,
+//! see `auth`), simple and extended query handling (datafusion-postgres
+//! with our hooks, privileges checked first), errors with SQLSTATEs, and
+//! query cancellation.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use datafusion_postgres::DfSessionService;
 use futures::Sink;
 use pgwire::api::Type;
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{Response, Tag};
@@ -32,19 +32,28 @@ pub struct FreshetHandlers {
     extended: Arc<FreshetExtendedQuery>,
     copy: Arc<CopyInHandler>,
     simple: Arc<FreshetSimpleQuery>,
-    startup: Arc<TrustStartup>,
+    auth: super::auth::AuthMethod,
+    engine: Arc<Engine>,
+    connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
 impl FreshetHandlers {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub fn new(engine: Arc<Engine>, auth: super::auth::AuthMethod) -> Self {
+        // Under trust, a name that is no role gets in as a superuser (as
+        // every client did before roles); with passwords only roles log in.
+        engine.catalog.access.set_unknown_users_are_superusers(auth == super::auth::AuthMethod::Trust);
         let ctx = Arc::new(engine.ctx.clone());
         let engine_for_streams = engine.clone();
         let copy = Arc::new(CopyInHandler::new(engine.clone()));
-        // Our hooks first (statements we own, session settings); then
-        // datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT, cursors).
-        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> =
-            vec![Arc::new(EngineHook { engine }), Arc::new(super::session::SessionHook)];
+        // Our hooks first (privileges, statements we own, session
+        // settings); then datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT,
+        // cursors).
+        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
+            Arc::new(super::access::AccessHook { engine: engine.clone() }),
+            Arc::new(EngineHook { engine: engine.clone() }),
+            Arc::new(super::session::SessionHook),
+        ];
         hooks.extend([
             Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook)
                 as Arc<dyn datafusion_postgres::QueryHook>,
@@ -61,8 +70,10 @@ impl FreshetHandlers {
             }),
             copy,
             extended: Arc::new(FreshetExtendedQuery::new(session, engine_for_streams)),
-            startup: Arc::new(TrustStartup { connections: connections.clone() }),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            auth,
+            engine,
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            connections,
         }
     }
 }
@@ -74,8 +85,10 @@ impl PgWireServerHandlers for FreshetHandlers {
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
         self.extended.clone()
     }
+    /// Called once per connection: SCRAM's handler holds the exchange's
+    /// state, so every connection needs its own.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        self.startup.clone()
+        Arc::new(super::auth::Startup::new(self.auth, &self.engine.catalog, &self.connections))
     }
     fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.copy.clone()
@@ -88,19 +101,6 @@ impl PgWireServerHandlers for FreshetHandlers {
     }
 }
 
-/// Trust authentication: any user name is accepted (password/SCRAM later,
-/// by swapping this handler).
-pub struct TrustStartup {
-    connections: Arc<ConnectionManager>,
-}
-
-#[async_trait]
-impl NoopStartupHandler for TrustStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
-}
-
 /// Simple-query handling: Freshet's own bare statements that no SQL parser
 /// knows (`FLUSH`) and COPY FROM STDIN, then everything else through
 /// datafusion-postgres.
@@ -108,6 +108,23 @@ pub struct FreshetSimpleQuery {
     inner: Arc<DfSessionService>,
     copy: Arc<CopyInHandler>,
     engine: Arc<Engine>,
+}
+
+impl FreshetSimpleQuery {
+    /// COPY … TO STDOUT, answered in full here; `None` for other text.
+    async fn copy_out<C>(&self, client: &mut C, sql: &str) -> Option<PgWireResult<()>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let rewritten = crate::sql::syntax::rewrite(sql).ok().flatten();
+        let sql = rewritten.as_deref().unwrap_or(sql);
+        match super::copy_out::parse(sql)? {
+            Ok((statement, copy)) => Some(super::copy_out::serve(&self.engine, client, &statement, copy).await),
+            Err(error) => Some(Err(super::errors::to_pgwire(error))),
+        }
+    }
 }
 
 #[async_trait]
@@ -125,6 +142,9 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
             subscribe::parse(&query.query)
         {
             return subscribe::stream(&self.engine, client, command).await;
+        }
+        if let Some(response) = self.copy_out(client, &query.query).await {
+            return response;
         }
         self._on_query(client, query).await
     }
@@ -159,6 +179,8 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
             if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, bare) {
                 if statements.len() == 1 {
                     let statement = statements.remove(0);
+                    let user = super::access::session_user(client);
+                    crate::sql::access::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
                     return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
                 }
             }

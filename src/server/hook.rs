@@ -44,11 +44,29 @@ pub(super) async fn respond(outcome: crate::error::Result<Outcome>) -> PgWireRes
     }
 }
 
-fn no_rows_plan() -> LogicalPlan {
+pub(super) fn no_rows_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation {
         produce_one_row: false,
         schema: Arc::new(DFSchema::try_from(Schema::empty()).unwrap_or_else(|_| DFSchema::empty())),
     })
+}
+
+impl EngineHook {
+    /// A relation the session's role created is owned by that role.
+    async fn created(
+        &self,
+        statement: &Statement,
+        existed: Option<crate::stream::RelationId>,
+        outcome: crate::error::Result<Outcome>,
+        client: &dyn HookClient,
+    ) -> crate::error::Result<Outcome> {
+        let outcome = outcome?;
+        if let (None, Some(created)) = (existed, self.engine.created_relation(statement)) {
+            let user = super::access::session_user(client);
+            self.engine.record_creator(created, &user).await?;
+        }
+        Ok(outcome)
+    }
 }
 
 #[async_trait]
@@ -57,13 +75,15 @@ impl QueryHook for EngineHook {
         &self,
         statement: &Statement,
         _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         snapshot::begin_statement();
         if !Engine::owns(statement) {
             return None;
         }
-        Some(respond(self.engine.execute(statement, None, None).await).await)
+        let existed = self.engine.created_relation(statement);
+        let outcome = self.engine.execute(statement, None, None).await;
+        Some(respond(self.created(statement, existed, outcome, client).await).await)
     }
 
     async fn handle_extended_parse_query(
@@ -99,18 +119,19 @@ impl QueryHook for EngineHook {
         logical_plan: &LogicalPlan,
         params: &ParamValues,
         _session_context: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         snapshot::begin_statement();
         if !Engine::owns(statement) {
             return None;
         }
+        let existed = self.engine.created_relation(statement);
         let outcome = match statement {
             Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) => {
                 self.engine.execute(statement, Some(logical_plan), Some(params)).await
             }
             _ => self.engine.execute(statement, None, None).await,
         };
-        Some(respond(outcome).await)
+        Some(respond(self.created(statement, existed, outcome, client).await).await)
     }
 }

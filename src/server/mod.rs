@@ -6,7 +6,10 @@
 //! with the SQLSTATE the engine chose. See docs/ARCHITECTURE.md for why we
 //! build on datafusion-postgres.
 
+mod access;
+pub mod auth;
 mod copy;
+mod copy_out;
 mod errors;
 mod handlers;
 mod hook;
@@ -25,13 +28,28 @@ use crate::sql::Engine;
 
 pub use handlers::FreshetHandlers;
 
+/// How clients connect: the authentication method, and TLS when a
+/// certificate was given.
+pub struct Security {
+    pub auth: auth::AuthMethod,
+    pub tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self { auth: auth::AuthMethod::Trust, tls: None }
+    }
+}
+
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    security: Security,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(FreshetHandlers::new(engine));
+    let handlers = Arc::new(FreshetHandlers::new(engine, security.auth));
+    let tls = security.tls;
     tracing::info!(address = %listener.local_addr()?, "accepting connections");
     loop {
         tokio::select! {
@@ -45,8 +63,9 @@ pub async fn serve(
                 };
                 let _ = socket.set_nodelay(true);
                 let handlers = handlers.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    serve_connection(socket, peer, handlers).await;
+                    serve_connection(socket, peer, handlers, tls).await;
                 });
             }
             _ = shutdown.changed() => {
@@ -57,10 +76,15 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(socket: tokio::net::TcpStream, peer: SocketAddr, handlers: Arc<FreshetHandlers>) {
+async fn serve_connection(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    handlers: Arc<FreshetHandlers>,
+    tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
+) {
     tracing::debug!(%peer, "connection opened");
     // Each connection gets its own statement-snapshot slot.
-    let result = with_statement_scope(pgwire::tokio::process_socket(socket, None, handlers)).await;
+    let result = with_statement_scope(pgwire::tokio::process_socket(socket, tls, handlers)).await;
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }

@@ -484,12 +484,12 @@ impl Cursors {
     }
 }
 
-fn wire(fields: &SchemaRef, format: &Format) -> PgWireResult<Arc<Vec<FieldInfo>>> {
+pub(super) fn wire(fields: &SchemaRef, format: &Format) -> PgWireResult<Arc<Vec<FieldInfo>>> {
     Ok(Arc::new(arrow_pg::datatypes::arrow_schema_to_pg_fields(fields, format, None)?))
 }
 
 /// The rows of `batch` as DataRows, printed as Postgres prints values.
-async fn data_rows(fields: &Arc<Vec<FieldInfo>>, batch: RecordBatch) -> PgWireResult<Vec<DataRow>> {
+pub(super) async fn data_rows(fields: &Arc<Vec<FieldInfo>>, batch: RecordBatch) -> PgWireResult<Vec<DataRow>> {
     let rows: Vec<PgWireResult<DataRow>> = arrow_pg::datatypes::encode_recordbatch(fields.clone(), batch).collect();
     let response = QueryResponse::new(fields.clone(), futures::stream::iter(rows));
     let Response::Query(mut fixed) = super::pg_text::postgres_text(Response::Query(response)) else {
@@ -514,7 +514,12 @@ pub async fn serve_cursor_command(
     let cursors = Cursors::of(client);
     let result: PgWireResult<(Option<SchemaRef>, Response)> = match command {
         Command::Declare { cursor, target } => {
-            match Subscription::start(engine, target).await.and_then(|s| cursors.insert(cursor.clone(), s)) {
+            let user = super::access::session_user(client);
+            let started = match crate::sql::access::check_subscribe(engine, &user, &target.relation) {
+                Ok(()) => Subscription::start(engine, target).await,
+                Err(denied) => Err(denied),
+            };
+            match started.and_then(|s| cursors.insert(cursor.clone(), s)) {
                 Ok(()) => Ok((None, Response::Execution(Tag::new("DECLARE CURSOR")))),
                 Err(error) => Err(super::errors::to_pgwire(error)),
             }
@@ -567,7 +572,7 @@ fn canceled() -> ErrorInfo {
 
 /// One text-format COPY line (tab-separated, `\N` for NULL) or CSV line
 /// of a DataRow of text values.
-fn copy_line(row: &DataRow, csv: bool) -> Vec<u8> {
+pub(super) fn copy_line(row: &DataRow, csv: bool) -> Vec<u8> {
     let mut line = Vec::with_capacity(row.data.len() + 8);
     let data = &row.data[..];
     let mut at = 0;
@@ -664,6 +669,8 @@ where
         Command::Copy { target, csv } => (target, Some(csv)),
         _ => return Err(PgWireError::ApiError("not a streaming SUBSCRIBE".into())),
     };
+    let user = super::access::session_user(client);
+    crate::sql::access::check_subscribe(engine, &user, &target.relation).map_err(super::errors::to_pgwire)?;
     let mut subscription = Subscription::start(engine, &target).await.map_err(super::errors::to_pgwire)?;
     let fields = wire(&subscription.schema, &Format::UnifiedText)?;
     match copy_csv {

@@ -336,7 +336,7 @@ fn table_watermark(
 }
 
 /// Maps table scans in a view's plan to our relations.
-struct CatalogResolver;
+pub(super) struct CatalogResolver;
 
 impl RelationResolver for CatalogResolver {
     fn resolve(&self, scan: &TableScan) -> Result<plan::Resolved> {
@@ -639,6 +639,7 @@ pub async fn drop(
                 }
             }
             engine.catalog.remove(victim.id);
+            engine.catalog.access.forget_relation(victim.id);
             if let Ok(provider) = schema_provider(engine, &victim.name) {
                 provider.deregister_table(&victim.name.name)?;
             }

@@ -7,7 +7,10 @@
 //! nothing of the wire protocol: results are [`Outcome`]s.
 
 mod bytea;
+pub mod access;
 mod comment;
+mod explain;
+mod roles;
 pub mod compat;
 pub mod copy;
 mod ddl;
@@ -160,6 +163,7 @@ impl Engine {
             self.catalog.set_next_id(last + 1);
         }
         comment::restore(self)?;
+        self.catalog.access.restore(snapshot.as_ref())?;
         let catalog = self.catalog.clone();
         let replayed_epochs = self.coordinator.begin().await.finish_recovery(&|id| catalog.get(id))?;
         Ok(Recovery { relations: entries.len(), epoch: snapshot.epoch(), replayed_epochs })
@@ -200,8 +204,42 @@ impl Engine {
             }
             Statement::ShowTables { .. } | Statement::ShowViews { .. } => true,
             Statement::Comment { .. } => true,
+            // EXPLAIN CREATE MATERIALIZED VIEW (EXPLAIN SELECT is DataFusion's).
+            other if explain::is_stream_explain(other) => true,
             _ => false,
         }
+    }
+
+    /// Runs a role or grant statement (CREATE / ALTER / DROP ROLE, GRANT,
+    /// REVOKE) for the session role `user`, already checked by `access`.
+    pub async fn execute_access(&self, statement: &Statement, user: &str) -> Result<Outcome> {
+        match statement {
+            Statement::CreateRole(create) => roles::create_role(self, create).await,
+            Statement::AlterRole { name, operation } => roles::alter_role(self, name, operation).await,
+            Statement::Drop { object_type: ObjectType::Role, names, if_exists, .. } => {
+                roles::drop_roles(self, names, *if_exists, user).await
+            }
+            Statement::Grant(grant) => roles::grant(self, grant).await,
+            Statement::Revoke(revoke) => roles::revoke(self, revoke).await,
+            other => Err(SqlError::internal(format!("not a role statement: {other}"))),
+        }
+    }
+
+    /// The relation a CREATE TABLE / VIEW / SOURCE / SINK names, if it
+    /// exists (asked before and after the statement runs, to tell whether
+    /// it created it).
+    pub fn created_relation(&self, statement: &Statement) -> Option<RelationId> {
+        match statement {
+            Statement::CreateTable(CreateTable { name, .. }) | Statement::CreateView(CreateView { name, .. }) => {
+                self.catalog.by_name(&ddl::object_name(self, name)).map(|r| r.id)
+            }
+            _ => None,
+        }
+    }
+
+    /// A relation `user` just created is theirs.
+    pub async fn record_creator(&self, relation: RelationId, user: &str) -> Result<()> {
+        roles::record_owner(self, relation, user).await
     }
 
     /// Executes a statement the engine owns. `plan` and `params` come from
@@ -229,6 +267,10 @@ impl Engine {
             Statement::Comment { object_type, object_name, comment, if_exists } => {
                 comment::comment(self, *object_type, object_name, comment.as_deref(), *if_exists).await
             }
+            Statement::Explain { statement: inner, .. } => match inner.as_ref() {
+                Statement::CreateView(create) => explain::explain_view(self, create).await,
+                other => Err(SqlError::internal(format!("EXPLAIN not handled by the engine: {other}"))),
+            },
             other => Err(SqlError::internal(format!("statement not handled by the engine: {other}"))),
         };
         // Whatever this statement wrote, the next one reads afresh.

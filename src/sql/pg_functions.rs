@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use crate::catalog::pg_catalog::{OWNER, PG_CLASS_OID, relation_of_oid, setting, view_definition, visible};
+use crate::catalog::pg_catalog::{PG_CLASS_OID, relation_of_oid, role_of_oid, setting, view_definition, visible};
 use crate::catalog::{Catalog, Relation};
 use crate::error::{SqlError, sqlstate};
 
@@ -271,7 +271,10 @@ impl CatalogFunction {
                         format!("PRIMARY KEY ({})", columns.join(", "))
                     })
             }
-            Function::UserById => Some(OWNER.to_string()),
+            // Postgres prints an unknown OID as "unknown (OID=n)".
+            Function::UserById => arg(0).and_then(|a| a.number(row)).map(|oid| {
+                role_of_oid(oid, &self.catalog).unwrap_or_else(|| format!("unknown (OID={oid})"))
+            }),
             Function::SizePretty => arg(0).and_then(|a| a.number(row)).map(size_pretty),
             // Sizes on disk are not tracked per relation (RocksDB shares
             // files between them): unknown rather than a made-up number.

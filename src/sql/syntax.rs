@@ -12,6 +12,8 @@
 //!   by a CDC source);
 //! - `COMMENT ON SOURCE | SINK name` (as on the table or materialized
 //!   view each is built as);
+//! - `CREATE USER` / `ALTER USER` / `DROP USER` (the ROLE statements;
+//!   CREATE USER implies LOGIN) and `GRANT … ON SOURCE s` (ON TABLE);
 //! - dotted option names (`nexmark.table.type = 'bid'`) and
 //!   `FORMAT x ENCODE y` after the WITH options.
 //!
@@ -108,9 +110,11 @@ fn tokenize(sql: &str) -> Option<Vec<Tok>> {
 /// when there is nothing to rewrite (the text goes to the parser as it is).
 pub fn rewrite(sql: &str) -> Result<Option<String>> {
     // (COMMENT ON SOURCE | SINK contains one of the last two.)
+    // (… USER and GRANT ON SOURCE contain one of the last two.)
     if !contains_ignore_case(sql, "create")
         && !contains_ignore_case(sql, "source")
         && !contains_ignore_case(sql, "sink")
+        && !contains_ignore_case(sql, "user")
     {
         return Ok(None);
     }
@@ -219,6 +223,15 @@ enum Created {
 fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
     let sig = significant(tokens);
     let word_at = |n: usize| sig.get(n).map(|&i| &tokens[i]);
+    // EXPLAIN CREATE …: the CREATE is rewritten as it would be alone.
+    if word_at(0).is_some_and(|t| keyword(t) == Keyword::EXPLAIN)
+        && word_at(1).is_some_and(|t| keyword(t) == Keyword::CREATE)
+    {
+        let Some(rest) = rewrite_statement(&tokens[sig[1]..])? else { return Ok(None) };
+        let mut out = tokens[..sig[1]].to_vec();
+        out.extend(rest);
+        return Ok(Some(out));
+    }
     // DROP SOURCE s: sources are dropped as tables are; DROP SINK s as
     // the materialized view it is built as.
     if word_at(0).is_some_and(|t| keyword(t) == Keyword::DROP) && word_at(1).is_some_and(|t| is_word(t, "source")) {
@@ -242,6 +255,29 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
         };
         let mut out = tokens.to_vec();
         out[sig[2]] = new(Token::make_word(replacement, None));
+        return Ok(Some(out));
+    }
+    // CREATE / ALTER / DROP USER: the ROLE statements; a user logs in.
+    if word_at(0).is_some_and(|t| matches!(keyword(t), Keyword::CREATE | Keyword::ALTER | Keyword::DROP))
+        && word_at(1).is_some_and(|t| keyword(t) == Keyword::USER)
+    {
+        let mut out = tokens.to_vec();
+        out[sig[1]] = new(Token::make_keyword("ROLE"));
+        let says_login = sig.iter().any(|&i| is_word(&tokens[i], "login") || is_word(&tokens[i], "nologin"));
+        if word_at(0).is_some_and(|t| keyword(t) == Keyword::CREATE) && !says_login {
+            out.push(space());
+            out.push(new(Token::make_keyword("LOGIN")));
+        }
+        return Ok(Some(out));
+    }
+    // GRANT / REVOKE … ON SOURCE s: a source is granted on as a table.
+    if word_at(0).is_some_and(|t| matches!(keyword(t), Keyword::GRANT | Keyword::REVOKE)) {
+        let Some(on) = sig.iter().position(|&i| keyword(&tokens[i]) == Keyword::ON) else { return Ok(None) };
+        if !word_at(on + 1).is_some_and(|t| is_word(t, "source")) {
+            return Ok(None);
+        }
+        let mut out = tokens.to_vec();
+        out[sig[on + 1]] = new(Token::make_keyword("TABLE"));
         return Ok(Some(out));
     }
     if !word_at(0).is_some_and(|t| keyword(t) == Keyword::CREATE) {
