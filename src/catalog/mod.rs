@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod feed;
+pub mod information_schema;
 pub mod pg_catalog;
 pub mod provider;
 pub mod sinks;

@@ -70,7 +70,14 @@ const OWN_TABLES: &[&str] = &[
 /// Columns clients read that the crate's tables lack.
 fn extra_columns() -> Vec<(&'static str, &'static str, DataType)> {
     let text_array = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
-    vec![("pg_class", "reloptions", text_array.clone()), ("pg_class", "relacl", text_array)]
+    // int2vector: an array, so clients can unnest a key's columns.
+    let int_array = DataType::List(Arc::new(Field::new("item", DataType::Int16, true)));
+    vec![
+        ("pg_class", "reloptions", text_array.clone()),
+        ("pg_class", "relacl", text_array.clone()),
+        ("pg_attribute", "attacl", text_array),
+        ("pg_index", "indkey", int_array),
+    ]
 }
 
 /// OID of a Freshet relation.

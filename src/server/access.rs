@@ -42,6 +42,7 @@ fn is_role_statement(statement: &Statement) -> bool {
 
 impl AccessHook {
     async fn run(&self, statement: &Statement, user: &str) -> Option<PgWireResult<Response>> {
+        crate::sql::session_user::set(user);
         if let Err(denied) = crate::sql::access::check(&self.engine, user, statement) {
             return Some(Err(to_pgwire(denied)));
         }
@@ -70,7 +71,9 @@ impl QueryHook for AccessHook {
         _session_context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        if let Err(denied) = crate::sql::access::check(&self.engine, &session_user(client), statement) {
+        let user = session_user(client);
+        crate::sql::session_user::set(&user);
+        if let Err(denied) = crate::sql::access::check(&self.engine, &user, statement) {
             return Some(Err(to_pgwire(denied)));
         }
         is_role_statement(statement).then(|| Ok(no_rows_plan()))

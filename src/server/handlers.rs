@@ -160,6 +160,8 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         // become standard SQL first.
         let rewritten = crate::sql::syntax::rewrite(query).map_err(super::errors::to_pgwire)?;
         let query = rewritten.as_deref().unwrap_or(query);
+        let catalogs = crate::sql::compat::system_regclass(query);
+        let query = catalogs.as_deref().unwrap_or(query);
         // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE).
         if let Some(parsed) = subscribe::parse(query) {
             let command = parsed.map_err(super::errors::to_pgwire)?;
@@ -256,6 +258,8 @@ impl QueryParser for FreshetQueryParser {
         }
         let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
         let sql = rewritten.as_deref().unwrap_or(sql);
+        let catalogs = crate::sql::compat::system_regclass(sql);
+        let sql = catalogs.as_deref().unwrap_or(sql);
         match self.inner.parse_sql(client, sql, types).await {
             Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
                 match crate::sql::compat::rewrite(sql) {

@@ -83,8 +83,11 @@ async fn serve_connection(
     tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
 ) {
     tracing::debug!(%peer, "connection opened");
-    // Each connection gets its own statement-snapshot slot.
-    let result = with_statement_scope(pgwire::tokio::process_socket(socket, tls, handlers)).await;
+    // Each connection gets its own statement-snapshot and session-user slots.
+    let result = with_statement_scope(crate::sql::session_user::scope(pgwire::tokio::process_socket(
+        socket, tls, handlers,
+    )))
+    .await;
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }

@@ -4,11 +4,18 @@
 //!
 //! - a few whole expressions of psql's (see `REPLACED`);
 //! - `ARRAY(subquery)` becomes `(SELECT array_agg(c) FROM (subquery) AS
-//!   _array(c))`: the same array, as a scalar subquery.
+//!   _array(c))`: the same array, as a scalar subquery;
+//! - `generate_subscripts(a, d)` becomes `unnest(generate_series(1,
+//!   array_length(a, d)))` (SQLAlchemy orders a key's columns by it).
 //!
 //! Text without such an expression is returned untouched (`None`). The
 //! front end rewrites only after DataFusion refused a query for lacking
 //! such a function ([`lacks_function`]).
+//!
+//! One rewrite runs on every query instead, [`system_regclass`]: a system
+//! catalog's name cast to `regclass` becomes its fixed OID, before
+//! datafusion-postgres turns the cast into a lookup in `pg_class` (which
+//! lists Freshet's relations, not the catalogs).
 
 use std::ops::ControlFlow;
 
@@ -18,13 +25,47 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 /// Whether an error is DataFusion refusing a function rewritten here.
 pub fn lacks_function(error: &str) -> bool {
-    error.contains("Invalid function 'array'")
+    error.contains("Invalid function 'array'") || error.contains("Invalid function 'generate_subscripts'")
 }
 
 /// Whole expressions of clients' catalog queries, replaced as written
 /// (there are no TOAST tables, so no TOAST options to add to a table's).
 const REPLACED: &[(&str, &str)] =
     &[("c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)", "c.reloptions")];
+
+/// Postgres's fixed OIDs of the system catalogs clients name as
+/// `'pg_class'::regclass` (to match `classoid` in pg_description).
+const SYSTEM_CATALOGS: &[(&str, u32)] = &[
+    ("pg_class", 1259),
+    ("pg_namespace", 2615),
+    ("pg_database", 1262),
+    ("pg_type", 1247),
+    ("pg_proc", 1255),
+    ("pg_attribute", 1249),
+    ("pg_constraint", 2606),
+    ("pg_authid", 1260),
+    ("pg_description", 2609),
+    ("pg_index", 2610),
+    ("pg_trigger", 2620),
+    ("pg_am", 2601),
+];
+
+/// `'pg_class'::regclass` (also `'pg_catalog.pg_class'`, and the
+/// `::pg_catalog.regclass` spelling) as the literal OID.
+pub fn system_regclass(sql: &str) -> Option<String> {
+    if !sql.contains("::regclass") && !sql.contains("::pg_catalog.regclass") {
+        return None;
+    }
+    let mut out = sql.to_string();
+    for (name, oid) in SYSTEM_CATALOGS {
+        for quoted in [format!("'{name}'"), format!("'pg_catalog.{name}'")] {
+            for cast in ["::regclass", "::pg_catalog.regclass"] {
+                out = out.replace(&format!("{quoted}{cast}"), &oid.to_string());
+            }
+        }
+    }
+    (out != sql).then_some(out)
+}
 
 pub fn rewrite(sql: &str) -> Option<String> {
     let mut replaced = None;
@@ -35,12 +76,12 @@ pub fn rewrite(sql: &str) -> Option<String> {
     }
     let sql = replaced.as_deref().unwrap_or(sql);
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("array(") && !lower.contains("array (") {
+    if !lower.contains("array(") && !lower.contains("array (") && !lower.contains("generate_subscripts(") {
         return replaced;
     }
     let dialect = PostgreSqlDialect {};
     let mut statements = Parser::parse_sql(&dialect, sql).ok()?;
-    let mut rewriter = ArraySubqueries { changed: false };
+    let mut rewriter = PostgresExprs { changed: false };
     for statement in &mut statements {
         let _ = statement.visit(&mut rewriter);
     }
@@ -50,26 +91,46 @@ pub fn rewrite(sql: &str) -> Option<String> {
     Some(statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
 }
 
-struct ArraySubqueries {
+struct PostgresExprs {
     changed: bool,
 }
 
-impl VisitorMut for ArraySubqueries {
+impl VisitorMut for PostgresExprs {
     type Break = ();
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         let Expr::Function(function) = expr else { return ControlFlow::Continue(()) };
-        if !function.name.to_string().eq_ignore_ascii_case("array") {
-            return ControlFlow::Continue(());
-        }
-        let FunctionArguments::Subquery(query) = &function.args else { return ControlFlow::Continue(()) };
-        let text = format!("(SELECT array_agg(_array.c) FROM ({query}) AS _array(c))");
+        let name = function.name.to_string().to_ascii_lowercase();
+        let text = match (name.as_str(), &function.args) {
+            ("array", FunctionArguments::Subquery(query)) => {
+                format!("(SELECT array_agg(_array.c) FROM ({query}) AS _array(c))")
+            }
+            ("generate_subscripts" | "pg_catalog.generate_subscripts", FunctionArguments::List(list))
+                if list.args.len() == 2 =>
+            {
+                format!("unnest(generate_series(1, array_length({}, {})))", list.args[0], list.args[1])
+            }
+            _ => return ControlFlow::Continue(()),
+        };
         let dialect = PostgreSqlDialect {};
         if let Ok(replacement) = Parser::new(&dialect).try_with_sql(&text).and_then(|mut p| p.parse_expr()) {
             *expr = replacement;
             self.changed = true;
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod regclass_tests {
+    #[test]
+    fn system_catalog_names_become_their_oids() {
+        assert_eq!(
+            super::system_regclass("SELECT 1 FROM d WHERE d.classoid = 'pg_class'::regclass AND x = 'pg_catalog.pg_namespace'::pg_catalog.regclass").as_deref(),
+            Some("SELECT 1 FROM d WHERE d.classoid = 1259 AND x = 2615")
+        );
+        assert_eq!(super::system_regclass("SELECT 'orders'::regclass"), None);
+        assert_eq!(super::system_regclass("SELECT 1"), None);
     }
 }
 
@@ -92,6 +153,15 @@ mod tests {
         assert_eq!(
             super::rewrite(toast).as_deref(),
             Some("SELECT pg_catalog.array_to_string(c.reloptions, ', ') FROM pg_catalog.pg_class c")
+        );
+    }
+
+    #[test]
+    fn generate_subscripts_becomes_unnest_of_a_series() {
+        let sql = "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord FROM pg_index i";
+        assert_eq!(
+            super::rewrite(sql).as_deref(),
+            Some("SELECT unnest(i.indkey) AS attnum, unnest(generate_series(1, array_length(i.indkey, 1))) AS ord FROM pg_index i")
         );
     }
 }

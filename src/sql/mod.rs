@@ -10,7 +10,9 @@ mod bytea;
 pub mod access;
 mod comment;
 mod explain;
+mod format;
 mod roles;
+pub mod session_user;
 pub mod compat;
 pub mod copy;
 mod ddl;
@@ -99,7 +101,7 @@ impl Engine {
     ) -> Result<Arc<Self>> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(DATABASE, "public")
-            .with_information_schema(true)
+            .with_information_schema(false)
             .with_create_default_catalog_and_schema(true);
         // Plain Utf8 strings: simplest for the row format and the wire encoder.
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
@@ -300,6 +302,15 @@ fn install_pg_catalog(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Result<()
         catalog.clone(),
     ))?;
     schemas.register_schema("pg_catalog", Arc::new(wrapped))?;
+    // information_schema in Postgres's layout where clients read it (see
+    // `catalog::information_schema`; DataFusion's own is switched off).
+    let information_schema =
+        crate::catalog::information_schema::InformationSchema::new(ctx.state().catalog_list().clone(), catalog.clone());
+    schemas.register_schema("information_schema", Arc::new(information_schema))?;
     pg_functions::register(ctx, catalog);
+    ctx.register_udf(format::Format::udf());
+    for udf in session_user::udfs() {
+        ctx.register_udf(udf);
+    }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! `pg_get_indexdef`, `pg_get_constraintdef`, `pg_get_userbyid`,
 //! `pg_table_is_visible`, `pg_size_pretty`, `pg_table_size` and
 //! `pg_indexes_size` (NULL: not tracked), `current_setting`,
-//! `set_config` and `version`. (datafusion-pg-catalog
+//! `set_config`, `version`, `pg_type_is_visible`, `quote_literal` and
+//! `pg_encoding_to_char`. (datafusion-pg-catalog
 //! registers the rest, and placeholders for some of these, which ours
 //! replace.) Relations are found from their OIDs alone (see
 //! `catalog::pg_catalog`).
@@ -49,10 +50,13 @@ enum Function {
     SizePretty,
     TableSize,
     IndexesSize,
+    TypeIsVisible,
+    QuoteLiteral,
+    EncodingToChar,
 }
 
 impl Function {
-    const ALL: [Function; 14] = [
+    const ALL: [Function; 17] = [
         Function::ObjDescription,
         Function::ColDescription,
         Function::ShobjDescription,
@@ -67,6 +71,9 @@ impl Function {
         Function::SizePretty,
         Function::TableSize,
         Function::IndexesSize,
+        Function::TypeIsVisible,
+        Function::QuoteLiteral,
+        Function::EncodingToChar,
     ];
 
     fn name(self) -> &'static str {
@@ -85,12 +92,15 @@ impl Function {
             Function::SizePretty => "pg_size_pretty",
             Function::TableSize => "pg_table_size",
             Function::IndexesSize => "pg_indexes_size",
+            Function::TypeIsVisible => "pg_type_is_visible",
+            Function::QuoteLiteral => "quote_literal",
+            Function::EncodingToChar => "pg_encoding_to_char",
         }
     }
 
     fn return_type(self) -> DataType {
         match self {
-            Function::TableIsVisible => DataType::Boolean,
+            Function::TableIsVisible | Function::TypeIsVisible => DataType::Boolean,
             Function::TableSize | Function::IndexesSize => DataType::Int64,
             _ => DataType::Utf8,
         }
@@ -107,7 +117,10 @@ impl Function {
             | Function::TableIsVisible
             | Function::SizePretty
             | Function::TableSize
-            | Function::IndexesSize => &[1],
+            | Function::IndexesSize
+            | Function::TypeIsVisible
+            | Function::QuoteLiteral
+            | Function::EncodingToChar => &[1],
             Function::CurrentSetting => &[1, 2],
             Function::SetConfig => &[3],
             Function::Version => &[0],
@@ -296,6 +309,15 @@ impl CatalogFunction {
                     }
                 }
             }
+            // Every type lives in pg_catalog, which is on every search path.
+            Function::TypeIsVisible => arg(0).and_then(|a| a.number(row)).map(|_| "true".to_string()),
+            Function::QuoteLiteral => arg(0).and_then(|a| a.text(row)).map(super::format::quote_literal),
+            // The one encoding there is (Postgres's number 6).
+            Function::EncodingToChar => arg(0).and_then(|a| a.number(row)).map(|code| match code {
+                6 => "UTF8".to_string(),
+                0 => "SQL_ASCII".to_string(),
+                _ => String::new(),
+            }),
             // Settings are per connection and set with SET; set_config
             // answers as Postgres does without keeping the value.
             Function::SetConfig => arg(1).and_then(|a| a.text(row)).map(str::to_string),

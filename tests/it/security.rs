@@ -103,6 +103,7 @@ async fn roles_passwords_and_grants_are_enforced_and_survive_restart() {
     assert_eq!(values(&alice, "SELECT rolname FROM pg_roles WHERE rolname = 'bob'").await, vec!["bob"]);
     assert_eq!(values(&alice, "SELECT count(*) FROM pg_tables WHERE tablename = 't'").await, vec!["1"]);
     run(&alice, "SET application_name = 'x'; SHOW application_name; SELECT 1").await;
+    assert_eq!(values(&alice, "SELECT current_user AS u, session_user AS s").await, vec!["alice|alice"]);
     run(&alice, "ALTER USER alice PASSWORD 'alice-pw2'").await;
     assert!(login(&server, "alice", "alice-pw").await.unwrap_err().starts_with("28P01"));
     let alice = as_user(&server, "alice", "alice-pw2").await;
