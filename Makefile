@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/freshet-target
 LISTEN ?= 127.0.0.1:5488
 DATA_DIR ?= ./freshet-data
 
-.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream bench-kafka bench-connectors check
+.PHONY: run test deps bench bench-state bench-nexmark bench-nexmark-stream bench-kafka bench-connectors bench-frontend check
 
 deps:
 	@scripts/install-deps.sh
@@ -41,6 +41,10 @@ bench-nexmark-stream: deps
 # Kafka JSON ingest into an aggregate view, one partition and several.
 bench-kafka: deps
 	cargo bench --bench kafka_ingest -- $(ARGS)
+
+# Round trips/s, connections/s and SUBSCRIBE latency, next to a local PostgreSQL.
+bench-frontend: deps
+	cargo bench --bench frontend -- $(ARGS)
 
 # CDC freshness and Kafka -> view -> Postgres sink latency at 10,000 rows/s.
 bench-connectors: deps

@@ -9,6 +9,11 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 # The TLS test generates its certificate with openssl.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The driver tests: Python virtualenvs and Node.js with npm.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 # RocksDB's bindings are generated with bindgen, which needs libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 
@@ -24,3 +29,5 @@ fi
 "$(dirname "$0")/kafka-broker.sh" install
 # The PostgreSQL server the CDC and sink tests start (Debian's package).
 "$(dirname "$0")/postgres.sh" install
+# The client drivers the driver tests run (psycopg, asyncpg, SQLAlchemy, pg).
+"$(dirname "$0")/drivers.sh" install

@@ -4,11 +4,13 @@
 
 mod avro;
 mod bad_input;
+mod bi_tools;
 mod cdc;
 mod clients;
 mod concurrency;
 mod copy_out;
 mod crash;
+mod drivers;
 mod event_time;
 mod explain;
 mod kafka;
