@@ -1,8 +1,7 @@
 //! Starts and stops a real `freshet serve` process for a test.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct TestServer {
     child: Child,
@@ -32,9 +31,6 @@ pub mod tempdir {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 impl TestServer {
     pub fn start() -> Self {
@@ -50,24 +46,41 @@ impl TestServer {
     }
 
     /// Starts the server on a data dir the caller keeps (to restart on it).
+    /// It listens on a port the OS picks (`:0`) and logs the address; a
+    /// port chosen here and bound later could be taken meanwhile by another
+    /// test's server, Postgres or broker.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("FRESHET_LOG", "warn")
+            .env("FRESHET_LOG", "warn,freshet::server=info")
             // Step partitioned operators in parallel even for tiny changes.
             .env("FRESHET_PARALLEL_MIN_ROWS", "1")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start freshet");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "freshet did not start listening on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let stdout = child.stdout.take().expect("freshet's stdout");
+        let (found, port) = std::sync::mpsc::channel();
+        // Reads the log for the address, then keeps draining it so the
+        // server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut found = Some(found);
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let (Some(port), true) = (listening_port(&line), found.is_some()) {
+                    let _ = found.take().map(|f| f.send(port));
+                }
+            }
+        });
+        let port = match port.recv_timeout(Duration::from_secs(60)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("freshet did not start listening (exit: {:?})", child.try_wait());
+            }
+        };
         Self { child, port, _data: None }
     }
 
@@ -100,6 +113,17 @@ impl TestServer {
     pub fn is_alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// The port of the "accepting connections address=127.0.0.1:PORT" log
+/// line (colored or not).
+fn listening_port(line: &str) -> Option<u16> {
+    if !line.contains("accepting connections") {
+        return None;
+    }
+    let at = line.find("127.0.0.1:")? + "127.0.0.1:".len();
+    let digits: String = line[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 impl Drop for TestServer {
