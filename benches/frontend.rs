@@ -86,7 +86,8 @@ async fn connections(url: &str, clients: usize, seconds: u64) -> f64 {
             let (url, done) = (url.to_string(), done.clone());
             tokio::spawn(async move {
                 while Instant::now() < until {
-                    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+                    let (client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
                     let driver = tokio::spawn(connection);
                     client.simple_query("SELECT 1").await.expect("query");
                     drop(client);

@@ -295,18 +295,24 @@ impl AccessControl {
     /// any remain, as Postgres does).
     pub fn relations_of(&self, role: &str) -> Vec<RelationId> {
         let state = self.state.read();
-        state.acls.iter().filter(|(_, acl)| acl.owner == role || acl.grants.contains_key(role)).map(|(id, _)| *id).collect()
+        state
+            .acls
+            .iter()
+            .filter(|(_, acl)| acl.owner == role || acl.grants.contains_key(role))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// At startup: the stored roles and relation privileges.
     pub fn restore(&self, snapshot: &dyn crate::state::Snapshot) -> Result<()> {
         let mut corrupt = None;
         let mut roles = Vec::new();
-        snapshot.scan_prefix(ROLE_PREFIX, &mut |key, value| {
-            match std::str::from_utf8(&key[1..]).ok().and_then(|name| Role::decode(name, value)) {
-                Some(role) => roles.push(role),
-                None => corrupt = Some(key.to_vec()),
-            }
+        snapshot.scan_prefix(ROLE_PREFIX, &mut |key, value| match std::str::from_utf8(&key[1..])
+            .ok()
+            .and_then(|name| Role::decode(name, value))
+        {
+            Some(role) => roles.push(role),
+            None => corrupt = Some(key.to_vec()),
         });
         let mut acls = Vec::new();
         snapshot.scan_prefix(ACL_PREFIX, &mut |key, value| {

@@ -226,7 +226,8 @@ impl InformationSchema {
         let keyed: Vec<_> = self.catalog.list_all().into_iter().filter(|r| !r.primary_key.is_empty()).collect();
         let database = crate::sql::DATABASE.to_string();
         let constraint = |r: &super::Relation| format!("{}_pkey", r.name.name);
-        let strings = |names: &[&str]| -> Vec<Field> { names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect() };
+        let strings =
+            |names: &[&str]| -> Vec<Field> { names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect() };
         let constraint_fields = strings(&[
             "constraint_catalog",
             "constraint_schema",

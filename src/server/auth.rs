@@ -158,7 +158,9 @@ impl Startup {
     pub fn new(method: AuthMethod, catalog: &Arc<Catalog>, connections: &Arc<ConnectionManager>) -> Self {
         let parameters = Arc::new(DefaultServerParameterProvider::default());
         match method {
-            AuthMethod::Trust => Startup::Trust(TrustStartup { connections: connections.clone(), catalog: catalog.clone() }),
+            AuthMethod::Trust => {
+                Startup::Trust(TrustStartup { connections: connections.clone(), catalog: catalog.clone() })
+            }
             AuthMethod::Md5 => Startup::Md5(
                 Md5PasswordAuthStartupHandler::new(Arc::new(Md5Source { catalog: catalog.clone() }), parameters)
                     .with_connection_manager(connections.clone()),

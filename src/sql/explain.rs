@@ -47,7 +47,8 @@ pub async fn explain_view(engine: &Engine, create: &CreateView) -> Result<Outcom
         stats: crate::stream::watermark::ViewStats::new(),
     };
     let (lines, inputs) = plan::explain(&optimized, &state, &super::ddl::CatalogResolver, &spec)?;
-    let reads: Vec<String> = inputs.iter().filter_map(|id| engine.catalog.get(*id)).map(|r| r.name.to_string()).collect();
+    let reads: Vec<String> =
+        inputs.iter().filter_map(|id| engine.catalog.get(*id)).map(|r| r.name.to_string()).collect();
     let mut text = vec![format!(
         "{} {} ({} workers{}; reads {})",
         if is_sink { "Sink" } else { "Materialized view" },

@@ -45,7 +45,8 @@ fn format_row(template: &str, args: &[Option<&str>]) -> DfResult<String> {
             out.push(c);
             continue;
         }
-        let spec = chars.next().ok_or_else(|| DataFusionError::Execution("unterminated format() type specifier".into()))?;
+        let spec =
+            chars.next().ok_or_else(|| DataFusionError::Execution("unterminated format() type specifier".into()))?;
         if spec == '%' {
             out.push('%');
             continue;
@@ -90,7 +91,11 @@ impl ScalarUDFImpl for Format {
         };
         let text = |array: &ArrayRef| -> DfResult<StringArray> {
             let cast = datafusion::arrow::compute::cast(array, &DataType::Utf8)?;
-            Ok(cast.as_any().downcast_ref::<StringArray>().cloned().unwrap_or_else(|| StringArray::from(vec![None::<&str>; array.len()])))
+            Ok(cast
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .cloned()
+                .unwrap_or_else(|| StringArray::from(vec![None::<&str>; array.len()])))
         };
         let template = text(template)?;
         let rest = rest.iter().map(text).collect::<DfResult<Vec<_>>>()?;

@@ -285,9 +285,9 @@ impl CatalogFunction {
                     })
             }
             // Postgres prints an unknown OID as "unknown (OID=n)".
-            Function::UserById => arg(0).and_then(|a| a.number(row)).map(|oid| {
-                role_of_oid(oid, &self.catalog).unwrap_or_else(|| format!("unknown (OID={oid})"))
-            }),
+            Function::UserById => arg(0)
+                .and_then(|a| a.number(row))
+                .map(|oid| role_of_oid(oid, &self.catalog).unwrap_or_else(|| format!("unknown (OID={oid})"))),
             Function::SizePretty => arg(0).and_then(|a| a.number(row)).map(size_pretty),
             // Sizes on disk are not tracked per relation (RocksDB shares
             // files between them): unknown rather than a made-up number.

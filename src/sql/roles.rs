@@ -173,7 +173,9 @@ fn table_privileges(privileges: &Privileges) -> Result<u8> {
                     other => {
                         return Err(SqlError::new(
                             "0LP01",
-                            format!("invalid privilege type {other} for relation (SELECT, INSERT, UPDATE, DELETE or ALL)"),
+                            format!(
+                                "invalid privilege type {other} for relation (SELECT, INSERT, UPDATE, DELETE or ALL)"
+                            ),
                         ));
                     }
                 };

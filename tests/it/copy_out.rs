@@ -55,10 +55,17 @@ async fn copy_to_stdout_in_text_and_csv() {
 
     // CSV with a header: quoted where a value needs it, NULL empty, the
     // empty string quoted.
-    let csv = psql_copy(&server, "COPY (SELECT id, name, price FROM items ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)");
+    let csv =
+        psql_copy(&server, "COPY (SELECT id, name, price FROM items ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER)");
     assert_eq!(
         csv.lines().collect::<Vec<_>>(),
-        vec!["id,name,price", "1,plain,1.50", "2,\"tab\there, comma\",", "3,\"quote \"\" and back\\slash\",10.00", "4,\"\",0.00"]
+        vec![
+            "id,name,price",
+            "1,plain,1.50",
+            "2,\"tab\there, comma\",",
+            "3,\"quote \"\" and back\\slash\",10.00",
+            "4,\"\",0.00"
+        ]
     );
     // The legacy spelling psql users type, on a view, and a column list.
     let view = psql_copy(&server, "COPY priced TO STDOUT CSV HEADER");

@@ -26,15 +26,14 @@ async fn explain_shows_the_stream_plan_of_a_view() {
     .map(|r| r.join(""))
     .collect();
     let text = plan.join("\n");
-    assert!(
-        plan[0].starts_with("Materialized view spend (2 workers; reads customers, orders)"),
-        "{text}"
-    );
+    assert!(plan[0].starts_with("Materialized view spend (2 workers; reads customers, orders)"), "{text}");
     // Operators in order, each below the one it feeds.
-    let position = |needle: &str| plan.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
+    let position =
+        |needle: &str| plan.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}: {text}"));
     let aggregate = position("Aggregate [state #");
     let join = position("Join [state #");
-    let filter = plan.iter().position(|l| l.trim_start().starts_with("Filter")).unwrap_or_else(|| panic!("Filter: {text}"));
+    let filter =
+        plan.iter().position(|l| l.trim_start().starts_with("Filter")).unwrap_or_else(|| panic!("Filter: {text}"));
     assert!(aggregate < join && join < filter, "{text}");
     assert!(plan[aggregate].contains("exchange by key, 2 workers") && plan[aggregate].contains("groupBy"), "{text}");
     assert!(plan[join].contains("exchange by key, 2 workers"), "{text}");
@@ -44,9 +43,13 @@ async fn explain_shows_the_stream_plan_of_a_view() {
     // Nothing was created.
     assert_eq!(error_code(&client, "SELECT * FROM spend").await, "42P01");
     // What CREATE would refuse, EXPLAIN refuses the same way.
-    assert_eq!(error_code(&client, "EXPLAIN CREATE MATERIALIZED VIEW bad AS SELECT random() FROM orders").await, "0A000");
+    assert_eq!(
+        error_code(&client, "EXPLAIN CREATE MATERIALIZED VIEW bad AS SELECT random() FROM orders").await,
+        "0A000"
+    );
     // EXPLAIN of a query is the batch plan.
-    let batch: Vec<String> = rows(&client, "EXPLAIN SELECT count(*) FROM orders").await.into_iter().map(|r| r.join("|")).collect();
+    let batch: Vec<String> =
+        rows(&client, "EXPLAIN SELECT count(*) FROM orders").await.into_iter().map(|r| r.join("|")).collect();
     assert!(batch.iter().any(|l| l.starts_with("logical_plan")), "{batch:?}");
     assert!(batch.iter().any(|l| l.starts_with("physical_plan")), "{batch:?}");
 }

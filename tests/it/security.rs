@@ -44,8 +44,7 @@ async fn values(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_passwords_and_grants_are_enforced_and_survive_restart() {
     let data = TempDir::new("security");
-    let mut server =
-        TestServer::start_in(&data.0, &["--auth", "scram-sha-256", "--superuser-password", "boot-secret"]);
+    let mut server = TestServer::start_in(&data.0, &["--auth", "scram-sha-256", "--superuser-password", "boot-secret"]);
     assert!(login(&server, "freshet", "wrong").await.unwrap_err().starts_with("28P01"));
     assert!(login(&server, "nobody", "boot-secret").await.unwrap_err().starts_with("28P01"));
     let admin = as_user(&server, "freshet", "boot-secret").await;

@@ -31,7 +31,6 @@ pub mod tempdir {
     }
 }
 
-
 impl TestServer {
     pub fn start() -> Self {
         Self::start_with(&[])
