@@ -46,10 +46,10 @@ async fn deliver_once(
     progress.retain(|id, _| sinks.iter().any(|s| s.id == *id));
     let mut delivered_any = false;
     let mut backlog = 0usize;
+    let (snapshot, written) = coordinator.outbox_snapshot().await;
     for sink in sinks {
         // A failed sink's dataflow adds nothing to its outbox.
         let Some(writer) = sink.sink.clone().filter(|_| sink.failure.lock().is_none()) else { continue };
-        let snapshot = coordinator.store().snapshot();
         let mut entries: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut pending = 0usize;
         snapshot.scan_prefix(&outbox_prefix(sink.id), &mut |key, value| {
@@ -135,7 +135,7 @@ async fn deliver_once(
             delivered_any = true;
         }
     }
-    coordinator.set_sink_backlog(backlog);
+    coordinator.set_sink_backlog(backlog, written);
     Ok(delivered_any)
 }
 

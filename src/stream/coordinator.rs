@@ -26,6 +26,7 @@
 //! failed and rebuilt from its inputs at the next start.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -204,10 +205,9 @@ pub struct Coordinator {
     /// Time between checkpoints; zero checkpoints every epoch.
     checkpoint_interval: Duration,
     dataflows: Mutex<Dataflows>,
-    /// The most committed epochs any sink has yet to deliver (set by the
-    /// sink delivery task): past [`SINK_BACKLOG_LIMIT`] connectors stop
-    /// reading until the sink catches up.
-    sink_backlog: std::sync::atomic::AtomicUsize,
+    /// How far behind sinks are: past [`SINK_BACKLOG_LIMIT`] connectors
+    /// stop reading until the sink catches up.
+    sink_backlog: SinkBacklog,
     /// Clients following relations' changes (SUBSCRIBE).
     subscriptions: Subscriptions,
 }
@@ -215,6 +215,17 @@ pub struct Coordinator {
 /// Undelivered sink epochs at which reading from connectors pauses: a
 /// slow sink slows consumption instead of piling up output.
 pub const SINK_BACKLOG_LIMIT: usize = 256;
+
+/// Sinks' undelivered epochs: what the delivery task last counted, and the
+/// outbox entries written before and since that count.
+#[derive(Default)]
+struct SinkBacklog {
+    /// Outbox entries every epoch so far has written (under the epoch lock).
+    written: std::sync::atomic::AtomicU64,
+    /// The largest outbox the delivery task counted, and `written` at the
+    /// snapshot it counted at.
+    counted: parking_lot::Mutex<(usize, u64)>,
+}
 
 struct Dataflows {
     next_epoch: Epoch,
@@ -234,6 +245,7 @@ pub struct EpochGuard<'a> {
     flows: MutexGuard<'a, Dataflows>,
     /// Sinks are too far behind: source readers read nothing this epoch.
     hold_sources: bool,
+    sink_backlog: &'a SinkBacklog,
     subscriptions: &'a Subscriptions,
 }
 
@@ -252,7 +264,7 @@ impl Coordinator {
             budget,
             checkpoint_interval,
             dataflows: Mutex::new(flows),
-            sink_backlog: std::sync::atomic::AtomicUsize::new(0),
+            sink_backlog: SinkBacklog::default(),
             subscriptions: Subscriptions::default(),
         }
     }
@@ -280,14 +292,28 @@ impl Coordinator {
         &self.store
     }
 
-    /// Records the largest number of epochs a sink has yet to deliver.
-    pub fn set_sink_backlog(&self, epochs: usize) {
-        self.sink_backlog.store(epochs, std::sync::atomic::Ordering::Relaxed);
+    /// A snapshot to count sinks' outboxes at, and the outbox entries
+    /// written up to it (for [`set_sink_backlog`](Self::set_sink_backlog)).
+    pub async fn outbox_snapshot(&self) -> (Arc<dyn Snapshot>, u64) {
+        // Under the epoch lock: no epoch writes between the two.
+        let _guard = self.dataflows.lock().await;
+        (self.store.snapshot(), self.sink_backlog.written.load(Ordering::Relaxed))
     }
 
-    /// Whether sinks are so far behind that connectors should wait.
+    /// Records the largest number of epochs a sink had yet to deliver when
+    /// `written` outbox entries had been written.
+    pub fn set_sink_backlog(&self, epochs: usize, written: u64) {
+        *self.sink_backlog.counted.lock() = (epochs, written);
+    }
+
+    /// Whether sinks are so far behind that connectors should wait: the
+    /// last count plus every entry written since (an upper bound, exact
+    /// with one sink), so that sources stop at the limit and not only
+    /// once the delivery task next counts.
     pub fn sinks_backlogged(&self) -> bool {
-        self.sink_backlog.load(std::sync::atomic::Ordering::Relaxed) >= SINK_BACKLOG_LIMIT
+        let (counted, written_then) = *self.sink_backlog.counted.lock();
+        let since = self.sink_backlog.written.load(Ordering::Relaxed).saturating_sub(written_then);
+        counted.saturating_add(since as usize) >= SINK_BACKLOG_LIMIT
     }
 
     pub async fn begin(&self) -> EpochGuard<'_> {
@@ -297,6 +323,7 @@ impl Coordinator {
             checkpoint_interval: self.checkpoint_interval,
             flows: self.dataflows.lock().await,
             hold_sources: self.sinks_backlogged(),
+            sink_backlog: &self.sink_backlog,
             subscriptions: &self.subscriptions,
         }
     }
@@ -576,6 +603,9 @@ impl EpochGuard<'_> {
                 Ok((watermarks, delta)) => {
                     if write_rows {
                         write_output(&flow.view, snapshot.as_ref(), &delta, epoch, batch)?;
+                        if flow.view.kind == crate::catalog::RelationKind::Sink && !delta.is_empty() {
+                            self.sink_backlog.written.fetch_add(1, Ordering::Relaxed);
+                        }
                         if !delta.is_empty() && self.subscriptions.wanted(flow.view.id) {
                             published.push((flow.view.id, delta.clone()));
                         }

@@ -507,7 +507,8 @@ async fn a_sink_that_cannot_deliver_holds_back_its_sources_until_it_catches_up()
     let after = number(&client, "SELECT count(*) FROM generated").await;
     assert!(after - before < 3000, "the source kept going while the sink was stuck: {before} -> {after}");
     let pending = number(&client, "SELECT pending_epochs FROM freshet_catalog.sinks").await;
-    assert!(pending < 300, "the outbox grew past the limit: {pending}");
+    // The limit is 256 epochs; the epoch that reached it may add one more.
+    assert!(pending <= 257, "the outbox grew past the limit: {pending}");
 
     // It comes back: the sink catches up and the source goes on.
     pg.start_again();
