@@ -36,6 +36,12 @@ pub mod sqlstate {
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IO_ERROR: &str = "58030";
     pub const DISK_FULL: &str = "53100";
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+    pub const NO_ACTIVE_SQL_TRANSACTION: &str = "25P01";
+    pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
 }
 
 /// An error with the SQLSTATE a Postgres client expects.

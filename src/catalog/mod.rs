@@ -14,6 +14,7 @@ pub mod sinks;
 pub mod snapshot;
 pub mod storage;
 pub mod system;
+pub mod transaction;
 pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -738,7 +738,9 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("DateStyle", "ISO, MDY", "Sets the display format for date and time values."),
     (
         "default_transaction_isolation",
-        "read committed",
+        // A transaction block reads one snapshot and the first committer
+        // wins: snapshot isolation, which Postgres calls REPEATABLE READ.
+        "repeatable read",
         "Sets the transaction isolation level of each new transaction.",
     ),
     ("default_transaction_read_only", "off", "Sets the default read-only status of new transactions."),
@@ -757,7 +759,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("standard_conforming_strings", "on", "Causes '...' strings to treat backslashes literally."),
     ("statement_timeout", "0", "Sets the maximum allowed duration of any statement."),
     ("TimeZone", "UTC", "Sets the time zone for displaying and interpreting time stamps."),
-    ("transaction_isolation", "read committed", "Sets the current transaction's isolation level."),
+    ("transaction_isolation", "repeatable read", "Sets the current transaction's isolation level."),
     ("transaction_read_only", "off", "Sets the current transaction's read-only status."),
 ];
 

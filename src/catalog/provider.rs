@@ -167,8 +167,9 @@ impl TableProvider for RelationProvider {
 
     async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
         let filters = filters.iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
-        let mut guard = self.coordinator.begin().await;
-        let count = writes::delete(&mut guard, &self.relation, &filters).map_err(SqlError::into_datafusion)?;
+        let count = writes::write(&self.coordinator, |w| writes::delete(w, &self.relation, &filters))
+            .await
+            .map_err(SqlError::into_datafusion)?;
         Self::count_result(count)
     }
 
@@ -190,9 +191,9 @@ impl TableProvider for RelationProvider {
             })?;
             compiled.push((index, self.physical(state, expr)?));
         }
-        let mut guard = self.coordinator.begin().await;
-        let count =
-            writes::update(&mut guard, &self.relation, &compiled, &filters).map_err(SqlError::into_datafusion)?;
+        let count = writes::write(&self.coordinator, |w| writes::update(w, &self.relation, &compiled, &filters))
+            .await
+            .map_err(SqlError::into_datafusion)?;
         Self::count_result(count)
     }
 }

@@ -26,6 +26,11 @@ fn decode_value(key: &[u8], value: &[u8]) -> (i64, std::ops::Range<usize>, bool)
     if value.len() > 8 { (count, 8..value.len(), true) } else { (count, 5..key.len(), false) }
 }
 
+/// How many copies of its row a stored value counts.
+pub fn multiplicity(value: &[u8]) -> i64 {
+    value.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes).unwrap_or(0)
+}
+
 /// Every row of `relation` at `snapshot`, each repeated by its multiplicity.
 pub fn scan_all(relation: &Relation, snapshot: &dyn Snapshot) -> Result<RecordBatch> {
     scan_key_prefix(relation, snapshot, &[])

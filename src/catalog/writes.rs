@@ -1,6 +1,7 @@
 //! Table writes: turning INSERT, UPDATE and DELETE into change batches,
 //! with the checks a Postgres user expects (primary-key uniqueness, NOT NULL,
-//! ON CONFLICT DO NOTHING), and committing them as one epoch.
+//! ON CONFLICT DO NOTHING), and committing them as one epoch, or staging
+//! them in the session's transaction block to commit with it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,10 +11,12 @@ use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::transaction::{self, Transaction};
 use super::{Relation, RelationKind, storage};
 use crate::error::{Result, SqlError, sqlstate};
+use crate::state::Snapshot;
 use crate::stream::ChangeBatch;
-use crate::stream::coordinator::EpochGuard;
+use crate::stream::coordinator::{Coordinator, EpochGuard};
 
 /// What INSERT does with a row whose primary key is already taken.
 pub enum OnConflict {
@@ -89,8 +92,6 @@ fn unique_violation(relation: &Relation, batch: &RecordBatch, row: usize) -> Sql
     )
 }
 
-/// Inserts rows; returns how many were inserted (or updated by ON CONFLICT
-/// DO UPDATE).
 /// Appends the rows a connector-fed table's reader read, and writes
 /// `extra` (the read position, bad records) in the same epoch.
 pub fn append_from_connector(
@@ -257,8 +258,47 @@ fn keep_unchanged(
     Ok(RecordBatch::try_new(upserted.schema(), columns)?)
 }
 
+/// Where a statement's table changes go: an epoch of their own (through
+/// the epoch guard), or the session's open transaction, to commit with it.
+pub trait TableWriter {
+    /// What the statement reads and checks against.
+    fn snapshot(&self) -> Arc<dyn Snapshot>;
+    fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()>;
+}
+
+impl TableWriter for EpochGuard<'_> {
+    fn snapshot(&self) -> Arc<dyn Snapshot> {
+        EpochGuard::snapshot(self)
+    }
+    fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()> {
+        EpochGuard::commit(self, changes)
+    }
+}
+
+impl TableWriter for Transaction {
+    fn snapshot(&self) -> Arc<dyn Snapshot> {
+        Transaction::snapshot(self)
+    }
+    fn commit(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>) -> Result<()> {
+        self.stage(changes)
+    }
+}
+
+/// Runs a statement's `write`: staged in the session's transaction block if
+/// one is open, else committed as an epoch of its own.
+pub async fn write<T>(coordinator: &Coordinator, write: impl FnOnce(&mut dyn TableWriter) -> Result<T>) -> Result<T> {
+    if transaction::is_open() {
+        return transaction::with_open(|open| write(open))
+            .unwrap_or_else(|| Err(SqlError::internal("the transaction ended while a statement wrote")));
+    }
+    let mut guard = coordinator.begin().await;
+    write(&mut guard)
+}
+
+/// Inserts rows; returns how many were inserted (or updated by ON CONFLICT
+/// DO UPDATE).
 pub fn insert(
-    guard: &mut EpochGuard<'_>,
+    writer: &mut dyn TableWriter,
     relation: &Arc<Relation>,
     batches: &[RecordBatch],
     on_conflict: &OnConflict,
@@ -271,10 +311,10 @@ pub fn insert(
     }
     let Some(codec) = &relation.key_codec else {
         let count = rows.num_rows();
-        guard.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, 1))])?;
+        writer.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, 1))])?;
         return Ok(count);
     };
-    let snapshot = guard.snapshot();
+    let snapshot = writer.snapshot();
     let key_columns: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| rows.column(i).clone()).collect();
     let keys = codec.encode(&key_columns)?;
     let mut seen: HashSet<&[u8]> = HashSet::new();
@@ -314,7 +354,7 @@ pub fn insert(
         changes.iter().filter(|c| c.weights.values().first().is_some_and(|w| *w > 0)).map(ChangeBatch::len).sum();
     let change = ChangeBatch::concat(&relation.schema, &changes)?;
     if !change.is_empty() {
-        guard.commit(vec![(relation.clone(), change)])?;
+        writer.commit(vec![(relation.clone(), change)])?;
     }
     Ok(count)
 }
@@ -385,8 +425,8 @@ fn assign(
 }
 
 /// The rows of the table matching all `filters` (at the writer's snapshot).
-fn matching(relation: &Relation, guard: &EpochGuard<'_>, filters: &[Arc<dyn PhysicalExpr>]) -> Result<RecordBatch> {
-    let snapshot = guard.snapshot();
+fn matching(relation: &Relation, writer: &dyn TableWriter, filters: &[Arc<dyn PhysicalExpr>]) -> Result<RecordBatch> {
+    let snapshot = writer.snapshot();
     let mut rows = storage::scan_all(relation, snapshot.as_ref())?;
     for filter in filters {
         let mask = filter.evaluate(&rows)?.into_array(rows.num_rows())?;
@@ -401,15 +441,15 @@ fn matching(relation: &Relation, guard: &EpochGuard<'_>, filters: &[Arc<dyn Phys
 
 /// Deletes the rows matching `filters`; returns how many.
 pub fn delete(
-    guard: &mut EpochGuard<'_>,
+    writer: &mut dyn TableWriter,
     relation: &Arc<Relation>,
     filters: &[Arc<dyn PhysicalExpr>],
 ) -> Result<usize> {
     check_writable(relation)?;
-    let rows = matching(relation, guard, filters)?;
+    let rows = matching(relation, writer, filters)?;
     let count = rows.num_rows();
     if count > 0 {
-        guard.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, -1))])?;
+        writer.commit(vec![(relation.clone(), ChangeBatch::uniform(rows, -1))])?;
     }
     Ok(count)
 }
@@ -417,13 +457,13 @@ pub fn delete(
 /// Updates the rows matching `filters`: `assignments` gives the new value
 /// expression per column index (other columns keep theirs).
 pub fn update(
-    guard: &mut EpochGuard<'_>,
+    writer: &mut dyn TableWriter,
     relation: &Arc<Relation>,
     assignments: &[(usize, Arc<dyn PhysicalExpr>)],
     filters: &[Arc<dyn PhysicalExpr>],
 ) -> Result<usize> {
     check_writable(relation)?;
-    let old = matching(relation, guard, filters)?;
+    let old = matching(relation, writer, filters)?;
     let count = old.num_rows();
     if count == 0 {
         return Ok(0);
@@ -431,7 +471,7 @@ pub fn update(
     let new = assign(relation, &old, &old, assignments)?;
     if let Some(codec) = &relation.key_codec {
         // New keys must be unique among themselves and against rows not updated.
-        let snapshot = guard.snapshot();
+        let snapshot = writer.snapshot();
         let key_of = |batch: &RecordBatch| -> Result<datafusion::arrow::row::Rows> {
             let cols: Vec<ArrayRef> = relation.primary_key.iter().map(|&i| batch.column(i).clone()).collect();
             codec.encode(&cols)
@@ -448,6 +488,6 @@ pub fn update(
         }
     }
     let change = ChangeBatch::concat(&relation.schema, &[ChangeBatch::uniform(old, -1), ChangeBatch::uniform(new, 1)])?;
-    guard.commit(vec![(relation.clone(), change)])?;
+    writer.commit(vec![(relation.clone(), change)])?;
     Ok(count)
 }

@@ -46,19 +46,20 @@ impl FreshetHandlers {
         let ctx = Arc::new(engine.ctx.clone());
         let engine_for_streams = engine.clone();
         let copy = Arc::new(CopyInHandler::new(engine.clone()));
-        // Our hooks first (privileges, statements we own, session
-        // settings); then datafusion-postgres' own (SET/SHOW, BEGIN/COMMIT,
+        // Our hooks first (transaction blocks, privileges, statements we
+        // own, session settings); then datafusion-postgres' own (SET/SHOW,
         // cursors).
         let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
+            Arc::new(super::transaction::TransactionHook { engine: engine.clone() }),
             Arc::new(super::access::AccessHook { engine: engine.clone() }),
             Arc::new(EngineHook { engine: engine.clone() }),
             Arc::new(super::session::SessionHook),
+            Arc::new(super::prepared::PreparedHook { engine: engine.clone() }),
         ];
         hooks.extend([
             Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook)
                 as Arc<dyn datafusion_postgres::QueryHook>,
             Arc::new(datafusion_postgres::hooks::set_show::SetShowHook),
-            Arc::new(datafusion_postgres::hooks::transactions::TransactionStatementHook),
         ]);
         let session = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let connections = Arc::new(ConnectionManager::new());
@@ -146,6 +147,10 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         if let Some(response) = self.copy_out(client, &query.query).await {
             return response;
         }
+        super::transaction::end_failed_commit(client);
+        if let Some(response) = super::transaction::simple_commit(&self.engine, client, &query.query).await {
+            return response;
+        }
         self._on_query(client, query).await
     }
 
@@ -162,6 +167,8 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         let query = rewritten.as_deref().unwrap_or(query);
         let catalogs = crate::sql::compat::system_regclass(query);
         let query = catalogs.as_deref().unwrap_or(query);
+        let resolved = resolve_names(&self.engine, client, query);
+        let query = resolved.as_deref().unwrap_or(query);
         // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE).
         if let Some(parsed) = subscribe::parse(query) {
             let command = parsed.map_err(super::errors::to_pgwire)?;
@@ -231,7 +238,7 @@ pub struct FreshetExtendedQuery {
 
 impl FreshetExtendedQuery {
     fn new(inner: Arc<DfSessionService>, engine: Arc<Engine>) -> Self {
-        let parser = Arc::new(FreshetQueryParser { inner: inner.query_parser() });
+        let parser = Arc::new(FreshetQueryParser { inner: inner.query_parser(), engine: engine.clone() });
         Self { inner, parser, engine }
     }
 }
@@ -240,6 +247,16 @@ impl FreshetExtendedQuery {
 /// into standard SQL (as for simple queries).
 pub struct FreshetQueryParser {
     inner: Arc<datafusion_postgres::Parser>,
+    engine: Arc<Engine>,
+}
+
+/// `sql` with unqualified names resolved along the session's search_path
+/// (`None` on the default path; see `sql::search_path`).
+fn resolve_names<C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &str) -> Option<String> {
+    let path = client.metadata().get("search_path")?.clone();
+    let user = super::access::session_user(client);
+    let schemas = crate::sql::search_path::schemas(&path, &user);
+    crate::sql::search_path::qualify(sql, &schemas, &crate::sql::search_path::CatalogNames(&engine.ctx))
 }
 
 #[async_trait]
@@ -260,6 +277,8 @@ impl QueryParser for FreshetQueryParser {
         let sql = rewritten.as_deref().unwrap_or(sql);
         let catalogs = crate::sql::compat::system_regclass(sql);
         let sql = catalogs.as_deref().unwrap_or(sql);
+        let resolved = resolve_names(&self.engine, client, sql);
+        let sql = resolved.as_deref().unwrap_or(sql);
         match self.inner.parse_sql(client, sql, types).await {
             Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
                 match crate::sql::compat::rewrite(sql) {
@@ -280,6 +299,13 @@ impl QueryParser for FreshetQueryParser {
         statement: &Self::Statement,
         column_format: Option<&pgwire::api::portal::Format>,
     ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
+        use datafusion::sql::sqlparser::ast::Statement as Ast;
+        // INSERT / UPDATE / DELETE describe no rows (NoData), as in
+        // Postgres; DataFusion's DML plans have a count column, which makes
+        // drivers such as pgjdbc expect a result set.
+        if let Some((Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_), _)) = &statement.1 {
+            return Ok(Vec::new());
+        }
         self.inner.get_result_schema(statement, column_format)
     }
 }
@@ -313,8 +339,72 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
                 return Ok(postgres_text(served?.1));
             }
         }
+        let user = super::access::session_user(client);
+        let failed = client.transaction_status() == pgwire::messages::response::TransactionStatus::Error;
+        if let Some(response) =
+            super::prepared::execute_portal(&self.engine, &user, failed, text, &portal.result_column_format).await
+        {
+            return response.map(postgres_text);
+        }
         let response = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await?;
         Ok(postgres_text(response))
+    }
+
+    /// As pgwire's, except that a statement with parameters and no result
+    /// columns is described with NoData, as Postgres does (pgwire sends an
+    /// empty RowDescription, which makes pgjdbc expect a result set from
+    /// an INSERT run through a named statement).
+    async fn on_describe<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Describe,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::store::Entry;
+        use pgwire::messages::data::{NoData, ParameterDescription};
+        if message.target_type == pgwire::messages::extendedquery::TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(pgwire::api::DEFAULT_NAME);
+            if let Some(Entry::Value(statement)) = client.portal_store().get_statement(name) {
+                let described = self.do_describe_statement(client, &statement).await?;
+                if described.fields.is_empty() {
+                    let oids = described.parameters.iter().map(|t| t.oid()).collect();
+                    futures::SinkExt::send(
+                        client,
+                        PgWireBackendMessage::ParameterDescription(ParameterDescription::new(oids)),
+                    )
+                    .await?;
+                    futures::SinkExt::send(client, PgWireBackendMessage::NoData(NoData::default())).await?;
+                    return Ok(());
+                }
+            }
+        }
+        self._on_describe(client, message).await
+    }
+
+    /// As pgwire's, after ending a block whose COMMIT failed (see
+    /// `transaction::end_failed_commit`).
+    async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::transaction::end_failed_commit(client);
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        let status = client.transaction_status();
+        futures::SinkExt::send(
+            client,
+            PgWireBackendMessage::ReadyForQuery(pgwire::messages::response::ReadyForQuery::new(status)),
+        )
+        .await?;
+        futures::SinkExt::flush(client).await?;
+        Ok(())
     }
 }
 

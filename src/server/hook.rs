@@ -26,6 +26,11 @@ pub struct EngineHook {
 }
 
 pub(super) async fn respond(outcome: crate::error::Result<Outcome>) -> PgWireResult<Response> {
+    respond_in(outcome, &Format::UnifiedText).await
+}
+
+/// [`respond`], with rows encoded in `format` (a portal's result format).
+pub(super) async fn respond_in(outcome: crate::error::Result<Outcome>, format: &Format) -> PgWireResult<Response> {
     match outcome.map_err(to_pgwire)? {
         Outcome::Command { tag, rows } => {
             let mut tag_out = Tag::new(tag);
@@ -38,7 +43,7 @@ pub(super) async fn respond(outcome: crate::error::Result<Outcome>) -> PgWireRes
             Ok(Response::Execution(tag_out))
         }
         Outcome::Rows(frame) => {
-            let response = arrow_pg::datatypes::df::encode_dataframe(frame, &Format::UnifiedText, None).await?;
+            let response = arrow_pg::datatypes::df::encode_dataframe(frame, format, None).await?;
             Ok(Response::Query(response))
         }
     }

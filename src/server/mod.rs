@@ -14,8 +14,10 @@ mod errors;
 mod handlers;
 mod hook;
 mod pg_text;
+mod prepared;
 mod session;
 mod subscribe;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,11 +85,10 @@ async fn serve_connection(
     tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
 ) {
     tracing::debug!(%peer, "connection opened");
-    // Each connection gets its own statement-snapshot and session-user slots.
-    let result = with_statement_scope(crate::sql::session_user::scope(pgwire::tokio::process_socket(
-        socket, tls, handlers,
-    )))
-    .await;
+    // Each connection gets its own statement-snapshot, transaction,
+    // session-user and prepared-statement slots.
+    let connection = prepared::scope(pgwire::tokio::process_socket(socket, tls, handlers));
+    let result = with_statement_scope(crate::sql::session_user::scope(connection)).await;
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }

@@ -5,7 +5,7 @@
 //! (42704), as there.
 //!
 //! datafusion-postgres' SET/SHOW hook still handles what it does more of:
-//! the parameters it reports to the client (DateStyle, search_path, …),
+//! the parameters it reports to the client (DateStyle, application_name, …),
 //! statement_timeout (which it enforces) and the time zone. Values live in
 //! the connection's metadata, where that hook keeps them too.
 
@@ -40,7 +40,6 @@ fn set_by_datafusion_postgres(name: &str) -> bool {
             | "intervalstyle"
             | "application_name"
             | "extra_float_digits"
-            | "search_path"
             | "timezone"
             | "time zone"
     )
@@ -164,19 +163,36 @@ async fn run(action: Action, session: &SessionContext, client: &mut dyn HookClie
             Ok(Response::Execution(Tag::new("SET")))
         }
         Action::Reset(name) => {
-            let names: Vec<String> = match name {
-                Some(name) => vec![name],
-                None => SETTINGS.iter().map(|(n, _, _)| n.to_lowercase()).collect(),
-            };
-            for name in names {
-                // Keep what the client sent at startup (user, database).
-                if !matches!(name.as_str(), "user" | "database") {
-                    client.metadata_mut().remove(&name);
-                }
-            }
+            reset(client, name);
             Ok(Response::Execution(Tag::new("RESET")))
         }
-        Action::Discard => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+        Action::Discard => {
+            if crate::catalog::transaction::is_open() {
+                return Err(to_pgwire(SqlError::new(
+                    sqlstate::ACTIVE_SQL_TRANSACTION,
+                    "DISCARD ALL cannot run inside a transaction block",
+                )));
+            }
+            // As Postgres: RESET ALL, DEALLOCATE ALL (and close cursors,
+            // which end with the block they live in).
+            reset(client, None);
+            super::prepared::clear();
+            Ok(Response::Execution(Tag::new("DISCARD ALL")))
+        }
+    }
+}
+
+/// RESET of one parameter, or of all (`None`).
+fn reset(client: &mut dyn HookClient, name: Option<String>) {
+    let names: Vec<String> = match name {
+        Some(name) => vec![name],
+        None => SETTINGS.iter().map(|(n, _, _)| n.to_lowercase()).collect(),
+    };
+    for name in names {
+        // Keep what the client sent at startup (user, database).
+        if !matches!(name.as_str(), "user" | "database") {
+            client.metadata_mut().remove(&name);
+        }
     }
 }
 

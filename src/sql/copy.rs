@@ -131,8 +131,7 @@ pub async fn load(engine: &Engine, copy: &CopyIn, data: &[u8]) -> Result<usize> 
         columns,
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )?;
-    let mut guard = engine.coordinator.begin().await;
-    writes::insert(&mut guard, &copy.relation, &[batch], &OnConflict::Error)
+    writes::write(&engine.coordinator, |w| writes::insert(w, &copy.relation, &[batch], &OnConflict::Error)).await
 }
 
 type Record = Vec<Option<String>>;

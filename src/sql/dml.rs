@@ -102,8 +102,8 @@ pub async fn insert(
     if plan.is_none() {
         if let Some((relation, rows)) = super::values::literal_rows(engine, &plannable)? {
             let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
-            let mut guard = engine.coordinator.begin().await;
-            let count = writes::insert(&mut guard, &relation, &[rows], &on_conflict)?;
+            let count =
+                writes::write(&engine.coordinator, |w| writes::insert(w, &relation, &[rows], &on_conflict)).await?;
             return Ok(Outcome::Command { tag: "INSERT", rows: Some(count) });
         }
     }
@@ -118,8 +118,7 @@ pub async fn insert(
         engine.catalog.by_name(&qualify(&dml.table_name)).ok_or_else(|| SqlError::undefined_table(&dml.table_name))?;
     let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
     let rows = engine.ctx.execute_logical_plan(dml.input.as_ref().clone()).await?.collect().await?;
-    let mut guard = engine.coordinator.begin().await;
-    let count = writes::insert(&mut guard, &relation, &rows, &on_conflict)?;
+    let count = writes::write(&engine.coordinator, |w| writes::insert(w, &relation, &rows, &on_conflict)).await?;
     Ok(Outcome::Command { tag: "INSERT", rows: Some(count) })
 }
 

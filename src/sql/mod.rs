@@ -6,20 +6,21 @@
 //! the plans into catalog changes, dataflows and table writes. It knows
 //! nothing of the wire protocol: results are [`Outcome`]s.
 
-mod bytea;
 pub mod access;
+mod bytea;
 mod comment;
-mod explain;
-mod format;
-mod roles;
-pub mod session_user;
 pub mod compat;
 pub mod copy;
 mod ddl;
 mod dml;
+mod explain;
+mod format;
 mod nexmark;
 mod options;
 pub mod pg_functions;
+mod roles;
+pub mod search_path;
+pub mod session_user;
 pub mod syntax;
 mod values;
 mod windows;

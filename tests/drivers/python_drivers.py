@@ -52,12 +52,31 @@ def test_psycopg2():
     cur.execute("SELECT total FROM py2_total")
     assert cur.fetchone() == (decimal.Decimal("13.75"),)
     assert conn.server_version >= 90000, conn.server_version
-    # A transaction block, as psycopg2 opens one by default.
+    # A transaction block, as psycopg2 opens one by default: its writes
+    # reach other sessions (and the view) at commit, and not at all on
+    # rollback.
     conn.autocommit = False
     cur = conn.cursor()
     cur.execute("SELECT count(*) FROM py2")
     assert cur.fetchone() == (3,)
+    other = psycopg2.connect(DSN)
+    other.autocommit = True
+    watch = other.cursor()
+    cur.execute("INSERT INTO py2 (id, name) VALUES (%s, %s)", (10, "in block"))
+    cur.execute("SELECT count(*) FROM py2")
+    assert cur.fetchone() == (4,)
+    watch.execute("SELECT count(*) FROM py2")
+    assert watch.fetchone() == (3,), "an uncommitted row was visible"
     conn.commit()
+    watch.execute("SELECT n FROM py2_total")
+    assert watch.fetchone() == (4,)
+    cur.execute("DELETE FROM py2 WHERE id = %s", (10,))
+    conn.rollback()
+    watch.execute("SELECT count(*) FROM py2 WHERE id = 10")
+    assert watch.fetchone() == (1,), "a rolled-back delete took effect"
+    cur.execute("DELETE FROM py2 WHERE id = %s", (10,))
+    conn.commit()
+    other.close()
     # Errors carry the SQLSTATE and leave the connection usable.
     try:
         cur.execute("SELECT * FROM no_such_table")

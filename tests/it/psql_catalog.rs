@@ -158,7 +158,7 @@ async fn session_settings_behave_as_in_postgres() {
         async move { rows(client, sql).await[0][0].clone() }
     };
     assert_eq!(one("SHOW server_version").await, "16.6");
-    assert_eq!(one("SHOW transaction isolation level").await, "read committed");
+    assert_eq!(one("SHOW transaction isolation level").await, "repeatable read");
     assert_eq!(one("SHOW standard_conforming_strings").await, "on");
     client.batch_execute("SET application_name = 'reports'").await.expect("set application_name");
     assert_eq!(one("SHOW application_name").await, "reports");
