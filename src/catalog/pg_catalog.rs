@@ -76,7 +76,9 @@ fn extra_columns() -> Vec<(&'static str, &'static str, DataType)> {
         ("pg_class", "reloptions", text_array.clone()),
         ("pg_class", "relacl", text_array.clone()),
         ("pg_attribute", "attacl", text_array),
-        ("pg_index", "indkey", int_array),
+        ("pg_index", "indkey", int_array.clone()),
+        ("pg_constraint", "conkey", int_array.clone()),
+        ("pg_constraint", "confkey", int_array),
     ]
 }
 
@@ -752,6 +754,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("lc_ctype", "C", "Shows the character classification and case conversion locale."),
     ("max_connections", "1000", "Sets the maximum number of concurrent connections."),
     ("max_identifier_length", "63", "Shows the maximum identifier length."),
+    ("max_index_keys", "32", "Shows the maximum number of index keys."),
     ("search_path", "\"$user\", public", "Sets the schema search order for names that are not schema-qualified."),
     ("server_encoding", "UTF8", "Shows the server (database) character set encoding."),
     ("server_version", "16.6", "Shows the server version."),

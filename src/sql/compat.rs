@@ -2,7 +2,7 @@
 //! does before a query reaches it. Clients' catalog queries use them
 //! (psql's `\du` lists a role's memberships with `ARRAY(SELECT …)`).
 //!
-//! - a few whole expressions of psql's (see `REPLACED`);
+//! - a few whole expressions of psql's and pgjdbc's (see `REPLACED`);
 //! - `ARRAY(subquery)` becomes `(SELECT array_agg(c) FROM (subquery) AS
 //!   _array(c))`: the same array, as a scalar subquery;
 //! - `generate_subscripts(a, d)` becomes `unnest(generate_series(1,
@@ -25,13 +25,22 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 /// Whether an error is DataFusion refusing a function rewritten here.
 pub fn lacks_function(error: &str) -> bool {
-    error.contains("Invalid function 'array'") || error.contains("Invalid function 'generate_subscripts'")
+    error.contains("Invalid function 'array'")
+        || error.contains("Invalid function 'generate_subscripts'")
+        || error.contains("Invalid function '_pg_expandarray'")
 }
 
 /// Whole expressions of clients' catalog queries, replaced as written
 /// (there are no TOAST tables, so no TOAST options to add to a table's).
-const REPLACED: &[(&str, &str)] =
-    &[("c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)", "c.reloptions")];
+const REPLACED: &[(&str, &str)] = &[
+    ("c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x)", "c.reloptions"),
+    // pgjdbc's getPrimaryKeys pairs each key column with its position in
+    // the index through `information_schema._pg_expandarray` (a set-
+    // returning function of records); the same, with array functions.
+    ("(information_schema._pg_expandarray(i.indkey)).n AS KEY_SEQ", "array_position(i.indkey, a.attnum) AS KEY_SEQ"),
+    ("information_schema._pg_expandarray(i.indkey) AS KEYS", "i.indkey AS KEYS"),
+    ("result.A_ATTNUM = (result.KEYS).x", "array_has(result.KEYS, result.A_ATTNUM)"),
+];
 
 /// Postgres's fixed OIDs of the system catalogs clients name as
 /// `'pg_class'::regclass` (to match `classoid` in pg_description).
@@ -161,7 +170,9 @@ mod tests {
         let sql = "SELECT unnest(i.indkey) AS attnum, generate_subscripts(i.indkey, 1) AS ord FROM pg_index i";
         assert_eq!(
             super::rewrite(sql).as_deref(),
-            Some("SELECT unnest(i.indkey) AS attnum, unnest(generate_series(1, array_length(i.indkey, 1))) AS ord FROM pg_index i")
+            Some(
+                "SELECT unnest(i.indkey) AS attnum, unnest(generate_series(1, array_length(i.indkey, 1))) AS ord FROM pg_index i"
+            )
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Real client drivers against a real server: psycopg2, psycopg 3 (server-
-//! side binding, binary results), asyncpg, SQLAlchemy's inspector and
-//! node-postgres, each running the scripts in tests/drivers, which assert
-//! the values they get back. `scripts/drivers.sh` installs the drivers once
+//! side binding, binary results), asyncpg, SQLAlchemy's inspector,
+//! node-postgres and pgjdbc, each running the scripts in tests/drivers,
+//! which assert the values they get back. `scripts/drivers.sh` installs the drivers once
 //! (a virtualenv and an npm folder in a cache outside the repository).
 
 use std::process::Command;
@@ -10,8 +10,13 @@ use crate::server::{TestServer, repo_root};
 
 /// The path `scripts/drivers.sh <kind>` prints (after installing).
 fn driver_path(kind: &str) -> String {
-    let output = Command::new(repo_root().join("scripts/drivers.sh")).arg(kind).output().expect("run scripts/drivers.sh");
-    assert!(output.status.success(), "installing the {kind} drivers failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output =
+        Command::new(repo_root().join("scripts/drivers.sh")).arg(kind).output().expect("run scripts/drivers.sh");
+    assert!(
+        output.status.success(),
+        "installing the {kind} drivers failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
@@ -64,5 +69,28 @@ fn node_postgres_parameters_and_types() {
         .expect("node must be installed");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("ok node-postgres"), "node-postgres failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success() && stdout.contains("ok node-postgres"),
+        "node-postgres failed:\n{stdout}\n{stderr}"
+    );
+}
+
+#[test]
+fn pgjdbc_parameters_metadata_and_transactions() {
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        std::path::Path::new(jar).exists(),
+        "{jar} is missing: scripts/install-deps.sh installs libpostgresql-jdbc-java"
+    );
+    let server = TestServer::start();
+    let output = Command::new("java")
+        .arg("-cp")
+        .arg(jar)
+        .arg(repo_root().join("tests/drivers/Jdbc.java"))
+        .arg(server.port.to_string())
+        .output()
+        .expect("java must be installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("ok jdbc"), "pgjdbc failed:\n{stdout}\n{stderr}");
 }
