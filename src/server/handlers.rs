@@ -139,6 +139,7 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        super::transaction::end_failed_commit(client);
         if let Some(Ok(command @ (subscribe::Command::Subscribe(_) | subscribe::Command::Copy { .. }))) =
             subscribe::parse(&query.query)
         {
@@ -147,7 +148,6 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         if let Some(response) = self.copy_out(client, &query.query).await {
             return response;
         }
-        super::transaction::end_failed_commit(client);
         if let Some(response) = super::transaction::simple_commit(&self.engine, client, &query.query).await {
             return response;
         }
@@ -165,7 +165,7 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         // become standard SQL first.
         let rewritten = crate::sql::syntax::rewrite(query).map_err(super::errors::to_pgwire)?;
         let query = rewritten.as_deref().unwrap_or(query);
-        let catalogs = crate::sql::compat::system_regclass(query);
+        let catalogs = crate::sql::compat::regclass(query);
         let query = catalogs.as_deref().unwrap_or(query);
         let resolved = resolve_names(&self.engine, client, query);
         let query = resolved.as_deref().unwrap_or(query);
@@ -250,13 +250,21 @@ pub struct FreshetQueryParser {
     engine: Arc<Engine>,
 }
 
-/// `sql` with unqualified names resolved along the session's search_path
-/// (`None` on the default path; see `sql::search_path`).
+/// `sql` with clients' own search-path subqueries replaced by the
+/// session's schemas and unqualified names resolved along its search_path
+/// (`None` if neither applies; see `sql::search_path`).
 fn resolve_names<C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &str) -> Option<String> {
-    let path = client.metadata().get("search_path")?.clone();
-    let user = super::access::session_user(client);
-    let schemas = crate::sql::search_path::schemas(&path, &user);
-    crate::sql::search_path::qualify(sql, &schemas, &crate::sql::search_path::CatalogNames(&engine.ctx))
+    use crate::sql::search_path;
+    let set = client.metadata().get("search_path").cloned();
+    let path = set.clone().unwrap_or_else(|| search_path::DEFAULT.to_string());
+    let schemas = search_path::schemas(&path, &super::access::session_user(client));
+    let expanded = search_path::expand_path_subqueries(sql, &schemas);
+    let sql = expanded.as_deref().unwrap_or(sql);
+    let qualified = match set {
+        Some(_) => search_path::qualify(sql, &schemas, &search_path::CatalogNames(&engine.ctx)),
+        None => None,
+    };
+    qualified.or(expanded)
 }
 
 #[async_trait]
@@ -275,7 +283,7 @@ impl QueryParser for FreshetQueryParser {
         }
         let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
         let sql = rewritten.as_deref().unwrap_or(sql);
-        let catalogs = crate::sql::compat::system_regclass(sql);
+        let catalogs = crate::sql::compat::regclass(sql);
         let sql = catalogs.as_deref().unwrap_or(sql);
         let resolved = resolve_names(&self.engine, client, sql);
         let sql = resolved.as_deref().unwrap_or(sql);

@@ -12,14 +12,15 @@
 //! front end rewrites only after DataFusion refused a query for lacking
 //! such a function ([`lacks_function`]).
 //!
-//! One rewrite runs on every query instead, [`system_regclass`]: a system
-//! catalog's name cast to `regclass` becomes its fixed OID, before
+//! The `regclass` rewrites run on every query instead ([`regclass`]): a
+//! system catalog's name cast to `regclass` becomes its fixed OID, before
 //! datafusion-postgres turns the cast into a lookup in `pg_class` (which
-//! lists Freshet's relations, not the catalogs).
+//! lists Freshet's relations, not the catalogs); a computed name cast to
+//! `regclass` becomes a call of the catalog function that looks it up.
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, VisitMut, VisitorMut};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType, Expr, FunctionArguments, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
@@ -58,6 +59,70 @@ const SYSTEM_CATALOGS: &[(&str, u32)] = &[
     ("pg_trigger", 2620),
     ("pg_am", 2601),
 ];
+
+/// The fixed OID of a system catalog, by name.
+pub fn system_catalog_oid(name: &str) -> Option<u32> {
+    SYSTEM_CATALOGS.iter().find(|(n, _)| *n == name).map(|(_, oid)| *oid)
+}
+
+/// `regclass` casts DataFusion cannot plan, before any other rewrite:
+/// [`system_regclass`], then [`computed_regclass`].
+pub fn regclass(sql: &str) -> Option<String> {
+    let literal = system_regclass(sql);
+    let sql_now = literal.as_deref().unwrap_or(sql);
+    computed_regclass(sql_now).or(literal)
+}
+
+/// `CAST(expr AS regclass)` of a computed name (Metabase's
+/// `CAST(format('%I.%I', schema, table) AS REGCLASS)`) as a call of the
+/// catalog function that looks the name up; a quoted name is left to
+/// datafusion-postgres, which looks it up in pg_class itself.
+pub fn computed_regclass(sql: &str) -> Option<String> {
+    if !sql.to_ascii_lowercase().contains("regclass") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut rewriter = ComputedRegclass { changed: false };
+    for statement in &mut statements {
+        let _ = statement.visit(&mut rewriter);
+    }
+    rewriter.changed.then(|| statements.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+}
+
+struct ComputedRegclass {
+    changed: bool,
+}
+
+impl VisitorMut for ComputedRegclass {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let Expr::Cast { expr: inner, data_type, .. } = expr else { return ControlFlow::Continue(()) };
+        let is_regclass = match data_type {
+            DataType::Regclass => true,
+            DataType::Custom(name, _) => name.to_string().to_ascii_lowercase().ends_with("regclass"),
+            _ => false,
+        };
+        // Only names computed as text: an OID column cast to regclass
+        // (psql's `c.oid::pg_catalog.regclass`) stays as it is.
+        let computed_text = match inner.as_ref() {
+            Expr::Function(_) => true,
+            Expr::BinaryOp { op: BinaryOperator::StringConcat, .. } => true,
+            Expr::Cast { data_type: DataType::Text | DataType::Varchar(_), .. } => true,
+            _ => false,
+        };
+        if !is_regclass || !computed_text {
+            return ControlFlow::Continue(());
+        }
+        let text = format!("{}({inner})", super::pg_functions::REGCLASS_FUNCTION);
+        if let Ok(replacement) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr())
+        {
+            *expr = replacement;
+            self.changed = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
 
 /// `'pg_class'::regclass` (also `'pg_catalog.pg_class'`, and the
 /// `::pg_catalog.regclass` spelling) as the literal OID.
@@ -132,6 +197,20 @@ impl VisitorMut for PostgresExprs {
 
 #[cfg(test)]
 mod regclass_tests {
+    #[test]
+    fn computed_names_cast_to_regclass_become_lookups() {
+        let got = super::computed_regclass(
+            "SELECT col_description(CAST(CAST(format('%I.%I', s, t) AS REGCLASS) AS OID), 1), c.oid::regclass FROM x",
+        );
+        assert_eq!(
+            got.as_deref(),
+            Some(
+                "SELECT col_description(CAST(freshet_regclass(format('%I.%I', s, t)) AS OID), 1), c.oid::REGCLASS FROM x"
+            )
+        );
+        assert_eq!(super::computed_regclass("SELECT c.oid::regclass FROM pg_class c"), None);
+    }
+
     #[test]
     fn system_catalog_names_become_their_oids() {
         assert_eq!(

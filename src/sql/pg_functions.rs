@@ -53,10 +53,11 @@ enum Function {
     TypeIsVisible,
     QuoteLiteral,
     EncodingToChar,
+    Regclass,
 }
 
 impl Function {
-    const ALL: [Function; 17] = [
+    const ALL: [Function; 18] = [
         Function::ObjDescription,
         Function::ColDescription,
         Function::ShobjDescription,
@@ -74,6 +75,7 @@ impl Function {
         Function::TypeIsVisible,
         Function::QuoteLiteral,
         Function::EncodingToChar,
+        Function::Regclass,
     ];
 
     fn name(self) -> &'static str {
@@ -95,13 +97,14 @@ impl Function {
             Function::TypeIsVisible => "pg_type_is_visible",
             Function::QuoteLiteral => "quote_literal",
             Function::EncodingToChar => "pg_encoding_to_char",
+            Function::Regclass => REGCLASS_FUNCTION,
         }
     }
 
     fn return_type(self) -> DataType {
         match self {
             Function::TableIsVisible | Function::TypeIsVisible => DataType::Boolean,
-            Function::TableSize | Function::IndexesSize => DataType::Int64,
+            Function::TableSize | Function::IndexesSize | Function::Regclass => DataType::Int64,
             _ => DataType::Utf8,
         }
     }
@@ -120,7 +123,8 @@ impl Function {
             | Function::IndexesSize
             | Function::TypeIsVisible
             | Function::QuoteLiteral
-            | Function::EncodingToChar => &[1],
+            | Function::EncodingToChar
+            | Function::Regclass => &[1],
             Function::CurrentSetting => &[1, 2],
             Function::SetConfig => &[3],
             Function::Version => &[0],
@@ -144,6 +148,10 @@ fn size_pretty(bytes: i64) -> String {
     }
     format!("{bytes} bytes")
 }
+
+/// The function a `CAST(text AS regclass)` of a computed name becomes
+/// (see `compat`).
+pub const REGCLASS_FUNCTION: &str = "freshet_regclass";
 
 /// One of the functions, with the catalog it reads.
 pub struct CatalogFunction {
@@ -227,6 +235,30 @@ impl CatalogFunction {
             name: name.trim_matches('"').to_string(),
         };
         self.catalog.by_name(&qualified).map(|r| (r, false))
+    }
+
+    /// The OID a relation name (`orders`, `"My T"`, `public.orders`, a
+    /// system catalog) casts to as `regclass`; 42P01 if there is none.
+    fn regclass(&self, name: &str) -> Result<i64, SqlError> {
+        let parts = super::search_path::split_name(name);
+        let (schema, relation) = match parts.as_slice() {
+            [relation] => (None, relation.as_str()),
+            [schema, relation] => (Some(schema.as_str()), relation.as_str()),
+            _ => return Err(SqlError::new(sqlstate::SYNTAX_ERROR, format!("invalid name syntax: \"{name}\""))),
+        };
+        if schema.is_none_or(|s| s == "pg_catalog") {
+            if let Some(oid) = super::compat::system_catalog_oid(relation) {
+                return Ok(i64::from(oid));
+            }
+        }
+        let qualified = crate::catalog::QualifiedName {
+            schema: schema.unwrap_or("public").to_string(),
+            name: relation.to_string(),
+        };
+        match self.catalog.by_name(&qualified) {
+            Some(found) => Ok(i64::from(crate::catalog::pg_catalog::relation_oid(found.id))),
+            None => Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))),
+        }
     }
 
     fn row(&self, args: &[Arg], row: usize) -> Result<Option<String>, SqlError> {
@@ -318,6 +350,10 @@ impl CatalogFunction {
                 0 => "SQL_ASCII".to_string(),
                 _ => String::new(),
             }),
+            Function::Regclass => match arg(0).and_then(|a| a.text(row)) {
+                None => None,
+                Some(name) => Some(self.regclass(name)?.to_string()),
+            },
             // Settings are per connection and set with SET; set_config
             // answers as Postgres does without keeping the value.
             Function::SetConfig => arg(1).and_then(|a| a.text(row)).map(str::to_string),

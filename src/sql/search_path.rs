@@ -8,6 +8,12 @@
 //! its statements rewritten before planning: each unqualified relation name
 //! gets the first schema on the path that holds it; names of CTEs are left
 //! alone. Sessions on the default path (`"$user", public`) are untouched.
+//!
+//! Some clients compute the path themselves in SQL that DataFusion does not
+//! plan as Postgres does (Grafana splits `current_setting('search_path')`
+//! with `generate_series … AS i` and `string_to_array(…) s` in FROM, inside
+//! an `IN (subquery)` in the select list): [`expand_path_subqueries`]
+//! replaces that subquery by the list of the session's schemas.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -17,6 +23,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+/// Postgres's default `search_path`.
+pub const DEFAULT: &str = "\"$user\", public";
 
 /// The schemas a `search_path` value names, in order; `$user` stands for
 /// the session role's own schema.
@@ -92,6 +102,36 @@ pub fn qualify(sql: &str, path: &[String], names: &dyn Names) -> Option<String> 
     changed.then(|| statements.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))
 }
 
+/// A possibly qualified, possibly quoted name (`public."My T"`) split at
+/// its dots, unquoted names folded to lower case.
+pub fn split_name(name: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut was_quoted = false;
+    let mut chars = name.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                current.push('"');
+                chars.next();
+            }
+            '"' => {
+                quoted = !quoted;
+                was_quoted = true;
+            }
+            '.' if !quoted => {
+                parts.push(if was_quoted { std::mem::take(&mut current) } else { current.to_lowercase() });
+                current.clear();
+                was_quoted = false;
+            }
+            c => current.push(c),
+        }
+    }
+    parts.push(if was_quoted { current } else { current.to_lowercase() });
+    parts
+}
+
 fn bare(name: &ObjectName) -> Option<String> {
     match name.0.as_slice() {
         [ObjectNamePart::Identifier(ident)] => Some(folded(ident)),
@@ -119,6 +159,66 @@ fn resolve(name: &mut ObjectName, path: &[&String], names: &dyn Names, ctes: &Ha
         Some(schema) if schema.as_str() != "public" => prefix(name, schema),
         _ => false,
     }
+}
+
+/// Grafana's subquery listing the search path's schemas (its table and
+/// column pickers), matched token by token whatever the spacing.
+const PATH_SUBQUERY: &str = "(SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END FROM \
+    generate_series(array_lower(string_to_array(current_setting('search_path'),','),1), \
+    array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
+    string_to_array(current_setting('search_path'),',') s)";
+
+fn significant(tokens: &[Token]) -> impl Iterator<Item = (usize, &Token)> {
+    tokens.iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+}
+
+fn same(a: &Token, b: &Token) -> bool {
+    a.to_string().eq_ignore_ascii_case(&b.to_string())
+}
+
+/// `sql` with every subquery that lists the search path's schemas (see
+/// [`PATH_SUBQUERY`]) replaced by the literal list of `schemas`; `None`
+/// if there is none.
+pub fn expand_path_subqueries(sql: &str, schemas: &[String]) -> Option<String> {
+    if !sql.contains("current_setting('search_path')") {
+        return None;
+    }
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    let pattern: Vec<Token> = Tokenizer::new(&dialect, PATH_SUBQUERY)
+        .tokenize()
+        .ok()?
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let quoted: Vec<String> = schemas.iter().map(|s| format!("'{}'", s.replace('\'', "''"))).collect();
+    let list = format!("({})", quoted.join(", "));
+    let mut out = String::with_capacity(sql.len());
+    let mut next = 0;
+    let mut changed = false;
+    while next < tokens.len() {
+        let matched = if matches!(tokens[next], Token::Whitespace(_)) {
+            None
+        } else {
+            let mut candidates = significant(&tokens[next..]);
+            pattern.iter().try_fold(0, |_, expected| match candidates.next() {
+                Some((offset, token)) if same(token, expected) => Some(next + offset + 1),
+                _ => None,
+            })
+        };
+        match matched {
+            Some(end) => {
+                out.push_str(&list);
+                next = end;
+                changed = true;
+            }
+            None => {
+                out.push_str(&tokens[next].to_string());
+                next += 1;
+            }
+        }
+    }
+    changed.then_some(out)
 }
 
 /// Every CTE name a statement defines (at any depth).
@@ -178,6 +278,21 @@ mod tests {
         assert_eq!(got.as_deref(), Some("SELECT * FROM \"alice\".mine"));
         let got = qualify("DROP TABLE t", &path("analytics, public"), &Fixture);
         assert_eq!(got.as_deref(), Some("DROP TABLE \"analytics\".t"));
+    }
+
+    #[test]
+    fn grafanas_path_subquery_becomes_the_list_of_schemas() {
+        let sql = "SELECT t FROM x WHERE s IN (\n  SELECT\n    CASE WHEN trim(s[i]) = '\"$user\"' THEN user ELSE trim(s[i]) END\n  FROM\n    generate_series(\n      array_lower(string_to_array(current_setting('search_path'),','),1),\n      array_upper(string_to_array(current_setting('search_path'),','),1)\n    ) as i,\n    string_to_array(current_setting('search_path'),',') s\n) ORDER BY t";
+        let got = expand_path_subqueries(sql, &path("\"$user\", public"));
+        assert_eq!(got.as_deref(), Some("SELECT t FROM x WHERE s IN ('alice', 'public') ORDER BY t"));
+        assert_eq!(expand_path_subqueries("SELECT current_setting('search_path')", &path("public")), None);
+    }
+
+    #[test]
+    fn names_split_at_dots_outside_quotes() {
+        assert_eq!(split_name("public.Orders"), vec!["public".to_string(), "orders".to_string()]);
+        assert_eq!(split_name("\"My.T\""), vec!["My.T".to_string()]);
+        assert_eq!(split_name("s.\"a\"\"b\""), vec!["s".to_string(), "a\"b".to_string()]);
     }
 
     #[test]
