@@ -2,7 +2,8 @@
 //! does before a query reaches it. Clients' catalog queries use them
 //! (psql's `\du` lists a role's memberships with `ARRAY(SELECT …)`).
 //!
-//! - a few whole expressions of psql's and pgjdbc's (see `REPLACED`);
+//! - a few whole expressions of psql's and pgjdbc's (see `REPLACED`) and
+//!   pgAdmin's (`TOKENS_REPLACED`, matched whatever the spacing);
 //! - `ARRAY(subquery)` becomes `(SELECT array_agg(c) FROM (subquery) AS
 //!   _array(c))`: the same array, as a scalar subquery;
 //! - `generate_subscripts(a, d)` becomes `unnest(generate_series(1,
@@ -23,6 +24,7 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, DataType, Expr, FunctionArguments, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 /// Whether an error is DataFusion refusing a function rewritten here.
 pub fn lacks_function(error: &str) -> bool {
@@ -141,11 +143,72 @@ pub fn system_regclass(sql: &str) -> Option<String> {
     (out != sql).then_some(out)
 }
 
+/// Clients' subqueries DataFusion cannot plan, matched token by token
+/// (whatever the spacing), and what they come to in Freshet's catalog.
+const TOKENS_REPLACED: &[(&str, &str)] = &[
+    // pgAdmin's "can signal backends" check at connect: the roles a role
+    // belongs to, through pg_auth_members recursively, in a correlated
+    // ARRAY(WITH RECURSIVE …). Freshet has no role membership (the table
+    // is empty), so the answer is the role alone. Remove with membership.
+    (
+        "ARRAY(WITH RECURSIVE cte AS (SELECT pg_roles.oid,pg_roles.rolname FROM pg_roles \
+         WHERE pg_roles.oid = roles.oid UNION ALL SELECT m.roleid,pgr.rolname FROM cte cte_1 \
+         JOIN pg_auth_members m ON m.member = cte_1.oid JOIN pg_roles pgr ON pgr.oid = m.roleid) \
+         SELECT rolname FROM cte)",
+        "ARRAY[roles.rolname]",
+    ),
+];
+
+/// `sql` with every run of tokens equal to `pattern`'s (whitespace and the
+/// case of words aside) replaced by `replacement`; `None` if there is none.
+pub fn replace_tokens(sql: &str, pattern: &str, replacement: &str) -> Option<String> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
+    let pattern: Vec<Token> = Tokenizer::new(&dialect, pattern)
+        .tokenize()
+        .ok()?
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let same = |a: &Token, b: &Token| a.to_string().eq_ignore_ascii_case(&b.to_string());
+    let mut out = String::with_capacity(sql.len());
+    let mut next = 0;
+    let mut changed = false;
+    while next < tokens.len() {
+        let matched = if matches!(tokens[next], Token::Whitespace(_)) {
+            None
+        } else {
+            let mut candidates = tokens[next..].iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_)));
+            pattern.iter().try_fold(0, |_, expected| match candidates.next() {
+                Some((offset, token)) if same(token, expected) => Some(next + offset + 1),
+                _ => None,
+            })
+        };
+        match matched {
+            Some(end) => {
+                out.push_str(replacement);
+                next = end;
+                changed = true;
+            }
+            None => {
+                out.push_str(&tokens[next].to_string());
+                next += 1;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 pub fn rewrite(sql: &str) -> Option<String> {
     let mut replaced = None;
     for (from, to) in REPLACED {
         if sql.contains(from) {
             replaced = Some(replaced.as_deref().unwrap_or(sql).replace(from, to));
+        }
+    }
+    for (pattern, to) in TOKENS_REPLACED {
+        if let Some(done) = replace_tokens(replaced.as_deref().unwrap_or(sql), pattern, to) {
+            replaced = Some(done);
         }
     }
     let sql = replaced.as_deref().unwrap_or(sql);

@@ -23,7 +23,6 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 /// Postgres's default `search_path`.
 pub const DEFAULT: &str = "\"$user\", public";
@@ -168,14 +167,6 @@ const PATH_SUBQUERY: &str = "(SELECT CASE WHEN trim(s[i]) = '\"$user\"' THEN use
     array_upper(string_to_array(current_setting('search_path'),','),1)) as i, \
     string_to_array(current_setting('search_path'),',') s)";
 
-fn significant(tokens: &[Token]) -> impl Iterator<Item = (usize, &Token)> {
-    tokens.iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
-}
-
-fn same(a: &Token, b: &Token) -> bool {
-    a.to_string().eq_ignore_ascii_case(&b.to_string())
-}
-
 /// `sql` with every subquery that lists the search path's schemas (see
 /// [`PATH_SUBQUERY`]) replaced by the literal list of `schemas`; `None`
 /// if there is none.
@@ -183,42 +174,8 @@ pub fn expand_path_subqueries(sql: &str, schemas: &[String]) -> Option<String> {
     if !sql.contains("current_setting('search_path')") {
         return None;
     }
-    let dialect = PostgreSqlDialect {};
-    let tokens = Tokenizer::new(&dialect, sql).tokenize().ok()?;
-    let pattern: Vec<Token> = Tokenizer::new(&dialect, PATH_SUBQUERY)
-        .tokenize()
-        .ok()?
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .collect();
     let quoted: Vec<String> = schemas.iter().map(|s| format!("'{}'", s.replace('\'', "''"))).collect();
-    let list = format!("({})", quoted.join(", "));
-    let mut out = String::with_capacity(sql.len());
-    let mut next = 0;
-    let mut changed = false;
-    while next < tokens.len() {
-        let matched = if matches!(tokens[next], Token::Whitespace(_)) {
-            None
-        } else {
-            let mut candidates = significant(&tokens[next..]);
-            pattern.iter().try_fold(0, |_, expected| match candidates.next() {
-                Some((offset, token)) if same(token, expected) => Some(next + offset + 1),
-                _ => None,
-            })
-        };
-        match matched {
-            Some(end) => {
-                out.push_str(&list);
-                next = end;
-                changed = true;
-            }
-            None => {
-                out.push_str(&tokens[next].to_string());
-                next += 1;
-            }
-        }
-    }
-    changed.then_some(out)
+    super::compat::replace_tokens(sql, PATH_SUBQUERY, &format!("({})", quoted.join(", ")))
 }
 
 /// Every CTE name a statement defines (at any depth).
