@@ -77,6 +77,9 @@ fn extra_columns() -> Vec<(&'static str, &'static str, DataType)> {
         ("pg_class", "relacl", text_array.clone()),
         ("pg_attribute", "attacl", text_array),
         ("pg_index", "indkey", int_array.clone()),
+        // oidvector and int2vector, per key column (SQLAlchemy unnests both).
+        ("pg_index", "indclass", DataType::List(Arc::new(Field::new("item", DataType::Int64, true)))),
+        ("pg_index", "indoption", int_array.clone()),
         ("pg_constraint", "conkey", int_array.clone()),
         ("pg_constraint", "confkey", int_array),
     ]
@@ -483,6 +486,14 @@ impl PgCatalog {
                 let key_field = schema.field_with_name("indkey").ok().map(|f| f.data_type().clone());
                 if let Some(data_type) = key_field {
                     rows.set("indkey", vector_column(&data_type, keys())?);
+                }
+                // No operator classes of note (0) and no per-column options
+                // (0: ascending, nulls last), one per key column.
+                for column in ["indclass", "indoption"] {
+                    if let Ok(field) = schema.field_with_name(column) {
+                        let zeros = keys().map(|k| vec![0; k.len()]);
+                        rows.set(column, vector_column(field.data_type(), zeros)?);
+                    }
                 }
                 rows.finish()
             }

@@ -180,10 +180,14 @@ def test_sqlalchemy():
     assert "amount > 10" in inspector.get_view_definition("sa_big")
     mv_columns = [c["name"] for c in inspector.get_columns("sa_per_customer")]
     assert mv_columns == ["customer", "n"], mv_columns
-    # Queries built with SQLAlchemy Core, as BI tools built on it do. (Full
-    # Table(autoload_with=…) reflection also reads index definitions,
-    # pg_index.indoption and expressions, which are not served yet.)
-    orders = sqlalchemy.table("sa_orders", sqlalchemy.column("customer"), sqlalchemy.column("amount"))
+    # The primary key's index backs a constraint: no other index.
+    assert inspector.get_indexes("sa_orders") == [], inspector.get_indexes("sa_orders")
+    assert inspector.get_foreign_keys("sa_orders") == []
+    # Full reflection, then queries built with SQLAlchemy Core on it, as BI
+    # tools built on SQLAlchemy (Superset) do.
+    orders = sqlalchemy.Table("sa_orders", sqlalchemy.MetaData(), autoload_with=engine)
+    assert [c.name for c in orders.primary_key.columns] == ["id"], orders.primary_key
+    assert isinstance(orders.c.amount.type, sqlalchemy.Numeric)
     with engine.connect() as conn:
         got = conn.execute(sqlalchemy.select(orders.c.customer).where(orders.c.amount > 10)).all()
         assert [tuple(r) for r in got] == [("x",)], got
