@@ -256,6 +256,10 @@ pub struct FreshetQueryParser {
 fn resolve_names<C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &str) -> Option<String> {
     use crate::sql::search_path;
     let set = client.metadata().get("search_path").cloned();
+    // Most statements need neither: no work for them on every round trip.
+    if set.is_none() && !sql.contains("current_setting('search_path')") {
+        return None;
+    }
     let path = set.clone().unwrap_or_else(|| search_path::DEFAULT.to_string());
     let schemas = search_path::schemas(&path, &super::access::session_user(client));
     let expanded = search_path::expand_path_subqueries(sql, &schemas);
