@@ -42,6 +42,13 @@ pub mod sqlstate {
     pub const INVALID_SAVEPOINT_SPECIFICATION: &str = "3B001";
     pub const SERIALIZATION_FAILURE: &str = "40001";
     pub const ACTIVE_SQL_TRANSACTION: &str = "25001";
+    pub const IDLE_IN_TRANSACTION_SESSION_TIMEOUT: &str = "25P03";
+    /// "stack depth limit exceeded": a statement nested too deep to plan.
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const OUT_OF_MEMORY: &str = "53200";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
 }
 
 /// An error with the SQLSTATE a Postgres client expects.
@@ -93,7 +100,11 @@ impl SqlError {
             DataFusionError::Collection(errors) => {
                 errors.first().map(Self::from_datafusion).unwrap_or_else(|| Self::internal("unknown error"))
             }
-            DataFusionError::SQL(e, _) => Self::new(sqlstate::SYNTAX_ERROR, clean_message(&e.to_string())),
+            DataFusionError::SQL(e, _) => Self::from_parser(e),
+            DataFusionError::ResourcesExhausted(m) => Self::new(
+                sqlstate::OUT_OF_MEMORY,
+                format!("out of memory: the query needs more than its memory limit ({})", clean_message(m)),
+            ),
             DataFusionError::ArrowError(e, _) => Self::from_arrow(e),
             DataFusionError::NotImplemented(m) => Self::not_supported(clean_message(m)),
             DataFusionError::SchemaError(e, _) => {
@@ -110,6 +121,19 @@ impl SqlError {
             DataFusionError::Plan(m) => Self::from_message(m, sqlstate::DATATYPE_MISMATCH),
             DataFusionError::Execution(m) => Self::from_message(m, sqlstate::INTERNAL_ERROR),
             other => Self::from_message(&other.to_string(), sqlstate::INTERNAL_ERROR),
+        }
+    }
+
+    /// A parser error: a syntax error, or nesting past the parser's
+    /// recursion limit (54001, as PostgreSQL's "stack depth limit exceeded").
+    pub fn from_parser(error: &datafusion::sql::sqlparser::parser::ParserError) -> SqlError {
+        use datafusion::sql::sqlparser::parser::ParserError;
+        match error {
+            ParserError::RecursionLimitExceeded => Self::new(
+                sqlstate::STATEMENT_TOO_COMPLEX,
+                "stack depth limit exceeded: the statement nests parentheses or subqueries too deep",
+            ),
+            other => Self::new(sqlstate::SYNTAX_ERROR, clean_message(&other.to_string())),
         }
     }
 

@@ -74,6 +74,10 @@ enum Command {
         /// PEM private key of the TLS certificate.
         #[arg(long, env = "FRESHET_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Clients connected at once; one more is refused with SQLSTATE
+        /// 53300 ("too many clients"), as PostgreSQL's max_connections.
+        #[arg(long, env = "FRESHET_MAX_CONNECTIONS", default_value_t = freshet::server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
     },
 }
 
@@ -84,8 +88,16 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    freshet::server::connection::log_panics();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Statements are parsed, planned and run on the runtime's threads and
+    // the dataflow pool; their stacks fit the deepest statement accepted.
+    let stack = freshet::server::STATEMENT_STACK_BYTES;
+    if let Err(error) = rayon::ThreadPoolBuilder::new().stack_size(stack).build_global() {
+        eprintln!("freshet: cannot start the dataflow pool: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(stack).build() {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("freshet: cannot start the runtime: {error}");
@@ -104,6 +116,7 @@ fn main() -> std::process::ExitCode {
             superuser_password,
             tls_cert,
             tls_key,
+            max_connections,
         } => {
             let options = ServeOptions {
                 listen,
@@ -115,8 +128,14 @@ fn main() -> std::process::ExitCode {
                 auth,
                 superuser_password,
                 tls: tls_cert.zip(tls_key),
+                max_connections,
             };
-            match runtime.block_on(serve(options)) {
+            // On a runtime thread, not the main thread: recovery plans every
+            // stored view, and needs the same stack as a statement.
+            let served = runtime.block_on(async {
+                tokio::spawn(serve(options)).await.unwrap_or_else(|e| Err(format!("the server task failed: {e}").into()))
+            });
+            match served {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "freshet stopped");
@@ -138,9 +157,10 @@ struct ServeOptions {
     auth: freshet::server::auth::AuthMethod,
     superuser_password: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
+    max_connections: usize,
 }
 
-async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let ServeOptions {
         listen,
         data_dir,
@@ -151,6 +171,7 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> 
         auth,
         superuser_password,
         tls,
+        max_connections,
     } = options;
     // A bad certificate stops the server before it recovers anything.
     let tls = match tls {
@@ -214,7 +235,7 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> 
         );
     }
     tracing::info!(auth = ?auth, tls = tls.is_some(), "client authentication");
-    let security = freshet::server::Security { auth, tls };
+    let security = freshet::server::Security { auth, tls, max_connections };
     freshet::server::serve(listener, engine, security, stopped).await?;
     Ok(())
 }

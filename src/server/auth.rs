@@ -147,15 +147,32 @@ impl NoopStartupHandler for TrustStartup {
 }
 
 /// One connection's startup handler (SCRAM's keeps the exchange's state,
-/// so each connection gets a new one).
-pub enum Startup {
+/// so each connection gets a new one), after the connection limit.
+pub struct Startup {
+    method: StartupMethod,
+    open: Arc<super::connection::ConnectionCount>,
+}
+
+enum StartupMethod {
     Trust(TrustStartup),
     Md5(Md5PasswordAuthStartupHandler<Md5Source, DefaultServerParameterProvider>),
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
 }
 
 impl Startup {
-    pub fn new(method: AuthMethod, catalog: &Arc<Catalog>, connections: &Arc<ConnectionManager>) -> Self {
+    pub fn new(
+        method: AuthMethod,
+        catalog: &Arc<Catalog>,
+        connections: &Arc<ConnectionManager>,
+        open: &Arc<super::connection::ConnectionCount>,
+    ) -> Self {
+        Self { method: StartupMethod::new(method, catalog, connections), open: open.clone() }
+    }
+}
+
+impl StartupMethod {
+    fn new(method: AuthMethod, catalog: &Arc<Catalog>, connections: &Arc<ConnectionManager>) -> Self {
+        use StartupMethod as Startup;
         let parameters = Arc::new(DefaultServerParameterProvider::default());
         match method {
             AuthMethod::Trust => {
@@ -186,10 +203,19 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Trust(handler) => handler.on_startup(client, message).await,
-            Startup::Md5(handler) => handler.on_startup(client, message).await,
-            Startup::Scram(handler) => handler.on_startup(client, message).await,
+        // Over the limit, a new connection is refused before it logs in,
+        // as PostgreSQL does.
+        if matches!(message, PgWireFrontendMessage::Startup(_)) && self.open.over_limit() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                crate::error::sqlstate::TOO_MANY_CONNECTIONS.to_string(),
+                format!("sorry, too many clients already (max_connections is {})", self.open.max()),
+            ))));
+        }
+        match &self.method {
+            StartupMethod::Trust(handler) => handler.on_startup(client, message).await,
+            StartupMethod::Md5(handler) => handler.on_startup(client, message).await,
+            StartupMethod::Scram(handler) => handler.on_startup(client, message).await,
         }
     }
 }

@@ -33,7 +33,8 @@ pub struct CopyOut {
 /// The COPY … TO STDOUT in `sql`, if that is what it is.
 pub fn parse(sql: &str) -> Option<Result<(Statement, CopyOut)>> {
     let trimmed = sql.trim_start();
-    if trimmed.len() < 4 || !trimmed[..4].eq_ignore_ascii_case("copy") {
+    // `get`, not `[..4]`: the fourth byte may fall inside a character.
+    if !trimmed.get(..4).is_some_and(|word| word.eq_ignore_ascii_case("copy")) {
         return None;
     }
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};

@@ -39,10 +39,12 @@ fn classify(error: &mut PgWireError) {
             } else if let Some(sql) = inner.downcast_ref::<SqlError>() {
                 sql.clone()
             } else if let Some(parse) = inner.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>() {
-                SqlError::new(sqlstate::SYNTAX_ERROR, parse.to_string())
+                SqlError::from_parser(parse)
             } else {
                 let message = inner.to_string();
-                let code = if message.contains("sql parser error") || message.contains("Expected") {
+                let code = if message.contains("recursion limit exceeded") {
+                    sqlstate::STATEMENT_TOO_COMPLEX
+                } else if message.contains("sql parser error") || message.contains("Expected") {
                     sqlstate::SYNTAX_ERROR
                 } else {
                     sqlstate::INTERNAL_ERROR

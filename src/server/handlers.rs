@@ -36,10 +36,16 @@ pub struct FreshetHandlers {
     engine: Arc<Engine>,
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
+    /// Open connections, against `--max-connections`.
+    open: Arc<super::connection::ConnectionCount>,
 }
 
 impl FreshetHandlers {
-    pub fn new(engine: Arc<Engine>, auth: super::auth::AuthMethod) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        auth: super::auth::AuthMethod,
+        open: Arc<super::connection::ConnectionCount>,
+    ) -> Self {
         // Under trust, a name that is no role gets in as a superuser (as
         // every client did before roles); with passwords only roles log in.
         engine.catalog.access.set_unknown_users_are_superusers(auth == super::auth::AuthMethod::Trust);
@@ -75,6 +81,7 @@ impl FreshetHandlers {
             engine,
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
+            open,
         }
     }
 }
@@ -89,7 +96,7 @@ impl PgWireServerHandlers for FreshetHandlers {
     /// Called once per connection: SCRAM's handler holds the exchange's
     /// state, so every connection needs its own.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(super::auth::Startup::new(self.auth, &self.engine.catalog, &self.connections))
+        Arc::new(super::auth::Startup::new(self.auth, &self.engine.catalog, &self.connections, &self.open))
     }
     fn copy_handler(&self) -> Arc<impl pgwire::api::copy::CopyHandler> {
         self.copy.clone()
@@ -140,6 +147,8 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         super::transaction::end_failed_commit(client);
+        // Before any parser builds a tree of it (see `sql::limits`).
+        crate::sql::limits::check_statement_depth(&query.query).map_err(super::errors::to_pgwire)?;
         if let Some(Ok(command @ (subscribe::Command::Subscribe(_) | subscribe::Command::Copy { .. }))) =
             subscribe::parse(&query.query)
         {
@@ -155,6 +164,21 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
     }
 
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let deadline = super::timeout::deadline(client);
+        let responses = super::timeout::run_until(deadline, self.run_statements(client, query)).await?;
+        Ok(responses.into_iter().map(|response| super::timeout::rows_until(response, deadline)).collect())
+    }
+}
+
+impl FreshetSimpleQuery {
+    /// The statements of one simple Query message (see `do_query`).
+    async fn run_statements<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -183,7 +207,7 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
             // there is never anything to wait for.
             return Ok(vec![Response::Execution(Tag::new("FLUSH"))]);
         }
-        if bare.len() > 4 && bare[..4].eq_ignore_ascii_case("copy") {
+        if bare.get(..4).is_some_and(|word| word.eq_ignore_ascii_case("copy")) && bare.len() > 4 {
             let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
             if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, bare) {
                 if statements.len() == 1 {
@@ -279,6 +303,7 @@ impl QueryParser for FreshetQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        crate::sql::limits::check_statement_depth(sql).map_err(super::errors::to_pgwire)?;
         if let Some(parsed) = subscribe::parse(sql) {
             let command = parsed.map_err(super::errors::to_pgwire)?;
             if let Some(statement) = subscription_statement(client, sql, &command)? {
@@ -343,23 +368,30 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // Subscription cursors, as parsed by `subscription_statement`.
-        let (text, _) = &portal.statement.statement;
-        if let Some(Ok(command)) = subscribe::parse(text) {
-            let format = &portal.result_column_format;
-            if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, format).await {
-                return Ok(postgres_text(served?.1));
-            }
-        }
-        let user = super::access::session_user(client);
-        let failed = client.transaction_status() == pgwire::messages::response::TransactionStatus::Error;
-        if let Some(response) =
-            super::prepared::execute_portal(&self.engine, &user, failed, text, &portal.result_column_format).await
-        {
-            return response.map(postgres_text);
-        }
-        let response = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await?;
-        Ok(postgres_text(response))
+        let deadline = super::timeout::deadline(client);
+        let response = super::timeout::run_until(deadline, self.run_portal(client, portal, max_rows)).await?;
+        Ok(super::timeout::rows_until(response, deadline))
+    }
+
+    /// As pgwire's, after ending a block whose COMMIT failed (see
+    /// `transaction::end_failed_commit`).
+    async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::transaction::end_failed_commit(client);
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        let status = client.transaction_status();
+        futures::SinkExt::send(
+            client,
+            PgWireBackendMessage::ReadyForQuery(pgwire::messages::response::ReadyForQuery::new(status)),
+        )
+        .await?;
+        futures::SinkExt::flush(client).await?;
+        Ok(())
     }
 
     /// As pgwire's, except that a statement with parameters and no result
@@ -397,26 +429,39 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         }
         self._on_describe(client, message).await
     }
+}
 
-    /// As pgwire's, after ending a block whose COMMIT failed (see
-    /// `transaction::end_failed_commit`).
-    async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
+impl FreshetExtendedQuery {
+    /// One Execute of a portal (see `do_query`).
+    async fn run_portal<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::PortalStore: PortalStore<Statement = <Self as ExtendedQueryHandler>::Statement>,
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        super::transaction::end_failed_commit(client);
-        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
-        let status = client.transaction_status();
-        futures::SinkExt::send(
-            client,
-            PgWireBackendMessage::ReadyForQuery(pgwire::messages::response::ReadyForQuery::new(status)),
-        )
-        .await?;
-        futures::SinkExt::flush(client).await?;
-        Ok(())
+        // Subscription cursors, as parsed by `subscription_statement`.
+        let (text, _) = &portal.statement.statement;
+        if let Some(Ok(command)) = subscribe::parse(text) {
+            let format = &portal.result_column_format;
+            if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, format).await {
+                return Ok(postgres_text(served?.1));
+            }
+        }
+        let user = super::access::session_user(client);
+        let failed = client.transaction_status() == pgwire::messages::response::TransactionStatus::Error;
+        if let Some(response) =
+            super::prepared::execute_portal(&self.engine, &user, failed, text, &portal.result_column_format).await
+        {
+            return response.map(postgres_text);
+        }
+        let response = ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows).await?;
+        Ok(postgres_text(response))
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod access;
 pub mod auth;
+pub mod connection;
 mod copy;
 mod copy_out;
 mod errors;
@@ -17,6 +18,7 @@ mod pg_text;
 mod prepared;
 mod session;
 mod subscribe;
+mod timeout;
 mod transaction;
 
 use std::net::SocketAddr;
@@ -30,16 +32,28 @@ use crate::sql::Engine;
 
 pub use handlers::FreshetHandlers;
 
-/// How clients connect: the authentication method, and TLS when a
-/// certificate was given.
+/// The stack of every thread that parses, plans or runs statements (the
+/// runtime's workers and blocking threads, the dataflow pool). Deep but
+/// legal statements (up to `sql::limits::MAX_STATEMENT_DEPTH`) recurse one
+/// or more frames per level in every tree walk, and debug builds' frames are
+/// large; the memory is reserved, and only what a statement touches is used.
+pub const STATEMENT_STACK_BYTES: usize = 64 << 20;
+
+/// Connections served at once unless `--max-connections` says otherwise
+/// (PostgreSQL's default).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+
+/// How clients connect: the authentication method, TLS when a certificate
+/// was given, and how many may be connected at once.
 pub struct Security {
     pub auth: auth::AuthMethod,
     pub tls: Option<pgwire::tokio::tokio_rustls::TlsAcceptor>,
+    pub max_connections: usize,
 }
 
 impl Default for Security {
     fn default() -> Self {
-        Self { auth: auth::AuthMethod::Trust, tls: None }
+        Self { auth: auth::AuthMethod::Trust, tls: None, max_connections: DEFAULT_MAX_CONNECTIONS }
     }
 }
 
@@ -50,7 +64,8 @@ pub async fn serve(
     security: Security,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let handlers = Arc::new(FreshetHandlers::new(engine, security.auth));
+    let connections = connection::ConnectionCount::new(security.max_connections);
+    let handlers = Arc::new(FreshetHandlers::new(engine, security.auth, connections.clone()));
     let tls = security.tls;
     tracing::info!(address = %listener.local_addr()?, "accepting connections");
     loop {
@@ -66,8 +81,17 @@ pub async fn serve(
                 let _ = socket.set_nodelay(true);
                 let handlers = handlers.clone();
                 let tls = tls.clone();
+                let slot = connections.open();
+                // A duplicate of a plain-TCP socket, to tell the client if
+                // serving it panics (see `connection::guarded`).
+                let (socket, error_socket) = match &tls {
+                    Some(_) => (Some(socket), None),
+                    None => duplicate(socket),
+                };
                 tokio::spawn(async move {
-                    serve_connection(socket, peer, handlers, tls).await;
+                    let _slot = slot;
+                    let Some(socket) = socket else { return };
+                    connection::guarded(peer, error_socket, serve_connection(socket, peer, handlers, tls)).await;
                 });
             }
             _ = shutdown.changed() => {
@@ -76,6 +100,14 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The socket and a duplicate of it (the same connection), when the
+/// operating system gives one.
+fn duplicate(socket: tokio::net::TcpStream) -> (Option<tokio::net::TcpStream>, Option<std::net::TcpStream>) {
+    let Ok(std_socket) = socket.into_std() else { return (None, None) };
+    let copy = std_socket.try_clone().ok();
+    (tokio::net::TcpStream::from_std(std_socket).ok(), copy)
 }
 
 async fn serve_connection(

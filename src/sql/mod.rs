@@ -15,6 +15,7 @@ mod ddl;
 mod dml;
 mod explain;
 mod format;
+pub mod limits;
 mod nexmark;
 mod options;
 pub mod pg_functions;
