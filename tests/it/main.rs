@@ -17,6 +17,7 @@ mod kafka;
 mod nexmark;
 mod oracle;
 mod postgres;
+mod robustness;
 mod psql_catalog;
 mod schema_registry;
 mod security;

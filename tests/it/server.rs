@@ -7,6 +7,8 @@ pub struct TestServer {
     child: Child,
     pub port: u16,
     _data: Option<tempdir::TempDir>,
+    /// Every line the server logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub mod tempdir {
@@ -62,14 +64,19 @@ impl TestServer {
             .expect("start freshet");
         let stdout = child.stdout.take().expect("freshet's stdout");
         let (found, port) = std::sync::mpsc::channel();
-        // Reads the log for the address, then keeps draining it so the
-        // server never blocks on a full pipe.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = log.clone();
+        // Reads the log for the address, then keeps draining (and keeping)
+        // it so the server never blocks on a full pipe.
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut found = Some(found);
             for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let (Some(port), true) = (listening_port(&line), found.is_some()) {
                     let _ = found.take().map(|f| f.send(port));
+                }
+                if let Ok(mut lines) = kept.lock() {
+                    lines.push(line);
                 }
             }
         });
@@ -80,7 +87,12 @@ impl TestServer {
                 panic!("freshet did not start listening (exit: {:?})", child.try_wait());
             }
         };
-        Self { child, port, _data: None }
+        Self { child, port, _data: None, log }
+    }
+
+    /// The lines the server logged so far that contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        self.log.lock().map(|lines| lines.iter().filter(|l| l.contains(needle)).cloned().collect()).unwrap_or_default()
     }
 
     /// The server process's resident memory in bytes (Linux: /proc).
