@@ -133,7 +133,9 @@ fn main() -> std::process::ExitCode {
             // On a runtime thread, not the main thread: recovery plans every
             // stored view, and needs the same stack as a statement.
             let served = runtime.block_on(async {
-                tokio::spawn(serve(options)).await.unwrap_or_else(|e| Err(format!("the server task failed: {e}").into()))
+                tokio::spawn(serve(options))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the server task failed: {e}").into()))
             });
             match served {
                 Ok(()) => std::process::ExitCode::SUCCESS,

@@ -77,7 +77,8 @@ pub fn statement_depth(sql: &str) -> usize {
                 continue;
             }
             b'\'' => {
-                let escapes = i > 0 && matches!(bytes.get(i - 1), Some(b'e' | b'E')) && !ident_char_before(bytes, i - 1);
+                let escapes =
+                    i > 0 && matches!(bytes.get(i - 1), Some(b'e' | b'E')) && !ident_char_before(bytes, i - 1);
                 i = skip_quoted(bytes, i, b'\'', escapes);
                 continue;
             }
@@ -117,8 +118,8 @@ pub fn statement_depth(sql: &str) -> usize {
                 // Field access (`(x).a.b…`) or a qualified name.
                 bump(&mut frames, &mut depth, false);
             }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' | b'~' | b'&' | b'|' | b'#'
-            | b'@' | b'?' | b':' => {
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' | b'~' | b'&' | b'|' | b'#' | b'@'
+            | b'?' | b':' => {
                 // A run of operator characters is one operator (`<=`, `||`, `::`).
                 while bytes.get(i + 1).is_some_and(|b| is_operator_char(*b))
                     && !(bytes.get(i + 1) == Some(&b'-') && bytes.get(i + 2) == Some(&b'-'))
@@ -166,7 +167,25 @@ fn bump(frames: &mut [Frame], depth: &mut usize, query: bool) {
 }
 
 fn is_operator_char(b: u8) -> bool {
-    matches!(b, b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' | b'~' | b'&' | b'|' | b'#' | b'@' | b'?' | b':')
+    matches!(
+        b,
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'%'
+            | b'^'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'!'
+            | b'~'
+            | b'&'
+            | b'|'
+            | b'#'
+            | b'@'
+            | b'?'
+            | b':'
+    )
 }
 
 fn ident_char_before(bytes: &[u8], at: usize) -> bool {

@@ -382,7 +382,10 @@ async fn statement_timeout_cancels_with_57014() {
     // Quick statements still run; 0 turns the timeout off.
     assert_eq!(rows(&client, "SELECT count(*) FROM sentinel").await, vec![vec!["3".to_string()]]);
     client.batch_execute("SET statement_timeout = 0").await.expect("reset");
-    assert_eq!(rows(&client, "SELECT count(*) FROM generate_series(1, 100000)").await, vec![vec!["100000".to_string()]]);
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM generate_series(1, 100000)").await,
+        vec![vec!["100000".to_string()]]
+    );
     sentinel_intact(&other).await;
 }
 
@@ -392,7 +395,8 @@ async fn connections_beyond_the_maximum_get_53300() {
     let first = server.connect().await;
     let _second = server.connect().await;
     let third = server.connect().await;
-    let refused = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await.err().expect("a fourth is refused");
+    let refused =
+        tokio_postgres::connect(&server.url(), tokio_postgres::NoTls).await.err().expect("a fourth is refused");
     assert_eq!(refused.code().map(|c| c.code()), Some("53300"), "{refused}");
     // The connected sessions keep working; a closed one frees its place.
     assert_eq!(rows(&first, "SELECT 1").await, vec![vec!["1".to_string()]]);
