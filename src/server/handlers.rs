@@ -373,27 +373,6 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         Ok(super::timeout::rows_until(response, deadline))
     }
 
-    /// As pgwire's, after ending a block whose COMMIT failed (see
-    /// `transaction::end_failed_commit`).
-    async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        super::transaction::end_failed_commit(client);
-        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
-        let status = client.transaction_status();
-        futures::SinkExt::send(
-            client,
-            PgWireBackendMessage::ReadyForQuery(pgwire::messages::response::ReadyForQuery::new(status)),
-        )
-        .await?;
-        futures::SinkExt::flush(client).await?;
-        Ok(())
-    }
-
     /// As pgwire's, except that a statement with parameters and no result
     /// columns is described with NoData, as Postgres does (pgwire sends an
     /// empty RowDescription, which makes pgjdbc expect a result set from
@@ -428,6 +407,27 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
             }
         }
         self._on_describe(client, message).await
+    }
+
+    /// As pgwire's, after ending a block whose COMMIT failed (see
+    /// `transaction::end_failed_commit`).
+    async fn on_sync<C>(&self, client: &mut C, _message: pgwire::messages::extendedquery::Sync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::transaction::end_failed_commit(client);
+        client.portal_store().rm_portal(pgwire::api::DEFAULT_NAME);
+        let status = client.transaction_status();
+        futures::SinkExt::send(
+            client,
+            PgWireBackendMessage::ReadyForQuery(pgwire::messages::response::ReadyForQuery::new(status)),
+        )
+        .await?;
+        futures::SinkExt::flush(client).await?;
+        Ok(())
     }
 }
 

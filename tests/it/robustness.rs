@@ -8,18 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{TestServer, error_code, rows};
+use crate::server::{TestServer, error_code, extended_error_code, rows};
 
 fn chain(term: &str, op: &str, n: usize) -> String {
     vec![term; n].join(op)
-}
-
-/// The SQLSTATE of a failed statement over the extended protocol.
-async fn extended_error_code(client: &tokio_postgres::Client, sql: &str) -> String {
-    match client.query(sql, &[]).await {
-        Ok(_) => panic!("expected an error from: {}…", &sql[..40.min(sql.len())]),
-        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no code: {e}")),
-    }
 }
 
 async fn sentinel_intact(client: &tokio_postgres::Client) {

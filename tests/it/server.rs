@@ -189,6 +189,14 @@ pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
     }
 }
 
+/// The SQLSTATE of a failed statement over the extended protocol.
+pub async fn extended_error_code(client: &tokio_postgres::Client, sql: &str) -> String {
+    match client.query(sql, &[]).await {
+        Ok(_) => panic!("expected an error from: {}…", &sql[..40.min(sql.len())]),
+        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no code: {e}")),
+    }
+}
+
 /// The repository's root, read when the test runs (cargo sets
 /// CARGO_MANIFEST_DIR for test processes): a path compiled in would point
 /// at whichever clone built the binary, since clones share the target dir.
