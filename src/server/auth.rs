@@ -209,7 +209,7 @@ impl StartupHandler for Startup {
             return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                 "FATAL".to_string(),
                 crate::error::sqlstate::TOO_MANY_CONNECTIONS.to_string(),
-                format!("sorry, too many clients already (max_connections is {})", self.open.max()),
+                "sorry, too many clients already".to_string(),
             ))));
         }
         match &self.method {

@@ -72,10 +72,6 @@ impl ConnectionCount {
     pub fn over_limit(&self) -> bool {
         self.open.load(Ordering::Acquire) > self.max
     }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
 }
 
 /// One open connection's place in the count.
