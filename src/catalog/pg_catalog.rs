@@ -758,6 +758,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("default_transaction_read_only", "off", "Sets the default read-only status of new transactions."),
     ("extra_float_digits", "1", "Sets the number of digits displayed for floating-point values."),
+    (
+        "idle_in_transaction_session_timeout",
+        "0",
+        "Sets the maximum allowed idle time between queries, when in a transaction.",
+    ),
     ("integer_datetimes", "on", "Shows whether datetimes are integer based."),
     ("IntervalStyle", "postgres", "Sets the display format for interval values."),
     ("is_superuser", "on", "Shows whether the current user is a superuser."),

@@ -1,5 +1,6 @@
 //! One client connection's life: its id, its place in the connection limit,
-//! and the last line of defence if handling it panics.
+//! the idle-in-transaction watchdog, and the last line of defence if
+//! handling it panics.
 //!
 //! Nothing a client sends should panic the server (the wire decoder is
 //! hardened, statements are bounded by `sql::limits`), but if a bug somewhere
@@ -15,10 +16,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures::FutureExt;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 tokio::task_local! {
     /// The id of the connection the current task serves.
     static CONNECTION_ID: u64;
+    /// When the connection's session, idle in a transaction block, is to
+    /// be terminated (`None`: not idle in one, or no timeout set).
+    static IDLE_DEADLINE: watch::Sender<Option<Instant>>;
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -83,29 +89,82 @@ impl Drop for Slot {
     }
 }
 
-/// Serves one connection with `serve`, under a fresh connection id; if it
-/// panics, tells the client (on plain TCP, through `socket`'s duplicate)
-/// and closes only this connection.
-pub async fn guarded<F>(peer: SocketAddr, error_socket: Option<std::net::TcpStream>, serve: F)
+/// Arms (`Some`) or disarms the current connection's idle-in-transaction
+/// deadline: past it, the connection is terminated with 25P03.
+pub fn set_idle_deadline(at: Option<Instant>) {
+    let _ = IDLE_DEADLINE.try_with(|deadline| deadline.send_replace(at));
+}
+
+/// Serves one connection with `serve`, under a fresh connection id, with
+/// `socket` a duplicate of its socket (`plaintext`: no TLS on it). If
+/// serving panics, tells the client (FATAL 08P01) and closes only this
+/// connection; if the session stays idle in a transaction past its
+/// deadline, terminates it (FATAL 25P03), as PostgreSQL does.
+pub async fn guarded<F>(peer: SocketAddr, socket: Option<std::net::TcpStream>, plaintext: bool, serve: F)
 where
     F: std::future::Future<Output = ()>,
 {
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let outcome = CONNECTION_ID.scope(id, AssertUnwindSafe(serve).catch_unwind()).await;
+    let (deadline, deadline_changes) = watch::channel(None);
+    let watchdog = socket
+        .as_ref()
+        .and_then(|s| s.try_clone().ok())
+        .map(|copy| tokio::spawn(terminate_when_idle(id, deadline_changes, copy, plaintext)));
+    let served = AssertUnwindSafe(serve).catch_unwind();
+    let outcome = CONNECTION_ID.scope(id, IDLE_DEADLINE.scope(deadline, served)).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     if outcome.is_ok() {
         return;
     }
     tracing::debug!(connection = id, %peer, "connection closed after a panic");
-    let Some(socket) = error_socket.and_then(|s| tokio::net::TcpStream::from_std(s).ok()) else { return };
-    let mut socket = socket;
-    let info = pgwire::error::ErrorInfo::new(
-        "FATAL".to_string(),
-        crate::error::sqlstate::PROTOCOL_VIOLATION.to_string(),
-        format!("internal error while serving connection {id}; the connection is closed, the server goes on"),
-    );
-    let mut bytes = bytes::BytesMut::new();
-    if pgwire::messages::PgWireBackendMessage::ErrorResponse(info.into()).encode(&mut bytes).is_ok() {
-        let _ = socket.write_all(&bytes).await;
+    if let Some(socket) = socket {
+        let message =
+            format!("internal error while serving connection {id}; the connection is closed, the server goes on");
+        close(socket, plaintext.then_some((crate::error::sqlstate::PROTOCOL_VIOLATION, message.as_str()))).await;
     }
-    let _ = socket.shutdown().await;
+}
+
+/// Waits while the connection's idle deadline is unset or keeps moving;
+/// once one passes, terminates the connection.
+async fn terminate_when_idle(
+    id: u64,
+    mut deadline: watch::Receiver<Option<Instant>>,
+    socket: std::net::TcpStream,
+    plaintext: bool,
+) {
+    loop {
+        let armed = *deadline.borrow_and_update();
+        let changed = match armed {
+            None => deadline.changed().await,
+            Some(at) => tokio::select! {
+                changed = deadline.changed() => changed,
+                _ = tokio::time::sleep_until(at) => break,
+            },
+        };
+        if changed.is_err() {
+            return;
+        }
+    }
+    let message = "terminating connection due to idle-in-transaction timeout";
+    tracing::info!(connection = id, "{message}");
+    close(socket, plaintext.then_some((crate::error::sqlstate::IDLE_IN_TRANSACTION_SESSION_TIMEOUT, message))).await;
+}
+
+/// Ends a connection through a duplicate of its socket: a FATAL
+/// ErrorResponse first when `error` is given (plain TCP only), then a
+/// shutdown both ways, which the connection's own reader sees as its end.
+async fn close(socket: std::net::TcpStream, error: Option<(&str, &str)>) {
+    let Ok(mut stream) = tokio::net::TcpStream::from_std(socket) else { return };
+    if let Some((code, message)) = error {
+        let info = pgwire::error::ErrorInfo::new("FATAL".to_string(), code.to_string(), message.to_string());
+        let mut bytes = bytes::BytesMut::new();
+        if pgwire::messages::PgWireBackendMessage::ErrorResponse(info.into()).encode(&mut bytes).is_ok() {
+            let _ = stream.write_all(&bytes).await;
+        }
+    }
+    if let Ok(socket) = stream.into_std() {
+        let _ = socket.shutdown(std::net::Shutdown::Both);
+    }
 }

@@ -146,6 +146,34 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        super::timeout::busy();
+        let answered = self.answer_query(client, query).await;
+        super::timeout::arm_idle_in_transaction(client);
+        answered
+    }
+
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let deadline = super::timeout::deadline(client);
+        let responses = super::timeout::run_until(deadline, self.run_statements(client, query)).await?;
+        Ok(responses.into_iter().map(|response| super::timeout::rows_until(response, deadline)).collect())
+    }
+}
+
+impl FreshetSimpleQuery {
+    /// One simple Query message, answered in full (see `on_query`).
+    async fn answer_query<C>(&self, client: &mut C, query: pgwire::messages::simplequery::Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         super::transaction::end_failed_commit(client);
         // Before any parser builds a tree of it (see `sql::limits`).
         crate::sql::limits::check_statement_depth(&query.query).map_err(super::errors::to_pgwire)?;
@@ -163,20 +191,6 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
         self._on_query(client, query).await
     }
 
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let deadline = super::timeout::deadline(client);
-        let responses = super::timeout::run_until(deadline, self.run_statements(client, query)).await?;
-        Ok(responses.into_iter().map(|response| super::timeout::rows_until(response, deadline)).collect())
-    }
-}
-
-impl FreshetSimpleQuery {
     /// The statements of one simple Query message (see `do_query`).
     async fn run_statements<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
@@ -368,6 +382,7 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        super::timeout::busy();
         let deadline = super::timeout::deadline(client);
         let response = super::timeout::run_until(deadline, self.run_portal(client, portal, max_rows)).await?;
         Ok(super::timeout::rows_until(response, deadline))
@@ -427,6 +442,7 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         )
         .await?;
         futures::SinkExt::flush(client).await?;
+        super::timeout::arm_idle_in_transaction(client);
         Ok(())
     }
 }

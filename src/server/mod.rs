@@ -82,16 +82,14 @@ pub async fn serve(
                 let handlers = handlers.clone();
                 let tls = tls.clone();
                 let slot = connections.open();
-                // A duplicate of a plain-TCP socket, to tell the client if
-                // serving it panics (see `connection::guarded`).
-                let (socket, error_socket) = match &tls {
-                    Some(_) => (Some(socket), None),
-                    None => duplicate(socket),
-                };
+                // A duplicate of the socket, to end the connection from
+                // outside its handlers (see `connection::guarded`).
+                let (socket, copy) = duplicate(socket);
                 tokio::spawn(async move {
                     let _slot = slot;
                     let Some(socket) = socket else { return };
-                    connection::guarded(peer, error_socket, serve_connection(socket, peer, handlers, tls)).await;
+                    let plaintext = tls.is_none();
+                    connection::guarded(peer, copy, plaintext, serve_connection(socket, peer, handlers, tls)).await;
                 });
             }
             _ = shutdown.changed() => {

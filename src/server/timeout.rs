@@ -1,5 +1,9 @@
-//! `statement_timeout`: a statement still running when the session's
-//! timeout has passed is canceled with 57014, as in PostgreSQL.
+//! The session timeouts. `statement_timeout`: a statement still running
+//! when the session's timeout has passed is canceled with 57014, as in
+//! PostgreSQL. `idle_in_transaction_session_timeout`: a session left idle
+//! inside a transaction block longer than that is terminated with 25P03
+//! (its block rolled back), so it holds nothing forever; the watchdog that
+//! ends the connection lives in `connection`.
 //!
 //! The session's value is the one datafusion-postgres' SET hook keeps in the
 //! connection's metadata (`SET statement_timeout = '2s'`; 0 turns it off).
@@ -60,4 +64,63 @@ pub fn rows_until(response: Response, deadline: Option<Instant>) -> Response {
         }
     }));
     Response::Query(query)
+}
+
+/// Where the session's idle_in_transaction_session_timeout is kept (the
+/// session hook stores every SET in the connection's metadata).
+const IDLE_IN_TRANSACTION_SETTING: &str = "idle_in_transaction_session_timeout";
+
+/// A duration setting in milliseconds: a plain number is milliseconds, as
+/// in PostgreSQL; `ms`, `s`, `min` and `h` units are understood.
+pub fn parse_millis(text: &str) -> Option<u64> {
+    let text = text.trim().trim_matches('\'').trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
+/// Called when a statement (or an extended-protocol Sync) has been answered:
+/// if the session is now idle inside a transaction block and has an
+/// idle_in_transaction_session_timeout, arms the connection's deadline
+/// (past it the connection is terminated with 25P03); otherwise disarms it.
+pub fn arm_idle_in_transaction<C: ClientInfo + ?Sized>(client: &C) {
+    use pgwire::api::PgWireConnectionState;
+    use pgwire::messages::response::TransactionStatus;
+    let in_block = crate::catalog::transaction::is_open() || client.transaction_status() != TransactionStatus::Idle;
+    let copying = matches!(client.state(), PgWireConnectionState::CopyInProgress(_));
+    let timeout = client.metadata().get(IDLE_IN_TRANSACTION_SETTING).and_then(|v| parse_millis(v)).filter(|ms| *ms > 0);
+    let deadline = match timeout {
+        Some(ms) if in_block && !copying => Some(Instant::now() + Duration::from_millis(ms)),
+        _ => None,
+    };
+    super::connection::set_idle_deadline(deadline);
+}
+
+/// Called when a statement starts: the session is busy, not idle.
+pub fn busy() {
+    super::connection::set_idle_deadline(None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_millis;
+
+    #[test]
+    fn durations_as_postgres_reads_them() {
+        assert_eq!(parse_millis("1500"), Some(1500));
+        assert_eq!(parse_millis("'2s'"), Some(2000));
+        assert_eq!(parse_millis("250ms"), Some(250));
+        assert_eq!(parse_millis("1min"), Some(60_000));
+        assert_eq!(parse_millis("0"), Some(0));
+        assert_eq!(parse_millis("soon"), None);
+        assert_eq!(parse_millis("5 parsecs"), None);
+    }
 }

@@ -405,3 +405,55 @@ async fn connections_beyond_the_maximum_get_53300() {
     let again = again.expect("a place freed by a closed connection");
     assert_eq!(rows(&again, "SELECT 2").await, vec![vec!["2".to_string()]]);
 }
+
+/// A client whose connection's end (and the error it ended with) is
+/// reported on the returned channel.
+async fn watched_client(url: &str) -> (tokio_postgres::Client, tokio::sync::oneshot::Receiver<Option<String>>) {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    let (ended, end) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let code = connection.await.err().and_then(|e| e.code().map(|c| c.code().to_string()));
+        let _ = ended.send(code);
+    });
+    (client, end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_sessions_are_terminated_with_25p03() {
+    let server = TestServer::start();
+    let observer = server.connect().await;
+    create_sentinel(&observer).await;
+
+    // Idle inside a block past the timeout: terminated, its writes rolled back.
+    let (idle, ended) = watched_client(&server.url()).await;
+    idle.batch_execute("SET idle_in_transaction_session_timeout = '400ms'").await.expect("set");
+    assert_eq!(rows(&idle, "SHOW idle_in_transaction_session_timeout").await, vec![vec!["400ms".to_string()]]);
+    idle.batch_execute("BEGIN; INSERT INTO sentinel VALUES (4, 40)").await.expect("begin");
+    let code = tokio::time::timeout(Duration::from_secs(20), ended).await.expect("terminated in time").expect("end");
+    assert_eq!(code.as_deref(), Some("25P03"));
+    assert!(idle.simple_query("SELECT 1").await.is_err(), "the terminated session still answers");
+    sentinel_intact(&observer).await;
+
+    // Busy or idle outside a block, a session with the same timeout stays.
+    let (steady, _ended) = watched_client(&server.url()).await;
+    steady.batch_execute("SET idle_in_transaction_session_timeout = 300").await.expect("set");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    steady.batch_execute("BEGIN").await.expect("begin");
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(rows(&steady, "SELECT count(*) FROM sentinel").await, vec![vec!["3".to_string()]]);
+    }
+    steady.batch_execute("INSERT INTO sentinel VALUES (5, 50); COMMIT").await.expect("commit in time");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(rows(&steady, "SELECT count(*) FROM sentinel").await, vec![vec!["4".to_string()]]);
+
+    // Over the extended protocol too (tokio-postgres' transaction()).
+    let (mut extended, ended) = watched_client(&server.url()).await;
+    extended.batch_execute("SET idle_in_transaction_session_timeout = '300ms'").await.expect("set");
+    let block = extended.transaction().await.expect("begin");
+    block.execute("INSERT INTO sentinel VALUES (6, 60)", &[]).await.expect("insert");
+    let code = tokio::time::timeout(Duration::from_secs(20), ended).await.expect("terminated in time").expect("end");
+    assert_eq!(code.as_deref(), Some("25P03"));
+    drop(block);
+    assert_eq!(rows(&observer, "SELECT count(*) FROM sentinel WHERE id = 6").await, vec![vec!["0".to_string()]]);
+}
