@@ -92,7 +92,15 @@ impl Drop for Slot {
 /// Arms (`Some`) or disarms the current connection's idle-in-transaction
 /// deadline: past it, the connection is terminated with 25P03.
 pub fn set_idle_deadline(at: Option<Instant>) {
-    let _ = IDLE_DEADLINE.try_with(|deadline| deadline.send_replace(at));
+    // Only a change wakes the watchdog: a session without the timeout
+    // costs its statements nothing here.
+    let _ = IDLE_DEADLINE.try_with(|deadline| {
+        deadline.send_if_modified(|current| {
+            let changed = *current != at;
+            *current = at;
+            changed
+        })
+    });
 }
 
 /// Serves one connection with `serve`, under a fresh connection id, with
