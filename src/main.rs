@@ -78,6 +78,12 @@ enum Command {
         /// 53300 ("too many clients"), as PostgreSQL's max_connections.
         #[arg(long, env = "FRESHET_MAX_CONNECTIONS", default_value_t = freshet::server::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// Memory one ad-hoc query may take, in MiB: its sorts and grouped
+        /// aggregates spill to disk beyond it, anything else that needs more
+        /// (a hash join's build side, an INSERT … SELECT's rows) fails with
+        /// SQLSTATE 53200 while other sessions go on.
+        #[arg(long, env = "FRESHET_QUERY_MEMORY_MB", default_value_t = freshet::sql::query_memory::DEFAULT_QUERY_MEMORY_BYTES >> 20)]
+        query_memory_mb: usize,
     },
 }
 
@@ -117,6 +123,7 @@ fn main() -> std::process::ExitCode {
             tls_cert,
             tls_key,
             max_connections,
+            query_memory_mb,
         } => {
             let options = ServeOptions {
                 listen,
@@ -129,6 +136,7 @@ fn main() -> std::process::ExitCode {
                 superuser_password,
                 tls: tls_cert.zip(tls_key),
                 max_connections,
+                query_memory_mb,
             };
             // On a runtime thread, not the main thread: recovery plans every
             // stored view, and needs the same stack as a statement.
@@ -160,6 +168,7 @@ struct ServeOptions {
     superuser_password: Option<String>,
     tls: Option<(PathBuf, PathBuf)>,
     max_connections: usize,
+    query_memory_mb: usize,
 }
 
 async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -174,6 +183,7 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + 
         superuser_password,
         tls,
         max_connections,
+        query_memory_mb,
     } = options;
     // A bad certificate stops the server before it recovers anything.
     let tls = match tls {
@@ -193,6 +203,7 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + 
     let engine =
         freshet::sql::Engine::with_store(std::sync::Arc::new(store), workers, state_budget, checkpoint_interval)
             .map_err(|e| e.message)?;
+    engine.query_memory.set(query_memory_mb.max(1) << 20);
     let recovery = engine.recover().await.map_err(|e| e.message)?;
     engine.coordinator.spawn_checkpointer();
     // Views with temporal filters (now() in WHERE) move on once a second

@@ -276,7 +276,9 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
     // CREATE TABLE … AS SELECT: fill it in one epoch.
     if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) && relation.kind == RelationKind::Table {
         std::mem::drop(guard);
-        let rows = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?.collect().await?;
+        let source = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?;
+        let rows =
+            super::query_memory::collect_within(source, engine.query_memory.bytes(), "CREATE TABLE … AS").await?;
         let mut guard = engine.coordinator.begin().await;
         writes::insert(&mut guard, &relation, &rows, &writes::OnConflict::Error)?;
     }

@@ -117,7 +117,8 @@ pub async fn insert(
     let relation =
         engine.catalog.by_name(&qualify(&dml.table_name)).ok_or_else(|| SqlError::undefined_table(&dml.table_name))?;
     let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
-    let rows = engine.ctx.execute_logical_plan(dml.input.as_ref().clone()).await?.collect().await?;
+    let source = engine.ctx.execute_logical_plan(dml.input.as_ref().clone()).await?;
+    let rows = super::query_memory::collect_within(source, engine.query_memory.bytes(), "INSERT … SELECT").await?;
     let count = writes::write(&engine.coordinator, |w| writes::insert(w, &relation, &rows, &on_conflict)).await?;
     Ok(Outcome::Command { tag: "INSERT", rows: Some(count) })
 }

@@ -19,6 +19,7 @@ pub mod limits;
 mod nexmark;
 mod options;
 pub mod pg_functions;
+pub mod query_memory;
 mod roles;
 pub mod search_path;
 pub mod session_user;
@@ -70,6 +71,8 @@ pub struct Engine {
     pub workers: usize,
     /// Set while [`Engine::recover`] rebuilds the catalog from the store.
     recovering: AtomicBool,
+    /// The memory one ad-hoc query may take (see `query_memory`).
+    pub query_memory: Arc<query_memory::QueryMemoryLimit>,
 }
 
 /// What [`Engine::recover`] rebuilt.
@@ -111,7 +114,13 @@ impl Engine {
         // TIMESTAMPTZ keeps a zone (and prints its offset, as in Postgres);
         // without one DataFusion plans it as a plain TIMESTAMP.
         config.options_mut().execution.time_zone = Some("+00:00".to_string());
-        let mut ctx = SessionContext::new_with_config(config);
+        let query_memory = query_memory::QueryMemoryLimit::new(query_memory::DEFAULT_QUERY_MEMORY_BYTES);
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_query_planner(Arc::new(query_memory::MemoryLimitedPlanner::new(query_memory.clone())))
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
         let catalog = Arc::new(Catalog::default());
         datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
             &ctx,
@@ -133,7 +142,14 @@ impl Engine {
         }
         ctx.register_udtf("nexmark", Arc::new(nexmark::NexmarkFunction));
         crate::catalog::system::register(&ctx, DATABASE, catalog.clone(), coordinator.clone())?;
-        Ok(Arc::new(Self { ctx, catalog, coordinator, workers: workers.max(1), recovering: AtomicBool::new(false) }))
+        Ok(Arc::new(Self {
+            ctx,
+            catalog,
+            coordinator,
+            workers: workers.max(1),
+            recovering: AtomicBool::new(false),
+            query_memory,
+        }))
     }
 
     fn recovering(&self) -> bool {
