@@ -457,3 +457,54 @@ async fn idle_in_transaction_sessions_are_terminated_with_25p03() {
     drop(block);
     assert_eq!(rows(&observer, "SELECT count(*) FROM sentinel WHERE id = 6").await, vec![vec!["0".to_string()]]);
 }
+
+/// The first error `sql` gets: its SQLSTATE and message.
+async fn error_of(client: &tokio_postgres::Client, sql: &str) -> (String, String) {
+    match client.simple_query(sql).await {
+        Ok(_) => panic!("expected an error from: {sql}"),
+        Err(e) => match e.as_db_error() {
+            Some(db) => (db.code().code().to_string(), db.message().to_string()),
+            None => (format!("no code: {e}"), e.to_string()),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_its_memory_limit_gets_53200_and_other_sessions_go_on() {
+    let server = TestServer::start_with(&["--query-memory-mb", "16"]);
+    let client = server.connect().await;
+    let other = server.connect().await;
+    create_sentinel(&client).await;
+
+    // A hash join whose build side (two million rows) cannot fit in 16 MiB
+    // and cannot spill: refused on both protocols.
+    let join = "SELECT count(*) FROM generate_series(1, 2000000) a JOIN generate_series(1, 2000000) b \
+                ON a.value = b.value";
+    let (code, message) = error_of(&client, join).await;
+    assert_eq!(code, "53200", "{message}");
+    assert!(message.contains("memory limit"), "{message}");
+    assert_eq!(extended_error_code(&client, join).await, "53200");
+    // Another session, meanwhile and after: answered.
+    assert_eq!(rows(&other, "SELECT 1 + 1").await, vec![vec!["2".to_string()]]);
+    sentinel_intact(&other).await;
+    // The same join within the limit is answered, on the same session.
+    let small = "SELECT count(*) FROM generate_series(1, 20000) a JOIN generate_series(1, 20000) b \
+                 ON a.value = b.value";
+    assert_eq!(rows(&client, small).await, vec![vec!["20000".to_string()]]);
+
+    // INSERT … SELECT holds its rows until it commits: past the limit it is
+    // refused, and writes nothing.
+    client.batch_execute("CREATE TABLE wide (id BIGINT, s TEXT)").await.expect("wide");
+    let (code, message) =
+        error_of(&client, "INSERT INTO wide SELECT value, repeat('x', 200) FROM generate_series(1, 300000)").await;
+    assert_eq!(code, "53200", "{message}");
+    assert!(message.contains("INSERT"), "{message}");
+    assert_eq!(rows(&other, "SELECT count(*) FROM wide").await, vec![vec!["0".to_string()]]);
+    client
+        .batch_execute("INSERT INTO wide SELECT value, repeat('x', 200) FROM generate_series(1, 1000)")
+        .await
+        .expect("a small INSERT … SELECT");
+    assert_eq!(rows(&other, "SELECT count(*) FROM wide").await, vec![vec!["1000".to_string()]]);
+    sentinel_intact(&client).await;
+}
+
