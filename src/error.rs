@@ -33,6 +33,7 @@ pub mod sqlstate {
     pub const CARDINALITY_VIOLATION: &str = "21000";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const OBJECT_IN_USE: &str = "55006";
     pub const INTERNAL_ERROR: &str = "XX000";
     pub const IO_ERROR: &str = "58030";
     pub const DISK_FULL: &str = "53100";

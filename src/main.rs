@@ -206,6 +206,7 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + 
     engine.query_memory.set(query_memory_mb.max(1) << 20);
     let recovery = engine.recover().await.map_err(|e| e.message)?;
     engine.coordinator.spawn_checkpointer();
+    engine.coordinator.spawn_store_healer();
     // Views with temporal filters (now() in WHERE) move on once a second
     // when no data arrives (FRESHET_CLOCK_TICK_MS overrides the period).
     let tick_ms = std::env::var("FRESHET_CLOCK_TICK_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000u64);

@@ -50,8 +50,9 @@ pub fn is_fed(relation: &Relation) -> bool {
 
 /// Reads each fed table's connector once; reports whether anything came.
 async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Feeds) -> Result<bool> {
-    // A sink far behind: let it catch up before taking in more.
-    if coordinator.sinks_backlogged() {
+    // A sink far behind: let it catch up before taking in more. A
+    // read-only server stores nothing: the connectors wait.
+    if coordinator.sinks_backlogged() || coordinator.health().is_read_only() {
         return Ok(false);
     }
     let tables: Vec<Arc<Relation>> =
@@ -114,6 +115,11 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
                 // Durable now: the upstream may let go of what was read.
                 reader.committed(&position);
                 feeds.positions.insert(table.id, position);
+            }
+            // The store failed (or the server is read-only): nothing was
+            // written, the same rows are read again once it takes writes.
+            Err(error) if coordinator.health().is_read_only() => {
+                tracing::debug!(table = %name, %error, "rows from the table's connector wait for the store");
             }
             Err(error) => {
                 tracing::warn!(table = %name, %error, "rows from the table's connector were refused; its feed stops");

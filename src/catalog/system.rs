@@ -17,6 +17,9 @@
 //!   (`reading`, `retrying: <error>`, `failed: <error>`).
 //! - `freshet_catalog.sinks`: each sink's connector, how delivery goes,
 //!   how many committed epochs wait in its outbox, and its failure.
+//! - `freshet_catalog.storage`: one row: whether the data dir takes
+//!   writes, the last committed epoch, and while it is read-only since
+//!   when, why, and why the last attempt to write again failed.
 //! - `freshet_catalog.lineage`: one row per edge of the dataflow graph,
 //!   an object and a relation it reads directly (what feeds a view:
 //!   `WHERE object = 'v'`; what a table feeds: `WHERE upstream = 't'`;
@@ -53,6 +56,7 @@ enum Which {
     SourceStatus,
     Sinks,
     Lineage,
+    Storage,
 }
 
 struct SystemTable {
@@ -126,6 +130,17 @@ pub fn register(
             ],
         ),
         ("lineage", Which::Lineage, vec![text("object"), text("object_kind"), text("upstream"), text("upstream_kind")]),
+        (
+            "storage",
+            Which::Storage,
+            vec![
+                Field::new("writable", DataType::Boolean, false),
+                Field::new("committed_epoch", DataType::Int64, false),
+                text("read_only_since"),
+                text("cause"),
+                text("last_attempt"),
+            ],
+        ),
     ];
     for (name, which, fields) in tables {
         let table = SystemTable {
@@ -306,6 +321,21 @@ impl SystemTable {
                     Arc::new(StringArray::from(statuses)),
                     Arc::new(Int64Array::from(pending)),
                     Arc::new(StringArray::from(failures)),
+                ]
+            }
+            Which::Storage => {
+                let status = self.coordinator.health().status();
+                let epoch = statement_snapshot(self.coordinator.store().as_ref()).epoch();
+                vec![
+                    Arc::new(BooleanArray::from(vec![status.is_none()])),
+                    Arc::new(Int64Array::from(vec![i64::try_from(epoch).unwrap_or(i64::MAX)])),
+                    Arc::new(StringArray::from(vec![
+                        status.as_ref().map(|s| crate::stream::store_health::format_time(s.since)),
+                    ])),
+                    Arc::new(StringArray::from(vec![status.as_ref().map(|s| s.cause.message.clone())])),
+                    Arc::new(StringArray::from(vec![
+                        status.as_ref().and_then(|s| s.last_attempt.as_ref()).map(|e| e.message.clone()),
+                    ])),
                 ]
             }
         };

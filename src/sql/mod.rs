@@ -233,6 +233,7 @@ impl Engine {
     /// Runs a role or grant statement (CREATE / ALTER / DROP ROLE, GRANT,
     /// REVOKE) for the session role `user`, already checked by `access`.
     pub async fn execute_access(&self, statement: &Statement, user: &str) -> Result<Outcome> {
+        self.coordinator.health().check_writable()?;
         match statement {
             Statement::CreateRole(create) => roles::create_role(self, create).await,
             Statement::AlterRole { name, operation } => roles::alter_role(self, name, operation).await,
@@ -272,6 +273,13 @@ impl Engine {
         params: Option<&ParamValues>,
     ) -> Result<Outcome> {
         snapshot::begin_statement();
+        // A read-only server refuses a write before it changes anything,
+        // the catalog in memory included (see `stream::store_health`).
+        if !matches!(statement, Statement::ShowTables { .. } | Statement::ShowViews { .. } | Statement::Explain { .. })
+            && !self.recovering()
+        {
+            self.coordinator.health().check_writable()?;
+        }
         let outcome = match statement {
             Statement::CreateTable(create) => ddl::create_table(self, create).await,
             Statement::CreateView(create) => ddl::create_view(self, create).await,

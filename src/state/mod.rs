@@ -83,6 +83,13 @@ pub trait StateStore: Send + Sync {
     /// Applies `batch` atomically as epoch `epoch`; readers see all or nothing.
     fn commit(&self, epoch: Epoch, batch: WriteBatch) -> crate::error::Result<()>;
     fn committed_epoch(&self) -> Epoch;
+    /// After a failed commit: makes the store take writes again if it can.
+    /// `Ok(true)`: it does; `Ok(false)`: not yet, try again later; an error
+    /// says why it still cannot. (A store whose commits cannot fail, or that
+    /// takes writes again by itself, keeps the default.)
+    fn recover_writes(&self) -> crate::error::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// Prefix of a sink's outbox: one entry per epoch (`o` + sink id + epoch),

@@ -24,6 +24,9 @@
 //! A view whose dataflow fails (say, division by zero on a new row) is marked
 //! failed; reads of it report the error; other views go on. It is stored as
 //! failed and rebuilt from its inputs at the next start.
+//!
+//! A write the store refuses (disk full, I/O error) turns the server
+//! read-only until the store takes writes again (see `store_health`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -41,6 +44,7 @@ use crate::state::{
 };
 use crate::stream::epoch_log::{self, LoggedWatermark};
 use crate::stream::state_table::{StateBudget, StateContext};
+use crate::stream::store_health::{self, StoreHealth};
 use crate::stream::subscribe::{Feed, Subscriptions};
 use crate::stream::watermark::{self, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
@@ -210,6 +214,8 @@ pub struct Coordinator {
     sink_backlog: SinkBacklog,
     /// Clients following relations' changes (SUBSCRIBE).
     subscriptions: Subscriptions,
+    /// Whether the store takes writes (read-only after a failed write).
+    health: StoreHealth,
 }
 
 /// Undelivered sink epochs at which reading from connectors pauses: a
@@ -247,6 +253,7 @@ pub struct EpochGuard<'a> {
     hold_sources: bool,
     sink_backlog: &'a SinkBacklog,
     subscriptions: &'a Subscriptions,
+    health: &'a StoreHealth,
 }
 
 impl Coordinator {
@@ -266,7 +273,13 @@ impl Coordinator {
             dataflows: Mutex::new(flows),
             sink_backlog: SinkBacklog::default(),
             subscriptions: Subscriptions::default(),
+            health: StoreHealth::default(),
         }
+    }
+
+    /// Whether the store takes writes (see `store_health`).
+    pub fn health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// Subscribes to `relation`'s committed changes (a table's or
@@ -325,12 +338,16 @@ impl Coordinator {
             hold_sources: self.sinks_backlogged(),
             sink_backlog: &self.sink_backlog,
             subscriptions: &self.subscriptions,
+            health: &self.health,
         }
     }
 
     /// Checkpoints once the interval has passed since the last one, if
     /// epochs were logged since (writes paused before their checkpoint).
     pub async fn checkpoint_if_due(&self) -> Result<()> {
+        if self.health.is_read_only() {
+            return Ok(());
+        }
         let mut guard = self.begin().await;
         if !guard.flows.logged.is_empty() && guard.flows.last_checkpoint.elapsed() >= self.checkpoint_interval {
             guard.run_epoch(Vec::new(), None, true)?;
@@ -342,6 +359,9 @@ impl Coordinator {
     /// so its temporal filters move on while no data arrives, or if a
     /// watermarked input has just passed its idle timeout.
     pub async fn tick_clock(&self) -> Result<()> {
+        if self.health.is_read_only() {
+            return Ok(());
+        }
         let mut guard = self.begin().await;
         let now = now_nanos();
         let clocked = guard.flows.views.iter().any(|f| f.clocked && f.view.failure.lock().is_none());
@@ -361,7 +381,7 @@ impl Coordinator {
     /// Runs an epoch if some view reads a source not yet read to its end;
     /// reports whether any rows were read (then more are likely due).
     pub async fn pump_sources(&self) -> Result<bool> {
-        if self.sinks_backlogged() {
+        if self.sinks_backlogged() || self.health.is_read_only() {
             return Ok(false);
         }
         let mut guard = self.begin().await;
@@ -412,6 +432,46 @@ impl Coordinator {
         });
     }
 
+    /// Starts the task that makes the store writable again after a failed
+    /// write: while the server is read-only it asks the store, under the
+    /// epoch lock, with a growing wait between attempts (see `store_health`).
+    pub fn spawn_store_healer(self: &Arc<Self>) {
+        let coordinator: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut attempts = 0u32;
+            loop {
+                let wait = if attempts == 0 { Duration::from_millis(100) } else { store_health::retry_delay(attempts) };
+                tokio::time::sleep(wait).await;
+                let Some(coordinator) = coordinator.upgrade() else { break };
+                if !coordinator.health.is_read_only() {
+                    attempts = 0;
+                    continue;
+                }
+                let guard = coordinator.begin().await;
+                // Blocking I/O (a probe file, reopening the store).
+                let outcome = tokio::task::block_in_place(|| coordinator.store.recover_writes());
+                match outcome {
+                    Ok(true) => {
+                        coordinator.health.recovered();
+                        attempts = 0;
+                    }
+                    Ok(false) => {
+                        attempts += 1;
+                        coordinator.health.attempt_failed(SqlError::new(
+                            crate::error::sqlstate::OBJECT_IN_USE,
+                            "waiting for readers of the failed store (open transactions, running queries) to finish",
+                        ));
+                    }
+                    Err(error) => {
+                        attempts += 1;
+                        coordinator.health.attempt_failed(error);
+                    }
+                }
+                drop(guard);
+            }
+        });
+    }
+
     /// Starts the background task that checkpoints when writes pause (so
     /// the log a restart replays never spans much more than the interval).
     pub fn spawn_checkpointer(self: &Arc<Self>) {
@@ -454,6 +514,8 @@ impl EpochGuard<'_> {
     /// [`commit`](Self::commit), writing `extra` in the same atomic batch
     /// (a connector-fed table's read position with the rows it read).
     pub fn commit_with(&mut self, changes: Vec<(Arc<Relation>, ChangeBatch)>, extra: WriteBatch) -> Result<()> {
+        // Refused before any dataflow takes the changes in.
+        self.health.check_writable()?;
         let logged_bytes: usize = changes.iter().map(|(_, c)| c.rows.get_array_memory_size()).sum();
         let checkpoint = self.checkpoint_interval.is_zero()
             || self.flows.last_checkpoint.elapsed() >= self.checkpoint_interval
@@ -699,6 +761,7 @@ impl EpochGuard<'_> {
     /// epoch, which is a checkpoint (the log never spans a view's creation:
     /// a replay must not feed it changes its backfill already saw).
     pub fn create_view(&mut self, flow: ViewDataflow, catalog_entry: Vec<u8>) -> Result<()> {
+        self.health.check_writable()?;
         let mut flow = flow;
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
@@ -848,11 +911,21 @@ impl EpochGuard<'_> {
         self.write(batch)
     }
 
+    /// `Ok` while the store takes writes, else the refusal to report (a
+    /// statement asks before it changes anything in memory).
+    pub fn check_writable(&self) -> Result<()> {
+        self.health.check_writable()
+    }
+
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        self.health.check_writable()?;
         // Every epoch goes to the store, even one with no changes, so its
         // number is the store's committed epoch.
         let epoch = self.flows.next_epoch;
-        self.store.commit(epoch, batch)?;
+        if let Err(error) = self.store.commit(epoch, batch) {
+            self.health.write_failed(&error);
+            return Err(error);
+        }
         self.flows.next_epoch += 1;
         Ok(())
     }
@@ -904,7 +977,10 @@ impl Backoff {
                 self.wait = (self.wait * 2).min(self.idle);
             }
             Err(error) => {
-                tracing::warn!(%error, "{failure}");
+                // A read-only server's refusals are logged once, when it turns.
+                if !store_health::is_refusal(&error) {
+                    tracing::warn!(%error, "{failure}");
+                }
                 tokio::time::sleep(self.idle).await;
             }
         }

@@ -16,6 +16,7 @@ pub mod epoch_log;
 pub mod ops;
 pub mod rowcodec;
 pub mod state_table;
+pub mod store_health;
 pub mod subscribe;
 pub mod watermark;
 

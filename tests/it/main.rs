@@ -10,6 +10,7 @@ mod clients;
 mod concurrency;
 mod copy_out;
 mod crash;
+mod disk_faults;
 mod drivers;
 mod event_time;
 mod explain;

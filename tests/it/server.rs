@@ -51,10 +51,41 @@ impl TestServer {
     /// port chosen here and bound later could be taken meanwhile by another
     /// test's server, Postgres or broker.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_freshet"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_freshet"));
+        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).args(extra);
+        Self::spawn(command)
+    }
+
+    /// Starts the server with its data dir on a disk of `disk_bytes` of its
+    /// own: a tmpfs mounted in a private mount namespace (`unshare`, as
+    /// an unprivileged user would with a user namespace), which goes away
+    /// with the process. The test reaches the disk's files through
+    /// [`Self::data_path`]. The returned directory is the mount point.
+    pub fn start_on_small_disk(disk_bytes: u64, extra: &[&str]) -> (Self, tempdir::TempDir) {
+        let mount = tempdir::TempDir::new("small-disk");
+        let mut command = Command::new("unshare");
+        command
+            .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@""#)
+            .arg("sh")
+            .arg(disk_bytes.to_string())
+            .arg(&mount.0)
+            .arg(env!("CARGO_BIN_EXE_freshet"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
+            .arg(mount.0.join("data"))
+            .args(extra);
+        (Self::spawn(command), mount)
+    }
+
+    /// `path` (absolute) as the server process sees it: through its root,
+    /// in its mount namespace (see [`Self::start_on_small_disk`]).
+    pub fn data_path(&self, path: &std::path::Path) -> std::path::PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        std::path::PathBuf::from(format!("/proc/{}/root", self.child.id())).join(relative)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .env("FRESHET_LOG", "warn,freshet::server=info")
             // Step partitioned operators in parallel even for tiny changes.
             .env("FRESHET_PARALLEL_MIN_ROWS", "1")
