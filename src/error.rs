@@ -184,6 +184,11 @@ impl SqlError {
             || lower.contains("cannot coerce arithmetic expression")
         {
             sqlstate::UNDEFINED_FUNCTION
+        } else if lower.contains("types don't match and no valid cast exists") {
+            sqlstate::DATATYPE_MISMATCH
+        } else if lower.contains("placeholder") && lower.contains("was not provided a value") {
+            // PostgreSQL: "there is no parameter $1".
+            "42P02"
         } else if lower.contains("schema") && lower.contains("doesn't exist") {
             sqlstate::UNDEFINED_SCHEMA
         } else if lower.contains("can't cast value") || lower.contains("out of range") {
