@@ -508,3 +508,208 @@ async fn a_query_past_its_memory_limit_gets_53200_and_other_sessions_go_on() {
     sentinel_intact(&client).await;
 }
 
+/// The statements of the sqllogictest suites (`sql/slt`): what the SQL
+/// fuzzer mutates.
+fn slt_statements() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/slt");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("sql/slt").filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    let mut statements = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("an slt file");
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if !(line.starts_with("statement") || line.starts_with("query")) {
+                continue;
+            }
+            let mut statement = Vec::new();
+            for line in lines.by_ref() {
+                if line.trim().is_empty() || line == "----" {
+                    break;
+                }
+                statement.push(line);
+            }
+            if !statement.is_empty() {
+                statements.push(statement.join("\n"));
+            }
+        }
+    }
+    statements
+}
+
+/// Splits SQL text into rough tokens (words, numbers, quoted strings,
+/// single punctuation), the unit the fuzzer mutates.
+fn sql_tokens(sql: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut chars = sql.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c.is_alphanumeric() || c == '_' || c == '.' {
+            let mut word = String::new();
+            while let Some(&c) = chars.peek().filter(|c| c.is_alphanumeric() || **c == '_' || **c == '.') {
+                word.push(c);
+                chars.next();
+            }
+            tokens.push(word);
+        } else if c == '\'' {
+            let mut quoted = String::from(chars.next().unwrap_or('\''));
+            for c in chars.by_ref() {
+                quoted.push(c);
+                if c == '\'' {
+                    break;
+                }
+            }
+            tokens.push(quoted);
+        } else {
+            tokens.push(c.to_string());
+            chars.next();
+        }
+    }
+    tokens
+}
+
+/// Tokens a mutation may put anywhere: edges of every type, syntax that
+/// nests or ends early, names that exist and names that do not.
+const SQL_FUZZ_TOKENS: &[&str] = &[
+    "(", ")", ",", "'", "''", "NULL", "0", "-1", "9223372036854775807", "-9223372036854775808",
+    "1e309", "'NaN'", "'infinity'", "'2024-02-30'", "'é'", "'\\x00'", "$1", "::int", "::text",
+    "::interval", "::timestamptz", "::numeric(1000,999)", "[", "]", "SELECT", "FROM", "WHERE",
+    "GROUP BY", "ORDER BY", "JOIN", "ON", "UNION ALL", "AND", "OR", "NOT", "CASE", "WHEN", "END",
+    "/", "%", "||", "*", "count(*)", "sum(", "avg(", "tumble(", "hop(", "session(", "INTERVAL",
+    "'1 second'", "WATERMARK FOR", "EMIT ON WINDOW CLOSE", "MATERIALIZED VIEW", "TABLE", "VALUES",
+    "LIMIT", "OFFSET", "DISTINCT", "OVER (", "PARTITION BY", "now()", "generate_series(1, 3)",
+    "nexmark(", "unnest(", "ARRAY[", "row(", ";", "--", "/*", "\"", "e'\\u0000'",
+];
+
+fn mutate_sql(rng: &mut Rng, corpus: &[String]) -> String {
+    let mut tokens = sql_tokens(&corpus[rng.below(corpus.len())]);
+    // One or two edits: most cases still parse, so planning and lowering
+    // see them too.
+    for _ in 0..1 + rng.below(2) {
+        let at = rng.below(tokens.len() + 1);
+        match rng.below(12) {
+            0 if at < tokens.len() => {
+                tokens.remove(at);
+            }
+            1 if at < tokens.len() => {
+                let copy = tokens[at].clone();
+                tokens.insert(at, copy);
+            }
+            2 if tokens.len() > 1 => {
+                let other = rng.below(tokens.len());
+                let at = at.min(tokens.len() - 1);
+                tokens.swap(at, other);
+            }
+            3 if rng.below(3) == 0 => tokens.truncate(at),
+            4 => {
+                // A token of another statement.
+                let donor = sql_tokens(&corpus[rng.below(corpus.len())]);
+                if !donor.is_empty() {
+                    tokens.insert(at.min(tokens.len()), donor[rng.below(donor.len())].clone());
+                }
+            }
+            _ => tokens.insert(at.min(tokens.len()), SQL_FUZZ_TOKENS[rng.below(SQL_FUZZ_TOKENS.len())].to_string()),
+        }
+    }
+    tokens.join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutated_sql_statements_get_an_answer_or_an_error() {
+    let mut server = TestServer::start_with(&["--query-memory-mb", "256"]);
+    let client = server.connect().await;
+    create_sentinel(&client).await;
+    let corpus = slt_statements();
+    assert!(corpus.len() > 100, "the slt corpus holds {} statements", corpus.len());
+    // The corpus once as it is: the tables and views it reads exist.
+    for sql in &corpus {
+        let _ = client.simple_query(sql).await;
+    }
+    let mut rng = Rng(0x0005_a1f0_22ed_5eed);
+    let cases = 10_000usize;
+    let sessions = 4usize;
+    let mut generated: Vec<Vec<String>> = vec![Vec::new(); sessions];
+    for n in 0..cases {
+        generated[n % sessions].push(mutate_sql(&mut rng, &corpus));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for statements in generated {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut client = crate::server::connect_to(&url).await;
+            let _ = client.batch_execute("SET statement_timeout = '3s'").await;
+            let (mut answered, mut refused, mut reconnects) = (0usize, 0usize, 0usize);
+            let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut odd: Vec<String> = Vec::new();
+            for (i, sql) in statements.iter().enumerate() {
+                // Every fourth through the extended protocol (Parse first).
+                let outcome = if i % 4 == 3 {
+                    match client.prepare(sql).await {
+                        Ok(statement) => client.query(&statement, &[]).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    client.simple_query(sql).await.map(|_| ())
+                };
+                match outcome {
+                    Ok(()) => answered += 1,
+                    Err(e) if e.as_db_error().is_some() => {
+                        let code = e.as_db_error().map_or("", |d| d.code().code()).to_string();
+                        if code == "XX000" {
+                            odd.push(format!("XX000 {:?} <- {sql}", e.as_db_error().map(|d| d.message())));
+                        }
+                        *codes.entry(code).or_insert(0usize) += 1;
+                        refused += 1
+                    }
+                    Err(e) if e.is_closed() => {
+                        // A FATAL for a session setting a mutation made
+                        // (a timeout): a new connection goes on.
+                        reconnects += 1;
+                        client = crate::server::connect_to(&url).await;
+                    }
+                    Err(e) => {
+                        odd.push(format!("client: {e} <- {sql}"));
+                        *codes.entry(format!("client: {e}")).or_insert(0usize) += 1;
+                        refused += 1
+                    }
+                }
+            }
+            (answered, refused, reconnects, codes, odd)
+        }));
+    }
+    let (mut answered, mut refused, mut reconnects) = (0, 0, 0);
+    let mut codes: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut odd: Vec<String> = Vec::new();
+    for task in tasks {
+        let (a, r, c, session_codes, session_odd) = task.await.expect("a fuzz session");
+        odd.extend(session_odd);
+        answered += a;
+        refused += r;
+        reconnects += c;
+        for (code, n) in session_codes {
+            *codes.entry(code).or_insert(0) += n;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "sql fuzz: {cases} cases in {:.1} s ({:.0} cases/s): {answered} answered, {refused} refused, {reconnects} \
+         reconnects, 0 crashes; errors by SQLSTATE: {codes:?}",
+        elapsed.as_secs_f64(),
+        cases as f64 / elapsed.as_secs_f64()
+    );
+    // What a client could not read as a plain error (XX000 where a user
+    // error is due, a response it cannot parse), printed with its SQL so
+    // it can be replayed and filed: the fuzzer's findings. SHOW TABLES
+    // over the extended protocol is one, not fixed yet.
+    for case in &odd {
+        println!("sql fuzz finding: {case}");
+    }
+    assert!(server.is_alive(), "the server died on mutated SQL");
+    assert!(answered > 0 && refused > 0, "answered {answered}, refused {refused}");
+    sentinel_intact(&client).await;
+    sentinel_intact(&server.connect().await).await;
+    let panics = server.log_lines_with("panic");
+    assert!(panics.is_empty(), "panics reached the log: {panics:#?}");
+}
