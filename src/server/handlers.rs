@@ -360,6 +360,18 @@ impl QueryParser for FreshetQueryParser {
         if let Some((Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_), _)) = &statement.1 {
             return Ok(Vec::new());
         }
+        // SHOW TABLES / SHOW [MATERIALIZED] VIEWS are answered by the engine
+        // (one `name` column); their parse-time plan has no columns, and a
+        // client told of none cannot read the rows that come.
+        if let Some((Ast::ShowTables { .. } | Ast::ShowViews { .. }, _)) = &statement.1 {
+            let schema = datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+                "name",
+                datafusion::arrow::datatypes::DataType::Utf8,
+                false,
+            )]);
+            let format = column_format.unwrap_or(&pgwire::api::portal::Format::UnifiedText);
+            return datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields(&schema, format, None);
+        }
         self.inner.get_result_schema(statement, column_format)
     }
 }

@@ -122,6 +122,16 @@ async fn extended_protocol_with_parameters_and_types() {
         text,
         vec![vec!["t", "f", "1.5", "NULL", "12.50", "2024-01-02"].into_iter().map(String::from).collect::<Vec<_>>()]
     );
+
+    // SHOW TABLES / VIEWS through Parse, Describe, Execute: described with
+    // their one column, so the client can read the rows (found by the SQL
+    // fuzzer: they were described with none).
+    let shown = client.query("SHOW TABLES", &[]).await.expect("SHOW TABLES, extended");
+    let names: Vec<String> = shown.iter().map(|row| row.get::<_, String>("name")).collect();
+    assert!(names.contains(&"items".to_string()), "{names:?}");
+    let views = client.query("SHOW MATERIALIZED VIEWS", &[]).await.expect("SHOW MATERIALIZED VIEWS, extended");
+    let names: Vec<String> = views.iter().map(|row| row.get::<_, String>(0)).collect();
+    assert_eq!(names, vec!["stock".to_string()]);
 }
 
 fn psql_stdin(server: &TestServer, command: &str, input: &str) -> (bool, String, String) {
