@@ -547,6 +547,39 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     Ok(Outcome::Command { tag, rows: None })
 }
 
+/// A fresh dataflow for a materialized view (or sink) that exists, lowered
+/// again from its stored query under its own id: what replaces a dataflow
+/// whose operators took in an epoch the store then failed to write (see
+/// `stream::store_health`). The view's schema, stats and id stay.
+pub(super) async fn relower_view(engine: &Engine, relation: &Arc<Relation>) -> Result<ViewDataflow> {
+    let definition = relation
+        .definition
+        .as_deref()
+        .ok_or_else(|| SqlError::internal(format!("view {} has no stored query", relation.name)))?;
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, definition)
+        .map_err(|e| SqlError::from_parser(&e))?;
+    let statement = statements
+        .pop()
+        .ok_or_else(|| SqlError::internal(format!("view {} has an empty stored query", relation.name)))?;
+    let state = engine.ctx.state();
+    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(statement))).await?;
+    let epoch_now = datafusion::execution::FunctionRegistry::udf(&engine.ctx, plan::temporal::EPOCH_NOW)?;
+    let plan = plan::temporal::mark_now(plan, &epoch_now)?;
+    let optimized = state.optimize(&plan)?;
+    let spec = plan::ViewSpec {
+        id: relation.id,
+        workers: engine.workers,
+        emit_on_window_close: relation.emit_on_window_close,
+        stats: relation.stats.clone(),
+    };
+    let lowered = plan::lower(&optimized, &state, &CatalogResolver, &spec)?;
+    let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
+    let mut flow = ViewDataflow::new(relation.clone(), lowered.root, lowered.inputs, sources);
+    flow.clocked = lowered.clocked;
+    Ok(flow)
+}
+
 /// The statement a relation is rebuilt from at startup: the original CREATE,
 /// with its name qualified and without IF NOT EXISTS.
 fn catalog_entry(mut statement: Statement, name: &QualifiedName) -> Vec<u8> {

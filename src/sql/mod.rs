@@ -142,14 +142,25 @@ impl Engine {
         }
         ctx.register_udtf("nexmark", Arc::new(nexmark::NexmarkFunction));
         crate::catalog::system::register(&ctx, DATABASE, catalog.clone(), coordinator.clone())?;
-        Ok(Arc::new(Self {
+        let engine = Arc::new(Self {
             ctx,
             catalog,
             coordinator,
             workers: workers.max(1),
             recovering: AtomicBool::new(false),
             query_memory,
-        }))
+        });
+        // How the coordinator gets fresh dataflows for views a failed write
+        // broke (lowering is this layer's job; see `stream::store_health`).
+        let weak = Arc::downgrade(&engine);
+        engine.coordinator.set_relower(Arc::new(move |view| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let engine = weak.upgrade().ok_or_else(|| SqlError::internal("the engine is gone"))?;
+                ddl::relower_view(&engine, &view).await
+            })
+        }));
+        Ok(engine)
     }
 
     fn recovering(&self) -> bool {

@@ -216,7 +216,16 @@ pub struct Coordinator {
     subscriptions: Subscriptions,
     /// Whether the store takes writes (read-only after a failed write).
     health: StoreHealth,
+    /// Lowers a view's stored query again (set by the SQL layer).
+    relower: std::sync::OnceLock<Relower>,
 }
+
+/// Lowers an existing view's stored query into a fresh dataflow.
+pub type Relower = Arc<
+    dyn Fn(Arc<Relation>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ViewDataflow>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Undelivered sink epochs at which reading from connectors pauses: a
 /// slow sink slows consumption instead of piling up output.
@@ -274,7 +283,13 @@ impl Coordinator {
             sink_backlog: SinkBacklog::default(),
             subscriptions: Subscriptions::default(),
             health: StoreHealth::default(),
+            relower: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How to lower a view again (see [`Relower`]); set once at startup.
+    pub fn set_relower(&self, relower: Relower) {
+        let _ = self.relower.set(relower);
     }
 
     /// Whether the store takes writes (see `store_health`).
@@ -447,12 +462,16 @@ impl Coordinator {
                     attempts = 0;
                     continue;
                 }
-                let guard = coordinator.begin().await;
+                let mut guard = coordinator.begin().await;
                 // Blocking I/O (a probe file, reopening the store).
                 let outcome = tokio::task::block_in_place(|| coordinator.store.recover_writes());
                 match outcome {
                     Ok(true) => {
+                        // Still under the epoch lock: no epoch runs before
+                        // the views the failed write broke are rebuilt.
+                        guard.adopt_epochs_written_despite_an_error();
                         coordinator.health.recovered();
+                        coordinator.rebuild_views_broken_by_the_store(&mut guard).await;
                         attempts = 0;
                     }
                     Ok(false) => {
@@ -470,6 +489,30 @@ impl Coordinator {
                 drop(guard);
             }
         });
+    }
+
+    /// Rebuilds, in creation order, the views whose operators took in an
+    /// epoch the store failed to write: a fresh dataflow from their stored
+    /// query, backfilled from their inputs. One that cannot be rebuilt stays
+    /// failed (and is rebuilt at the next start).
+    async fn rebuild_views_broken_by_the_store(&self, guard: &mut EpochGuard<'_>) {
+        let Some(relower) = self.relower.get() else { return };
+        let broken: Vec<Arc<Relation>> = guard
+            .flows
+            .views
+            .iter()
+            .filter(|f| f.view.failure.lock().as_ref().is_some_and(store_health::is_store_failure))
+            .map(|f| f.view.clone())
+            .collect();
+        for view in broken {
+            let rebuilt = match relower(view.clone()).await {
+                Ok(flow) => guard.rebuild_failed_view(flow),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = rebuilt {
+                tracing::warn!(view = %view.name, %error, "could not rebuild a view after the store recovered");
+            }
+        }
     }
 
     /// Starts the background task that checkpoints when writes pause (so
@@ -875,6 +918,45 @@ impl EpochGuard<'_> {
             }
         }
         self.flows.views.insert(position, flow);
+    }
+
+    /// After the store was reopened: an epoch whose write reported an
+    /// error may still have reached the disk (a failed sync of a complete
+    /// WAL record), and reopening replayed it. Its number is taken as used
+    /// and its epoch-log entry, if any, is deleted by the next checkpoint
+    /// (the views it fed were failed by the error and are rebuilt from
+    /// their inputs, which hold its rows).
+    fn adopt_epochs_written_despite_an_error(&mut self) {
+        let committed = self.store.committed_epoch();
+        if committed < self.flows.next_epoch {
+            return;
+        }
+        tracing::warn!(epoch = committed, "an epoch reported as failed was found written after reopening the store");
+        let snapshot = self.store.snapshot();
+        for epoch in self.flows.next_epoch..=committed {
+            if snapshot.get(&log_key(epoch)).is_some() {
+                self.flows.logged.push(epoch);
+            }
+        }
+        self.flows.next_epoch = committed + 1;
+    }
+
+    /// Replaces a failed view's dataflow with `flow` (freshly lowered) and
+    /// rebuilds it from its inputs (see [`Self::rebuild_view`]).
+    fn rebuild_failed_view(&mut self, flow: ViewDataflow) -> Result<()> {
+        let id = flow.view.id;
+        let position = self
+            .flows
+            .views
+            .iter()
+            .position(|f| f.view.id == id)
+            .ok_or_else(|| SqlError::internal(format!("view {id} has no dataflow")))?;
+        self.flows.views[position] = flow;
+        self.rebuild_view(position);
+        match self.flows.views.get(position).and_then(|f| f.view.failure.lock().clone()) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// Records a relation's defining statement (tables and plain views; a

@@ -15,10 +15,11 @@
 //! succeeds, writes are accepted again. The change is logged once each way
 //! and shown in `freshet_catalog.storage`.
 //!
-//! What stays broken until a restart: materialized views whose operators
-//! took in the failed epoch (their in-memory state is ahead of what is
-//! stored). They report the write error when read, and are rebuilt from
-//! their inputs at the next start, as any failed view.
+//! Materialized views whose operators took in the failed epoch have state
+//! ahead of what is stored: they are failed (reads report the write error)
+//! and, once the store takes writes again, rebuilt before any other epoch
+//! runs: a fresh dataflow lowered from the view's stored query (the SQL
+//! layer's [`super::coordinator::Relower`]), backfilled from its inputs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -122,6 +123,13 @@ pub fn format_time(time: SystemTime) -> String {
         Some(utc) => format!("{utc} UTC"),
         None => format!("{seconds} seconds after 1970"),
     }
+}
+
+/// Whether a view failed because the store failed to write an epoch its
+/// operators took in (their state is ahead of the store: rebuilt once the
+/// store takes writes again).
+pub fn is_store_failure(error: &SqlError) -> bool {
+    error.code == sqlstate::IO_ERROR || error.code == sqlstate::DISK_FULL
 }
 
 /// Whether `error` is a refusal of [`StoreHealth::check_writable`] (a task

@@ -56,7 +56,9 @@ async fn a_full_disk_turns_the_server_read_only_until_space_returns() {
             "CREATE TABLE t (id INT PRIMARY KEY, v INT);
              CREATE TABLE log (id INT PRIMARY KEY, s TEXT);
              CREATE MATERIALIZED VIEW totals AS SELECT count(*) AS n, sum(v) AS s FROM t;
-             INSERT INTO t VALUES (1, 10), (2, 20);",
+             CREATE MATERIALIZED VIEW log_size AS SELECT count(*) AS n, max(id) AS last FROM log;
+             INSERT INTO t VALUES (1, 10), (2, 20);
+             INSERT INTO log VALUES (0, 'first');",
         )
         .await
         .expect("schema");
@@ -64,7 +66,7 @@ async fn a_full_disk_turns_the_server_read_only_until_space_returns() {
     fill_disk(&server.data_path(&disk.0.join("filler")));
     // RocksDB preallocates its log: the first writes may still fit. Write
     // until one fails, keeping what was acknowledged.
-    let mut acknowledged = 0i64;
+    let (mut acknowledged, mut last_id) = (1i64, 0i64);
     let mut failure = None;
     for batch in 0..200i64 {
         let sql = format!(
@@ -73,7 +75,10 @@ async fn a_full_disk_turns_the_server_read_only_until_space_returns() {
             batch * 1000 + 1000
         );
         match client.simple_query(&sql).await {
-            Ok(_) => acknowledged += 1000,
+            Ok(_) => {
+                acknowledged += 1000;
+                last_id = batch * 1000 + 1000;
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -112,6 +117,17 @@ async fn a_full_disk_turns_the_server_read_only_until_space_returns() {
     assert_eq!(rows(&client, "SELECT n, s FROM totals").await, vec![vec!["3".to_string(), "60".to_string()]]);
     // Nothing acknowledged was lost (read back from the reopened store).
     assert_eq!(rows(&client, "SELECT count(*) FROM log").await, vec![vec![acknowledged.to_string()]]);
+    // The view whose operators took in the failed write was rebuilt from
+    // its inputs, and follows new writes.
+    assert_eq!(
+        rows(&client, "SELECT n, last FROM log_size").await,
+        vec![vec![acknowledged.to_string(), last_id.to_string()]]
+    );
+    client.batch_execute("INSERT INTO log VALUES (1000000, 'after')").await.expect("a log write after recovery");
+    assert_eq!(
+        rows(&client, "SELECT n, last FROM log_size").await,
+        vec![vec![(acknowledged + 1).to_string(), "1000000".to_string()]]
+    );
     client.batch_execute("CREATE TABLE more (id INT); INSERT INTO more VALUES (1)").await.expect("DDL after recovery");
     assert_eq!(rows(&client, "SELECT count(*) FROM more").await, vec![vec!["1".to_string()]]);
 }
