@@ -137,8 +137,30 @@ impl PayloadDecoder {
         self.encoding
     }
 
-    /// Decodes every payload of `range` in one pass.
+    /// [`Self::decode_pass`], with a panic inside Arrow's decoders turned
+    /// into an error of the batch (then of the one payload that causes it):
+    /// arrow-cast 59 overflows an `i16` on a decimal exponent of five digits
+    /// or more (`"1e99999"`), a panic with overflow checks on (they are, in
+    /// every profile, for arrow-cast: see Cargo.toml), a wrong value without.
     fn decode_all(
+        &self,
+        payloads: &Payloads,
+        range: std::ops::Range<usize>,
+    ) -> std::result::Result<RecordBatch, ArrowError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode_pass(payloads, range))).unwrap_or_else(
+            |panic| {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                Err(ArrowError::ParseError(format!("the message cannot be decoded ({reason})")))
+            },
+        )
+    }
+
+    /// Decodes every payload of `range` in one pass.
+    fn decode_pass(
         &self,
         payloads: &Payloads,
         range: std::ops::Range<usize>,

@@ -24,6 +24,8 @@ pub mod changelog;
 pub mod datagen;
 pub mod decode;
 pub mod file;
+#[cfg(test)]
+mod fuzz;
 pub mod kafka;
 pub mod nexmark;
 pub mod postgres_cdc;
