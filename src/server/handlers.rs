@@ -148,10 +148,7 @@ impl SimpleQueryHandler for FreshetSimpleQuery {
     {
         super::timeout::busy();
         let answered = self.answer_query(client, query).await;
-        super::timeout::arm_idle_in_transaction(client);
-        // An idle session holds no snapshot (a failed store is reopened
-        // only once no reader holds it; see `stream::store_health`).
-        crate::catalog::snapshot::begin_statement();
+        super::timeout::answered(client);
         answered
     }
 
@@ -457,10 +454,7 @@ impl ExtendedQueryHandler for FreshetExtendedQuery {
         )
         .await?;
         futures::SinkExt::flush(client).await?;
-        super::timeout::arm_idle_in_transaction(client);
-        // An idle session holds no snapshot (a failed store is reopened
-        // only once no reader holds it; see `stream::store_health`).
-        crate::catalog::snapshot::begin_statement();
+        super::timeout::answered(client);
         Ok(())
     }
 }

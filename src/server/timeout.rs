@@ -91,7 +91,7 @@ pub fn parse_millis(text: &str) -> Option<u64> {
 /// if the session is now idle inside a transaction block and has an
 /// idle_in_transaction_session_timeout, arms the connection's deadline
 /// (past it the connection is terminated with 25P03); otherwise disarms it.
-pub fn arm_idle_in_transaction<C: ClientInfo + ?Sized>(client: &C) {
+fn arm_idle_in_transaction<C: ClientInfo + ?Sized>(client: &C) {
     use pgwire::api::PgWireConnectionState;
     use pgwire::messages::response::TransactionStatus;
     let in_block = crate::catalog::transaction::is_open() || client.transaction_status() != TransactionStatus::Idle;
@@ -102,6 +102,15 @@ pub fn arm_idle_in_transaction<C: ClientInfo + ?Sized>(client: &C) {
         _ => None,
     };
     super::connection::set_idle_deadline(deadline);
+}
+
+/// Called when a statement (or an extended-protocol Sync) has been
+/// answered: arms the idle-in-transaction deadline, and lets go of the
+/// statement's snapshot (an idle session holds none: a failed store is
+/// reopened only once no reader holds it; see `stream::store_health`).
+pub fn answered<C: ClientInfo + ?Sized>(client: &C) {
+    arm_idle_in_transaction(client);
+    crate::catalog::snapshot::begin_statement();
 }
 
 /// Called when a statement starts: the session is busy, not idle.

@@ -167,16 +167,21 @@ impl ExecutionPlan for QueryMemoryExec {
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DfResult<SendableRecordBatchStream> {
         let runtime = self.runtime(&context.runtime_env())?;
-        let context = TaskContext::new(
-            context.task_id(),
-            context.session_id(),
-            context.session_config().clone(),
-            context.scalar_functions().clone(),
-            context.higher_order_functions().clone(),
-            context.aggregate_functions().clone(),
-            context.window_functions().clone(),
-            runtime,
-        );
+        // A context only this partition holds (a one-partition query) is
+        // reused; a shared one is copied (its function maps with it).
+        let context = match Arc::try_unwrap(context) {
+            Ok(own) => own.with_runtime(runtime),
+            Err(shared) => TaskContext::new(
+                shared.task_id(),
+                shared.session_id(),
+                shared.session_config().clone(),
+                shared.scalar_functions().clone(),
+                shared.higher_order_functions().clone(),
+                shared.aggregate_functions().clone(),
+                shared.window_functions().clone(),
+                runtime,
+            ),
+        };
         self.input.execute(partition, Arc::new(context))
     }
 }

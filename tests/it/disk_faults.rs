@@ -8,18 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::server::{TestServer, rows, tempdir::TempDir, try_rows};
-
-/// The SQLSTATE and message of `sql`'s error (it must fail).
-async fn error_of(client: &tokio_postgres::Client, sql: &str) -> (String, String) {
-    match client.simple_query(sql).await {
-        Ok(_) => panic!("expected an error from: {sql}"),
-        Err(e) => match e.as_db_error() {
-            Some(db) => (db.code().code().to_string(), db.message().to_string()),
-            None => (format!("no code: {e}"), e.to_string()),
-        },
-    }
-}
+use crate::server::{TestServer, error_of, rows, tempdir::TempDir, try_rows};
 
 /// Writes zeros to `path` until the disk is full.
 fn fill_disk(path: &Path) {

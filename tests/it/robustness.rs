@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::server::{TestServer, error_code, extended_error_code, rows};
+use crate::server::{TestServer, error_code, error_of, extended_error_code, rows};
 
 fn chain(term: &str, op: &str, n: usize) -> String {
     vec![term; n].join(op)
@@ -456,17 +456,6 @@ async fn idle_in_transaction_sessions_are_terminated_with_25p03() {
     assert_eq!(code.as_deref(), Some("25P03"));
     drop(block);
     assert_eq!(rows(&observer, "SELECT count(*) FROM sentinel WHERE id = 6").await, vec![vec!["0".to_string()]]);
-}
-
-/// The first error `sql` gets: its SQLSTATE and message.
-async fn error_of(client: &tokio_postgres::Client, sql: &str) -> (String, String) {
-    match client.simple_query(sql).await {
-        Ok(_) => panic!("expected an error from: {sql}"),
-        Err(e) => match e.as_db_error() {
-            Some(db) => (db.code().code().to_string(), db.message().to_string()),
-            None => (format!("no code: {e}"), e.to_string()),
-        },
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -213,6 +213,17 @@ pub async fn try_rows(client: &tokio_postgres::Client, sql: &str) -> Result<Vec<
 }
 
 /// The SQLSTATE of a failed statement.
+/// The SQLSTATE and message of `sql`'s error (it must fail).
+pub async fn error_of(client: &tokio_postgres::Client, sql: &str) -> (String, String) {
+    match client.simple_query(sql).await {
+        Ok(_) => panic!("expected an error from: {sql}"),
+        Err(e) => match e.as_db_error() {
+            Some(db) => (db.code().code().to_string(), db.message().to_string()),
+            None => (format!("no code: {e}"), e.to_string()),
+        },
+    }
+}
+
 pub async fn error_code(client: &tokio_postgres::Client, sql: &str) -> String {
     match client.simple_query(sql).await {
         Ok(_) => panic!("expected an error from: {sql}"),
