@@ -15,7 +15,10 @@ deps:
 run: deps
 	cargo run --release --bin freshet -- serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 
+# Clippy first: the crate denies unwrap, expect, indexing and string
+# slicing (src/lib.rs), so a read that could panic on input fails here.
 test: deps
+	cargo clippy --lib
 	cargo test --no-fail-fast
 
 check:

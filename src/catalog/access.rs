@@ -307,8 +307,9 @@ impl AccessControl {
     pub fn restore(&self, snapshot: &dyn crate::state::Snapshot) -> Result<()> {
         let mut corrupt = None;
         let mut roles = Vec::new();
-        snapshot.scan_prefix(ROLE_PREFIX, &mut |key, value| match std::str::from_utf8(&key[1..])
-            .ok()
+        snapshot.scan_prefix(ROLE_PREFIX, &mut |key, value| match key
+            .get(1..)
+            .and_then(|name| std::str::from_utf8(name).ok())
             .and_then(|name| Role::decode(name, value))
         {
             Some(role) => roles.push(role),

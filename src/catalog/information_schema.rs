@@ -273,7 +273,7 @@ impl InformationSchema {
         ]);
         usage_fields.push(Field::new("ordinal_position", DataType::Int32, true));
         usage_fields.push(Field::new("position_in_unique_constraint", DataType::Int32, true));
-        let column = |f: &dyn Fn(&(&super::Relation, usize, usize)) -> Option<String>| text(usage.iter().map(|u| f(u)));
+        let column = |f: &dyn Fn(&(&super::Relation, usize, usize)) -> Option<String>| text(usage.iter().map(f));
         let key_usage = RecordBatch::try_new(
             Arc::new(Schema::new(usage_fields)),
             vec![

@@ -415,7 +415,10 @@ impl PgCatalog {
     }
 
     async fn rows(&self, table: &'static str) -> DfResult<RecordBatch> {
-        let schema = &self.schemas[table];
+        let schema = self
+            .schemas
+            .get(table)
+            .ok_or_else(|| DataFusionError::Internal(format!("pg_catalog has no schema for {table}")))?;
         if table == "pg_settings" {
             return settings_rows(schema);
         }
@@ -841,7 +844,7 @@ struct LiveTable {
 #[async_trait]
 impl TableProvider for LiveTable {
     fn schema(&self) -> SchemaRef {
-        self.catalog.schemas[self.table].clone()
+        self.catalog.schemas.get(self.table).cloned().unwrap_or_else(|| Arc::new(Schema::empty()))
     }
 
     fn table_type(&self) -> TableType {

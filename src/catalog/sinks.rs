@@ -54,10 +54,10 @@ async fn deliver_once(
         let mut pending = 0usize;
         snapshot.scan_prefix(&outbox_prefix(sink.id), &mut |key, value| {
             pending += 1;
-            if entries.len() < EPOCHS_PER_ROUND {
-                if let Some(epoch) = key.get(5..13).and_then(|e| e.try_into().ok()).map(u64::from_be_bytes) {
-                    entries.push((epoch, key.to_vec(), value.to_vec()));
-                }
+            if entries.len() < EPOCHS_PER_ROUND
+                && let Some(epoch) = key.get(5..13).and_then(|e| e.try_into().ok()).map(u64::from_be_bytes)
+            {
+                entries.push((epoch, key.to_vec(), value.to_vec()));
             }
         });
         let state = progress.entry(sink.id).or_default();

@@ -19,11 +19,15 @@ pub fn row_key(relation: &Relation, key_bytes: &[u8]) -> Vec<u8> {
     key
 }
 
-fn decode_value(key: &[u8], value: &[u8]) -> (i64, std::ops::Range<usize>, bool) {
-    let mut count = [0u8; 8];
-    count.copy_from_slice(&value[..8]);
-    let count = i64::from_be_bytes(count);
-    if value.len() > 8 { (count, 8..value.len(), true) } else { (count, 5..key.len(), false) }
+/// A stored value: its multiplicity, then the row's bytes if they are not
+/// the key's own (after the 5-byte relation prefix). Returns the count and
+/// the row's bytes; a value too short for a count counts 0.
+fn decode_value<'a>(key: &'a [u8], value: &'a [u8]) -> (i64, &'a [u8], bool) {
+    let count = multiplicity(value);
+    match value.get(8..).filter(|row| !row.is_empty()) {
+        Some(row) => (count, row, true),
+        None => (count, key.get(5..).unwrap_or_default(), false),
+    }
 }
 
 /// How many copies of its row a stored value counts.
@@ -43,25 +47,24 @@ pub fn scan_key_prefix(relation: &Relation, snapshot: &dyn Snapshot, key_prefix:
     let mut rows: Vec<u8> = Vec::new();
     let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
     snapshot.scan_prefix(&row_key(relation, key_prefix), &mut |key, value| {
-        let (count, range, in_value) = decode_value(key, value);
-        let bytes = if in_value { &value[range] } else { &key[range] };
+        let (count, bytes, _) = decode_value(key, value);
         let start = rows.len();
         rows.extend_from_slice(bytes);
         for _ in 0..count.max(0) {
             spans.push(start..rows.len());
         }
     });
-    relation.row_codec.decode(spans.iter().map(|s| &rows[s.clone()]))
+    relation.row_codec.decode(spans.iter().map(|s| rows.get(s.clone()).unwrap_or_default()))
 }
 
 /// Rows of a keyed table with the given primary-key bytes.
 pub fn lookup(relation: &Relation, snapshot: &dyn Snapshot, keys: &[Vec<u8>]) -> Result<RecordBatch> {
     let mut found: Vec<Vec<u8>> = Vec::new();
     for key in keys {
-        if let Some(value) = snapshot.get(&row_key(relation, key)) {
-            if value.len() > 8 {
-                found.push(value[8..].to_vec());
-            }
+        if let Some(value) = snapshot.get(&row_key(relation, key))
+            && let Some(row) = value.get(8..).filter(|row| !row.is_empty())
+        {
+            found.push(row.to_vec());
         }
     }
     relation.row_codec.decode(found.iter().map(|r| r.as_slice()))
@@ -101,8 +104,8 @@ pub fn apply_change(
             Some(e) => e,
             None => {
                 let current = snapshot.get(&key).map(|v| {
-                    let (count, range, in_value) = decode_value(&key, &v);
-                    (count, in_value.then(|| v[range].to_vec()))
+                    let (count, row, in_value) = decode_value(&key, &v);
+                    (count, in_value.then(|| row.to_vec()))
                 });
                 pending.entry(key).or_insert(current.unwrap_or((0, None)))
             }

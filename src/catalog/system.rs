@@ -295,7 +295,11 @@ impl SystemTable {
                 }
                 edges.sort();
                 (0..4)
-                    .map(|i| Arc::new(StringArray::from_iter_values(edges.iter().map(|e| e[i].clone()))) as ArrayRef)
+                    .map(|i| {
+                        Arc::new(StringArray::from_iter_values(
+                            edges.iter().map(|e| e.get(i).cloned().unwrap_or_default()),
+                        )) as ArrayRef
+                    })
                     .collect()
             }
             Which::Sinks => {

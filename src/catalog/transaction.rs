@@ -126,9 +126,10 @@ impl Transaction {
             ));
         };
         if undo {
-            let (_, overlay, staged) = &self.savepoints[index];
-            self.overlay = overlay.clone();
-            self.staged.truncate(*staged);
+            if let Some((_, overlay, staged)) = self.savepoints.get(index) {
+                self.overlay = overlay.clone();
+                self.staged.truncate(*staged);
+            }
             self.savepoints.truncate(index + 1);
         } else {
             self.savepoints.truncate(index);

@@ -160,8 +160,12 @@ pub fn apply_from_changelog(
             order.push(key);
         }
     }
-    let upserts: Vec<u32> =
-        order.iter().map(|k| last[k]).filter(|&i| !changes.deletes.value(i)).map(|i| i as u32).collect();
+    let upserts: Vec<u32> = order
+        .iter()
+        .filter_map(|k| last.get(k).copied())
+        .filter(|&i| !changes.deletes.value(i))
+        .map(|i| i as u32)
+        .collect();
     let snapshot = guard.snapshot();
     let stored_keys: Vec<Vec<u8>> = order.iter().map(|k| k.to_vec()).collect();
     let existing = storage::lookup(relation, snapshot.as_ref(), &stored_keys)?;
@@ -249,11 +253,16 @@ fn keep_unchanged(
     for (column, cells) in taken {
         let mut indices: Vec<(usize, usize)> = (0..upserted.num_rows()).map(|p| (0, p)).collect();
         for (p, from) in cells {
-            indices[p] = from;
+            if let Some(index) = indices.get_mut(p) {
+                *index = from;
+            }
         }
         let sources =
             [upserted.column(column).as_ref(), existing.column(column).as_ref(), read.rows.column(column).as_ref()];
-        columns[column] = datafusion::arrow::compute::interleave(&sources, &indices)?;
+        let merged = datafusion::arrow::compute::interleave(&sources, &indices)?;
+        if let Some(slot) = columns.get_mut(column) {
+            *slot = merged;
+        }
     }
     Ok(RecordBatch::try_new(upserted.schema(), columns)?)
 }
@@ -395,7 +404,8 @@ fn conflict_updates(
         return Ok(vec![]);
     }
     let width = relation.schema.fields().len();
-    let old = RecordBatch::try_new(relation.schema.clone(), combined.columns()[..width].to_vec())?;
+    let old_columns = combined.columns().get(..width).unwrap_or_default().to_vec();
+    let old = RecordBatch::try_new(relation.schema.clone(), old_columns)?;
     let new = assign(relation, &old, &combined, &update.assignments)?;
     Ok(vec![ChangeBatch::uniform(old, -1), ChangeBatch::uniform(new, 1)])
 }
@@ -410,7 +420,10 @@ fn assign(
 ) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = old.columns().to_vec();
     for (index, expr) in assignments {
-        columns[*index] = expr.evaluate(input)?.into_array(old.num_rows())?;
+        let value = expr.evaluate(input)?.into_array(old.num_rows())?;
+        if let Some(slot) = columns.get_mut(*index) {
+            *slot = value;
+        }
     }
     // Assigned values may have other types than their columns: conform casts.
     let fields: Vec<_> = relation

@@ -158,10 +158,11 @@ impl AvroDecoder {
         {
             let state = self.state.lock();
             for i in 0..payloads.len() {
-                if let Some(id) = schema_id(payloads.get(i)) {
-                    if !state.missing.contains_key(&id) && state.store.lookup(&Fingerprint::Id(id)).is_none() {
-                        unknown.insert(id);
-                    }
+                if let Some(id) = schema_id(payloads.get(i))
+                    && !state.missing.contains_key(&id)
+                    && state.store.lookup(&Fingerprint::Id(id)).is_none()
+                {
+                    unknown.insert(id);
                 }
             }
         }
@@ -202,10 +203,10 @@ impl AvroDecoder {
             return Ok(Decoded { rows: RecordBatch::new_empty(self.target.clone()), bad });
         }
         // One pass over all; only if it fails, one payload at a time.
-        if let Ok(rows) = self.decode_all(&mut state, payloads, &candidates) {
-            if rows.num_rows() == candidates.len() {
-                return Ok(Decoded { rows, bad });
-            }
+        if let Ok(rows) = self.decode_all(&mut state, payloads, &candidates)
+            && rows.num_rows() == candidates.len()
+        {
+            return Ok(Decoded { rows, bad });
         }
         state.decoder = None;
         let mut good = Vec::new();
@@ -287,7 +288,7 @@ impl AvroDecoder {
 fn feed(decoder: &mut Decoder, mut data: &[u8], batches: &mut Vec<RecordBatch>) -> std::result::Result<(), String> {
     while !data.is_empty() {
         let used = decoder.decode(data).map_err(|e| e.to_string())?;
-        data = &data[used..];
+        data = data.get(used..).unwrap_or_default();
         if decoder.batch_is_full() {
             // A new writer schema begins: the rows so far go out first.
             if let Some(batch) = decoder.flush().map_err(|e| e.to_string())? {
@@ -543,10 +544,10 @@ impl Registry {
 /// The Avro schema in a registry answer (`schema`, with `schemaType`
 /// absent or AVRO).
 fn avro_schema_of(body: &serde_json::Value) -> std::result::Result<AvroSchema, String> {
-    if let Some(kind) = body.get("schemaType").and_then(|v| v.as_str()) {
-        if !kind.eq_ignore_ascii_case("AVRO") {
-            return Err(format!("the registry's schema is {kind}, not AVRO"));
-        }
+    if let Some(kind) = body.get("schemaType").and_then(|v| v.as_str())
+        && !kind.eq_ignore_ascii_case("AVRO")
+    {
+        return Err(format!("the registry's schema is {kind}, not AVRO"));
     }
     match body.get("schema").and_then(|v| v.as_str()) {
         Some(text) => Ok(AvroSchema::new(text.to_string())),

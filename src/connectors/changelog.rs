@@ -88,11 +88,11 @@ fn bad(message: impl Into<String>) -> SqlError {
 fn key_object<'a>(key: &'a [u8], key_columns: &[String]) -> Result<Cow<'a, [u8]>> {
     let parsed: serde_json::Value =
         serde_json::from_slice(key).map_err(|e| bad(format!("the message key is not JSON: {e}")))?;
-    match parsed {
-        serde_json::Value::Object(_) => Ok(Cow::Borrowed(key)),
-        scalar if key_columns.len() == 1 => {
+    match (parsed, key_columns) {
+        (serde_json::Value::Object(_), _) => Ok(Cow::Borrowed(key)),
+        (scalar, [column]) => {
             let mut object = serde_json::Map::new();
-            object.insert(key_columns[0].clone(), scalar);
+            object.insert(column.clone(), scalar);
             Ok(Cow::Owned(serde_json::Value::Object(object).to_string().into_bytes()))
         }
         _ => Err(bad(format!("the message key must be a JSON object of the key columns ({})", key_columns.join(", ")))),

@@ -163,7 +163,7 @@ impl DatagenReader {
         rows: std::ops::Range<u64>,
         now_nanos: i64,
     ) -> Result<ArrayRef> {
-        let values = &self.columns[index];
+        let values = self.columns.get(index).ok_or_else(|| bad(format!("datagen has no column {index}")))?;
         let as_f64 = |row: u64| -> f64 {
             match values {
                 Values::Sequence { start, .. } => (*start + row as i64) as f64,
@@ -202,8 +202,8 @@ impl DatagenReader {
                 Arc::new(StringArray::from_iter_values(rows.map(|r| {
                     (0..length)
                         .map(|i| {
-                            LETTERS[(hash(seed, index, r.wrapping_mul(1_000_003).wrapping_add(i as u64)) % 36) as usize]
-                                as char
+                            let pick = hash(seed, index, r.wrapping_mul(1_000_003).wrapping_add(i as u64)) % 36;
+                            LETTERS.get(pick as usize).map_or('a', |&letter| letter as char)
                         })
                         .collect::<String>()
                 })))

@@ -33,11 +33,11 @@ impl Encoding {
         match encode.as_deref() {
             None | Some("json") => Ok(Encoding::Json),
             Some("csv") => {
-                let delimiter = match options.get("delimiter") {
+                let delimiter = match options.get("delimiter").map(|d| (d, d.as_bytes())) {
                     None => b',',
-                    Some(d) if d.len() == 1 => d.as_bytes()[0],
-                    Some("\\t") => b'\t',
-                    Some(other) => {
+                    Some((_, &[byte])) => byte,
+                    Some(("\\t", _)) => b'\t',
+                    Some((other, _)) => {
                         return Err(SqlError::new(
                             sqlstate::INVALID_PARAMETER_VALUE,
                             format!("delimiter = '{other}' must be one character"),
@@ -76,8 +76,9 @@ impl Payloads {
     }
 
     pub fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+        let start = i.checked_sub(1).and_then(|previous| self.ends.get(previous)).copied().unwrap_or(0);
+        let end = self.ends.get(i).copied().unwrap_or(start);
+        self.bytes.get(start..end).unwrap_or_default()
     }
 }
 
@@ -172,14 +173,13 @@ impl PayloadDecoder {
                     .with_batch_size(rows)
                     .build_decoder()?;
                 for i in range {
-                    let payload = payloads.get(i);
-                    let mut at = 0;
-                    while at < payload.len() {
-                        let used = decoder.decode(&payload[at..])?;
+                    let mut rest = payloads.get(i);
+                    while !rest.is_empty() {
+                        let used = decoder.decode(rest)?;
                         if used == 0 {
                             return Err(ArrowError::JsonError("more than one value in a message".into()));
                         }
-                        at += used;
+                        rest = rest.get(used..).unwrap_or_default();
                     }
                     if decoder.has_partial_record() {
                         return Err(ArrowError::JsonError("the message ends inside a JSON value".into()));
@@ -195,13 +195,13 @@ impl PayloadDecoder {
                     .build_decoder();
                 for i in range {
                     for part in [payloads.get(i), b"\n".as_slice()] {
-                        let mut at = 0;
-                        while at < part.len() {
-                            let used = decoder.decode(&part[at..])?;
+                        let mut rest = part;
+                        while !rest.is_empty() {
+                            let used = decoder.decode(rest)?;
                             if used == 0 {
                                 return Err(ArrowError::CsvError("more than one record in a message".into()));
                             }
-                            at += used;
+                            rest = rest.get(used..).unwrap_or_default();
                         }
                     }
                 }
@@ -215,10 +215,10 @@ impl PayloadDecoder {
         if let Some(avro) = &self.avro {
             return avro.decode(payloads);
         }
-        if let Ok(rows) = self.decode_all(payloads, 0..payloads.len()) {
-            if rows.num_rows() == payloads.len() {
-                return Ok(Decoded { rows, bad: Vec::new() });
-            }
+        if let Ok(rows) = self.decode_all(payloads, 0..payloads.len())
+            && rows.num_rows() == payloads.len()
+        {
+            return Ok(Decoded { rows, bad: Vec::new() });
         }
         // Some payload is bad: find which, one at a time.
         let mut good = Vec::new();

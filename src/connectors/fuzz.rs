@@ -35,9 +35,32 @@ impl Rng {
 /// Bytes worth putting anywhere: structure of the formats, edges of numbers,
 /// broken UTF-8, varints that promise more than there is.
 const SPLICES: &[&[u8]] = &[
-    b"{", b"}", b"[", b"]", b"\"", b",", b":", b"\\", b"\\u0000", b"\\ud800", b"null", b"true", b"1e999",
-    b"-9223372036854775809", b"18446744073709551616", b"NaN", b"\n", b"\r\n", b"\"\"", b"\xff\xfe", b"\xc3",
-    b"\xe2\x82", b"\x00", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x80\x80\x80\x80\x10", b"\xfe\xff\xff\xff\x0f",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"\"",
+    b",",
+    b":",
+    b"\\",
+    b"\\u0000",
+    b"\\ud800",
+    b"null",
+    b"true",
+    b"1e999",
+    b"-9223372036854775809",
+    b"18446744073709551616",
+    b"NaN",
+    b"\n",
+    b"\r\n",
+    b"\"\"",
+    b"\xff\xfe",
+    b"\xc3",
+    b"\xe2\x82",
+    b"\x00",
+    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+    b"\x80\x80\x80\x80\x10",
+    b"\xfe\xff\xff\xff\x0f",
 ];
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -85,7 +108,12 @@ fn run(name: &str, cases: usize, seed: u64, seeds: &[Vec<u8>], decode: &dyn Fn(&
         }
         let (rows, bad) = decode(&payloads);
         bad_total += bad.len();
-        assert_eq!(rows + bad.len(), count, "{name} case {case}: {rows} rows and {} bad of {count} payloads", bad.len());
+        assert_eq!(
+            rows + bad.len(),
+            count,
+            "{name} case {case}: {rows} rows and {} bad of {count} payloads",
+            bad.len()
+        );
         assert!(bad.windows(2).all(|w| w[0] < w[1]), "{name} case {case}: bad records {bad:?} out of order");
         assert!(bad.iter().all(|&i| i < count), "{name} case {case}: bad record index past the payloads");
     }

@@ -254,10 +254,10 @@ impl KafkaReader {
             .set("auto.offset.reset", "error")
             .set("socket.timeout.ms", "5000");
         for (key, value) in &options.values {
-            if let Some(property) = key.strip_prefix("properties.") {
-                if property != "bootstrap.server" {
-                    config.set(property, value);
-                }
+            if let Some(property) = key.strip_prefix("properties.")
+                && property != "bootstrap.server"
+            {
+                config.set(property, value);
             }
         }
         let key_decoder = Arc::new(PayloadDecoder::new(all_nullable(&payload), Encoding::Json));
@@ -362,21 +362,22 @@ impl KafkaReader {
     fn metadata_columns(&self, metadata: &Metadata, kept: &[bool]) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.includes.len());
         for include in &self.includes {
-            let rows = metadata.partitions.iter().enumerate().filter(|(i, _)| kept[*i]).map(|(i, _)| i);
+            let rows = (0..metadata.partitions.len()).filter(|&i| kept.get(i) == Some(&true));
             let column: ArrayRef = match include {
                 Include::Partition => {
                     let mut b = Int32Builder::with_capacity(kept.len());
-                    rows.for_each(|i| b.append_value(metadata.partitions[i]));
+                    rows.for_each(|i| b.append_option(metadata.partitions.get(i).copied()));
                     Arc::new(b.finish())
                 }
                 Include::Offset => {
                     let mut b = Int64Builder::with_capacity(kept.len());
-                    rows.for_each(|i| b.append_value(metadata.offsets[i]));
+                    rows.for_each(|i| b.append_option(metadata.offsets.get(i).copied()));
                     Arc::new(b.finish())
                 }
                 Include::Timestamp => {
                     let mut b = TimestampNanosecondBuilder::with_capacity(kept.len()).with_timezone("+00:00");
-                    rows.for_each(|i| b.append_option(metadata.timestamps[i].and_then(|ms| ms.checked_mul(1_000_000))));
+                    let nanos = |i: usize| metadata.timestamps.get(i).copied().flatten()?.checked_mul(1_000_000);
+                    rows.for_each(|i| b.append_option(nanos(i)));
                     Arc::new(b.finish())
                 }
                 Include::Key => {
@@ -500,13 +501,15 @@ impl KafkaReader {
                 sqlstate::INVALID_TEXT_REPRESENTATION,
                 format!(
                     "Kafka topic \"{}\" partition {} offset {}: {error}",
-                    self.topic, metadata.partitions[i], metadata.offsets[i]
+                    self.topic,
+                    metadata.partition(i),
+                    metadata.offset(i)
                 ),
             ));
         }
         bad.push(BadRecord {
-            partition: metadata.partitions[i],
-            offset: metadata.offsets[i],
+            partition: metadata.partition(i),
+            offset: metadata.offset(i),
             payload: payloads.get(i).to_vec(),
             error: error.to_string(),
         });
@@ -526,6 +529,16 @@ struct Metadata {
 }
 
 impl Metadata {
+    // The vectors are filled together, one entry per record fetched; a
+    // record past them reads as partition and offset -1 (none).
+    fn partition(&self, i: usize) -> i32 {
+        self.partitions.get(i).copied().unwrap_or(-1)
+    }
+
+    fn offset(&self, i: usize) -> i64 {
+        self.offsets.get(i).copied().unwrap_or(-1)
+    }
+
     fn key(&self, i: usize) -> Option<&[u8]> {
         let (start, end) = self.key_ranges.get(i).copied().flatten()?;
         self.keys.get(start..end)
@@ -559,7 +572,9 @@ impl SourceReader for KafkaReader {
         let decoded = self.decoder.decode(&payloads)?;
         let mut kept = vec![true; payloads.len()];
         for (i, error) in &decoded.bad {
-            kept[*i] = false;
+            if let Some(kept) = kept.get_mut(*i) {
+                *kept = false;
+            }
             self.bad_record(&metadata, &payloads, *i, error, bad)?;
         }
         let mut columns = decoded.rows.columns().to_vec();
@@ -611,20 +626,24 @@ impl SourceReader for KafkaReader {
         for (side, decoded, of) in [(0, &decoded_upserts, &upsert_of), (1, &decoded_deletes, &delete_of)] {
             let mut failed = vec![false; of.len()];
             for (j, error) in &decoded.bad {
-                failed[*j] = true;
-                self.bad_record(&metadata, &payloads, of[*j], error, bad)?;
+                if let (Some(failed), Some(&message)) = (failed.get_mut(*j), of.get(*j)) {
+                    *failed = true;
+                    self.bad_record(&metadata, &payloads, message, error, bad)?;
+                }
             }
             let mut row = 0;
-            for (j, &message) in of.iter().enumerate() {
-                if !failed[j] {
-                    place[message] = Some((side, row));
+            for (&message, &failed) in of.iter().zip(&failed) {
+                if !failed {
+                    if let Some(place) = place.get_mut(message) {
+                        *place = Some((side, row));
+                    }
                     row += 1;
                 }
             }
         }
         let order: Vec<(usize, usize)> = place.iter().flatten().copied().collect();
-        for (i, p) in place.iter().enumerate() {
-            kept[i] = p.is_some();
+        for (kept, place) in kept.iter_mut().zip(&place) {
+            *kept = place.is_some();
         }
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for c in 0..decoded_upserts.rows.num_columns() {

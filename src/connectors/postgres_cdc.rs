@@ -760,7 +760,7 @@ fn protocol(message: impl Into<String>) -> SqlError {
 
 fn take_string(data: &mut Bytes) -> Result<String> {
     let end = data.iter().position(|&b| b == 0).ok_or_else(|| protocol("unterminated string"))?;
-    let text = String::from_utf8_lossy(&data[..end]).into_owned();
+    let text = String::from_utf8_lossy(data.get(..end).unwrap_or_default()).into_owned();
     data.advance(end + 1);
     Ok(text)
 }
@@ -812,15 +812,14 @@ impl Decoder {
                     positions.push(self.names.iter().position(|n| *n == column));
                 }
                 let ours = namespace == self.schema_name && name == self.table;
-                if ours {
-                    if let Some(missing) =
-                        self.names.iter().find(|n| !positions.iter().flatten().any(|&p| self.names[p] == **n))
-                    {
-                        return Err(SqlError::new(
-                            sqlstate::DATATYPE_MISMATCH,
-                            format!("upstream table {namespace}.{name} no longer has column \"{missing}\""),
-                        ));
-                    }
+                if ours
+                    && let Some(missing) =
+                        self.names.iter().find(|n| !positions.iter().flatten().any(|&p| self.names.get(p) == Some(*n)))
+                {
+                    return Err(SqlError::new(
+                        sqlstate::DATATYPE_MISMATCH,
+                        format!("upstream table {namespace}.{name} no longer has column \"{missing}\""),
+                    ));
                 }
                 self.relations.insert(id, ours.then_some(positions));
             }
@@ -893,14 +892,14 @@ impl Decoder {
                     need(data, 4)?;
                     let len = data.get_u32() as usize;
                     need(data, len)?;
-                    let text = String::from_utf8_lossy(&data[..len]).into_owned();
+                    let text = String::from_utf8_lossy(data.get(..len).unwrap_or_default()).into_owned();
                     data.advance(len);
                     Some(text)
                 }
                 other => return Err(protocol(format!("unknown tuple value kind {}", other as char))),
             };
-            if let Some(at) = at {
-                values[at] = value;
+            if let Some(slot) = at.and_then(|at| values.get_mut(at)) {
+                *slot = value;
             }
         }
         if positions.is_some() {
@@ -916,17 +915,19 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
     let mut bad_rows = vec![false; rows.len()];
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for (c, field) in schema.fields().iter().enumerate() {
-        let text: StringArray =
-            rows.iter().map(|r| r.values[c].as_deref().map(|v| normalize(v, field.data_type()))).collect();
+        let text: StringArray = rows
+            .iter()
+            .map(|r| r.values.get(c).and_then(Option::as_deref).map(|v| normalize(v, field.data_type())))
+            .collect();
         let column = match field.data_type() {
             DataType::Binary | DataType::LargeBinary => {
                 let mut builder = BinaryBuilder::with_capacity(rows.len(), 0);
-                for (i, value) in text.iter().enumerate() {
+                for (value, bad) in text.iter().zip(bad_rows.iter_mut()) {
                     match value.map(decode_bytea) {
                         None => builder.append_null(),
                         Some(Some(bytes)) => builder.append_value(bytes),
                         Some(None) => {
-                            bad_rows[i] = true;
+                            *bad = true;
                             builder.append_null();
                         }
                     }
@@ -943,9 +944,9 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
             },
         };
         // A value that did not cast came out NULL.
-        for i in 0..rows.len() {
+        for (i, bad) in bad_rows.iter_mut().enumerate() {
             if column.is_null(i) && !text.is_null(i) {
-                bad_rows[i] = true;
+                *bad = true;
             }
         }
         columns.push(column);
@@ -960,7 +961,8 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
         Err(error) => return (Err(error.into()), Vec::new()),
     };
     let mut bad = Vec::new();
-    for (i, row) in rows.iter().enumerate().filter(|(i, _)| bad_rows[*i]) {
+    let bad_ones = rows.iter().zip(&bad_rows).enumerate().filter(|(_, (_, bad))| **bad);
+    for (i, (row, _)) in bad_ones {
         let payload: Vec<String> = row.values.iter().map(|v| v.clone().unwrap_or_else(|| "NULL".into())).collect();
         bad.push(BadRecord {
             partition: 0,
@@ -972,7 +974,7 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
                     .fields()
                     .iter()
                     .enumerate()
-                    .filter(|(c, _)| row.values[*c].is_some() && batch.column(*c).is_null(i))
+                    .filter(|(c, _)| row.values.get(*c).is_some_and(Option::is_some) && batch.column(*c).is_null(i))
                     .map(|(_, f)| format!("{} {}", f.name(), f.data_type()))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -983,8 +985,8 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
     // Unchanged cells, at the rows' places once bad rows are gone.
     let mut unchanged = Vec::new();
     let mut kept_row = 0u32;
-    for (i, row) in rows.iter().enumerate() {
-        if bad_rows[i] {
+    for (row, &bad) in rows.iter().zip(&bad_rows) {
+        if bad {
             continue;
         }
         unchanged.extend(row.unchanged.iter().map(|&c| (kept_row, c as u32)));
@@ -1007,9 +1009,9 @@ fn to_changes(schema: &SchemaRef, rows: &[TextChange]) -> (Result<KeyedChanges>,
 /// Postgres text a cast can read: a `+HH` zone offset as `+HH:00`.
 fn normalize(value: &str, data_type: &DataType) -> String {
     if let DataType::Timestamp(_, Some(_)) = data_type {
-        let bytes = value.as_bytes();
-        let n = bytes.len();
-        if n > 3 && (bytes[n - 3] == b'+' || bytes[n - 3] == b'-') && bytes[n - 2..].iter().all(u8::is_ascii_digit) {
+        let zone_hours =
+            matches!(value.as_bytes(), [_, .., b'+' | b'-', h, k] if h.is_ascii_digit() && k.is_ascii_digit());
+        if zone_hours {
             return format!("{value}:00");
         }
     }

@@ -38,15 +38,15 @@ impl Trace {
 
     /// The node being lowered got a stateful operator numbered `number`.
     pub fn stateful(&mut self, number: u16) {
-        if let Some(&line) = self.open.last() {
-            self.lines[line].state.push(number);
+        if let Some(line) = self.open.last().and_then(|&line| self.lines.get_mut(line)) {
+            line.state.push(number);
         }
     }
 
     /// The node's operator runs once per worker, its input exchanged by key.
     pub fn partitioned(&mut self) {
-        if let Some(&line) = self.open.last() {
-            self.lines[line].partitioned = true;
+        if let Some(line) = self.open.last().and_then(|&line| self.lines.get_mut(line)) {
+            line.partitioned = true;
         }
     }
 

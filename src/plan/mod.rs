@@ -146,6 +146,15 @@ fn lower_traced(
     Ok(Lowered { root, inputs: lowering.inputs, watermarked, clocked: lowering.clocked })
 }
 
+/// Column `index` of `schema`, as a column reference.
+fn column_of(schema: &DFSchema, index: usize) -> Result<datafusion::common::Column> {
+    schema
+        .columns()
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| SqlError::internal(format!("the schema has no column {index}")))
+}
+
 /// The arrow schema of a plan node, every field nullable: outer joins and
 /// aggregates over empty input produce NULLs where a base column had none.
 pub fn stream_schema(schema: &DFSchema) -> SchemaRef {
@@ -648,7 +657,7 @@ impl Lowering<'_> {
         // `left watermark + lo`.
         let left_expiry = match bounds.hi {
             Some(hi) => {
-                let column = Expr::Column(right_schema.columns()[bounds.right_column].clone());
+                let column = Expr::Column(column_of(right_schema, bounds.right_column)?);
                 let threshold = self.expr(&(column - interval::interval(hi)), right_schema)?;
                 Some(Derivation::new(right.schema(), &[threshold], &[Some(bounds.right_column)]))
             }
@@ -656,7 +665,7 @@ impl Lowering<'_> {
         };
         let right_expiry = match bounds.lo {
             Some(lo) => {
-                let column = Expr::Column(left_schema.columns()[bounds.left_column].clone());
+                let column = Expr::Column(column_of(left_schema, bounds.left_column)?);
                 let threshold = self.expr(&(column + interval::interval(lo)), left_schema)?;
                 Some(Derivation::new(left.schema(), &[threshold], &[Some(bounds.left_column)]))
             }
@@ -680,7 +689,7 @@ impl Lowering<'_> {
         if let Some(trace) = self.trace {
             trace.borrow_mut().partitioned();
         }
-        let key_types = inputs[0].key_types.clone();
+        let key_types = inputs.first().map(|input| input.key_types.clone()).unwrap_or_default();
         let mut routed = Vec::with_capacity(inputs.len());
         let mut feeds_by_input: Vec<std::vec::IntoIter<Feed>> = Vec::with_capacity(inputs.len());
         for input in inputs {
@@ -725,7 +734,8 @@ impl Lowering<'_> {
         for (c, field) in schema.fields().iter().enumerate() {
             let mut parts = Vec::with_capacity(values.values.len());
             for row in &values.values {
-                let array = self.expr(&row[c], &empty)?.evaluate(&one_row)?.into_array(1)?;
+                let cell = row.get(c).ok_or_else(|| SqlError::internal("a VALUES row narrower than its schema"))?;
+                let array = self.expr(cell, &empty)?.evaluate(&one_row)?.into_array(1)?;
                 parts.push(datafusion::arrow::compute::cast(&array, field.data_type())?);
             }
             let refs: Vec<&dyn datafusion::arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();

@@ -223,32 +223,32 @@ impl FreshetSimpleQuery {
         }
         if bare.get(..4).is_some_and(|word| word.eq_ignore_ascii_case("copy")) && bare.len() > 4 {
             let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-            if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, bare) {
-                if statements.len() == 1 {
-                    let statement = statements.remove(0);
-                    let user = super::access::session_user(client);
-                    crate::sql::access::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
-                    return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
-                }
+            if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, bare)
+                && statements.len() == 1
+            {
+                let statement = statements.remove(0);
+                let user = super::access::session_user(client);
+                crate::sql::access::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
+                return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
             }
         }
         // Several statements: run them one by one so that, as in Postgres,
         // the results of those before a failing one still reach the client.
         let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-        if let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query) {
-            if statements.len() > 1 {
-                let mut responses = Vec::with_capacity(statements.len());
-                for statement in statements {
-                    match SimpleQueryHandler::do_query(self.inner.as_ref(), client, &statement.to_string()).await {
-                        Ok(mut results) => responses.append(&mut results),
-                        Err(error) => {
-                            responses.push(Response::Error(Box::new(super::errors::error_info(error))));
-                            break;
-                        }
+        if let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query)
+            && statements.len() > 1
+        {
+            let mut responses = Vec::with_capacity(statements.len());
+            for statement in statements {
+                match SimpleQueryHandler::do_query(self.inner.as_ref(), client, &statement.to_string()).await {
+                    Ok(mut results) => responses.append(&mut results),
+                    Err(error) => {
+                        responses.push(Response::Error(Box::new(super::errors::error_info(error))));
+                        break;
                     }
                 }
-                return Ok(responses.into_iter().map(postgres_text).collect());
             }
+            return Ok(responses.into_iter().map(postgres_text).collect());
         }
         let responses = match SimpleQueryHandler::do_query(self.inner.as_ref(), client, query).await {
             // Postgres expressions DataFusion lacks, rewritten into ones it

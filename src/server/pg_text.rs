@@ -89,10 +89,9 @@ fn fix_row(mut row: DataRow, fixups: &[Fixup], scratch: &mut String) -> DataRow 
     let data = &row.data[..];
     let mut at = 0usize;
     for fixup in fixups.iter().take(row.field_count.max(0) as usize) {
-        let Some(len_bytes) = data.get(at..at + 4) else {
+        let Some(len) = data.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(i32::from_be_bytes) else {
             return row;
         };
-        let len = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
         at += 4;
         if len < 0 {
             out.put_i32(-1);
@@ -128,25 +127,24 @@ fn fix_row(mut row: DataRow, fixups: &[Fixup], scratch: &mut String) -> DataRow 
 pub fn trim_fractional_seconds(text: &str, out: &mut String) {
     let bytes = text.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        let is_fraction_dot = bytes[i] == b'.'
-            && i >= 3
-            && bytes[i - 3] == b':'
-            && bytes[i - 2].is_ascii_digit()
-            && bytes[i - 1].is_ascii_digit();
-        if is_fraction_dot {
-            let digits_end = bytes[i + 1..].iter().position(|b| !b.is_ascii_digit()).map_or(bytes.len(), |p| i + 1 + p);
-            let kept = text[i + 1..digits_end].trim_end_matches('0');
+    while let Some(rest) = text.get(i..) {
+        let after_seconds = i
+            .checked_sub(3)
+            .and_then(|s| bytes.get(s..i))
+            .is_some_and(|p| matches!(p, [b':', a, b] if a.is_ascii_digit() && b.is_ascii_digit()));
+        if let Some(fraction) = rest.strip_prefix('.').filter(|_| after_seconds) {
+            let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+            let kept = fraction.get(..digits).unwrap_or_default().trim_end_matches('0');
             if !kept.is_empty() {
                 out.push('.');
                 out.push_str(kept);
             }
-            i = digits_end;
+            i += 1 + digits;
             continue;
         }
-        let ch_len = text[i..].chars().next().map_or(1, char::len_utf8);
-        out.push_str(&text[i..i + ch_len]);
-        i += ch_len;
+        let Some(ch) = rest.chars().next() else { break };
+        out.push(ch);
+        i += ch.len_utf8();
     }
 }
 

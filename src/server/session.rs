@@ -120,7 +120,9 @@ fn text_batch(columns: &[&str], rows: Vec<Vec<String>>) -> RecordBatch {
     let schema =
         Arc::new(Schema::new(columns.iter().map(|c| Field::new(*c, DataType::Utf8, true)).collect::<Vec<_>>()));
     let arrays = (0..columns.len())
-        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[i].clone()))) as _)
+        .map(|i| {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.get(i).cloned().unwrap_or_default()))) as _
+        })
         .collect();
     RecordBatch::try_new(schema, arrays).unwrap_or_else(|_| RecordBatch::new_empty(Arc::new(Schema::empty())))
 }
@@ -135,7 +137,7 @@ fn show_rows(client: &(dyn ClientInfo + Send + Sync), action: &Action) -> Result
                     vec![name.to_string(), value_of(client, name).unwrap_or_default(), description.to_string()]
                 })
                 .collect();
-            rows.sort_by_key(|r| r[0].to_lowercase());
+            rows.sort_by_key(|r| r.first().map(|name| name.to_lowercase()));
             Some(text_batch(&["name", "setting", "description"], rows))
         }
         Action::Show(name) => match value_of(client, name) {

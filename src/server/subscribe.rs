@@ -562,8 +562,8 @@ pub async fn serve_cursor_command(
 pub fn fetch_schema(client: &(dyn ClientInfo + Send + Sync), command: &Command) -> Option<SchemaRef> {
     let Command::Fetch { cursor, .. } = command else { return None };
     let subscription = Cursors::of(client).get(cursor)?;
-    let schema = subscription.try_lock().ok().map(|s| s.schema.clone());
-    schema
+
+    subscription.try_lock().ok().map(|s| s.schema.clone())
 }
 
 fn canceled() -> ErrorInfo {
@@ -580,7 +580,9 @@ pub(super) fn copy_line(row: &DataRow, csv: bool) -> Vec<u8> {
         if i > 0 {
             line.push(if csv { b',' } else { b'\t' });
         }
-        let Some(len) = data.get(at..at + 4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else { break };
+        let Some(len) = data.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map(i32::from_be_bytes) else {
+            break;
+        };
         at += 4;
         if len < 0 {
             if !csv {

@@ -28,34 +28,34 @@ pub fn parse_bytea(text: &str) -> Result<Vec<u8>, String> {
     if let Some(hex) = text.strip_prefix("\\x").or_else(|| text.strip_prefix("\\X")) {
         let mut out = Vec::with_capacity(hex.len() / 2);
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err("invalid hexadecimal data: odd number of digits".into());
         }
         for pair in digits.chunks_exact(2) {
-            let high = hex_value(pair[0])?;
-            let low = hex_value(pair[1])?;
-            out.push(high << 4 | low);
+            if let &[high, low] = pair {
+                out.push(hex_value(high)? << 4 | hex_value(low)?);
+            }
         }
         return Ok(out);
     }
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'\\' {
-            out.push(bytes[i]);
-            i += 1;
-        } else if bytes.get(i + 1) == Some(&b'\\') {
-            out.push(b'\\');
-            i += 2;
-        } else if let Some(octal) = bytes
-            .get(i + 1..i + 4)
-            .filter(|o| (b'0'..=b'3').contains(&o[0]) && (b'0'..=b'7').contains(&o[1]) && (b'0'..=b'7').contains(&o[2]))
-        {
-            out.push((octal[0] - b'0') << 6 | (octal[1] - b'0') << 3 | (octal[2] - b'0'));
-            i += 4;
-        } else {
-            return Err("invalid input syntax for type bytea".into());
-        }
+    let mut rest = bytes;
+    while let Some((&first, after)) = rest.split_first() {
+        rest = match (first, after) {
+            (b'\\', [b'\\', after @ ..]) => {
+                out.push(b'\\');
+                after
+            }
+            (b'\\', [a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', after @ ..]) => {
+                out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                after
+            }
+            (b'\\', _) => return Err("invalid input syntax for type bytea".into()),
+            (byte, after) => {
+                out.push(byte);
+                after
+            }
+        };
     }
     Ok(out)
 }

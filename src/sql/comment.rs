@@ -120,7 +120,7 @@ fn decode(mut bytes: &[u8]) -> Option<std::collections::BTreeMap<i32, String>> {
         let len = u32::from_be_bytes(bytes.get(4..8)?.try_into().ok()?) as usize;
         let text = std::str::from_utf8(bytes.get(8..8 + len)?).ok()?;
         comments.insert(subject, text.to_string());
-        bytes = &bytes[8 + len..];
+        bytes = bytes.get(8 + len..)?;
     }
     Some(comments)
 }

@@ -174,11 +174,12 @@ pub fn replace_tokens(sql: &str, pattern: &str, replacement: &str) -> Option<Str
     let mut out = String::with_capacity(sql.len());
     let mut next = 0;
     let mut changed = false;
-    while next < tokens.len() {
-        let matched = if matches!(tokens[next], Token::Whitespace(_)) {
+    while let Some((token, rest)) = tokens.get(next..).and_then(<[Token]>::split_first) {
+        let matched = if matches!(token, Token::Whitespace(_)) {
             None
         } else {
-            let mut candidates = tokens[next..].iter().enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_)));
+            let mut candidates =
+                std::iter::once(token).chain(rest).enumerate().filter(|(_, t)| !matches!(t, Token::Whitespace(_)));
             pattern.iter().try_fold(0, |_, expected| match candidates.next() {
                 Some((offset, token)) if same(token, expected) => Some(next + offset + 1),
                 _ => None,
@@ -191,7 +192,7 @@ pub fn replace_tokens(sql: &str, pattern: &str, replacement: &str) -> Option<Str
                 changed = true;
             }
             None => {
-                out.push_str(&tokens[next].to_string());
+                out.push_str(&token.to_string());
                 next += 1;
             }
         }
@@ -242,10 +243,9 @@ impl VisitorMut for PostgresExprs {
             ("array", FunctionArguments::Subquery(query)) => {
                 format!("(SELECT array_agg(_array.c) FROM ({query}) AS _array(c))")
             }
-            ("generate_subscripts" | "pg_catalog.generate_subscripts", FunctionArguments::List(list))
-                if list.args.len() == 2 =>
-            {
-                format!("unnest(generate_series(1, array_length({}, {})))", list.args[0], list.args[1])
+            ("generate_subscripts" | "pg_catalog.generate_subscripts", FunctionArguments::List(list)) => {
+                let [array, dimension] = list.args.as_slice() else { return ControlFlow::Continue(()) };
+                format!("unnest(generate_series(1, array_length({array}, {dimension})))")
             }
             _ => return ControlFlow::Continue(()),
         };

@@ -110,19 +110,22 @@ pub async fn load(engine: &Engine, copy: &CopyIn, data: &[u8]) -> Result<usize> 
     let mut columns: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), rows)).collect();
     let safe = CastOptions { safe: false, ..Default::default() };
     for (field_index, &column) in copy.columns.iter().enumerate() {
-        let strings = StringArray::from_iter(records.iter().map(|r| r[field_index].as_deref()));
+        let strings = StringArray::from_iter(records.iter().map(|r| r.get(field_index).and_then(Option::as_deref)));
         let target = schema.field(column);
         let converted = if super::bytea::is_binary(target.data_type()) {
             super::bytea::text_to_bytea(&strings, target.data_type()).map_err(|e| e.to_string())
         } else {
             cast_with_options(&strings, target.data_type(), &safe).map_err(|e| e.to_string())
         };
-        columns[column] = converted.map_err(|e| {
+        let converted = converted.map_err(|e| {
             SqlError::new(
                 sqlstate::INVALID_TEXT_REPRESENTATION,
                 format!("COPY {}, column {}: {e}", copy.relation.name, target.name()),
             )
         })?;
+        if let Some(slot) = columns.get_mut(column) {
+            *slot = converted;
+        }
     }
     // Built nullable: the insert's checks name a NOT NULL column left empty.
     let fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
@@ -157,7 +160,7 @@ fn parse_csv(copy: &CopyIn, data: &[u8]) -> Result<Vec<Record>> {
     for (i, record) in reader.records().enumerate() {
         let record =
             record.map_err(|e| SqlError::new("22P04", format!("COPY {}: malformed CSV: {e}", copy.relation.name)))?;
-        if record.len() == 1 && &record[0] == "\\." {
+        if record.len() == 1 && record.get(0) == Some("\\.") {
             break;
         }
         check_width(copy, i + 1, record.len())?;

@@ -99,13 +99,12 @@ pub async fn insert(
     if plan.is_none() {
         name_leading_columns(engine, &mut plannable);
     }
-    if plan.is_none() {
-        if let Some((relation, rows)) = super::values::literal_rows(engine, &plannable)? {
-            let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
-            let count =
-                writes::write(&engine.coordinator, |w| writes::insert(w, &relation, &[rows], &on_conflict)).await?;
-            return Ok(Outcome::Command { tag: "INSERT", rows: Some(count) });
-        }
+    if plan.is_none()
+        && let Some((relation, rows)) = super::values::literal_rows(engine, &plannable)?
+    {
+        let on_conflict = compile_conflict_clause(engine, &relation, insert, on_conflict)?;
+        let count = writes::write(&engine.coordinator, |w| writes::insert(w, &relation, &[rows], &on_conflict)).await?;
+        return Ok(Outcome::Command { tag: "INSERT", rows: Some(count) });
     }
     let plan = plan_of(engine, Statement::Insert(plannable), plan, params).await?;
     let LogicalPlan::Dml(dml) = plan else {

@@ -98,10 +98,10 @@ pub fn statement_depth(sql: &str) -> usize {
                 frames.push(Frame::default());
             }
             b')' | b']' => {
-                if frames.len() > 1 {
-                    if let Some(frame) = frames.pop() {
-                        depth -= frame.expression + frame.query;
-                    }
+                if frames.len() > 1
+                    && let Some(frame) = frames.pop()
+                {
+                    depth -= frame.expression + frame.query;
                 }
             }
             b',' | b';' => {

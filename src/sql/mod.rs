@@ -210,11 +210,10 @@ impl Engine {
             // Schemas are not stored objects yet: recreate the ones in use.
             if let Statement::CreateTable(CreateTable { name, .. }) | Statement::CreateView(CreateView { name, .. }) =
                 &statement
+                && let [schema, _] = name.0.as_slice()
             {
-                if name.0.len() == 2 {
-                    let schema = name.0[0].to_string();
-                    self.ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
-                }
+                let schema = schema.to_string();
+                self.ctx.sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await?;
             }
             self.catalog.set_next_id(*id);
             self.execute(&statement, None, None).await.map_err(|e| fail(e.message))?;

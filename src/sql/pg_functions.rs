@@ -246,10 +246,10 @@ impl CatalogFunction {
             [schema, relation] => (Some(schema.as_str()), relation.as_str()),
             _ => return Err(SqlError::new(sqlstate::SYNTAX_ERROR, format!("invalid name syntax: \"{name}\""))),
         };
-        if schema.is_none_or(|s| s == "pg_catalog") {
-            if let Some(oid) = super::compat::system_catalog_oid(relation) {
-                return Ok(i64::from(oid));
-            }
+        if schema.is_none_or(|s| s == "pg_catalog")
+            && let Some(oid) = super::compat::system_catalog_oid(relation)
+        {
+            return Ok(i64::from(oid));
         }
         let qualified = crate::catalog::QualifiedName {
             schema: schema.unwrap_or("public").to_string(),

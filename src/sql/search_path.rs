@@ -73,6 +73,8 @@ pub fn qualify(sql: &str, path: &[String], names: &dyn Names) -> Option<String> 
     if path.iter().all(|s| s.as_str() == "public") {
         return None;
     }
+    // (Not all public, so not empty.)
+    let first = path.first()?.as_str();
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let mut changed = false;
     for statement in &mut statements {
@@ -80,11 +82,11 @@ pub fn qualify(sql: &str, path: &[String], names: &dyn Names) -> Option<String> 
         let _ = statement.visit(&mut ctes);
         // Where new relations go: the first schema on the path.
         match statement {
-            Statement::CreateTable(create) if create.name.0.len() == 1 && path[0] != "public" => {
-                changed |= prefix(&mut create.name, path[0]);
+            Statement::CreateTable(create) if create.name.0.len() == 1 && first != "public" => {
+                changed |= prefix(&mut create.name, first);
             }
-            Statement::CreateView(create) if create.name.0.len() == 1 && path[0] != "public" => {
-                changed |= prefix(&mut create.name, path[0]);
+            Statement::CreateView(create) if create.name.0.len() == 1 && first != "public" => {
+                changed |= prefix(&mut create.name, first);
             }
             Statement::Drop { names: dropped, .. } => {
                 for name in dropped {

@@ -87,7 +87,8 @@ fn byte_offset(sql: &str, line_starts: &[usize], location: Location) -> usize {
     let line = (location.line as usize).saturating_sub(1);
     let Some(&start) = line_starts.get(line) else { return sql.len() };
     let column = (location.column as usize).saturating_sub(1);
-    sql[start..].char_indices().nth(column).map_or(sql.len(), |(i, _)| start + i)
+    let line_text = sql.get(start..).unwrap_or_default();
+    line_text.char_indices().nth(column).map_or(sql.len(), |(i, _)| start + i)
 }
 
 /// The input's tokens, each with its exact text.
@@ -98,9 +99,9 @@ fn tokenize(sql: &str) -> Option<Vec<Tok>> {
     line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
     let starts: Vec<usize> = spanned.iter().map(|t| byte_offset(sql, &line_starts, t.span.start)).collect();
     let mut tokens = Vec::with_capacity(spanned.len());
-    for (i, spanned) in spanned.into_iter().enumerate() {
-        let end = starts.get(i + 1).copied().unwrap_or(sql.len());
-        let text = sql.get(starts[i]..end)?.to_string();
+    let ends = starts.iter().skip(1).copied().chain(std::iter::once(sql.len()));
+    for ((spanned, start), end) in spanned.into_iter().zip(starts.iter().copied()).zip(ends) {
+        let text = sql.get(start..end)?.to_string();
         tokens.push(Tok { token: spanned.token, original: Some(text) });
     }
     Some(tokens)
@@ -190,9 +191,36 @@ fn option_tokens(key: &str, value: &str) -> Vec<Tok> {
     ]
 }
 
+// The rewriter reads tokens at positions it computed from the same list
+// (`significant`, `closing_paren`, a scan's index). `tok` and `span` keep
+// a wrong position from panicking on a user's statement: past the end, a
+// token reads as the end of input and a range as empty, so a mistake
+// shows as a statement left to the parser to judge, not a dead session.
+
+/// The end of input, read past the last token.
+static END: Tok = Tok { token: Token::EOF, original: None };
+
+/// The token at `i`, or the end of input past the last one.
+fn tok(tokens: &[Tok], i: usize) -> &Tok {
+    tokens.get(i).unwrap_or(&END)
+}
+
+/// The tokens in `range`, or none if it is out of bounds.
+fn span<R: std::slice::SliceIndex<[Tok], Output = [Tok]>>(tokens: &[Tok], range: R) -> &[Tok] {
+    tokens.get(range).unwrap_or_default()
+}
+
+/// `tokens` with the one at `at` replaced by `with`; `None` if there is
+/// no token there.
+fn replaced(tokens: &[Tok], at: Option<&usize>, with: Tok) -> Option<Vec<Tok>> {
+    let mut out = tokens.to_vec();
+    *out.get_mut(*at?)? = with;
+    Some(out)
+}
+
 /// Positions of the non-blank tokens (comments count as blank).
 fn significant(tokens: &[Tok]) -> Vec<usize> {
-    (0..tokens.len()).filter(|&i| !is_blank(&tokens[i])).collect()
+    (0..tokens.len()).filter(|&i| !is_blank(tok(tokens, i))).collect()
 }
 
 /// The index of the parenthesis closing the one opened at `open`.
@@ -222,27 +250,24 @@ enum Created {
 
 fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
     let sig = significant(tokens);
-    let word_at = |n: usize| sig.get(n).map(|&i| &tokens[i]);
+    let word_at = |n: usize| sig.get(n).map(|&i| tok(tokens, i));
     // EXPLAIN CREATE …: the CREATE is rewritten as it would be alone.
     if word_at(0).is_some_and(|t| keyword(t) == Keyword::EXPLAIN)
         && word_at(1).is_some_and(|t| keyword(t) == Keyword::CREATE)
     {
-        let Some(rest) = rewrite_statement(&tokens[sig[1]..])? else { return Ok(None) };
-        let mut out = tokens[..sig[1]].to_vec();
+        let Some(&create_at) = sig.get(1) else { return Ok(None) };
+        let Some(rest) = rewrite_statement(span(tokens, create_at..))? else { return Ok(None) };
+        let mut out = span(tokens, ..create_at).to_vec();
         out.extend(rest);
         return Ok(Some(out));
     }
     // DROP SOURCE s: sources are dropped as tables are; DROP SINK s as
     // the materialized view it is built as.
     if word_at(0).is_some_and(|t| keyword(t) == Keyword::DROP) && word_at(1).is_some_and(|t| is_word(t, "source")) {
-        let mut out = tokens.to_vec();
-        out[sig[1]] = new(Token::make_keyword("TABLE"));
-        return Ok(Some(out));
+        return Ok(replaced(tokens, sig.get(1), new(Token::make_keyword("TABLE"))));
     }
     if word_at(0).is_some_and(|t| keyword(t) == Keyword::DROP) && word_at(1).is_some_and(|t| is_word(t, "sink")) {
-        let mut out = tokens.to_vec();
-        out[sig[1]] = new(Token::make_word("MATERIALIZED VIEW", None));
-        return Ok(Some(out));
+        return Ok(replaced(tokens, sig.get(1), new(Token::make_word("MATERIALIZED VIEW", None))));
     }
     // COMMENT ON SOURCE s / SINK s: as the table / materialized view each is.
     if word_at(0).is_some_and(|t| keyword(t) == Keyword::COMMENT)
@@ -253,17 +278,14 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
             Some(t) if is_word(t, "sink") => "MATERIALIZED VIEW",
             _ => return Ok(None),
         };
-        let mut out = tokens.to_vec();
-        out[sig[2]] = new(Token::make_word(replacement, None));
-        return Ok(Some(out));
+        return Ok(replaced(tokens, sig.get(2), new(Token::make_word(replacement, None))));
     }
     // CREATE / ALTER / DROP USER: the ROLE statements; a user logs in.
     if word_at(0).is_some_and(|t| matches!(keyword(t), Keyword::CREATE | Keyword::ALTER | Keyword::DROP))
         && word_at(1).is_some_and(|t| keyword(t) == Keyword::USER)
     {
-        let mut out = tokens.to_vec();
-        out[sig[1]] = new(Token::make_keyword("ROLE"));
-        let says_login = sig.iter().any(|&i| is_word(&tokens[i], "login") || is_word(&tokens[i], "nologin"));
+        let Some(mut out) = replaced(tokens, sig.get(1), new(Token::make_keyword("ROLE"))) else { return Ok(None) };
+        let says_login = sig.iter().any(|&i| is_word(tok(tokens, i), "login") || is_word(tok(tokens, i), "nologin"));
         if word_at(0).is_some_and(|t| keyword(t) == Keyword::CREATE) && !says_login {
             out.push(space());
             out.push(new(Token::make_keyword("LOGIN")));
@@ -272,15 +294,13 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
     }
     // GRANT / REVOKE … ON SOURCE s: a source is granted on as a table.
     if word_at(0).is_some_and(|t| matches!(keyword(t), Keyword::GRANT | Keyword::REVOKE)) {
-        let Some(on) = sig.iter().position(|&i| keyword(&tokens[i]) == Keyword::ON) else { return Ok(None) };
+        let Some(on) = sig.iter().position(|&i| keyword(tok(tokens, i)) == Keyword::ON) else { return Ok(None) };
         if !word_at(on + 1).is_some_and(|t| is_word(t, "source")) {
             return Ok(None);
         }
-        let mut out = tokens.to_vec();
-        out[sig[on + 1]] = new(Token::make_keyword("TABLE"));
-        return Ok(Some(out));
+        return Ok(replaced(tokens, sig.get(on + 1), new(Token::make_keyword("TABLE"))));
     }
-    if !word_at(0).is_some_and(|t| keyword(t) == Keyword::CREATE) {
+    if word_at(0).is_none_or(|t| keyword(t) != Keyword::CREATE) {
         return Ok(None);
     }
     let mut n = 1;
@@ -299,7 +319,7 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
         }
         _ => return Ok(None),
     };
-    let head_end = sig[n];
+    let Some(&head_end) = sig.get(n) else { return Ok(None) };
     match created {
         Created::MaterializedView => Ok(rewrite_view(tokens, head_end)),
         Created::Table => rewrite_table(tokens, head_end, false),
@@ -315,7 +335,7 @@ fn rewrite_statement(tokens: &[Tok]) -> Result<Option<Vec<Tok>>> {
 fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
     let usage = "CREATE SINK name FROM relation WITH (connector = …) [FORMAT … ENCODE …]";
     let sig = significant(tokens);
-    let at = |k: usize| sig.get(k).map(|&i| &tokens[i]);
+    let at = |k: usize| sig.get(k).map(|&i| tok(tokens, i));
     let mut k = sig.iter().position(|&i| i == head_end).ok_or_else(|| syntax_error(usage))? + 1;
     let mut if_not_exists = false;
     if at(k).is_some_and(|t| keyword(t) == Keyword::IF) {
@@ -331,32 +351,32 @@ fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
     let name_start = sig.get(k).copied().ok_or_else(|| syntax_error(format!("CREATE SINK needs a name: {usage}")))?;
     let mut name_end = name_start;
     while name_end < tokens.len()
-        && keyword(&tokens[name_end]) != Keyword::FROM
-        && keyword(&tokens[name_end]) != Keyword::AS
+        && keyword(tok(tokens, name_end)) != Keyword::FROM
+        && keyword(tok(tokens, name_end)) != Keyword::AS
     {
         name_end += 1;
     }
     if name_end >= tokens.len() {
         return Err(syntax_error(format!("CREATE SINK needs FROM relation or AS query: {usage}")));
     }
-    let name = text(&tokens[name_start..name_end]);
+    let name = text(span(tokens, name_start..name_end));
     // The body ends where the options start: the last WITH (…) at depth 0
     // followed only by FORMAT … or the end.
     let mut depth = 0i32;
     let mut options_at = None;
     let mut i = name_end + 1;
     while i < tokens.len() {
-        match &tokens[i].token {
+        match &tok(tokens, i).token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             t if depth == 0 && (keyword(t) == Keyword::WITH || is_word(t, "format")) => {
                 let tail_ok = if keyword(t) == Keyword::WITH {
-                    let open = (i + 1..tokens.len()).find(|&j| !is_blank(&tokens[j]));
-                    open.filter(|&o| tokens[o].token == Token::LParen)
+                    let open = (i + 1..tokens.len()).find(|&j| !is_blank(tok(tokens, j)));
+                    open.filter(|&o| tok(tokens, o).token == Token::LParen)
                         .and_then(|o| closing_paren(tokens, o))
                         .map(|close| {
-                            let next = (close + 1..tokens.len()).find(|&j| !is_blank(&tokens[j]));
-                            next.is_none_or(|n| is_word(&tokens[n], "format"))
+                            let next = (close + 1..tokens.len()).find(|&j| !is_blank(tok(tokens, j)));
+                            next.is_none_or(|n| is_word(tok(tokens, n), "format"))
                         })
                         .unwrap_or(false)
                 } else {
@@ -372,28 +392,30 @@ fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
         i += 1;
     }
     let body_end = options_at.unwrap_or(tokens.len());
-    let query: Vec<Tok> = if keyword(&tokens[name_end]) == Keyword::FROM {
-        let relation = text(&tokens[name_end + 1..body_end]);
+    let query: Vec<Tok> = if keyword(tok(tokens, name_end)) == Keyword::FROM {
+        let relation = text(span(tokens, name_end + 1..body_end));
         if relation.is_empty() {
             return Err(syntax_error(format!("CREATE SINK … FROM needs a relation: {usage}")));
         }
         tokenize(&format!("SELECT * FROM {relation}")).ok_or_else(|| syntax_error(usage))?
     } else {
-        tokens[name_end + 1..body_end].to_vec()
+        span(tokens, name_end + 1..body_end).to_vec()
     };
     // The options and FORMAT clause, read as a CREATE TABLE's are.
     let mut head = tokenize(&format!("CREATE TABLE {name} () ")).ok_or_else(|| syntax_error(usage))?;
-    head.extend_from_slice(&tokens[body_end..]);
+    head.extend_from_slice(span(tokens, body_end..));
     let head_sig = significant(&head);
-    let table = rewrite_table(&head, head_sig[1], false)?.unwrap_or(head);
+    let &table_at = head_sig.get(1).ok_or_else(|| syntax_error(usage))?;
+    let table = rewrite_table(&head, table_at, false)?.unwrap_or(head);
     let mut options: Vec<Tok> = Vec::new();
     // The WITH list of the rewritten head, if any.
     let table_sig = significant(&table);
-    let with_at = table_sig.iter().copied().find(|&i| keyword(&table[i]) == Keyword::WITH);
+    let with_at = table_sig.iter().copied().find(|&i| keyword(tok(&table, i)) == Keyword::WITH);
     if let Some(with_at) = with_at {
-        let open = (with_at + 1..table.len()).find(|&j| !is_blank(&table[j])).ok_or_else(|| syntax_error(usage))?;
+        let open =
+            (with_at + 1..table.len()).find(|&j| !is_blank(tok(&table, j))).ok_or_else(|| syntax_error(usage))?;
         let close = closing_paren(&table, open).ok_or_else(|| syntax_error("unbalanced parentheses in WITH"))?;
-        options.extend_from_slice(&table[open + 1..close]);
+        options.extend_from_slice(span(&table, open + 1..close));
     }
     if !options.iter().all(|t| is_blank(t)) {
         options.extend([new(Token::Comma), space()]);
@@ -413,29 +435,27 @@ fn rewrite_sink(tokens: &[Tok], head_end: usize) -> Result<Vec<Tok>> {
 /// `CREATE MATERIALIZED VIEW … AS query EMIT ON WINDOW CLOSE`.
 fn rewrite_view(tokens: &[Tok], head_end: usize) -> Option<Vec<Tok>> {
     let sig = significant(tokens);
-    let tail: Vec<&Token> = sig.iter().rev().take(4).map(|&i| &tokens[i].token).collect();
-    let emits = tail.len() == 4
-        && is_word(tail[3], "emit")
-        && keyword(tail[2]) == Keyword::ON
-        && is_word(tail[1], "window")
-        && is_word(tail[0], "close");
+    let &[.., emit_start, on, window, close] = sig.as_slice() else { return None };
+    let emits = is_word(tok(tokens, emit_start), "emit")
+        && keyword(tok(tokens, on)) == Keyword::ON
+        && is_word(tok(tokens, window), "window")
+        && is_word(tok(tokens, close), "close");
     if !emits {
         return None;
     }
-    let emit_start = sig[sig.len() - 4];
-    let body = &tokens[..emit_start];
+    let body = span(tokens, ..emit_start);
     // The AS that starts the query: the first at depth 0 after the name.
     let mut depth = 0i32;
     let mut as_at = None;
     let mut with_close = None;
     let mut i = head_end + 1;
     while i < body.len() {
-        match &body[i].token {
+        match &tok(body, i).token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             t if depth == 0 && keyword(t) == Keyword::WITH => {
-                let open = (i + 1..body.len()).find(|&j| !is_blank(&body[j]))?;
-                if body[open].token == Token::LParen {
+                let open = (i + 1..body.len()).find(|&j| !is_blank(tok(body, j)))?;
+                if tok(body, open).token == Token::LParen {
                     with_close = Some(closing_paren(body, open)?);
                     i = with_close.unwrap_or(i);
                 }
@@ -452,17 +472,17 @@ fn rewrite_view(tokens: &[Tok], head_end: usize) -> Option<Vec<Tok>> {
     let mut out = Vec::with_capacity(tokens.len() + 8);
     match with_close {
         Some(close) => {
-            out.extend_from_slice(&body[..close]);
+            out.extend_from_slice(span(body, ..close));
             out.extend([new(Token::Comma), space()]);
             out.extend(option_tokens(EMIT, EMIT_ON_WINDOW_CLOSE));
-            out.extend_from_slice(&body[close..]);
+            out.extend_from_slice(span(body, close..));
         }
         None => {
-            out.extend_from_slice(&body[..as_at]);
+            out.extend_from_slice(span(body, ..as_at));
             out.extend([new(Token::make_keyword("WITH")), space(), new(Token::LParen)]);
             out.extend(option_tokens(EMIT, EMIT_ON_WINDOW_CLOSE));
             out.extend([new(Token::RParen), space()]);
-            out.extend_from_slice(&body[as_at..]);
+            out.extend_from_slice(span(body, as_at..));
         }
     }
     Some(out)
@@ -476,30 +496,30 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
         added.push((RELATION_KIND.to_string(), "source".to_string()));
     }
     let mut out: Vec<Tok> = Vec::with_capacity(tokens.len() + 16);
-    out.extend_from_slice(&tokens[..head_end]);
-    out.push(if source { new(Token::make_keyword("TABLE")) } else { tokens[head_end].clone() });
+    out.extend_from_slice(span(tokens, ..head_end));
+    out.push(if source { new(Token::make_keyword("TABLE")) } else { tok(tokens, head_end).clone() });
     let mut changed = source;
 
     // The name, then the column list if there is one.
     let mut i = head_end + 1;
-    while i < tokens.len() && tokens[i].token != Token::LParen && keyword(&tokens[i]) != Keyword::WITH {
-        if keyword(&tokens[i]) == Keyword::AS {
+    while i < tokens.len() && tok(tokens, i).token != Token::LParen && keyword(tok(tokens, i)) != Keyword::WITH {
+        if keyword(tok(tokens, i)) == Keyword::AS {
             break;
         }
-        out.push(tokens[i].clone());
+        out.push(tok(tokens, i).clone());
         i += 1;
     }
-    if i < tokens.len() && tokens[i].token == Token::LParen {
+    if i < tokens.len() && tok(tokens, i).token == Token::LParen {
         let close = closing_paren(tokens, i).ok_or_else(|| syntax_error("unbalanced parentheses in CREATE TABLE"))?;
-        let (columns, watermark) = strip_watermark(&tokens[i + 1..close])?;
+        let (columns, watermark) = strip_watermark(span(tokens, i + 1..close))?;
         if let Some((column, expression)) = watermark {
             added.push((WATERMARK_COLUMN.to_string(), column));
             added.push((WATERMARK_EXPRESSION.to_string(), expression));
             changed = true;
         }
-        out.push(tokens[i].clone());
+        out.push(tok(tokens, i).clone());
         out.extend(columns);
-        out.push(tokens[close].clone());
+        out.push(tok(tokens, close).clone());
         i = close + 1;
     } else if source {
         // Columns may be left to the connector: `CREATE TABLE t ()`.
@@ -509,23 +529,24 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
     // INCLUDE partition | offset | key | timestamp [AS name], after the
     // columns of a source: options `include.partition = 'name'`.
     loop {
-        let sig: Vec<usize> = (i..tokens.len()).filter(|&k| !is_blank(&tokens[k])).take(4).collect();
-        if !sig.first().is_some_and(|&k| is_word(&tokens[k], "include")) {
+        let sig: Vec<usize> = (i..tokens.len()).filter(|&k| !is_blank(tok(tokens, k))).take(4).collect();
+        if !sig.first().is_some_and(|&k| is_word(tok(tokens, k), "include")) {
             break;
         }
-        let what = match sig.get(1).map(|&k| &tokens[k].token) {
+        let what = match sig.get(1).map(|&k| &tok(tokens, k).token) {
             Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
             _ => return Err(syntax_error("INCLUDE needs what to include: key, partition, offset or timestamp")),
         };
-        let named = sig.get(2).is_some_and(|&k| keyword(&tokens[k]) == Keyword::AS);
+        let named = sig.get(2).is_some_and(|&k| keyword(tok(tokens, k)) == Keyword::AS);
+        let after = |n: usize| sig.get(n).map_or(tokens.len(), |k| k + 1);
         let (name, end) = if named {
-            match sig.get(3).map(|&k| &tokens[k].token) {
-                Some(Token::Word(w)) if w.quote_style.is_some() => (w.value.clone(), sig[3] + 1),
-                Some(Token::Word(w)) => (w.value.to_ascii_lowercase(), sig[3] + 1),
+            match sig.get(3).map(|&k| &tok(tokens, k).token) {
+                Some(Token::Word(w)) if w.quote_style.is_some() => (w.value.clone(), after(3)),
+                Some(Token::Word(w)) => (w.value.to_ascii_lowercase(), after(3)),
                 _ => return Err(syntax_error(format!("INCLUDE {what} AS needs a column name"))),
             }
         } else {
-            (format!("_kafka_{what}"), sig[1] + 1)
+            (format!("_kafka_{what}"), after(1))
         };
         added.push((format!("include.{what}"), name));
         changed = true;
@@ -534,18 +555,18 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
 
     // FROM source TABLE 'schema.table' (a table fed by a CDC source).
     if !source {
-        let sig: Vec<usize> = (i..tokens.len()).filter(|&k| !is_blank(&tokens[k])).take(4).collect();
-        if sig.first().is_some_and(|&k| keyword(&tokens[k]) == Keyword::FROM) {
+        let sig: Vec<usize> = (i..tokens.len()).filter(|&k| !is_blank(tok(tokens, k))).take(4).collect();
+        if sig.first().is_some_and(|&k| keyword(tok(tokens, k)) == Keyword::FROM) {
             let usage = "FROM source TABLE 'schema.table'";
-            let source_name = match sig.get(1).map(|&k| &tokens[k].token) {
+            let source_name = match sig.get(1).map(|&k| &tok(tokens, k).token) {
                 Some(Token::Word(w)) if w.quote_style.is_some() => w.value.clone(),
                 Some(Token::Word(w)) => w.value.to_ascii_lowercase(),
                 _ => return Err(syntax_error(format!("CREATE TABLE … FROM needs a source name: {usage}"))),
             };
-            if !sig.get(2).is_some_and(|&k| keyword(&tokens[k]) == Keyword::TABLE) {
+            if sig.get(2).is_none_or(|&k| keyword(tok(tokens, k)) != Keyword::TABLE) {
                 return Err(syntax_error(format!("CREATE TABLE … FROM {source_name} needs TABLE: {usage}")));
             }
-            let upstream = match sig.get(3).map(|&k| &tokens[k].token) {
+            let upstream = match sig.get(3).map(|&k| &tok(tokens, k).token) {
                 Some(Token::SingleQuotedString(name)) => name.clone(),
                 _ => {
                     return Err(syntax_error(format!(
@@ -556,7 +577,7 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
             added.push((CDC_SOURCE.to_string(), source_name));
             added.push((CDC_TABLE.to_string(), upstream));
             changed = true;
-            i = sig[3] + 1;
+            i = sig.get(3).map_or(tokens.len(), |k| k + 1);
         }
     }
 
@@ -564,12 +585,12 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
     let rest_start = i;
     let mut with_range: Option<(usize, usize)> = None;
     let mut j = rest_start;
-    while j < tokens.len() && is_blank(&tokens[j]) {
+    while j < tokens.len() && is_blank(tok(tokens, j)) {
         j += 1;
     }
-    if j < tokens.len() && keyword(&tokens[j]) == Keyword::WITH {
-        let open = (j + 1..tokens.len()).find(|&k| !is_blank(&tokens[k]));
-        if let Some(open) = open.filter(|&o| tokens[o].token == Token::LParen) {
+    if j < tokens.len() && keyword(tok(tokens, j)) == Keyword::WITH {
+        let open = (j + 1..tokens.len()).find(|&k| !is_blank(tok(tokens, k)));
+        if let Some(open) = open.filter(|&o| tok(tokens, o).token == Token::LParen) {
             let close = closing_paren(tokens, open).ok_or_else(|| syntax_error("unbalanced parentheses in WITH"))?;
             with_range = Some((open, close));
         }
@@ -577,8 +598,8 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
     let mut options: Vec<Tok> = Vec::new();
     let after_options = match with_range {
         Some((open, close)) => {
-            out.extend_from_slice(&tokens[rest_start..open]);
-            let (quoted, dotted) = quote_dotted_keys(&tokens[open + 1..close]);
+            out.extend_from_slice(span(tokens, rest_start..open));
+            let (quoted, dotted) = quote_dotted_keys(span(tokens, open + 1..close));
             changed |= dotted;
             options.extend(quoted);
             close + 1
@@ -588,22 +609,22 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
 
     // FORMAT f ENCODE e [(options)]: options `format` and `encode` (and
     // the encode options as they are).
-    let sig: Vec<usize> = (after_options..tokens.len()).filter(|&k| !is_blank(&tokens[k])).collect();
+    let sig: Vec<usize> = (after_options..tokens.len()).filter(|&k| !is_blank(tok(tokens, k))).collect();
     let mut tail_start = after_options;
-    if let Some(&f) = sig.first().filter(|&&f| is_word(&tokens[f], "format")) {
-        let name = |k: Option<&usize>| match k.map(|&k| &tokens[k].token) {
+    if let Some(&f) = sig.first().filter(|&&f| is_word(tok(tokens, f), "format")) {
+        let name = |k: Option<&usize>| match k.map(|&k| &tok(tokens, k).token) {
             Some(Token::Word(w)) => Ok(w.value.to_ascii_lowercase()),
             _ => Err(syntax_error("FORMAT needs a format name, e.g. FORMAT PLAIN ENCODE JSON")),
         };
         added.push(("format".to_string(), name(sig.get(1))?));
         tail_start = sig.get(1).map_or(f + 1, |k| k + 1);
-        if sig.get(2).is_some_and(|&e| is_word(&tokens[e], "encode")) {
+        if sig.get(2).is_some_and(|&e| is_word(tok(tokens, e), "encode")) {
             added.push(("encode".to_string(), name(sig.get(3))?));
-            tail_start = sig[3] + 1;
-            if let Some(&open) = sig.get(4).filter(|&&o| tokens[o].token == Token::LParen) {
+            tail_start = sig.get(3).map_or(tokens.len(), |k| k + 1);
+            if let Some(&open) = sig.get(4).filter(|&&o| tok(tokens, o).token == Token::LParen) {
                 let close =
                     closing_paren(tokens, open).ok_or_else(|| syntax_error("unbalanced parentheses after ENCODE"))?;
-                let (quoted, _) = quote_dotted_keys(&tokens[open + 1..close]);
+                let (quoted, _) = quote_dotted_keys(span(tokens, open + 1..close));
                 if !options.is_empty() || !quoted.iter().all(|t| is_blank(t)) {
                     if !options.iter().all(|t| is_blank(t)) {
                         options.push(new(Token::Comma));
@@ -632,7 +653,7 @@ fn rewrite_table(tokens: &[Tok], head_end: usize, source: bool) -> Result<Option
         out.extend(options);
         out.push(new(Token::RParen));
     }
-    out.extend_from_slice(&tokens[tail_start..]);
+    out.extend_from_slice(span(tokens, tail_start..));
     Ok(Some(out))
 }
 
@@ -647,20 +668,20 @@ fn strip_watermark(list: &[Tok]) -> Result<(Vec<Tok>, Option<(String, String)>)>
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::Comma if depth == 0 => {
-                elements.push(&list[start..i]);
+                elements.push(span(list, start..i));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    elements.push(&list[start..]);
+    elements.push(span(list, start..));
     let mut kept: Vec<&[Tok]> = Vec::new();
     let mut watermark = None;
     for element in elements {
         let sig = significant(element);
-        let first = sig.first().map(|&i| &element[i]);
+        let first = sig.first().map(|&i| tok(element, i));
         if !first.is_some_and(|t| is_word(t, "watermark"))
-            || !sig.get(1).is_some_and(|&i| keyword(&element[i]) == Keyword::FOR)
+            || sig.get(1).is_none_or(|&i| keyword(tok(element, i)) != Keyword::FOR)
         {
             kept.push(element);
             continue;
@@ -669,15 +690,15 @@ fn strip_watermark(list: &[Tok]) -> Result<(Vec<Tok>, Option<(String, String)>)>
             return Err(syntax_error("a table can have only one WATERMARK FOR clause"));
         }
         let usage = "WATERMARK FOR column AS expression, e.g. WATERMARK FOR ts AS ts - INTERVAL '5' SECOND";
-        let column = match sig.get(2).map(|&i| &element[i].token) {
+        let column = match sig.get(2).map(|&i| &tok(element, i).token) {
             Some(Token::Word(w)) if w.quote_style.is_some() => w.value.clone(),
             Some(Token::Word(w)) => w.value.to_lowercase(),
             _ => return Err(syntax_error(format!("WATERMARK FOR needs a column name: {usage}"))),
         };
-        let Some(&as_at) = sig.get(3).filter(|&&i| keyword(&element[i]) == Keyword::AS) else {
+        let Some(&as_at) = sig.get(3).filter(|&&i| keyword(tok(element, i)) == Keyword::AS) else {
             return Err(syntax_error(format!("WATERMARK FOR {column} needs AS and an expression: {usage}")));
         };
-        let expression = text(&element[as_at + 1..]);
+        let expression = text(span(element, as_at + 1..));
         if expression.is_empty() {
             return Err(syntax_error(format!("WATERMARK FOR {column} AS needs an expression: {usage}")));
         }
@@ -702,35 +723,36 @@ fn quote_dotted_keys(options: &[Tok]) -> (Vec<Tok>, bool) {
     let mut at_key = true;
     let mut i = 0;
     while i < options.len() {
-        let token = &options[i];
+        let token = tok(options, i);
         match &token.token {
             Token::LParen => depth += 1,
             Token::RParen => depth -= 1,
             Token::Comma if depth == 0 => at_key = true,
             _ => {}
         }
-        if at_key && depth == 0 {
-            if let Token::Word(first) = &token.token {
-                // word (. word)* directly followed (after blanks) by '='.
-                let mut parts = vec![first.value.clone()];
-                let mut j = i + 1;
-                while j + 1 < options.len() && options[j].token == Token::Period {
-                    match &options[j + 1].token {
-                        Token::Word(w) => parts.push(w.value.clone()),
-                        Token::Number(n, _) => parts.push(n.clone()),
-                        _ => break,
-                    }
-                    j += 2;
+        if at_key
+            && depth == 0
+            && let Token::Word(first) = &token.token
+        {
+            // word (. word)* directly followed (after blanks) by '='.
+            let mut parts = vec![first.value.clone()];
+            let mut j = i + 1;
+            while j + 1 < options.len() && tok(options, j).token == Token::Period {
+                match &tok(options, j + 1).token {
+                    Token::Word(w) => parts.push(w.value.clone()),
+                    Token::Number(n, _) => parts.push(n.clone()),
+                    _ => break,
                 }
-                if parts.len() > 1 {
-                    out.push(quoted_word(&parts.join(".")));
-                    dotted = true;
-                    i = j;
-                    at_key = false;
-                    continue;
-                }
-                at_key = false;
+                j += 2;
             }
+            if parts.len() > 1 {
+                out.push(quoted_word(&parts.join(".")));
+                dotted = true;
+                i = j;
+                at_key = false;
+                continue;
+            }
+            at_key = false;
         }
         out.push(token.clone());
         i += 1;

@@ -69,22 +69,23 @@ pub fn literal_rows(engine: &Engine, insert: &Insert) -> Result<Option<(Arc<Rela
         if row.content.len() != columns.len() {
             return Ok(None);
         }
-        for (field, expr) in row.content.iter().enumerate() {
+        for (texts, expr) in texts.iter_mut().zip(&row.content) {
             let Some(text) = literal_text(expr) else {
                 return Ok(None);
             };
-            texts[field].push(text);
+            texts.push(text);
         }
     }
     let mut arrays: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), rows)).collect();
     let options = CastOptions { safe: false, ..Default::default() };
-    for (field, column) in columns.iter().enumerate() {
-        let strings = StringArray::from_iter(texts[field].iter().map(|t| t.as_deref()));
+    for (texts, column) in texts.iter().zip(&columns) {
+        let strings = StringArray::from_iter(texts.iter().map(|t| t.as_deref()));
         let target = schema.field(*column);
-        arrays[*column] = cast_with_options(&strings, target.data_type(), &options).map_err(|error| {
+        let Some(slot) = arrays.get_mut(*column) else { return Ok(None) };
+        *slot = cast_with_options(&strings, target.data_type(), &options).map_err(|error| {
             // A number too large for its column is out of range, not malformed.
             let too_big = target.data_type().is_integer()
-                && texts[field].iter().flatten().any(|t| {
+                && texts.iter().flatten().any(|t| {
                     t.parse::<f64>().is_ok()
                         && cast_with_options(&StringArray::from(vec![t.as_str()]), target.data_type(), &options)
                             .is_err()

@@ -236,10 +236,10 @@ impl TableFunctionImpl for WindowFunction {
             return self.session(exprs);
         }
         let (relation, time, widths, offset) = match (self.kind, exprs) {
-            (WindowKind::Tumble, [r, t, size]) => (r, t, vec![size], None),
-            (WindowKind::Tumble, [r, t, size, offset]) => (r, t, vec![size], Some(offset)),
-            (WindowKind::Hop, [r, t, slide, size]) => (r, t, vec![slide, size], None),
-            (WindowKind::Hop, [r, t, slide, size, offset]) => (r, t, vec![slide, size], Some(offset)),
+            (WindowKind::Tumble, [r, t, size]) => (r, t, (None, size), None),
+            (WindowKind::Tumble, [r, t, size, offset]) => (r, t, (None, size), Some(offset)),
+            (WindowKind::Hop, [r, t, slide, size]) => (r, t, (Some(slide), size), None),
+            (WindowKind::Hop, [r, t, slide, size, offset]) => (r, t, (Some(slide), size), Some(offset)),
             _ => return Err(self.error_with(sqlstate::UNDEFINED_FUNCTION, format!("{} arguments given", exprs.len()))),
         };
         let Expr::Column(time_column) = time else {
@@ -247,8 +247,12 @@ impl TableFunctionImpl for WindowFunction {
         };
         let scan = self.relation_scan(relation)?.build()?;
         self.check_time_column(&scan, &time_column.name)?;
-        let size = self.interval(widths[widths.len() - 1], "size")?;
-        let slide = if widths.len() == 2 { self.interval(widths[0], "slide")? } else { size };
+        let (slide, size) = widths;
+        let size = self.interval(size, "size")?;
+        let slide = match slide {
+            Some(slide) => self.interval(slide, "slide")?,
+            None => size,
+        };
         let offset = offset.map(|o| self.interval(o, "offset")).transpose()?;
         let (size_ns, slide_ns) = (nanos(size), nanos(slide));
         if size_ns <= 0 || slide_ns <= 0 {

@@ -152,7 +152,7 @@ fn check_format(db: &DB, dir: &Path) -> Result<()> {
     let format = db.get(FORMAT_KEY).map_err(|e| storage_error("reading the data dir's format version", e))?;
     match format {
         Some(bytes) => {
-            let version = (bytes.len() == 4).then(|| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            let version = <[u8; 4]>::try_from(bytes.as_slice()).ok().map(u32::from_be_bytes);
             if let Some(old) = version.filter(|v| READABLE_FORMATS.contains(v)) {
                 tracing::info!(from = old, to = FORMAT_VERSION, "upgrading the data dir's format version");
                 let mut options = WriteOptions::default();
@@ -172,7 +172,10 @@ fn check_format(db: &DB, dir: &Path) -> Result<()> {
         None => {
             let holds_data = db.iterator(IteratorMode::Start).next().is_some();
             if holds_data {
-                return Err(storage_error(&format!("data dir {}", dir.display()), "it holds data but no format version"));
+                return Err(storage_error(
+                    &format!("data dir {}", dir.display()),
+                    "it holds data but no format version",
+                ));
             }
             let mut options = WriteOptions::default();
             options.set_sync(true);

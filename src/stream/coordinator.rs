@@ -148,7 +148,9 @@ impl TableWatermarks {
         for (id, (relation, current)) in &self.tables {
             let Some(def) = &relation.watermark else { continue };
             let mut columns = watermark::none(relation.schema.fields().len());
-            columns[def.column] = Some(current.clone());
+            if let Some(column) = columns.get_mut(def.column) {
+                *column = Some(current.clone());
+            }
             input.set_watermarks(*id, columns);
         }
     }
@@ -889,7 +891,7 @@ impl EpochGuard<'_> {
         }
         // In creation order: a view is rebuilt after the views it reads.
         for position in 0..self.flows.views.len() {
-            if self.flows.views[position].view.failure.lock().is_some() {
+            if self.flows.views.get(position).is_some_and(|f| f.view.failure.lock().is_some()) {
                 self.rebuild_view(position);
             }
         }
@@ -951,7 +953,9 @@ impl EpochGuard<'_> {
             .iter()
             .position(|f| f.view.id == id)
             .ok_or_else(|| SqlError::internal(format!("view {id} has no dataflow")))?;
-        self.flows.views[position] = flow;
+        if let Some(slot) = self.flows.views.get_mut(position) {
+            *slot = flow;
+        }
         self.rebuild_view(position);
         match self.flows.views.get(position).and_then(|f| f.view.failure.lock().clone()) {
             Some(error) => Err(error),
@@ -1088,7 +1092,9 @@ fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<(ChangeBatc
                 let mut columns = watermark::none(source.schema.fields().len());
                 // The rows are all there at once: none is late, and the
                 // windows the current watermark has passed close.
-                columns[def.column] = Some(Watermark::new(None, def.value.lock().clone()));
+                if let Some(column) = columns.get_mut(def.column) {
+                    *column = Some(Watermark::new(None, def.value.lock().clone()));
+                }
                 Some(columns)
             }
             None => {

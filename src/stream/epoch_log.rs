@@ -86,13 +86,13 @@ fn split_header(entry: &[u8]) -> Result<(Header, &[u8])> {
         return Ok((Header::default(), entry));
     }
     let corrupt = || SqlError::new(sqlstate::IO_ERROR, "corrupt epoch log entry in the data dir: header");
-    let mut rest = &entry[2..];
+    let mut rest = entry.get(2..).unwrap_or_default();
     let mut take = |n: usize| -> Result<&[u8]> {
         let (head, tail) = (rest.get(..n).ok_or_else(corrupt)?, rest.get(n..).ok_or_else(corrupt)?);
         rest = tail;
         Ok(head)
     };
-    if take(1)?[0] != HEADER_VERSION {
+    if take(1)?.first() != Some(&HEADER_VERSION) {
         return Err(SqlError::new(sqlstate::IO_ERROR, "epoch log entry of an unknown version in the data dir"));
     }
     let i64_of = |b: &[u8]| -> Result<i64> { Ok(i64::from_be_bytes(b.try_into().map_err(|_| corrupt())?)) };
@@ -102,7 +102,7 @@ fn split_header(entry: &[u8]) -> Result<(Header, &[u8])> {
     for _ in 0..count {
         let relation = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt())?);
         let column = u16::from_be_bytes(take(2)?.try_into().map_err(|_| corrupt())?);
-        let flags = take(1)?[0];
+        let flags = take(1)?.first().copied().ok_or_else(corrupt)?;
         let before = i64_of(take(8)?)?;
         let after = i64_of(take(8)?)?;
         watermarks.push(LoggedWatermark {
@@ -159,7 +159,7 @@ pub fn decode(entry: &[u8], resolve: &dyn Fn(RelationId) -> Option<Arc<Relation>
         let id = u32::from_be_bytes(id.try_into().map_err(|_| corrupt("record header"))?);
         let len = u64::from_be_bytes(len.try_into().map_err(|_| corrupt("record header"))?) as usize;
         let stream = rest.get(12..12usize.saturating_add(len)).ok_or_else(|| corrupt("truncated record"))?;
-        rest = &rest[12 + len..];
+        rest = rest.get(12 + stream.len()..).unwrap_or_default();
         let Some(relation) = resolve(id) else { continue };
         changes.push((relation.clone(), decode_change(&relation, stream).map_err(|e| corrupt(&e.message))?));
     }
@@ -199,7 +199,8 @@ fn decode_change(relation: &Relation, stream: &[u8]) -> Result<ChangeBatch> {
     }
     // The relation's own schema (names, nullability, metadata), so that
     // the dataflow sees exactly what a live epoch gives it.
-    let rows = RecordBatch::try_new(relation.schema.clone(), logged.columns()[..width].to_vec())?;
+    let columns = logged.columns().get(..width).ok_or_else(|| SqlError::internal("a logged change lacks columns"))?;
+    let rows = RecordBatch::try_new(relation.schema.clone(), columns.to_vec())?;
     Ok(ChangeBatch::new(rows, weights))
 }
 

@@ -335,7 +335,7 @@ impl MultisetState {
                 let prefix = group_key(&self.prefix, group);
                 ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
                     let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
-                    let member = key[prefix.len()..].to_vec();
+                    let member = key.get(prefix.len()..).unwrap_or_default().to_vec();
                     size += member.len() + MEMBER_OVERHEAD;
                     members.insert(member, count);
                 });

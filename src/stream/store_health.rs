@@ -135,7 +135,8 @@ pub fn is_store_failure(error: &SqlError) -> bool {
 /// Whether `error` is a refusal of [`StoreHealth::check_writable`] (a task
 /// that retries writes logs the turn once, not every refusal).
 pub fn is_refusal(error: &SqlError) -> bool {
-    error.code == sqlstate::READ_ONLY_SQL_TRANSACTION && error.message.starts_with("cannot write: the server is read-only")
+    error.code == sqlstate::READ_ONLY_SQL_TRANSACTION
+        && error.message.starts_with("cannot write: the server is read-only")
 }
 
 /// The wait before the attempt after `attempts` failed ones: a quarter

@@ -131,12 +131,13 @@ pub fn monotone_column(expr: &Expr, schema: &DFSchema) -> Option<usize> {
             let name = call.func.name().to_ascii_lowercase();
             let args = &call.args;
             match name.as_str() {
-                "date_bin" if args.len() >= 2 && args.iter().enumerate().all(|(i, a)| i == 1 || is_constant(a)) => {
-                    monotone_column(&args[1], schema)
+                "date_bin" if args.iter().enumerate().all(|(i, a)| i == 1 || is_constant(a)) => {
+                    monotone_column(args.get(1)?, schema)
                 }
-                "date_trunc" | "datetrunc" if args.len() == 2 && is_constant(&args[0]) => {
-                    monotone_column(&args[1], schema)
-                }
+                "date_trunc" | "datetrunc" => match args.as_slice() {
+                    [unit, time] if is_constant(unit) => monotone_column(time, schema),
+                    _ => None,
+                },
                 _ => None,
             }
         }

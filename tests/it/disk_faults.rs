@@ -215,7 +215,11 @@ async fn a_deleted_state_file_is_refused_at_start_with_its_name() {
     let state = data.0.join("state");
     let tables = || -> Vec<PathBuf> {
         std::fs::read_dir(&state)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "sst")).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut batch = 0;

@@ -63,10 +63,14 @@ impl FileSink {
             }
             SinkType::Debezium => {
                 let replaced = json_rows(&shaped.replaced)?;
-                let first_key = self.shape.key[0];
+                let &first_key =
+                    self.shape.key.first().ok_or_else(|| SqlError::internal("a Debezium sink without a key"))?;
                 for (i, row) in json_rows(&shaped.upserts)?.iter().enumerate() {
                     let existed = shaped.replaced.column(first_key).is_valid(i);
-                    let before: &[u8] = if existed { &replaced[i] } else { b"null" };
+                    let before: &[u8] = match replaced.get(i) {
+                        Some(before) if existed => before,
+                        _ => b"null",
+                    };
                     let op: &[u8] = if existed { b"u" } else { b"c" };
                     line(&[b"{\"before\":", before, b",\"after\":", row, b",\"op\":\"", op, b"\"}"]);
                 }

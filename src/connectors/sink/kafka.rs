@@ -182,11 +182,12 @@ impl KafkaSink {
                 };
                 // A NULL replaced row (a new key) encodes as all-null: tell by validity.
                 let replaced = json_rows(&shaped.replaced)?;
-                let first_key = self.shape.key[0];
+                let &first_key =
+                    self.shape.key.first().ok_or_else(|| SqlError::internal("a Debezium sink without a key"))?;
                 for (i, (key, after)) in keys(&shaped.upserts)?.into_iter().zip(json_rows(&shaped.upserts)?).enumerate()
                 {
                     let existed = shaped.replaced.column(first_key).is_valid(i);
-                    let before = existed.then(|| replaced[i].as_slice());
+                    let before = replaced.get(i).filter(|_| existed).map(Vec::as_slice);
                     messages.push((key, Some(event(before, Some(&after), if existed { "u" } else { "c" }))));
                 }
                 for (key, before) in keys(&shaped.deletes)?.into_iter().zip(json_rows(&shaped.deletes)?) {

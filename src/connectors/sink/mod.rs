@@ -161,7 +161,7 @@ impl SinkShape {
                 }
                 let (mut upserts, mut replaced, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
                 for key in order {
-                    match per_key[key] {
+                    match per_key.get(key).copied().unwrap_or_default() {
                         (Some(new), old) => {
                             upserts.push(new);
                             replaced.push(old);

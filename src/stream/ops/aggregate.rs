@@ -110,7 +110,9 @@ impl GroupCodec {
         for call in 0..self.calls {
             let field = schema.field(2 + call);
             let null = ScalarValue::try_from(field.data_type())?;
-            let values = groups.iter().map(|g| g.emitted.as_ref().map_or_else(|| null.clone(), |e| e[call].clone()));
+            let values = groups
+                .iter()
+                .map(|g| g.emitted.as_ref().and_then(|e| e.get(call)).cloned().unwrap_or_else(|| null.clone()));
             columns.push(scalars_to_array(values, field.data_type())?);
         }
         if !self.state_widths.is_empty() {
@@ -126,7 +128,7 @@ impl GroupCodec {
                 .collect::<Result<_>>()?;
             let first_state = 2 + self.calls;
             for (j, field) in schema.fields().iter().enumerate().skip(first_state) {
-                let values = states.iter().map(|s| s[j - first_state].clone());
+                let values = states.iter().map(|s| s.get(j - first_state).cloned().unwrap_or(ScalarValue::Null));
                 columns.push(scalars_to_array(values, field.data_type())?);
             }
         }
@@ -287,10 +289,10 @@ impl Aggregate {
         let mut finals: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
         for key in closed {
             let group = self.groups.get_mut(&key).and_then(Option::take);
-            if let (true, Some(mut group)) = (self.emit_on_close, group) {
-                if group.count > 0 {
-                    finals.push((key.clone(), self.evaluate_group(&key, &mut group)?));
-                }
+            if let (true, Some(mut group)) = (self.emit_on_close, group)
+                && group.count > 0
+            {
+                finals.push((key.clone(), self.evaluate_group(&key, &mut group)?));
             }
             if !self.retracting {
                 self.rows.clear(&key);
@@ -369,7 +371,10 @@ impl Aggregate {
         }
         for (i, field) in self.schema.fields().iter().enumerate().skip(self.group_exprs.len()) {
             let call = i - self.group_exprs.len();
-            columns.push(scalars_to_array(entries.iter().map(|(_, v)| v[call].clone()), field.data_type())?);
+            columns.push(scalars_to_array(
+                entries.iter().map(|(_, v)| v.get(call).cloned().unwrap_or(ScalarValue::Null)),
+                field.data_type(),
+            )?);
         }
         let rows = RecordBatch::try_new_with_options(
             self.schema.clone(),
@@ -388,14 +393,14 @@ impl Aggregate {
         // are dropped first.
         let mut delta = delta;
         let mut key_columns = super::evaluate(&self.group_exprs, &delta.rows)?;
-        if let (Some(open), Some(time)) = (&self.open, time) {
-            if let Some(keep) = open.late_rows(&key_columns, &delta.weights, time)? {
-                delta = delta.filter(&keep)?;
-                key_columns =
-                    key_columns.iter().map(|c| Ok(filter(c.as_ref(), &keep)?)).collect::<Result<Vec<ArrayRef>>>()?;
-                if delta.is_empty() {
-                    return Ok(ChangeBatch::empty(self.schema.clone()));
-                }
+        if let (Some(open), Some(time)) = (&self.open, time)
+            && let Some(keep) = open.late_rows(&key_columns, &delta.weights, time)?
+        {
+            delta = delta.filter(&keep)?;
+            key_columns =
+                key_columns.iter().map(|c| Ok(filter(c.as_ref(), &keep)?)).collect::<Result<Vec<ArrayRef>>>()?;
+            if delta.is_empty() {
+                return Ok(ChangeBatch::empty(self.schema.clone()));
             }
         }
         let keys = match &self.group_codec {
@@ -409,7 +414,7 @@ impl Aggregate {
         let time_of = |row: u32| -> Option<&[u8]> {
             let open = self.open.as_ref()?;
             let times = times.as_ref()?;
-            key_columns[open.column].is_valid(row as usize).then(|| times.row(row as usize).data())
+            key_columns.get(open.column)?.is_valid(row as usize).then(|| times.row(row as usize).data())
         };
         let mut touched: Vec<(Vec<u8>, u32)> = Vec::new();
         let mut changes: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>, i64)> = HashMap::new();
@@ -522,17 +527,17 @@ impl Aggregate {
 impl Operator for Aggregate {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
         let delta = self.input.step(input)?;
-        if let (Some(open), Some(codec)) = (&mut self.open, &self.group_codec) {
-            if !open.is_ready() {
-                if input.state.fresh {
-                    open.start_fresh();
-                } else {
-                    open.rebuild(self.groups.stored_groups(&input.state), codec)?;
-                    self.closed
-                        .load(&input.state, &[Vec::new()], |stored| Ok(stored.iter().map(|b| b.to_vec()).collect()))?;
-                    if let Some(Some(bytes)) = self.closed.get_mut(&[]).map(|b| b.clone()) {
-                        open.restore_closed(&bytes)?;
-                    }
+        if let (Some(open), Some(codec)) = (&mut self.open, &self.group_codec)
+            && !open.is_ready()
+        {
+            if input.state.fresh {
+                open.start_fresh();
+            } else {
+                open.rebuild(self.groups.stored_groups(&input.state), codec)?;
+                self.closed
+                    .load(&input.state, &[Vec::new()], |stored| Ok(stored.iter().map(|b| b.to_vec()).collect()))?;
+                if let Some(Some(bytes)) = self.closed.get_mut(&[]).map(|b| b.clone()) {
+                    open.restore_closed(&bytes)?;
                 }
             }
         }

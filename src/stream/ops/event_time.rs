@@ -20,7 +20,7 @@ use datafusion::arrow::compute::kernels::boolean::not;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::ScalarValue;
 
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 use crate::stream::ops::exchange::Ownership;
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::watermark::{ViewStats, Watermark, below};
@@ -86,8 +86,8 @@ impl OpenGroups {
         let keys = key_codec.decode(groups.iter().map(Vec::as_slice))?;
         let owned = self.ownership.owns(keys.columns(), keys.num_rows())?;
         let times = self.time_codec.encode(&[keys.column(self.column).clone()])?;
-        for (row, group) in groups.into_iter().enumerate() {
-            if owned[row] && keys.column(self.column).is_valid(row) {
+        for ((row, group), &owned) in groups.into_iter().enumerate().zip(&owned) {
+            if owned && keys.column(self.column).is_valid(row) {
                 self.by_time.entry(times.row(row).data().to_vec()).or_default().insert(group);
             }
         }
@@ -109,7 +109,7 @@ impl OpenGroups {
         watermark: &Watermark,
     ) -> Result<Option<BooleanArray>> {
         let Some(before) = &watermark.before else { return Ok(None) };
-        let late = below(&key_columns[self.column], before)?;
+        let late = below(self.time_column(key_columns)?, before)?;
         if late.true_count() == 0 {
             return Ok(None);
         }
@@ -122,7 +122,12 @@ impl OpenGroups {
 
     /// The time bytes of every row's group (the watermarked key column).
     pub fn times(&self, key_columns: &[ArrayRef]) -> Result<datafusion::arrow::row::Rows> {
-        self.time_codec.encode(&[key_columns[self.column].clone()])
+        self.time_codec.encode(&[self.time_column(key_columns)?.clone()])
+    }
+
+    /// The watermarked column among a group's key columns.
+    fn time_column<'a>(&self, key_columns: &'a [ArrayRef]) -> Result<&'a ArrayRef> {
+        key_columns.get(self.column).ok_or_else(|| SqlError::internal("the group key lacks its time column"))
     }
 
     /// Records a live group (NULL times never close and are not indexed).

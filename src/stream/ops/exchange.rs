@@ -153,7 +153,9 @@ impl Routed {
         }
         let mut indices: Vec<Vec<u32>> = vec![Vec::new(); self.slots.len()];
         for (row, worker) in worker_of(&columns, rows, self.slots.len())?.into_iter().enumerate() {
-            indices[worker].push(row as u32);
+            if let Some(rows) = indices.get_mut(worker) {
+                rows.push(row as u32);
+            }
         }
         for (slot, rows) in self.slots.iter().zip(indices) {
             if !rows.is_empty() {

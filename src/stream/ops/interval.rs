@@ -24,7 +24,7 @@ use datafusion::arrow::compute::kernels::boolean::not;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 
-use crate::error::Result;
+use crate::error::{Result, SqlError};
 use crate::stream::ops::exchange::Ownership;
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::state_table::StateContext;
@@ -175,8 +175,9 @@ impl TimeBounds {
         );
         let both = RowCodec::new(Arc::new(Schema::new(fields)))?;
         let decoded = both.decode(stored.iter().map(Vec::as_slice))?;
-        let key_columns: Vec<ArrayRef> = decoded.columns()[..key_width].to_vec();
-        let row_columns: Vec<ArrayRef> = decoded.columns()[key_width..].to_vec();
+        let lacks_key = || SqlError::internal("a stored interval-join row lacks its key");
+        let (key_columns, row_columns) = decoded.columns().split_at_checked(key_width).ok_or_else(lacks_key)?;
+        let (key_columns, row_columns) = (key_columns.to_vec(), row_columns.to_vec());
         let owned = self.ownership.owns(&key_columns, decoded.num_rows())?;
         let row_codec = RowCodec::new(side_schema.clone())?;
         let rows = row_codec.encode(&row_columns)?;
@@ -185,11 +186,14 @@ impl TimeBounds {
             None => None,
         };
         let index = if left_side { &mut self.left } else { &mut self.right };
-        let entries = (0..decoded.num_rows()).filter(|&i| owned[i]).map(|i| {
+        let entries = (0..decoded.num_rows()).filter(|&i| owned.get(i) == Some(&true)).map(|i| {
             let key = keys.as_ref().map(|k| k.row(i).data().to_vec()).unwrap_or_default();
             (i, key, rows.row(i).data().to_vec())
         });
-        let times = row_columns[index.column].clone();
+        let times = row_columns
+            .get(index.column)
+            .cloned()
+            .ok_or_else(|| SqlError::internal("a stored interval-join row lacks its time column"))?;
         index.insert(&times, entries.collect::<Vec<_>>().into_iter())
     }
 

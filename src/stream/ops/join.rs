@@ -206,7 +206,7 @@ impl Join {
             _ => {
                 let left_width = self.left.input.schema().fields().len();
                 let pad = |range: std::ops::Range<usize>| -> Vec<ArrayRef> {
-                    fields[range].iter().map(|f| new_null_array(f.data_type(), n)).collect()
+                    fields.get(range).unwrap_or_default().iter().map(|f| new_null_array(f.data_type(), n)).collect()
                 };
                 let mut columns = left.unwrap_or_else(|| pad(0..left_width));
                 columns.extend(right.unwrap_or_else(|| pad(left_width..fields.len())));
@@ -428,7 +428,7 @@ impl Join {
             let added = |keys: &[Option<Vec<u8>>], bytes: &datafusion::arrow::row::Rows, delta: &ChangeBatch| {
                 (0..delta.len())
                     .filter(|&i| delta.weights.value(i) > 0)
-                    .filter_map(|i| keys[i].clone().map(|k| (i, k, bytes.row(i).data().to_vec())))
+                    .filter_map(|i| keys.get(i)?.clone().map(|k| (i, k, bytes.row(i).data().to_vec())))
                     .collect::<Vec<_>>()
             };
             time.left.insert(dl.rows.column(time.left.column), added(&left_keys, &left_bytes, &dl).into_iter())?;

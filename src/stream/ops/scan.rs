@@ -5,7 +5,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use crate::error::Result;
 use crate::state::WriteBatch;
 use crate::stream::state_table::StateContext;
-use crate::stream::watermark::{Watermark, Watermarks};
+use crate::stream::watermark::Watermarks;
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 
 pub struct Scan {
@@ -56,7 +56,7 @@ impl Operator for Scan {
             .iter()
             .map(|column| {
                 let column = (*column)?;
-                Some(current.and_then(|w| w.get(column).cloned().flatten()).unwrap_or_else(Watermark::default))
+                Some(current.and_then(|w| w.get(column).cloned().flatten()).unwrap_or_default())
             })
             .collect())
     }

@@ -292,7 +292,9 @@ impl Operator for SourceScan {
     fn watermarks(&self, _input: &EpochInput) -> Result<Watermarks> {
         let mut out = watermark::none(self.schema.fields().len());
         if let Some((_, Some(column), _)) = &self.watermark {
-            out[*column] = Some(self.current.clone());
+            if let Some(out) = out.get_mut(*column) {
+                *out = Some(self.current.clone());
+            }
         }
         Ok(out)
     }

@@ -207,7 +207,9 @@ impl Operator for Window {
         let mut columns: Vec<ArrayRef> = base.columns().to_vec();
         let input_width = columns.len();
         for (j, field) in self.schema.fields().iter().enumerate().skip(input_width) {
-            let values = Int64Array::from_iter_values(changed.iter().map(|((_, ranks), _)| ranks[j - input_width]));
+            let values = Int64Array::from_iter_values(
+                changed.iter().map(|((_, ranks), _)| ranks.get(j - input_width).copied().unwrap_or_default()),
+            );
             columns.push(cast(&values, field.data_type())?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(changed.len()));
