@@ -2,9 +2,10 @@
 //! incrementally maintained materialized views over Arrow change batches
 //! inside. See docs/ARCHITECTURE.md for the map.
 //!
-//! Dependencies point one way: `server` → `sql` → `plan` → `stream` →
-//! `state`; `catalog` holds relation metadata and storage layout, used by
-//! `sql`, `plan` and the epoch coordinator.
+//! Dependencies point one way: `server` → `sql` → `plan` → `db` →
+//! `catalog` / `stream` → `state`, and `connectors` → `stream`. `catalog`
+//! says what exists, `stream` computes a view's changes, and `db` runs it
+//! all over time: epochs, writes, transactions, feeds, sinks.
 //!
 //! No input may take the server down, and statements, protocol messages,
 //! connector records and stored bytes are all input: nowhere in the crate
@@ -16,6 +17,7 @@
 
 pub mod catalog;
 pub mod connectors;
+pub mod db;
 pub mod error;
 pub mod plan;
 pub mod server;

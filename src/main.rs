@@ -212,8 +212,8 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + 
     let tick_ms = std::env::var("FRESHET_CLOCK_TICK_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000u64);
     engine.coordinator.spawn_clock(std::time::Duration::from_millis(tick_ms.max(1)));
     engine.coordinator.spawn_source_pump(std::time::Duration::from_millis(50));
-    freshet::catalog::feed::spawn(&engine.coordinator, &engine.catalog, std::time::Duration::from_millis(10));
-    freshet::catalog::sinks::spawn(&engine.coordinator, &engine.catalog, std::time::Duration::from_millis(10));
+    freshet::db::feed::spawn(&engine.coordinator, &engine.catalog, std::time::Duration::from_millis(10));
+    freshet::db::sinks::spawn(&engine.coordinator, &engine.catalog, std::time::Duration::from_millis(10));
     tracing::info!(
         data_dir = %data_dir.display(),
         relations = recovery.relations,

@@ -2,20 +2,13 @@
 //! keys and dependencies, and their registration with DataFusion so that
 //! ad-hoc queries (and pg_catalog / information_schema) see them.
 //!
-//! It owns names and metadata; rows live in the state store, and the
-//! dataflows that maintain views live in `stream::coordinator`.
+//! It owns names and metadata; rows live in the state store, and what runs
+//! (epochs, writes, feeds, sinks, the dataflows that maintain views) lives
+//! in `db`.
 
 pub mod access;
-pub mod feed;
 pub mod information_schema;
 pub mod pg_catalog;
-pub mod provider;
-pub mod sinks;
-pub mod snapshot;
-pub mod storage;
-pub mod system;
-pub mod transaction;
-pub mod writes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

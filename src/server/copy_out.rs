@@ -112,7 +112,7 @@ where
 {
     let user = super::access::session_user(client);
     crate::sql::access::check(engine, &user, statement).map_err(to_pgwire)?;
-    crate::catalog::snapshot::begin_statement();
+    crate::db::snapshot::begin_statement();
     let frame = engine.ctx.sql(&copy.query).await.map_err(|e| to_pgwire(SqlError::from_datafusion(&e)))?;
     let mut batches = frame.execute_stream().await.map_err(|e| to_pgwire(SqlError::from_datafusion(&e)))?;
     let schema = batches.schema();

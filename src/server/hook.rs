@@ -18,7 +18,7 @@ use pgwire::api::results::{Response, Tag};
 use pgwire::error::PgWireResult;
 
 use super::errors::to_pgwire;
-use crate::catalog::snapshot;
+use crate::db::snapshot;
 use crate::sql::{Engine, Outcome, dml_support};
 
 pub struct EngineHook {

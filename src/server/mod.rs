@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::catalog::snapshot::with_statement_scope;
+use crate::db::snapshot::with_statement_scope;
 use crate::sql::Engine;
 
 pub use handlers::FreshetHandlers;

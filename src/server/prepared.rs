@@ -28,7 +28,7 @@ use pgwire::api::results::Response;
 use pgwire::error::PgWireResult;
 
 use super::hook::{no_rows_plan, respond};
-use crate::catalog::snapshot;
+use crate::db::snapshot;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::sql::{Engine, Outcome, dml_support};
 

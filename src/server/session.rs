@@ -169,7 +169,7 @@ async fn run(action: Action, session: &SessionContext, client: &mut dyn HookClie
             Ok(Response::Execution(Tag::new("RESET")))
         }
         Action::Discard => {
-            if crate::catalog::transaction::is_open() {
+            if crate::db::transaction::is_open() {
                 return Err(to_pgwire(SqlError::new(
                     sqlstate::ACTIVE_SQL_TRANSACTION,
                     "DISCARD ALL cannot run inside a transaction block",

@@ -12,7 +12,7 @@
 //!   FETCH returns what has arrived, waiting for at least one row unless
 //!   the timeout passes first.
 //!
-//! How the changes are kept and handed over is `stream::subscribe`'s.
+//! How the changes are kept and handed over is `db::subscribe`'s.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
@@ -38,10 +38,10 @@ use pgwire::messages::response::ReadyForQuery;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::catalog::{QualifiedName, RelationKind};
+use crate::db::subscribe::Feed;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::sql::Engine;
 use crate::stream::ChangeBatch;
-use crate::stream::subscribe::Feed;
 
 /// What to subscribe to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -415,7 +415,7 @@ impl Subscription {
                 format!(
                     "SUBSCRIBE to \"{}\" ended: the client fell {} epochs behind",
                     self.relation,
-                    crate::stream::subscribe::QUEUE_EPOCHS
+                    crate::db::subscribe::QUEUE_EPOCHS
                 ),
             ));
         }

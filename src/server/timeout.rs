@@ -94,7 +94,7 @@ pub fn parse_millis(text: &str) -> Option<u64> {
 fn arm_idle_in_transaction<C: ClientInfo + ?Sized>(client: &C) {
     use pgwire::api::PgWireConnectionState;
     use pgwire::messages::response::TransactionStatus;
-    let in_block = crate::catalog::transaction::is_open() || client.transaction_status() != TransactionStatus::Idle;
+    let in_block = crate::db::transaction::is_open() || client.transaction_status() != TransactionStatus::Idle;
     let copying = matches!(client.state(), PgWireConnectionState::CopyInProgress(_));
     let timeout = client.metadata().get(IDLE_IN_TRANSACTION_SETTING).and_then(|v| parse_millis(v)).filter(|ms| *ms > 0);
     let deadline = match timeout {
@@ -107,10 +107,10 @@ fn arm_idle_in_transaction<C: ClientInfo + ?Sized>(client: &C) {
 /// Called when a statement (or an extended-protocol Sync) has been
 /// answered: arms the idle-in-transaction deadline, and lets go of the
 /// statement's snapshot (an idle session holds none: a failed store is
-/// reopened only once no reader holds it; see `stream::store_health`).
+/// reopened only once no reader holds it; see `db::store_health`).
 pub fn answered<C: ClientInfo + ?Sized>(client: &C) {
     arm_idle_in_transaction(client);
-    crate::catalog::snapshot::begin_statement();
+    crate::db::snapshot::begin_statement();
 }
 
 /// Called when a statement starts: the session is busy, not idle.

@@ -2,7 +2,7 @@
 //! ROLLBACK / ABORT, SAVEPOINT, RELEASE and ROLLBACK TO, and Postgres's
 //! rule that after an error in a block every statement is refused (25P02)
 //! until the block ends. pgwire tracks the block's state for ReadyForQuery;
-//! `catalog::transaction` keeps its snapshot and staged writes.
+//! `db::transaction` keeps its snapshot and staged writes.
 //!
 //! DDL inside a block takes effect at once (as in Materialize); only table
 //! writes wait for COMMIT.
@@ -24,7 +24,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::{NoticeResponse, TransactionStatus};
 
 use super::errors::to_pgwire;
-use crate::catalog::transaction;
+use crate::db::transaction;
 use crate::error::{SqlError, sqlstate};
 use crate::sql::Engine;
 

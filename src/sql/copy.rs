@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{CopyLegacyOption, CopyOption, CopySource, 
 
 use super::Engine;
 use crate::catalog::Relation;
-use crate::catalog::writes::{self, OnConflict};
+use crate::db::writes::{self, OnConflict};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// A COPY FROM STDIN waiting for its data.

@@ -13,13 +13,14 @@ use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, Ident, ObjectName
 
 use super::options::Options;
 use super::{DATABASE, Engine, Outcome, syntax};
-use crate::catalog::provider::RelationProvider;
-use crate::catalog::{QualifiedName, Relation, RelationKind, qualify, writes};
+use crate::catalog::{QualifiedName, Relation, RelationKind, qualify};
 use crate::connectors::ConnectorOptions;
+use crate::db::coordinator::ViewDataflow;
+use crate::db::provider::RelationProvider;
+use crate::db::writes;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::plan::{self, RelationResolver, stream_schema};
 use crate::stream::RelationId;
-use crate::stream::coordinator::ViewDataflow;
 
 fn schema_provider(engine: &Engine, name: &QualifiedName) -> Result<Arc<dyn SchemaProvider>> {
     engine
@@ -550,7 +551,7 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
 /// A fresh dataflow for a materialized view (or sink) that exists, lowered
 /// again from its stored query under its own id: what replaces a dataflow
 /// whose operators took in an epoch the store then failed to write (see
-/// `stream::store_health`). The view's schema, stats and id stay.
+/// `db::store_health`). The view's schema, stats and id stay.
 pub(super) async fn relower_view(engine: &Engine, relation: &Arc<Relation>) -> Result<ViewDataflow> {
     let definition = relation
         .definition

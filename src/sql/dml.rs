@@ -2,7 +2,7 @@
 //!
 //! DataFusion plans the statement (so defaults, casts and parameters work as
 //! for any query); INSERT's source rows are then written through
-//! `catalog::writes`, and UPDATE/DELETE run through our `TableProvider`.
+//! `db::writes`, and UPDATE/DELETE run through our `TableProvider`.
 
 use std::sync::Arc;
 
@@ -16,8 +16,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{Engine, Outcome};
-use crate::catalog::writes::{self, ConflictUpdate, OnConflict};
 use crate::catalog::{Relation, qualify};
+use crate::db::writes::{self, ConflictUpdate, OnConflict};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// An INSERT's ON CONFLICT clause, before it is compiled for its table.

@@ -45,11 +45,12 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, ObjectType, Statement};
 
-use crate::catalog::{Catalog, RelationKind, snapshot};
+use crate::catalog::{Catalog, RelationKind};
+use crate::db::coordinator::Coordinator;
+use crate::db::snapshot;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::state::{MemStore, StateStore};
 use crate::stream::RelationId;
-use crate::stream::coordinator::Coordinator;
 use crate::stream::state_table::StateBudget;
 
 /// The database name clients connect to, and DataFusion's catalog name.
@@ -141,7 +142,7 @@ impl Engine {
             ctx.register_udtf(&kind.name().to_uppercase(), function);
         }
         ctx.register_udtf("nexmark", Arc::new(nexmark::NexmarkFunction));
-        crate::catalog::system::register(&ctx, DATABASE, catalog.clone(), coordinator.clone())?;
+        crate::db::system::register(&ctx, DATABASE, catalog.clone(), coordinator.clone())?;
         let engine = Arc::new(Self {
             ctx,
             catalog,
@@ -151,7 +152,7 @@ impl Engine {
             query_memory,
         });
         // How the coordinator gets fresh dataflows for views a failed write
-        // broke (lowering is this layer's job; see `stream::store_health`).
+        // broke (lowering is this layer's job; see `db::store_health`).
         let weak = Arc::downgrade(&engine);
         engine.coordinator.set_relower(Arc::new(move |view| {
             let weak = weak.clone();
@@ -171,7 +172,7 @@ impl Engine {
     /// table, view and materialized view comes back under its own id, in
     /// creation order (so a view's inputs exist before it); materialized
     /// views resume from their stored state, brought up to the committed
-    /// epoch by replaying the epoch log (see `stream::coordinator`).
+    /// epoch by replaying the epoch log (see `db::coordinator`).
     pub async fn recover(&self) -> Result<Recovery> {
         let snapshot = self.coordinator.store().snapshot();
         let mut entries: Vec<(RelationId, String)> = Vec::new();
@@ -284,7 +285,7 @@ impl Engine {
     ) -> Result<Outcome> {
         snapshot::begin_statement();
         // A read-only server refuses a write before it changes anything,
-        // the catalog in memory included (see `stream::store_health`).
+        // the catalog in memory included (see `db::store_health`).
         if !matches!(statement, Statement::ShowTables { .. } | Statement::ShowViews { .. } | Statement::Explain { .. })
             && !self.recovering()
         {

@@ -30,10 +30,10 @@ use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, lit};
 use datafusion::prelude::col;
 
-use crate::catalog::provider::RelationProvider;
 use crate::catalog::{Catalog, QualifiedName};
+use crate::db::coordinator::Coordinator;
+use crate::db::provider::RelationProvider;
 use crate::error::{SqlError, sqlstate};
-use crate::stream::coordinator::Coordinator;
 
 type DfResult<T> = datafusion::common::Result<T>;
 

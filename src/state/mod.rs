@@ -11,7 +11,7 @@
 //!
 //! Key prefixes: `c` catalog entries, `r` relation rows, `s` operator state
 //! (see `stream::state_table`), `l` the epoch log (table changes since the
-//! last checkpoint, see `stream::epoch_log`), `f` failed views, `w` table
+//! last checkpoint, see `db::epoch_log`), `f` failed views, `w` table
 //! watermarks, `m` store metadata.
 //!
 //! This module owns only bytes; it knows nothing of Arrow or SQL.

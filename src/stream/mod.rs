@@ -2,7 +2,7 @@
 //!
 //! A view's dataflow is a tree of [`Operator`]s whose leaves read the changes
 //! of base relations (tables and other views) in the current epoch. Each epoch
-//! the coordinator calls [`Operator::step`] on the root once; every operator
+//! the coordinator (`db::coordinator`) calls [`Operator::step`] on the root once; every operator
 //! pulls its inputs' changes for the epoch, updates its state and returns its
 //! own output changes (the DBSP "circuit step"). Changes are Z-sets: rows with
 //! integer weights (+1 insert, -1 delete; an update is -old/+new).
@@ -11,13 +11,9 @@
 //! nothing of SQL text or of the wire protocol.
 
 pub mod change;
-pub mod coordinator;
-pub mod epoch_log;
 pub mod ops;
 pub mod rowcodec;
 pub mod state_table;
-pub mod store_health;
-pub mod subscribe;
 pub mod watermark;
 
 use std::collections::HashMap;

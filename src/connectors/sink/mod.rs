@@ -13,8 +13,8 @@
 //!
 //! A sink is maintained like a materialized view, but instead of storing
 //! rows its dataflow writes each epoch's changes to an outbox in the state
-//! store, in the same atomic batch as the epoch (`stream::coordinator`).
-//! A delivery task (`catalog::sinks`) hands the outbox to a [`SinkWriter`]
+//! store, in the same atomic batch as the epoch (`db::coordinator`).
+//! A delivery task (`db::sinks`) hands the outbox to a [`SinkWriter`]
 //! epoch by epoch. Each writer records the last epoch it wrote in the
 //! external system itself, in the same transaction as the rows (a Postgres
 //! table row; a Kafka transaction's message headers), and reads it back

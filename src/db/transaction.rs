@@ -19,10 +19,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Catalog, Relation, RelationKind, storage};
+use super::coordinator::Coordinator;
+use super::storage;
+use crate::catalog::{Catalog, Relation, RelationKind};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::state::{Epoch, Snapshot, StateStore, WriteBatch, relation_prefix};
-use crate::stream::coordinator::Coordinator;
 use crate::stream::{ChangeBatch, RelationId};
 
 tokio::task_local! {

@@ -11,12 +11,13 @@ use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::coordinator::{Coordinator, EpochGuard};
+use super::storage;
 use super::transaction::{self, Transaction};
-use super::{Relation, RelationKind, storage};
+use crate::catalog::{Relation, RelationKind};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::state::Snapshot;
 use crate::stream::ChangeBatch;
-use crate::stream::coordinator::{Coordinator, EpochGuard};
 
 /// What INSERT does with a row whose primary key is already taken.
 pub enum OnConflict {

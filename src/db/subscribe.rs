@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{ChangeBatch, RelationId};
 use crate::state::Epoch;
+use crate::stream::{ChangeBatch, RelationId};
 
 /// Epochs a subscriber may have waiting before it is cut off.
 pub const QUEUE_EPOCHS: usize = 1024;

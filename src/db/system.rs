@@ -39,10 +39,10 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::coordinator::Coordinator;
 use super::snapshot::statement_snapshot;
-use super::{Catalog, RelationKind};
+use crate::catalog::{Catalog, RelationKind};
 use crate::error::{Result, SqlError};
-use crate::stream::coordinator::Coordinator;
 
 /// The schema's name.
 pub const SCHEMA: &str = "freshet_catalog";
@@ -334,7 +334,7 @@ impl SystemTable {
                     Arc::new(BooleanArray::from(vec![status.is_none()])),
                     Arc::new(Int64Array::from(vec![i64::try_from(epoch).unwrap_or(i64::MAX)])),
                     Arc::new(StringArray::from(vec![
-                        status.as_ref().map(|s| crate::stream::store_health::format_time(s.since)),
+                        status.as_ref().map(|s| crate::db::store_health::format_time(s.since)),
                     ])),
                     Arc::new(StringArray::from(vec![status.as_ref().map(|s| s.cause.message.clone())])),
                     Arc::new(StringArray::from(vec![

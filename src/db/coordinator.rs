@@ -36,16 +36,17 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::catalog::{Relation, storage};
+use super::epoch_log::{self, LoggedWatermark};
+use super::storage;
+use super::store_health::{self, StoreHealth};
+use super::subscribe::{Feed, Subscriptions};
+use crate::catalog::Relation;
 use crate::error::{Result, SqlError};
 use crate::state::{
     Epoch, LOG_PREFIX, Snapshot, StateStore, WriteBatch, catalog_key, failure_key, log_key, relation_prefix,
     view_state_prefix, view_stats_key, watermark_key,
 };
-use crate::stream::epoch_log::{self, LoggedWatermark};
 use crate::stream::state_table::{StateBudget, StateContext};
-use crate::stream::store_health::{self, StoreHealth};
-use crate::stream::subscribe::{Feed, Subscriptions};
 use crate::stream::watermark::{self, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator, RelationId};
 

@@ -19,10 +19,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::{Catalog, Relation, RelationId, RelationKind};
+use super::coordinator::Coordinator;
+use crate::catalog::{Catalog, Relation, RelationKind};
 use crate::error::{Result, SqlError};
 use crate::state::{WriteBatch, outbox_prefix};
-use crate::stream::coordinator::Coordinator;
+use crate::stream::RelationId;
 
 /// How many outbox epochs a round delivers per sink at most.
 const EPOCHS_PER_ROUND: usize = 64;
@@ -81,7 +82,7 @@ async fn deliver_once(
             let mut done = Vec::new();
             for (epoch, key, value) in entries {
                 if delivered.is_none_or(|d| epoch > d) {
-                    let changes = match crate::stream::epoch_log::decode_records(&value, &sink_for_task) {
+                    let changes = match crate::db::epoch_log::decode_records(&value, &sink_for_task) {
                         Ok(changes) => changes,
                         Err(error) => return (delivered, done, Some(error)),
                     };
@@ -146,7 +147,7 @@ pub fn spawn(coordinator: &Arc<Coordinator>, catalog: &Arc<Catalog>, idle: Durat
     let catalog: Weak<Catalog> = Arc::downgrade(catalog);
     tokio::spawn(async move {
         let mut progress = HashMap::new();
-        let mut backoff = crate::stream::coordinator::Backoff::new(idle);
+        let mut backoff = crate::db::coordinator::Backoff::new(idle);
         loop {
             let (Some(coordinator), Some(catalog)) = (coordinator.upgrade(), catalog.upgrade()) else { break };
             let delivered = deliver_once(&coordinator, &catalog, &mut progress).await;

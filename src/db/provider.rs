@@ -22,10 +22,11 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 
+use super::coordinator::Coordinator;
 use super::snapshot::statement_snapshot;
-use super::{Relation, RelationKind, storage, writes};
+use super::{storage, writes};
+use crate::catalog::{Relation, RelationKind};
 use crate::error::SqlError;
-use crate::stream::coordinator::Coordinator;
 use crate::stream::rowcodec::RowCodec;
 
 pub struct RelationProvider {

@@ -15,11 +15,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::{Catalog, Relation, RelationId, RelationKind};
+use super::coordinator::{Backoff, Coordinator};
+use crate::catalog::{Catalog, Relation, RelationKind};
 use crate::connectors::{KeyedChanges, SourcePosition};
 use crate::error::Result;
 use crate::state::{WriteBatch, feed_errors_prefix, feed_position_key};
-use crate::stream::coordinator::{Backoff, Coordinator};
+use crate::stream::RelationId;
 use crate::stream::ops::source_scan::{MAX_RECORDS_PER_EPOCH, bad_record_key, encode_bad_record};
 
 /// What the feed task keeps between rounds.

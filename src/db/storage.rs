@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::Relation;
+use crate::catalog::Relation;
 use crate::error::{Result, SqlError};
 use crate::state::{Snapshot, WriteBatch, relation_prefix};
 use crate::stream::ChangeBatch;
