@@ -26,6 +26,10 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+/// The catalog function a `CAST(text AS regclass)` of a computed name
+/// becomes ([`computed_regclass`]); `pg_functions` registers it.
+pub const REGCLASS_FUNCTION: &str = "freshet_regclass";
+
 /// Whether an error is DataFusion refusing a function rewritten here.
 pub fn lacks_function(error: &str) -> bool {
     error.contains("Invalid function 'array'")
@@ -116,7 +120,7 @@ impl VisitorMut for ComputedRegclass {
         if !is_regclass || !computed_text {
             return ControlFlow::Continue(());
         }
-        let text = format!("{}({inner})", super::pg_functions::REGCLASS_FUNCTION);
+        let text = format!("{REGCLASS_FUNCTION}({inner})");
         if let Ok(replacement) = Parser::new(&PostgreSqlDialect {}).try_with_sql(&text).and_then(|mut p| p.parse_expr())
         {
             *expr = replacement;

@@ -97,7 +97,7 @@ impl Function {
             Function::TypeIsVisible => "pg_type_is_visible",
             Function::QuoteLiteral => "quote_literal",
             Function::EncodingToChar => "pg_encoding_to_char",
-            Function::Regclass => REGCLASS_FUNCTION,
+            Function::Regclass => super::compat::REGCLASS_FUNCTION,
         }
     }
 
@@ -148,10 +148,6 @@ fn size_pretty(bytes: i64) -> String {
     }
     format!("{bytes} bytes")
 }
-
-/// The function a `CAST(text AS regclass)` of a computed name becomes
-/// (see `compat`).
-pub const REGCLASS_FUNCTION: &str = "freshet_regclass";
 
 /// One of the functions, with the catalog it reads.
 pub struct CatalogFunction {
