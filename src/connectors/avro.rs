@@ -33,7 +33,7 @@ use datafusion::arrow::error::ArrowError;
 use parking_lot::Mutex;
 
 use super::ConnectorOptions;
-use super::decode::{Decoded, Payloads};
+use super::payload::{Decoded, Payloads};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// Option names.

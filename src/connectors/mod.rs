@@ -28,6 +28,7 @@ pub mod file;
 mod fuzz;
 pub mod kafka;
 pub mod nexmark;
+pub mod payload;
 pub mod postgres_cdc;
 pub mod sink;
 
