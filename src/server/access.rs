@@ -16,17 +16,13 @@ use pgwire::api::ClientInfo;
 use pgwire::api::results::Response;
 use pgwire::error::PgWireResult;
 
+use super::connection::session_user;
 use super::errors::to_pgwire;
 use super::hook::{no_rows_plan, respond};
 use crate::sql::Engine;
 
 pub struct AccessHook {
     pub engine: Arc<Engine>,
-}
-
-/// The session's role: the user name the client logged in with.
-pub fn session_user(client: &(impl ClientInfo + ?Sized)) -> String {
-    client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default()
 }
 
 fn is_role_statement(statement: &Statement) -> bool {

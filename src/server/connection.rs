@@ -25,6 +25,11 @@ tokio::task_local! {
     static IDLE_DEADLINE: watch::Sender<Option<Instant>>;
 }
 
+/// The session's role: the user name the client logged in with.
+pub(crate) fn session_user(client: &(impl pgwire::api::ClientInfo + ?Sized)) -> String {
+    client.metadata().get(pgwire::api::METADATA_USER).cloned().unwrap_or_default()
+}
+
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The id of the connection the current task serves, if any.

@@ -110,7 +110,7 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    let user = super::access::session_user(client);
+    let user = super::connection::session_user(client);
     crate::sql::access::check(engine, &user, statement).map_err(to_pgwire)?;
     crate::db::snapshot::begin_statement();
     let frame = engine.ctx.sql(&copy.query).await.map_err(|e| to_pgwire(SqlError::from_datafusion(&e)))?;

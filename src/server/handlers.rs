@@ -227,7 +227,7 @@ impl FreshetSimpleQuery {
                 && statements.len() == 1
             {
                 let statement = statements.remove(0);
-                let user = super::access::session_user(client);
+                let user = super::connection::session_user(client);
                 crate::sql::access::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
                 return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
             }
@@ -299,7 +299,7 @@ fn resolve_names<C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &str)
         return None;
     }
     let path = set.clone().unwrap_or_else(|| search_path::DEFAULT.to_string());
-    let schemas = search_path::schemas(&path, &super::access::session_user(client));
+    let schemas = search_path::schemas(&path, &super::connection::session_user(client));
     let expanded = search_path::expand_path_subqueries(sql, &schemas);
     let sql = expanded.as_deref().unwrap_or(sql);
     let qualified = match set {
@@ -481,7 +481,7 @@ impl FreshetExtendedQuery {
                 return Ok(postgres_text(served?.1));
             }
         }
-        let user = super::access::session_user(client);
+        let user = super::connection::session_user(client);
         let failed = client.transaction_status() == pgwire::messages::response::TransactionStatus::Error;
         if let Some(response) =
             super::prepared::execute_portal(&self.engine, &user, failed, text, &portal.result_column_format).await

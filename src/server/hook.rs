@@ -67,7 +67,7 @@ impl EngineHook {
     ) -> crate::error::Result<Outcome> {
         let outcome = outcome?;
         if let (None, Some(created)) = (existed, self.engine.created_relation(statement)) {
-            let user = super::access::session_user(client);
+            let user = super::connection::session_user(client);
             self.engine.record_creator(created, &user).await?;
         }
         Ok(outcome)

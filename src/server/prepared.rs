@@ -222,7 +222,7 @@ impl QueryHook for PreparedHook {
         let outcome = match statement {
             Statement::Prepare { name, .. } => self.prepare(name, statement, session_context).await,
             Statement::Execute { name: Some(name), parameters, immediate: false, using, .. } if using.is_empty() => {
-                let user = super::access::session_user(&*client);
+                let user = super::connection::session_user(&*client);
                 execute(&self.engine, &statement_name(name), parameters, &user).await
             }
             Statement::Deallocate { name, .. } => deallocate(name),
