@@ -224,7 +224,7 @@ impl InformationSchema {
     /// Primary keys: one constraint per keyed relation, and its columns.
     fn key_batches(&self) -> DfResult<(RecordBatch, RecordBatch)> {
         let keyed: Vec<_> = self.catalog.list_all().into_iter().filter(|r| !r.primary_key.is_empty()).collect();
-        let database = crate::sql::DATABASE.to_string();
+        let database = super::DATABASE.to_string();
         let constraint = |r: &super::Relation| format!("{}_pkey", r.name.name);
         let strings =
             |names: &[&str]| -> Vec<Field> { names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect() };

@@ -27,6 +27,9 @@ use crate::stream::rowcodec::RowCodec;
 use crate::stream::watermark::{self, ViewStats};
 use crate::stream::{ChangeBatch, RelationId};
 
+/// The database name clients connect to, and DataFusion's catalog name.
+pub const DATABASE: &str = "freshet";
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelationKind {
     Table,

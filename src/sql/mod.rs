@@ -53,8 +53,7 @@ use crate::state::{MemStore, StateStore};
 use crate::stream::RelationId;
 use crate::stream::state_table::StateBudget;
 
-/// The database name clients connect to, and DataFusion's catalog name.
-pub const DATABASE: &str = "freshet";
+pub use crate::catalog::DATABASE;
 
 /// What a statement produced.
 pub enum Outcome {
