@@ -21,7 +21,7 @@ use crate::connectors::{KeyedChanges, SourcePosition};
 use crate::error::Result;
 use crate::state::{WriteBatch, feed_errors_prefix, feed_position_key};
 use crate::stream::RelationId;
-use crate::stream::ops::source_scan::{MAX_RECORDS_PER_EPOCH, bad_record_key, encode_bad_record};
+use crate::stream::connector::{MAX_RECORDS_PER_EPOCH, bad_record_key, encode_bad_record};
 
 /// What the feed task keeps between rounds.
 #[derive(Default)]

@@ -240,7 +240,7 @@ impl SystemTable {
                 for view in readers.chain(self.catalog.list(RelationKind::Table)) {
                     for (source, prefix) in view.stats.bad_record_stores() {
                         snapshot.scan_prefix(&prefix, &mut |_, value| {
-                            if let Some(record) = crate::stream::ops::source_scan::decode_bad_record(value) {
+                            if let Some(record) = crate::stream::connector::decode_bad_record(value) {
                                 found.push((view.name.to_string(), source.clone(), record));
                             }
                         });

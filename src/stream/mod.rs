@@ -11,6 +11,7 @@
 //! nothing of SQL text or of the wire protocol.
 
 pub mod change;
+pub mod connector;
 pub mod ops;
 pub mod rowcodec;
 pub mod state_table;

@@ -21,15 +21,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 
 use crate::catalog::TableWatermark;
-use crate::connectors::{BadRecord, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
+use crate::stream::connector::{
+    BadRecord, MAX_RECORDS_PER_EPOCH, SourcePosition, SourceReader, bad_record_key, decode_bad_record, encode_bad_record,
+};
 use crate::stream::state_table::{StateContext, ValueState};
 use crate::stream::watermark::{self, ViewStats, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
-
-/// Most records one epoch reads from one source.
-pub const MAX_RECORDS_PER_EPOCH: usize = 100_000;
 
 /// What the state holds: the position and the watermark after it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,34 +77,6 @@ impl Progress {
             watermark: (flag != 0).then(|| i64::from_be_bytes(field(17..25).unwrap_or_default())),
         })
     }
-}
-
-/// A bad record as stored: partition and offset are its key.
-pub fn bad_record_key(record: &BadRecord) -> Vec<u8> {
-    let mut key = Vec::with_capacity(12);
-    key.extend_from_slice(&record.partition.to_be_bytes());
-    key.extend_from_slice(&record.offset.to_be_bytes());
-    key
-}
-
-pub fn encode_bad_record(record: &BadRecord) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(16 + record.payload.len() + record.error.len());
-    bytes.extend_from_slice(&record.partition.to_be_bytes());
-    bytes.extend_from_slice(&record.offset.to_be_bytes());
-    bytes.extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&record.payload);
-    bytes.extend_from_slice(record.error.as_bytes());
-    bytes
-}
-
-/// The inverse of [`encode_bad_record`]; `None` for bytes it did not write.
-pub fn decode_bad_record(bytes: &[u8]) -> Option<BadRecord> {
-    let partition = i32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?);
-    let offset = i64::from_be_bytes(bytes.get(4..12)?.try_into().ok()?);
-    let length = u32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?) as usize;
-    let payload = bytes.get(16..16 + length)?.to_vec();
-    let error = String::from_utf8_lossy(bytes.get(16 + length..)?).into_owned();
-    Some(BadRecord { partition, offset, payload, error })
 }
 
 /// Where a source scan keeps its bad records: under its own prefix.

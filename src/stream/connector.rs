@@ -1,0 +1,179 @@
+//! What the stream layer needs of a connector, and nothing of how one works:
+//! the [`SourceReader`] a source scan (or a connector-fed table) reads, the
+//! position it keeps in its state, and the records that did not make a row.
+//! Implementations live in `crate::connectors`, which depends on this module;
+//! this module never names `connectors`.
+
+use std::collections::BTreeMap;
+
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::error::Result;
+
+/// Most records one epoch reads from one source.
+pub const MAX_RECORDS_PER_EPOCH: usize = 100_000;
+
+/// How far a reader has read: a count of the connector's records (events,
+/// rows) consumed, and when reading started (for paced generators).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePosition {
+    pub next: u64,
+    /// Epoch time of the first read, nanoseconds (0: not started).
+    pub started_nanos: i64,
+    /// Partitioned connectors (Kafka): the next offset to read, per
+    /// partition (empty: not started).
+    pub offsets: BTreeMap<i32, i64>,
+}
+
+impl SourcePosition {
+    /// As stored with a connector-fed table's rows.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(20 + 12 * self.offsets.len());
+        bytes.extend_from_slice(&self.next.to_be_bytes());
+        bytes.extend_from_slice(&self.started_nanos.to_be_bytes());
+        bytes.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
+        for (partition, offset) in &self.offsets {
+            bytes.extend_from_slice(&partition.to_be_bytes());
+            bytes.extend_from_slice(&offset.to_be_bytes());
+        }
+        bytes
+    }
+
+    /// The inverse of [`encode`](Self::encode); `None` for other bytes.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let next = u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
+        let started_nanos = i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        let count = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
+        let mut offsets = BTreeMap::new();
+        for i in 0..count {
+            let at = 20 + 12 * i;
+            let partition = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+            offsets.insert(partition, i64::from_be_bytes(bytes.get(at + 4..at + 12)?.try_into().ok()?));
+        }
+        Some(Self { next, started_nanos, offsets })
+    }
+}
+
+/// A record that did not become a row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+/// What a changelog connector read (Postgres CDC, `FORMAT UPSERT`,
+/// `FORMAT DEBEZIUM`): rows in the order they happened, each either the
+/// new version of the row with its primary key (an upsert) or, where
+/// `deletes` is true, the deletion of the row with that key (only the key
+/// columns of such a row are meaningful).
+pub struct KeyedChanges {
+    pub rows: RecordBatch,
+    pub deletes: BooleanArray,
+    /// Cells (row, column) of upserts that the upstream did not send
+    /// because they did not change (Postgres leaves unchanged TOASTed
+    /// values out of an UPDATE): they keep the stored row's value.
+    pub unchanged: Vec<(u32, u32)>,
+}
+
+impl KeyedChanges {
+    /// Rows that are all upserts.
+    pub fn upserts(rows: RecordBatch) -> Self {
+        let deletes = BooleanArray::from(vec![false; rows.num_rows()]);
+        Self { rows, deletes, unchanged: Vec::new() }
+    }
+}
+
+/// Reads a source's rows.
+pub trait SourceReader: Send + Sync {
+    /// The rows' schema.
+    fn schema(&self) -> SchemaRef;
+    /// Up to `max_records` records after `position` among those due at
+    /// `now_nanos`, as rows; advances `position`. Records that do not make
+    /// a row go to `bad` (or fail the read, if the source says so).
+    fn read(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<RecordBatch>;
+    /// No record will come after `position` (a finite source read to its end).
+    fn exhausted(&self, position: &SourcePosition) -> bool;
+    /// Checks, at CREATE SOURCE, that the connector can be read (e.g. the
+    /// broker answers and the topic exists). Not called at recovery, so a
+    /// system that is down then does not keep the catalog from loading.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    /// A reader of its own for one more view, for readers holding a
+    /// connection; `None` when one reader can serve every view.
+    fn instance(&self) -> Option<std::sync::Arc<dyn SourceReader>> {
+        None
+    }
+    /// Whether a read from a position at an epoch time reads the same
+    /// records again later (generators: yes). A Kafka read takes what the
+    /// consumer has fetched so far, which a replay cannot repeat, so views
+    /// reading such a source checkpoint every epoch instead of replaying.
+    fn replayable(&self) -> bool {
+        true
+    }
+    /// How reading goes, for readers of external systems ("reading",
+    /// "retrying: <error>"); `None` for generators.
+    fn status(&self) -> Option<String> {
+        None
+    }
+    /// Whether the connector yields keyed changes (upserts and deletes by
+    /// primary key) rather than appended rows: such a connector feeds a
+    /// table with a primary key, through [`read_changes`](Self::read_changes).
+    fn keyed(&self) -> bool {
+        false
+    }
+    /// [`read`](Self::read) for keyed connectors.
+    fn read_changes(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<KeyedChanges> {
+        Ok(KeyedChanges::upserts(self.read(position, now_nanos, max_records, bad)?))
+    }
+    /// The epoch holding what was read up to `position` is committed: a
+    /// connector whose upstream keeps data until told (a replication slot)
+    /// may let it go now.
+    fn committed(&self, _position: &SourcePosition) {}
+    /// The relation reading this connector was dropped: release what it
+    /// holds upstream (a replication slot).
+    fn release(&self) {}
+}
+
+/// A bad record as stored: partition and offset are its key.
+pub fn bad_record_key(record: &BadRecord) -> Vec<u8> {
+    let mut key = Vec::with_capacity(12);
+    key.extend_from_slice(&record.partition.to_be_bytes());
+    key.extend_from_slice(&record.offset.to_be_bytes());
+    key
+}
+
+pub fn encode_bad_record(record: &BadRecord) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + record.payload.len() + record.error.len());
+    bytes.extend_from_slice(&record.partition.to_be_bytes());
+    bytes.extend_from_slice(&record.offset.to_be_bytes());
+    bytes.extend_from_slice(&(record.payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&record.payload);
+    bytes.extend_from_slice(record.error.as_bytes());
+    bytes
+}
+
+/// The inverse of [`encode_bad_record`]; `None` for bytes it did not write.
+pub fn decode_bad_record(bytes: &[u8]) -> Option<BadRecord> {
+    let partition = i32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?);
+    let offset = i64::from_be_bytes(bytes.get(4..12)?.try_into().ok()?);
+    let length = u32::from_be_bytes(bytes.get(12..16)?.try_into().ok()?) as usize;
+    let payload = bytes.get(16..16 + length)?.to_vec();
+    let error = String::from_utf8_lossy(bytes.get(16 + length..)?).into_owned();
+    Some(BadRecord { partition, offset, payload, error })
+}
