@@ -31,18 +31,12 @@ pub const BOOTSTRAP_ROLE: &str = "freshet";
 
 /// Key prefix of role records.
 pub const ROLE_PREFIX: &[u8] = b"a";
-/// Key prefix of relation access records.
-pub const ACL_PREFIX: &[u8] = b"g";
+pub use crate::state::{ACL_PREFIX, acl_key};
 
 pub fn role_key(name: &str) -> Vec<u8> {
     let mut key = ROLE_PREFIX.to_vec();
     key.extend_from_slice(name.as_bytes());
     key
-}
-
-pub fn acl_key(relation: RelationId) -> [u8; 5] {
-    let id = relation.to_be_bytes();
-    [b'g', id[0], id[1], id[2], id[3]]
 }
 
 /// Table privileges, as bits.

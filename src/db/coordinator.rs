@@ -983,7 +983,7 @@ impl EpochGuard<'_> {
         snapshot.scan_prefix(&view_state_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
         batch.delete(catalog_key(relation.id).to_vec());
         batch.delete(crate::state::comment_key(relation.id).to_vec());
-        batch.delete(crate::catalog::access::acl_key(relation.id).to_vec());
+        batch.delete(crate::state::acl_key(relation.id).to_vec());
         batch.delete(failure_key(relation.id).to_vec());
         batch.delete(watermark_key(relation.id).to_vec());
         batch.delete(crate::state::feed_position_key(relation.id).to_vec());

@@ -117,6 +117,15 @@ pub fn comment_key(relation_id: u32) -> [u8; 5] {
     [b'd', id[0], id[1], id[2], id[3]]
 }
 
+/// Key prefix of relation access records (owner and grants).
+pub const ACL_PREFIX: &[u8] = b"g";
+
+/// Key of a relation's access record.
+pub fn acl_key(relation_id: u32) -> [u8; 5] {
+    let id = relation_id.to_be_bytes();
+    [b'g', id[0], id[1], id[2], id[3]]
+}
+
 /// Prefix of all relations' comments.
 pub const COMMENT_PREFIX: &[u8] = b"d";
 
