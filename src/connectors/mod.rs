@@ -32,56 +32,14 @@ pub mod payload;
 pub mod postgres_cdc;
 pub mod sink;
 
-use std::collections::BTreeMap;
-
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::{Result, SqlError, sqlstate};
-pub use crate::stream::connector::{BadRecord, KeyedChanges, SourcePosition, SourceReader};
+pub use crate::stream::connector::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
 
 /// The option through which a table hands its primary-key column names
 /// (comma-separated) to a keyed connector.
 pub const PRIMARY_KEY_OPTION: &str = "primary_key";
-
-/// A source's connector options, as given in WITH (…).
-#[derive(Clone, Debug, Default)]
-pub struct ConnectorOptions {
-    pub values: BTreeMap<String, String>,
-}
-
-impl ConnectorOptions {
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
-    }
-
-    pub fn connector(&self) -> Option<&str> {
-        self.get("connector")
-    }
-
-    /// An integer option, or `default`.
-    pub fn integer(&self, key: &str, default: u64) -> Result<u64> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(text) => text.trim().parse().map_err(|_| {
-                SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
-                    format!("option {key} = '{text}' is not a whole number"),
-                )
-            }),
-        }
-    }
-
-    /// Fails naming the first option no part of the connector knows.
-    pub fn reject_unknown(&self, known: &dyn Fn(&str) -> bool) -> Result<()> {
-        match self.values.keys().find(|k| !known(k)) {
-            None => Ok(()),
-            Some(key) => Err(SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                format!("unrecognized option \"{key}\" for connector '{}'", self.connector().unwrap_or("")),
-            )),
-        }
-    }
-}
 
 /// The reader of a source; `declared` is the column list of CREATE SOURCE
 /// (`None` when left to the connector).

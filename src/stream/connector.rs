@@ -1,15 +1,18 @@
 //! What the stream layer needs of a connector, and nothing of how one works:
 //! the [`SourceReader`] a source scan (or a connector-fed table) reads, the
 //! position it keeps in its state, and the records that did not make a row.
-//! Implementations live in `crate::connectors`, which depends on this module;
-//! this module never names `connectors`.
+//! The options a connector is created from and the [`SinkWriter`] a sink's
+//! delivery task writes to are here too. Implementations live in
+//! `crate::connectors`, which depends on this module; this module never
+//! names `connectors`.
 
 use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::error::Result;
+use super::ChangeBatch;
+use crate::error::{Result, SqlError, sqlstate};
 
 /// Most records one epoch reads from one source.
 pub const MAX_RECORDS_PER_EPOCH: usize = 100_000;
@@ -176,4 +179,57 @@ pub fn decode_bad_record(bytes: &[u8]) -> Option<BadRecord> {
     let payload = bytes.get(16..16 + length)?.to_vec();
     let error = String::from_utf8_lossy(bytes.get(16 + length..)?).into_owned();
     Some(BadRecord { partition, offset, payload, error })
+}
+
+/// A source's connector options, as given in WITH (…).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectorOptions {
+    pub values: BTreeMap<String, String>,
+}
+
+impl ConnectorOptions {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    pub fn connector(&self) -> Option<&str> {
+        self.get("connector")
+    }
+
+    /// An integer option, or `default`.
+    pub fn integer(&self, key: &str, default: u64) -> Result<u64> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(text) => text.trim().parse().map_err(|_| {
+                SqlError::new(
+                    sqlstate::INVALID_PARAMETER_VALUE,
+                    format!("option {key} = '{text}' is not a whole number"),
+                )
+            }),
+        }
+    }
+
+    /// Fails naming the first option no part of the connector knows.
+    pub fn reject_unknown(&self, known: &dyn Fn(&str) -> bool) -> Result<()> {
+        match self.values.keys().find(|k| !known(k)) {
+            None => Ok(()),
+            Some(key) => Err(SqlError::new(
+                sqlstate::INVALID_PARAMETER_VALUE,
+                format!("unrecognized option \"{key}\" for connector '{}'", self.connector().unwrap_or("")),
+            )),
+        }
+    }
+}
+
+/// Writes epochs to an external system, exactly once.
+pub trait SinkWriter: Send + Sync {
+    /// The last epoch the external system holds from this sink (`None`:
+    /// none yet). Asked before the first write and after any failure.
+    fn delivered(&self) -> Result<Option<u64>>;
+    /// Writes one epoch's changes and the epoch number, atomically.
+    fn write(&self, epoch: u64, changes: &ChangeBatch) -> Result<()>;
+    /// Checks, at CREATE SINK, that the target can be written.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -42,22 +42,10 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use super::ConnectorOptions;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::stream::ChangeBatch;
+pub use crate::stream::connector::SinkWriter;
 
 /// The SQLSTATE of a sink error no retry can mend (the sink fails).
 pub const PERMANENT: &str = sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE;
-
-/// Writes epochs to an external system, exactly once.
-pub trait SinkWriter: Send + Sync {
-    /// The last epoch the external system holds from this sink (`None`:
-    /// none yet). Asked before the first write and after any failure.
-    fn delivered(&self) -> Result<Option<u64>>;
-    /// Writes one epoch's changes and the epoch number, atomically.
-    fn write(&self, epoch: u64, changes: &ChangeBatch) -> Result<()>;
-    /// Checks, at CREATE SINK, that the target can be written.
-    fn check(&self) -> Result<()> {
-        Ok(())
-    }
-}
 
 /// The shape of what a sink writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
