@@ -13,19 +13,19 @@ pub mod pg_catalog;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::{ScalarValue, TableReference};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::PhysicalExpr;
 use parking_lot::{Mutex, RwLock};
 
-use crate::connectors::SourceReader;
 use crate::error::{Result, SqlError};
+use crate::stream::RelationId;
+use crate::stream::connector::{ConnectorOptions, SinkWriter, SourceReader};
 use crate::stream::rowcodec::RowCodec;
+/// A table's watermark definition and state, kept by the stream layer
+/// (source scans advance it too).
+pub use crate::stream::watermark::TableWatermark;
 use crate::stream::watermark::{self, ViewStats};
-use crate::stream::{ChangeBatch, RelationId};
 
 /// The database name clients connect to, and DataFusion's catalog name.
 pub const DATABASE: &str = "freshet";
@@ -92,9 +92,9 @@ pub struct Relation {
     pub reader: Option<Arc<dyn SourceReader>>,
     /// A source's connector options (a postgres-cdc source's settings, read
     /// by the tables created FROM it).
-    pub connector_options: Option<crate::connectors::ConnectorOptions>,
+    pub connector_options: Option<ConnectorOptions>,
     /// A sink's writer.
-    pub sink: Option<Arc<dyn crate::connectors::sink::SinkWriter>>,
+    pub sink: Option<Arc<dyn SinkWriter>>,
     /// Columns that carry a watermark: a table's watermark column, the
     /// columns of a materialized view derived from its inputs' watermarks.
     pub watermarked: Vec<usize>,
@@ -108,60 +108,6 @@ pub struct Relation {
     /// COMMENT ON text: 0 for the relation, n for its n-th column (as
     /// `pg_description.objsubid` numbers them).
     pub comments: Mutex<BTreeMap<i32, String>>,
-}
-
-/// `WATERMARK FOR column AS expression` of a table.
-pub struct TableWatermark {
-    pub column: usize,
-    /// Over the table's columns; of the column's type.
-    pub expression: Arc<dyn PhysicalExpr>,
-    /// The expression as written.
-    pub text: String,
-    /// As of the last committed epoch (`None` before the first row).
-    pub value: Mutex<Option<ScalarValue>>,
-    /// With no inserted row for this long (nanoseconds) the table is idle:
-    /// it no longer holds back watermarks combined with others'.
-    pub idle_timeout: Option<i64>,
-    /// Epoch time of the last insert (or of the server's start), and
-    /// whether the last epoch found the table idle.
-    pub last_insert: Mutex<i64>,
-    pub idle: Mutex<bool>,
-}
-
-impl TableWatermark {
-    /// Whether the table is idle at epoch time `now`.
-    pub fn idle_at(&self, now: i64) -> bool {
-        self.idle_timeout.is_some_and(|timeout| now.saturating_sub(*self.last_insert.lock()) >= timeout)
-    }
-
-    /// The watermark once `change` is applied: the largest expression value
-    /// of the inserted rows, if above the current one.
-    pub fn advance(
-        &self,
-        current: Option<ScalarValue>,
-        change: &ChangeBatch,
-        data_type: &DataType,
-    ) -> Result<Option<ScalarValue>> {
-        let inserted = datafusion::arrow::compute::kernels::cmp::gt(
-            &change.weights,
-            &datafusion::arrow::array::Int64Array::new_scalar(0),
-        )?;
-        let rows = datafusion::arrow::compute::filter_record_batch(&change.rows, &inserted)?;
-        if rows.num_rows() == 0 {
-            return Ok(current);
-        }
-        let values = self.expression.evaluate(&rows)?.into_array(rows.num_rows())?;
-        let values = cast(&values, &DataType::Int64)?;
-        let values = values
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .ok_or_else(|| SqlError::internal("watermark values are not integers"))?;
-        let highest = match datafusion::arrow::compute::max(values) {
-            Some(v) if values.null_count() < values.len() => Some(watermark::from_i64(v, data_type)?),
-            _ => None,
-        };
-        Ok(watermark::max_value(current, highest))
-    }
 }
 
 impl Relation {

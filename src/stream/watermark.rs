@@ -348,6 +348,60 @@ impl ViewStats {
     }
 }
 
+/// `WATERMARK FOR column AS expression` of a table.
+pub struct TableWatermark {
+    pub column: usize,
+    /// Over the table's columns; of the column's type.
+    pub expression: Arc<dyn PhysicalExpr>,
+    /// The expression as written.
+    pub text: String,
+    /// As of the last committed epoch (`None` before the first row).
+    pub value: parking_lot::Mutex<Option<ScalarValue>>,
+    /// With no inserted row for this long (nanoseconds) the table is idle:
+    /// it no longer holds back watermarks combined with others'.
+    pub idle_timeout: Option<i64>,
+    /// Epoch time of the last insert (or of the server's start), and
+    /// whether the last epoch found the table idle.
+    pub last_insert: parking_lot::Mutex<i64>,
+    pub idle: parking_lot::Mutex<bool>,
+}
+
+impl TableWatermark {
+    /// Whether the table is idle at epoch time `now`.
+    pub fn idle_at(&self, now: i64) -> bool {
+        self.idle_timeout.is_some_and(|timeout| now.saturating_sub(*self.last_insert.lock()) >= timeout)
+    }
+
+    /// The watermark once `change` is applied: the largest expression value
+    /// of the inserted rows, if above the current one.
+    pub fn advance(
+        &self,
+        current: Option<ScalarValue>,
+        change: &crate::stream::ChangeBatch,
+        data_type: &DataType,
+    ) -> Result<Option<ScalarValue>> {
+        let inserted = datafusion::arrow::compute::kernels::cmp::gt(
+            &change.weights,
+            &datafusion::arrow::array::Int64Array::new_scalar(0),
+        )?;
+        let rows = datafusion::arrow::compute::filter_record_batch(&change.rows, &inserted)?;
+        if rows.num_rows() == 0 {
+            return Ok(current);
+        }
+        let values = self.expression.evaluate(&rows)?.into_array(rows.num_rows())?;
+        let values = datafusion::arrow::compute::cast(&values, &DataType::Int64)?;
+        let values = values
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .ok_or_else(|| SqlError::internal("watermark values are not integers"))?;
+        let highest = match datafusion::arrow::compute::max(values) {
+            Some(v) if values.null_count() < values.len() => Some(from_i64(v, data_type)?),
+            _ => None,
+        };
+        Ok(max_value(current, highest))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
 
-use crate::catalog::TableWatermark;
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
 use crate::stream::connector::{
-    BadRecord, MAX_RECORDS_PER_EPOCH, SourcePosition, SourceReader, bad_record_key, decode_bad_record, encode_bad_record,
+    BadRecord, MAX_RECORDS_PER_EPOCH, SourcePosition, SourceReader, bad_record_key, decode_bad_record,
+    encode_bad_record,
 };
 use crate::stream::state_table::{StateContext, ValueState};
+use crate::stream::watermark::TableWatermark;
 use crate::stream::watermark::{self, ViewStats, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
