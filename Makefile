@@ -15,9 +15,11 @@ deps:
 run: deps
 	cargo run --release --bin freshet -- serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 
-# Clippy first: the crate denies unwrap, expect, indexing and string
-# slicing (src/lib.rs), so a read that could panic on input fails here.
+# First the house rules: no import cycle between files and no module
+# importing one above it (scripts/check-imports.py), then clippy (the crate
+# denies unwrap, expect, indexing and string slicing: src/lib.rs).
 test: deps
+	python3 scripts/check-imports.py src --tests > /dev/null || python3 scripts/check-imports.py src --tests
 	cargo clippy --lib
 	cargo test --no-fail-fast
 
