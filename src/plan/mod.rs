@@ -39,6 +39,8 @@ use crate::stream::watermark::{self, Derivation, ViewStats};
 use crate::stream::{EpochInput, Operator, RelationId};
 
 mod explain;
+#[cfg(test)]
+mod harness;
 mod interval;
 mod subqueries;
 pub mod temporal;

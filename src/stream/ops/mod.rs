@@ -3,6 +3,11 @@
 //! Linear operators (scan, filter, project, union, constant) map change
 //! batches; stateful ones (aggregate, join, top-N) keep keyed state and emit
 //! the difference between their output before and after each epoch.
+//!
+//! Each stateful operator is tested in `plan::harness` (`src/plan/harness/`):
+//! driven through the planner, epoch by epoch, with random inserts, updates
+//! and deletes, checkpoints, crashes and a tiny cache budget, its output is
+//! compared with DataFusion's answer to the same query over the same rows.
 
 pub mod aggregate;
 pub mod constant;

@@ -1,0 +1,169 @@
+//! The harness's cases, grouped by the operator they put under test. Each
+//! runs as every [`RUNS`] entry: in memory, over two workers, and from the
+//! store under a one-byte cache budget.
+
+use super::{Case, RUNS, check};
+
+async fn check_all(cases: &[Case]) {
+    for case in cases {
+        for run in RUNS {
+            if let Err(error) = check(case, run).await {
+                panic!("{}", error.message);
+            }
+        }
+    }
+}
+
+/// `stream::ops::aggregate`: retractable accumulators (count, sum, avg),
+/// groups recomputed from their rows (min, max, DISTINCT, ordered
+/// string_agg), one global group, HAVING above it.
+#[tokio::test]
+async fn aggregate() {
+    check_all(&[
+        Case::new("retractable", "SELECT k, count(*) AS n, count(v) AS nv, sum(v) AS s, avg(v) AS a FROM t1 GROUP BY k"),
+        Case::new(
+            "recomputed",
+            "SELECT k, min(v) AS lo, max(v) AS hi, count(DISTINCT v) AS d, \
+             string_agg(CAST(v AS TEXT), ',' ORDER BY v) AS vs, bool_and(v > 0) AS pos FROM t1 GROUP BY k",
+        ),
+        Case::new("global", "SELECT count(*) AS n, sum(v) AS s, max(v) AS m FROM t1"),
+        Case::new("having", "SELECT k, sum(v) AS s FROM t1 GROUP BY k HAVING count(*) > 2"),
+        Case::new("two keys", "SELECT k, v, count(*) AS n FROM t1 GROUP BY k, v"),
+    ])
+    .await;
+}
+
+/// DISTINCT and UNION are group-bys without aggregates.
+#[tokio::test]
+async fn distinct() {
+    check_all(&[
+        Case::new("select distinct", "SELECT DISTINCT k, v FROM t1"),
+        Case::new("union", "SELECT k FROM t1 UNION SELECT k FROM t2"),
+        Case::new("count distinct only", "SELECT count(DISTINCT k) AS n FROM t1"),
+    ])
+    .await;
+}
+
+/// `stream::ops::join`: every join kind, a residual filter, and a join
+/// under an aggregate.
+#[tokio::test]
+async fn join() {
+    check_all(&[
+        Case::new("inner", "SELECT t1.id AS a, t2.id AS b, t1.v AS x, t2.v AS y FROM t1 JOIN t2 ON t1.k = t2.k"),
+        Case::new("left", "SELECT t1.id AS a, t2.id AS b FROM t1 LEFT JOIN t2 ON t1.k = t2.k"),
+        Case::new("right", "SELECT t1.id AS a, t2.id AS b FROM t1 RIGHT JOIN t2 ON t1.k = t2.k"),
+        Case::new("full with a residual", "SELECT t1.id AS a, t2.id AS b FROM t1 FULL JOIN t2 ON t1.k = t2.k AND t1.v < t2.v"),
+        Case::new("semi", "SELECT id, k FROM t1 WHERE EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k AND t2.v > 0)"),
+        Case::new("anti", "SELECT id, k FROM t1 WHERE NOT EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k)"),
+        Case::new("in", "SELECT id FROM t1 WHERE v IN (SELECT v FROM t2)"),
+        Case::new(
+            "aggregated",
+            "SELECT t1.k, count(*) AS n, sum(t2.v) AS s FROM t1 JOIN t2 ON t1.k = t2.k GROUP BY t1.k",
+        ),
+    ])
+    .await;
+}
+
+/// `stream::ops::topn`: ORDER BY … LIMIT, with an offset, ascending and
+/// descending with NULLs. The order includes `id`, so the answer is unique.
+#[tokio::test]
+async fn top_n() {
+    check_all(&[
+        Case::new("limit", "SELECT id, v FROM t1 ORDER BY v DESC NULLS LAST, id LIMIT 3"),
+        Case::new("offset", "SELECT id, k, v FROM t1 ORDER BY v NULLS FIRST, id LIMIT 4 OFFSET 2"),
+        Case::new("of an aggregate", "SELECT k, count(*) AS n FROM t1 GROUP BY k ORDER BY n DESC, k LIMIT 2"),
+    ])
+    .await;
+}
+
+/// `stream::ops::window`: ranking, group top-N over a rank, and other
+/// window functions with a frame.
+#[tokio::test]
+async fn window() {
+    check_all(&[
+        Case::new(
+            "ranking",
+            "SELECT id, k, row_number() OVER (PARTITION BY k ORDER BY v, id) AS rn, \
+             rank() OVER (PARTITION BY k ORDER BY v) AS r, dense_rank() OVER (PARTITION BY k ORDER BY v) AS dr FROM t1",
+        ),
+        Case::new(
+            "group top-n",
+            "SELECT id, k, v FROM (SELECT id, k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC, id) AS rn \
+             FROM t1) ranked WHERE rn <= 2",
+        ),
+        Case::new(
+            "lag and a frame",
+            "SELECT id, lag(v) OVER (PARTITION BY k ORDER BY id) AS prev, \
+             sum(v) OVER (PARTITION BY k ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s2 FROM t1",
+        ),
+    ])
+    .await;
+}
+
+/// `stream::ops::interval` (inside the join): rows leave the join's state
+/// as the watermarks pass them, and the join still equals the batch join.
+#[tokio::test]
+async fn interval_join() {
+    check_all(&[
+        Case::new(
+            "between",
+            "SELECT t1.id AS a, t2.id AS b FROM t1 JOIN t2 ON t1.k = t2.k \
+             AND t2.ts BETWEEN t1.ts - INTERVAL '2' SECOND AND t1.ts + INTERVAL '3' SECOND",
+        )
+        .watermarks(&[("t1", 4), ("t2", 4)]),
+        Case::new(
+            "window join",
+            "SELECT a.w, a.k, a.n, b.n AS m FROM \
+             (SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n FROM t1 GROUP BY 1, 2) a JOIN \
+             (SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n FROM t2 GROUP BY 1, 2) b \
+             ON a.w = b.w AND a.k = b.k",
+        )
+        .watermarks(&[("t1", 3), ("t2", 3)]),
+    ])
+    .await;
+}
+
+/// `stream::ops::event_time` with the aggregate: windows close as the
+/// watermark passes them; with EMIT ON WINDOW CLOSE the view holds the
+/// closed windows only, each once, final.
+#[tokio::test]
+async fn windowed_aggregate() {
+    const WINDOWS: &str =
+        "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n, sum(v) AS s FROM t1 GROUP BY 1, 2";
+    check_all(&[
+        Case::new("emit on update", WINDOWS).watermarks(&[("t1", 4)]),
+        Case::new("emit on window close", WINDOWS)
+            .watermarks(&[("t1", 4)])
+            .emit_on_window_close()
+            .oracle(
+                "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n, sum(v) AS s FROM t1 \
+                 WHERE date_bin(INTERVAL '5' SECOND, ts) < date_bin(INTERVAL '5' SECOND, {wm}) GROUP BY 1, 2",
+            ),
+    ])
+    .await;
+}
+
+/// `stream::ops::temporal_filter`: rows leave (`>`) or enter (`<=`) the
+/// view as the epochs' time passes.
+#[tokio::test]
+async fn temporal_filter() {
+    check_all(&[
+        Case::new("sliding", "SELECT id, ts FROM t1 WHERE ts > now() - INTERVAL '4' SECOND")
+            .oracle("SELECT id, ts FROM t1 WHERE ts > {now} - INTERVAL '4' SECOND"),
+        Case::new("due", "SELECT id, k FROM t1 WHERE ts <= now()").oracle("SELECT id, k FROM t1 WHERE ts <= {now}"),
+        Case::new("under an aggregate", "SELECT k, count(*) AS n FROM t1 WHERE ts > now() - INTERVAL '3' SECOND GROUP BY k")
+            .oracle("SELECT k, count(*) AS n FROM t1 WHERE ts > {now} - INTERVAL '3' SECOND GROUP BY k"),
+    ])
+    .await;
+}
+
+/// The harness itself: a view that differs from its batch query in one
+/// group's count is caught, with the difference in the message.
+#[tokio::test]
+async fn a_wrong_view_is_caught() {
+    let case = Case::new("off by one", "SELECT k, count(*) AS n FROM t1 GROUP BY k")
+        .oracle("SELECT k, count(*) + CASE WHEN k = 2 THEN 1 ELSE 0 END AS n FROM t1 GROUP BY k");
+    let Err(error) = check(&case, RUNS[0]).await else { panic!("the harness accepted a wrong view") };
+    assert!(error.message.contains("the view differs from the batch query"), "{}", error.message);
+    assert!(error.message.contains("missing from the view"), "{}", error.message);
+}
