@@ -20,7 +20,10 @@ async fn check_all(cases: &[Case]) {
 #[tokio::test]
 async fn aggregate() {
     check_all(&[
-        Case::new("retractable", "SELECT k, count(*) AS n, count(v) AS nv, sum(v) AS s, avg(v) AS a FROM t1 GROUP BY k"),
+        Case::new(
+            "retractable",
+            "SELECT k, count(*) AS n, count(v) AS nv, sum(v) AS s, avg(v) AS a FROM t1 GROUP BY k",
+        ),
         Case::new(
             "recomputed",
             "SELECT k, min(v) AS lo, max(v) AS hi, count(DISTINCT v) AS d, \
@@ -52,7 +55,10 @@ async fn join() {
         Case::new("inner", "SELECT t1.id AS a, t2.id AS b, t1.v AS x, t2.v AS y FROM t1 JOIN t2 ON t1.k = t2.k"),
         Case::new("left", "SELECT t1.id AS a, t2.id AS b FROM t1 LEFT JOIN t2 ON t1.k = t2.k"),
         Case::new("right", "SELECT t1.id AS a, t2.id AS b FROM t1 RIGHT JOIN t2 ON t1.k = t2.k"),
-        Case::new("full with a residual", "SELECT t1.id AS a, t2.id AS b FROM t1 FULL JOIN t2 ON t1.k = t2.k AND t1.v < t2.v"),
+        Case::new(
+            "full with a residual",
+            "SELECT t1.id AS a, t2.id AS b FROM t1 FULL JOIN t2 ON t1.k = t2.k AND t1.v < t2.v",
+        ),
         Case::new("semi", "SELECT id, k FROM t1 WHERE EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k AND t2.v > 0)"),
         Case::new("anti", "SELECT id, k FROM t1 WHERE NOT EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k)"),
         Case::new("in", "SELECT id FROM t1 WHERE v IN (SELECT v FROM t2)"),
@@ -132,13 +138,10 @@ async fn windowed_aggregate() {
         "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n, sum(v) AS s FROM t1 GROUP BY 1, 2";
     check_all(&[
         Case::new("emit on update", WINDOWS).watermarks(&[("t1", 4)]),
-        Case::new("emit on window close", WINDOWS)
-            .watermarks(&[("t1", 4)])
-            .emit_on_window_close()
-            .oracle(
-                "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n, sum(v) AS s FROM t1 \
+        Case::new("emit on window close", WINDOWS).watermarks(&[("t1", 4)]).emit_on_window_close().oracle(
+            "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n, sum(v) AS s FROM t1 \
                  WHERE date_bin(INTERVAL '5' SECOND, ts) < date_bin(INTERVAL '5' SECOND, {wm}) GROUP BY 1, 2",
-            ),
+        ),
     ])
     .await;
 }
@@ -151,8 +154,11 @@ async fn temporal_filter() {
         Case::new("sliding", "SELECT id, ts FROM t1 WHERE ts > now() - INTERVAL '4' SECOND")
             .oracle("SELECT id, ts FROM t1 WHERE ts > {now} - INTERVAL '4' SECOND"),
         Case::new("due", "SELECT id, k FROM t1 WHERE ts <= now()").oracle("SELECT id, k FROM t1 WHERE ts <= {now}"),
-        Case::new("under an aggregate", "SELECT k, count(*) AS n FROM t1 WHERE ts > now() - INTERVAL '3' SECOND GROUP BY k")
-            .oracle("SELECT k, count(*) AS n FROM t1 WHERE ts > {now} - INTERVAL '3' SECOND GROUP BY k"),
+        Case::new(
+            "under an aggregate",
+            "SELECT k, count(*) AS n FROM t1 WHERE ts > now() - INTERVAL '3' SECOND GROUP BY k",
+        )
+        .oracle("SELECT k, count(*) AS n FROM t1 WHERE ts > {now} - INTERVAL '3' SECOND GROUP BY k"),
     ])
     .await;
 }

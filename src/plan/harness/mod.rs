@@ -352,7 +352,8 @@ pub async fn check(case: &Case, run: Run) -> Result<()> {
             }
         }
         let checkpoint = epoch == 1 || rng.random_bool(0.3);
-        let context = StateContext { snapshot: store.snapshot(), budget: budget.clone(), fresh: epoch == 1, checkpoint };
+        let context =
+            StateContext { snapshot: store.snapshot(), budget: budget.clone(), fresh: epoch == 1, checkpoint };
         let (output, writes) = flow.step(&record, context)?;
         store.commit(epoch, writes)?;
         let rows = formatted(&output.rows)?;
@@ -378,8 +379,12 @@ pub async fn check(case: &Case, run: Run) -> Result<()> {
             crashes += 1;
             flow.rebuild()?;
             for replayed in &since_checkpoint {
-                let context =
-                    StateContext { snapshot: store.snapshot(), budget: budget.clone(), fresh: false, checkpoint: false };
+                let context = StateContext {
+                    snapshot: store.snapshot(),
+                    budget: budget.clone(),
+                    fresh: false,
+                    checkpoint: false,
+                };
                 // Its output was given before the crash; its writes are
                 // dropped, as the coordinator drops a replayed epoch's.
                 flow.step(replayed, context)?;
