@@ -58,6 +58,7 @@ RANK = {
     'stream': 10,
     'state': 5,
     'error': 0,
+    'duration': 0,
 }
 # (written module prefix, modules allowed to name it, why)
 INTERNAL = [

@@ -18,6 +18,7 @@
 pub mod catalog;
 pub mod connectors;
 pub mod db;
+pub mod duration;
 pub mod error;
 pub mod plan;
 pub mod server;

@@ -104,20 +104,3 @@ pub fn due(position: &SourcePosition, now_nanos: i64, gap_nanos: u64) -> u64 {
     // The first record is due at the start.
     elapsed / gap_nanos + 1
 }
-
-/// `'10 seconds'`, `'2h'`, `'1 day'` as nanoseconds.
-pub fn parse_duration(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().ok()?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let seconds = match unit.trim_end_matches('s') {
-        "" | "sec" | "second" => 1,
-        "m" | "min" | "minute" => 60,
-        "h" | "hour" => 3600,
-        "d" | "day" => 86_400,
-        _ => return None,
-    };
-    number.checked_mul(seconds)?.checked_mul(1_000_000_000)
-}

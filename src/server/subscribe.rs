@@ -194,20 +194,6 @@ fn target(t: &[Tok], at: usize) -> Result<(Target, usize)> {
     Ok((Target { relation, snapshot }, end))
 }
 
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim().to_lowercase().as_str() {
-        "" | "s" | "sec" | "second" | "seconds" => number,
-        "ms" | "millisecond" | "milliseconds" => number / 1000.0,
-        "min" | "minute" | "minutes" => number * 60.0,
-        _ => return None,
-    };
-    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
-}
-
 /// The statement in `sql`, if it is one this module serves. FETCH and
 /// CLOSE are recognized in any form; whether they name a subscription
 /// cursor is for the caller to check.
@@ -302,7 +288,7 @@ pub fn parse(sql: &str) -> Option<Result<Command>> {
             };
             let timeout = match options.get("timeout") {
                 None => None,
-                Some(text) => match parse_duration(text) {
+                Some(text) => match crate::duration::parse(text, crate::duration::Unit::Seconds) {
                     Some(d) => Some(d),
                     None => {
                         return Some(Err(SqlError::new(

@@ -71,20 +71,9 @@ pub fn rows_until(response: Response, deadline: Option<Instant>) -> Response {
 const IDLE_IN_TRANSACTION_SETTING: &str = "idle_in_transaction_session_timeout";
 
 /// A duration setting in milliseconds: a plain number is milliseconds, as
-/// in PostgreSQL; `ms`, `s`, `min` and `h` units are understood.
-pub fn parse_millis(text: &str) -> Option<u64> {
-    let text = text.trim().trim_matches('\'').trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let number: u64 = number.parse().ok()?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "ms" => 1,
-        "s" => 1_000,
-        "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(scale)
+/// in PostgreSQL; any unit `crate::duration` reads is understood.
+fn parse_millis(text: &str) -> Option<u64> {
+    u64::try_from(crate::duration::parse(text, crate::duration::Unit::Milliseconds)?.as_millis()).ok()
 }
 
 /// Called when a statement (or an extended-protocol Sync) has been answered:

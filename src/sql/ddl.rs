@@ -89,12 +89,16 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
                 format!("{} needs a WATERMARK FOR clause", syntax::WATERMARK_IDLE_TIMEOUT),
             ));
         }
-        Some(text) => Some(crate::connectors::parse_duration(&text).filter(|n| *n > 0).ok_or_else(|| {
-            SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                format!("{} = '{text}' is not a duration like '10 seconds'", syntax::WATERMARK_IDLE_TIMEOUT),
-            )
-        })?),
+        Some(text) => {
+            Some(crate::duration::parse_nanos(&text, crate::duration::Unit::Seconds).filter(|n| *n > 0).ok_or_else(
+                || {
+                    SqlError::new(
+                        sqlstate::INVALID_PARAMETER_VALUE,
+                        format!("{} = '{text}' is not a duration like '10 seconds'", syntax::WATERMARK_IDLE_TIMEOUT),
+                    )
+                },
+            )?)
+        }
     };
     let is_source = match options.remove(syntax::RELATION_KIND).as_deref() {
         Some("source") => true,
