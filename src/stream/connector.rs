@@ -90,6 +90,56 @@ impl KeyedChanges {
 }
 
 /// Reads a source's rows.
+///
+/// A reader keeps no read position of its own: the caller (a view's source
+/// scan, or the feed of a connector-fed table) holds the
+/// [`SourcePosition`], checkpoints it with the epoch that read up to it,
+/// and after a crash reads again from the checkpointed one. So a reader
+/// must give the same records from the same position.
+///
+/// A finite source of numbers, read two records at a time:
+///
+/// ```
+/// use std::sync::Arc;
+/// use datafusion::arrow::array::{Int64Array, RecordBatch};
+/// use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+/// use freshet::error::{Result, SqlError};
+/// use freshet::stream::connector::{BadRecord, SourcePosition, SourceReader};
+///
+/// struct Numbers {
+///     schema: SchemaRef,
+///     values: Vec<i64>,
+/// }
+///
+/// impl SourceReader for Numbers {
+///     fn schema(&self) -> SchemaRef {
+///         self.schema.clone()
+///     }
+///     fn read(&self, position: &mut SourcePosition, _now_nanos: i64, max_records: usize,
+///             _bad: &mut Vec<BadRecord>) -> Result<RecordBatch> {
+///         let start = (position.next as usize).min(self.values.len());
+///         let end = (start + max_records).min(self.values.len());
+///         position.next = end as u64;
+///         let values = self.values.get(start..end).unwrap_or_default().to_vec();
+///         Ok(RecordBatch::try_new(self.schema.clone(), vec![Arc::new(Int64Array::from(values))])?)
+///     }
+///     fn exhausted(&self, position: &SourcePosition) -> bool {
+///         position.next as usize >= self.values.len()
+///     }
+/// }
+///
+/// let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+/// let reader = Numbers { schema, values: vec![10, 20, 30] };
+/// let mut position = SourcePosition::default();
+/// assert_eq!(reader.read(&mut position, 0, 2, &mut Vec::new())?.num_rows(), 2);
+/// let saved = position.clone(); // what a checkpoint keeps
+/// assert_eq!(reader.read(&mut position, 0, 2, &mut Vec::new())?.num_rows(), 1);
+/// assert!(reader.exhausted(&position));
+/// // After a crash: the same records again, from the saved position.
+/// let again = reader.read(&mut saved.clone(), 0, 2, &mut Vec::new())?;
+/// assert_eq!(again.column(0).as_ref(), &Int64Array::from(vec![30]) as &dyn datafusion::arrow::array::Array);
+/// # Ok::<(), SqlError>(())
+/// ```
 pub trait SourceReader: Send + Sync {
     /// The rows' schema.
     fn schema(&self) -> SchemaRef;

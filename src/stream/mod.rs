@@ -93,6 +93,61 @@ impl EpochInput {
 }
 
 /// One node of a dataflow.
+///
+/// An operator is stepped once per epoch: it pulls its inputs' changes
+/// (a leaf reads a base relation's from the [`EpochInput`]), and returns its
+/// own. A stateless operator maps each change; a stateful one keeps state
+/// (through `state_table`) and writes what changed at checkpoints in
+/// [`flush`](Operator::flush). Every stateful operator is tested against
+/// DataFusion's batch answer in `plan::harness`.
+///
+/// A leaf that keeps the changes of relation 1 whose first column is
+/// positive (an insert of such a row passes as an insert, a delete as a
+/// delete):
+///
+/// ```
+/// use std::sync::Arc;
+/// use datafusion::arrow::array::{Int64Array, RecordBatch};
+/// use datafusion::arrow::compute::kernels::cmp::gt;
+/// use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+/// use freshet::error::{Result, SqlError};
+/// use freshet::state::WriteBatch;
+/// use freshet::stream::state_table::StateContext;
+/// use freshet::stream::{ChangeBatch, EpochInput, Operator, RelationId};
+///
+/// struct Positive {
+///     relation: RelationId,
+///     schema: SchemaRef,
+/// }
+///
+/// impl Operator for Positive {
+///     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
+///         let Some(delta) = input.get(self.relation) else {
+///             return Ok(ChangeBatch::empty(self.schema.clone()));
+///         };
+///         let values = delta.rows.column(0).as_any().downcast_ref::<Int64Array>()
+///             .ok_or_else(|| SqlError::internal("not BIGINT"))?;
+///         delta.filter(&gt(values, &Int64Array::new_scalar(0))?)
+///     }
+///     fn schema(&self) -> SchemaRef {
+///         self.schema.clone()
+///     }
+///     fn flush(&mut self, _state: &StateContext, _batch: &mut WriteBatch) -> Result<()> {
+///         Ok(()) // no state
+///     }
+/// }
+///
+/// let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+/// let mut positive = Positive { relation: 1, schema: schema.clone() };
+/// // An epoch in which relation 1 gained 3 and -1 and lost 5.
+/// let mut input = EpochInput::probe();
+/// let rows = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![3, -1, 5]))])?;
+/// input.insert(1, ChangeBatch::new(rows, Int64Array::from(vec![1, 1, -1])))?;
+///
+/// let output = positive.step(&input)?;
+/// assert_eq!(output.weights.values().as_ref(), &[1, -1]);
+/// # Ok::<(), SqlError>(())
+/// ```
 pub trait Operator: Send {
     /// Pulls the inputs' changes for this epoch and returns this operator's.
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch>;
