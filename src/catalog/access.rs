@@ -29,15 +29,7 @@ use crate::stream::RelationId;
 /// The role created with every data directory, a superuser.
 pub const BOOTSTRAP_ROLE: &str = "freshet";
 
-/// Key prefix of role records.
-pub const ROLE_PREFIX: &[u8] = b"a";
-pub use crate::state::{ACL_PREFIX, acl_key};
-
-pub fn role_key(name: &str) -> Vec<u8> {
-    let mut key = ROLE_PREFIX.to_vec();
-    key.extend_from_slice(name.as_bytes());
-    key
-}
+pub use crate::state::{ACL_PREFIX, ROLE_PREFIX, acl_key, role_key};
 
 /// Table privileges, as bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

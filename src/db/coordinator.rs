@@ -42,6 +42,7 @@ use super::store_health::{self, StoreHealth};
 use super::subscribe::{Feed, Subscriptions};
 use crate::catalog::Relation;
 use crate::error::{Result, SqlError};
+use crate::state::keys::Scope;
 use crate::state::{
     Epoch, LOG_PREFIX, Snapshot, StateStore, WriteBatch, catalog_key, failure_key, log_key, relation_prefix,
     view_state_prefix, view_stats_key, watermark_key,
@@ -979,16 +980,14 @@ impl EpochGuard<'_> {
         self.subscriptions.remove_relation(relation.id);
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
-        snapshot.scan_prefix(&relation_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
-        snapshot.scan_prefix(&view_state_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
-        batch.delete(catalog_key(relation.id).to_vec());
-        batch.delete(crate::state::comment_key(relation.id).to_vec());
-        batch.delete(crate::state::acl_key(relation.id).to_vec());
-        batch.delete(failure_key(relation.id).to_vec());
-        batch.delete(watermark_key(relation.id).to_vec());
-        batch.delete(crate::state::feed_position_key(relation.id).to_vec());
-        snapshot.scan_prefix(&crate::state::feed_errors_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
-        snapshot.scan_prefix(&crate::state::outbox_prefix(relation.id), &mut |key, _| batch.delete(key.to_vec()));
+        // Every key space the relation has keys in (see `state::keys`).
+        for (scope, key) in crate::state::keys::relation_keys(relation.id) {
+            match scope {
+                Scope::RelationKey => batch.delete(key.to_vec()),
+                Scope::RelationPrefix => snapshot.scan_prefix(&key, &mut |key, _| batch.delete(key.to_vec())),
+                Scope::Global => {}
+            }
+        }
         self.write(batch)
     }
 

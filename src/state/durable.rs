@@ -33,6 +33,7 @@ use crate::error::{Result, SqlError, sqlstate};
 pub const FORMAT_VERSION: u32 = 3;
 /// Older formats this build reads (and marks as its own on open).
 const READABLE_FORMATS: &[u32] = &[2];
+// Under the `m` (store metadata) tag of `keys.rs`.
 const FORMAT_KEY: &[u8] = b"m/format";
 const EPOCH_KEY: &[u8] = b"m/epoch";
 

@@ -9,17 +9,21 @@
 //! - consistent read [`Snapshot`]s at a committed epoch, so readers never block
 //!   the writer and never see half an epoch.
 //!
-//! Key prefixes: `c` catalog entries, `r` relation rows, `s` operator state
-//! (see `stream::state_table`), `l` the epoch log (table changes since the
-//! last checkpoint, see `db::epoch_log`), `f` failed views, `w` table
-//! watermarks, `m` store metadata.
+//! Every key starts with a one-byte tag; `keys.rs` lists them all, with
+//! what each holds and which module owns it, and builds the keys.
 //!
 //! This module owns only bytes; it knows nothing of Arrow or SQL.
 
 mod durable;
+pub mod keys;
 mod memory;
 
 pub use durable::{DurableStore, FORMAT_VERSION, StoreOptions};
+pub use keys::{
+    ACL_PREFIX, CATALOG_PREFIX, COMMENT_PREFIX, LOG_PREFIX, ROLE_PREFIX, acl_key, catalog_key, comment_key,
+    failure_key, feed_errors_prefix, feed_position_key, log_key, operator_prefix, outbox_key, outbox_prefix,
+    relation_prefix, role_key, view_state_prefix, view_stats_key, watermark_key,
+};
 pub use memory::MemStore;
 
 /// Epoch numbers: epoch `n` is committed once its write batch is applied.
@@ -90,107 +94,4 @@ pub trait StateStore: Send + Sync {
     fn recover_writes(&self) -> crate::error::Result<bool> {
         Ok(true)
     }
-}
-
-/// Prefix of a sink's outbox: one entry per epoch (`o` + sink id + epoch),
-/// the epoch's changes to deliver, written with the epoch.
-pub fn outbox_prefix(sink_id: u32) -> [u8; 5] {
-    let id = sink_id.to_be_bytes();
-    [b'o', id[0], id[1], id[2], id[3]]
-}
-
-pub fn outbox_key(sink_id: u32, epoch: Epoch) -> Vec<u8> {
-    let mut key = outbox_prefix(sink_id).to_vec();
-    key.extend_from_slice(&epoch.to_be_bytes());
-    key
-}
-
-/// Key of one relation's catalog entry (its defining statement).
-pub fn catalog_key(relation_id: u32) -> [u8; 5] {
-    let id = relation_id.to_be_bytes();
-    [b'c', id[0], id[1], id[2], id[3]]
-}
-
-/// Key of a relation's COMMENT ON texts.
-pub fn comment_key(relation_id: u32) -> [u8; 5] {
-    let id = relation_id.to_be_bytes();
-    [b'd', id[0], id[1], id[2], id[3]]
-}
-
-/// Key prefix of relation access records (owner and grants).
-pub const ACL_PREFIX: &[u8] = b"g";
-
-/// Key of a relation's access record.
-pub fn acl_key(relation_id: u32) -> [u8; 5] {
-    let id = relation_id.to_be_bytes();
-    [b'g', id[0], id[1], id[2], id[3]]
-}
-
-/// Prefix of all relations' comments.
-pub const COMMENT_PREFIX: &[u8] = b"d";
-
-/// Prefix of all catalog entries, in relation-id (creation) order.
-pub const CATALOG_PREFIX: &[u8] = b"c";
-
-/// Key prefix of one relation's (table's or view's) rows.
-pub fn relation_prefix(relation_id: u32) -> [u8; 5] {
-    let id = relation_id.to_be_bytes();
-    [b'r', id[0], id[1], id[2], id[3]]
-}
-
-/// Key prefix of one stateful operator of a materialized view: the view's
-/// id, then the operator's number in the view's dataflow (stable because the
-/// dataflow is lowered from the same stored statement by the same rules).
-pub fn operator_prefix(view_id: u32, operator: u16) -> [u8; 7] {
-    let id = view_id.to_be_bytes();
-    let op = operator.to_be_bytes();
-    [b's', id[0], id[1], id[2], id[3], op[0], op[1]]
-}
-
-/// Prefix of all operator state of one view.
-pub fn view_state_prefix(view_id: u32) -> [u8; 5] {
-    let id = view_id.to_be_bytes();
-    [b's', id[0], id[1], id[2], id[3]]
-}
-
-/// Key marking a materialized view whose dataflow failed (value: the error).
-pub fn failure_key(view_id: u32) -> [u8; 5] {
-    let id = view_id.to_be_bytes();
-    [b'f', id[0], id[1], id[2], id[3]]
-}
-
-/// Key of a table's watermark (an 8-byte big-endian integer in the
-/// watermark column's unit), written with every epoch that moves it.
-pub fn watermark_key(relation_id: u32) -> [u8; 5] {
-    let id = relation_id.to_be_bytes();
-    [b'w', id[0], id[1], id[2], id[3]]
-}
-
-/// Key of a connector-fed table's read position, written in the same
-/// batch as the rows read up to it.
-pub fn feed_position_key(table_id: u32) -> [u8; 5] {
-    let id = table_id.to_be_bytes();
-    [b'p', id[0], id[1], id[2], id[3]]
-}
-
-/// Prefix of a connector-fed table's bad records (then partition and
-/// offset, big-endian).
-pub fn feed_errors_prefix(table_id: u32) -> [u8; 5] {
-    let id = table_id.to_be_bytes();
-    [b'b', id[0], id[1], id[2], id[3]]
-}
-
-/// Key of a view's event-time counters (late rows), among its operator
-/// state (so DROP and rebuilds clear it), written at checkpoints.
-pub fn view_stats_key(view_id: u32) -> [u8; 7] {
-    operator_prefix(view_id, u16::MAX)
-}
-
-/// Prefix of the epoch log's entries, in epoch order.
-pub const LOG_PREFIX: &[u8] = b"l";
-
-/// Key of the epoch log's entry for `epoch`.
-pub fn log_key(epoch: Epoch) -> [u8; 9] {
-    let e = epoch.to_be_bytes();
-    [b'l', e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]
 }
