@@ -7,6 +7,7 @@
 //! in `db`.
 
 pub mod access;
+pub mod computed_table;
 pub mod information_schema;
 pub mod pg_catalog;
 

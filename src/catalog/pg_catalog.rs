@@ -29,14 +29,11 @@ use datafusion::arrow::array::{
     StringArray, new_null_array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use pgwire::api::Type;
 
+use super::computed_table::{ComputedRows, ComputedTable};
 use super::{Catalog, Relation, RelationKind};
 
 /// The first OID Postgres leaves to user objects.
@@ -813,7 +810,7 @@ impl SchemaProvider for PgCatalog {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let lower = name.to_ascii_lowercase();
         match OWN_TABLES.iter().find(|t| **t == lower) {
-            Some(&table) => Ok(Some(Arc::new(LiveTable { table, catalog: self.clone_handle() }))),
+            Some(&table) => Ok(Some(Arc::new(ComputedTable(LiveTable { table, catalog: self.clone_handle() })))),
             None => self.inner.table(name).await,
         }
     }
@@ -842,23 +839,11 @@ struct LiveTable {
 }
 
 #[async_trait]
-impl TableProvider for LiveTable {
+impl ComputedRows for LiveTable {
     fn schema(&self) -> SchemaRef {
         self.catalog.schemas.get(self.table).cloned().unwrap_or_else(|| Arc::new(Schema::empty()))
     }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.catalog.rows(self.table).await?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?)
+    async fn rows(&self) -> DfResult<RecordBatch> {
+        self.catalog.rows(self.table).await
     }
 }

@@ -53,14 +53,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::changelog::{self, Change, Envelope};
 use super::decode::{Encoding, PayloadDecoder, Payloads};
-use super::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
+use super::{BadRecord, ConnectorOptions, KeyedChanges, Retry, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::stream::change::all_nullable;
 
 /// How long a metadata or offset request to the broker may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest wait between attempts to reach a broker that is down.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Startup {
@@ -123,9 +121,8 @@ struct Connection {
 
 #[derive(Default)]
 struct Health {
-    /// When to try the broker again after a failure, and the wait after that.
-    retry_at: Option<Instant>,
-    backoff: Duration,
+    /// When to try the broker again after a failure.
+    retry: Retry,
     /// The last failure, until a read succeeds again.
     error: Option<String>,
 }
@@ -407,10 +404,9 @@ impl KafkaReader {
     /// Notes a failure to reach the broker; reads wait out the backoff.
     fn failed(&self, error: &SqlError) {
         let mut health = self.health.lock();
-        health.backoff = (health.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
-        health.retry_at = Some(Instant::now() + health.backoff);
+        let wait = health.retry.failed();
         health.error = Some(error.message.clone());
-        tracing::warn!(topic = %self.topic, retry_in = ?health.backoff, "{}", error.message);
+        tracing::warn!(topic = %self.topic, retry_in = ?wait, "{}", error.message);
     }
 }
 
@@ -418,7 +414,7 @@ impl KafkaReader {
     /// Takes up to `max_records` fetched records after `position` (which
     /// it advances); `None` when none are there.
     fn fetch(&self, position: &mut SourcePosition, max_records: usize) -> Result<Option<(Payloads, Metadata)>> {
-        if self.health.lock().retry_at.is_some_and(|at| Instant::now() < at) {
+        if self.health.lock().retry.waiting() {
             return Ok(None);
         }
         let mut slot = self.connection.lock();
@@ -480,7 +476,7 @@ impl KafkaReader {
             let mut health = self.health.lock();
             health.error = None;
             if !payloads.is_empty() {
-                health.backoff = Duration::ZERO;
+                health.retry.succeeded();
             }
         }
         Ok((!payloads.is_empty()).then_some((payloads, metadata)))

@@ -35,7 +35,7 @@ pub mod sink;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::{Result, SqlError, sqlstate};
-pub use crate::stream::connector::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
+pub use crate::stream::connector::{BadRecord, ConnectorOptions, KeyedChanges, Retry, SourcePosition, SourceReader};
 
 /// The option through which a table hands its primary-key column names
 /// (comma-separated) to a keyed connector.

@@ -47,7 +47,7 @@ use pgwire_replication::client::{ReplicationClient, ReplicationEvent};
 use pgwire_replication::{Lsn, ReplicationConfig, TlsConfig};
 use tokio::sync::mpsc;
 
-use super::{BadRecord, ConnectorOptions, KeyedChanges, SourcePosition, SourceReader};
+use super::{BadRecord, ConnectorOptions, KeyedChanges, Retry, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::stream::change::all_nullable;
 
@@ -56,7 +56,6 @@ pub const CONNECTOR: &str = "postgres-cdc";
 pub const TABLE_OPTION: &str = "table.name";
 /// Transactions buffered between the replication session and the table.
 const CHANNEL_TRANSACTIONS: usize = 256;
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How to reach the upstream database.
 #[derive(Clone, Debug)]
@@ -551,7 +550,7 @@ enum SessionError {
 
 impl ReplicationTask {
     async fn run(mut self) {
-        let mut backoff = Duration::from_millis(200);
+        let mut retry = Retry::default();
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 break;
@@ -565,10 +564,10 @@ impl ReplicationTask {
                     return;
                 }
                 Err(SessionError::Retry(error)) => {
-                    tracing::warn!(table = %self.upstream.table, %error, retry_in = ?backoff, "postgres-cdc stream");
+                    let wait = retry.failed();
+                    tracing::warn!(table = %self.upstream.table, %error, retry_in = ?wait, "postgres-cdc stream");
                     *self.shared.status.lock() = format!("retrying: {error}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(wait).await;
                 }
             }
             if self.sender.is_closed() {

@@ -201,10 +201,7 @@ impl TableWatermarks {
     }
 }
 
-/// Wall-clock time in nanoseconds since the Unix epoch.
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
+use crate::stream::wall_clock_nanos as now_nanos;
 
 pub struct Coordinator {
     store: Arc<dyn StateStore>,

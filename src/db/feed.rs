@@ -33,9 +33,7 @@ struct Feeds {
     stopped: HashSet<RelationId>,
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
+use crate::stream::wall_clock_nanos as now_nanos;
 
 /// The key of a table's bad record.
 fn error_key(table: RelationId, record: &crate::connectors::BadRecord) -> Vec<u8> {

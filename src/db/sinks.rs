@@ -17,24 +17,23 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::coordinator::Coordinator;
 use crate::catalog::{Catalog, Relation, RelationKind};
 use crate::error::{Result, SqlError};
 use crate::state::{WriteBatch, outbox_prefix};
 use crate::stream::RelationId;
+use crate::stream::connector::Retry;
 
 /// How many outbox epochs a round delivers per sink at most.
 const EPOCHS_PER_ROUND: usize = 64;
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct SinkProgress {
     /// What the external system holds (`None`: ask it first).
     delivered: Option<Option<u64>>,
-    retry_at: Option<Instant>,
-    backoff: Duration,
+    retry: Retry,
 }
 
 /// Delivers what each sink's outbox holds; reports whether anything went.
@@ -62,7 +61,7 @@ async fn deliver_once(
             }
         });
         let state = progress.entry(sink.id).or_default();
-        let waiting = state.retry_at.is_some_and(|at| Instant::now() < at);
+        let waiting = state.retry.waiting();
         backlog = backlog.max(pending);
         if entries.is_empty() || waiting {
             continue;
@@ -104,8 +103,7 @@ async fn deliver_once(
         match error {
             None => {
                 state.delivered = Some(delivered);
-                state.backoff = Duration::ZERO;
-                state.retry_at = None;
+                state.retry.succeeded();
                 sink.stats.set_source_status(&name, "delivering".to_string());
             }
             Some(error) if error.code == crate::connectors::sink::PERMANENT => {
@@ -117,9 +115,8 @@ async fn deliver_once(
                 let error = error.message;
                 // Ask the external system again before the next write.
                 state.delivered = None;
-                state.backoff = (state.backoff * 2).clamp(Duration::from_millis(200), MAX_BACKOFF);
-                state.retry_at = Some(Instant::now() + state.backoff);
-                tracing::warn!(sink = %name, %error, retry_in = ?state.backoff, "sink delivery failed");
+                let wait = state.retry.failed();
+                tracing::warn!(sink = %name, %error, retry_in = ?wait, "sink delivery failed");
                 sink.stats.set_source_status(&name, format!("retrying: {error}"));
             }
         }

@@ -31,16 +31,13 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 use super::coordinator::Coordinator;
 use super::snapshot::statement_snapshot;
+use crate::catalog::computed_table::{ComputedRows, ComputedTable};
 use crate::catalog::{Catalog, RelationKind};
 use crate::error::{Result, SqlError};
 
@@ -149,7 +146,7 @@ pub fn register(
             catalog: catalog.clone(),
             coordinator: coordinator.clone(),
         };
-        provider.register_table(name.to_string(), Arc::new(table))?;
+        provider.register_table(name.to_string(), Arc::new(ComputedTable(table)))?;
     }
     schemas.register_schema(SCHEMA, provider)?;
     Ok(())
@@ -166,7 +163,7 @@ fn display(value: &ScalarValue) -> String {
 }
 
 impl SystemTable {
-    fn rows(&self) -> Result<RecordBatch> {
+    fn compute(&self) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = match self.which {
             Which::Watermarks => {
                 let (mut relations, mut columns, mut values) = (Vec::new(), Vec::new(), Vec::new());
@@ -348,23 +345,11 @@ impl SystemTable {
 }
 
 #[async_trait]
-impl TableProvider for SystemTable {
+impl ComputedRows for SystemTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.rows().map_err(SqlError::into_datafusion)?;
-        Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema.clone(), projection.cloned())?)
+    async fn rows(&self) -> DfResult<RecordBatch> {
+        self.compute().map_err(SqlError::into_datafusion)
     }
 }

@@ -49,10 +49,7 @@ impl ScalarUDFImpl for EpochNow {
         Ok(DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into())))
     }
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> datafusion::common::Result<ColumnarValue> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        let now = crate::stream::wall_clock_nanos();
         Ok(ColumnarValue::Scalar(ScalarValue::TimestampNanosecond(Some(now), Some("+00:00".into()))))
     }
 }

@@ -329,8 +329,7 @@ fn table_watermark(
     let expr_type = datafusion::logical_expr::ExprSchemable::get_type(&expr, &df_schema)?;
     let expr = if expr_type == data_type { expr } else { datafusion::logical_expr::cast(expr, data_type.clone()) };
     let physical = state.create_physical_expr(expr, &df_schema)?;
-    let started =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let started = crate::stream::wall_clock_nanos();
     Ok(crate::catalog::TableWatermark {
         column: index,
         expression: physical,

@@ -7,12 +7,44 @@
 //! names `connectors`.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::ChangeBatch;
 use crate::error::{Result, SqlError, sqlstate};
+
+/// Retrying an external system (a broker, a database, a sink's target)
+/// after a failure: the first wait is 200 ms, each failure in a row
+/// doubles it, up to 10 s; a success starts over.
+#[derive(Clone, Debug, Default)]
+pub struct Retry {
+    wait: Duration,
+    until: Option<Instant>,
+}
+
+impl Retry {
+    pub const FIRST: Duration = Duration::from_millis(200);
+    pub const MAX: Duration = Duration::from_secs(10);
+
+    /// Notes a failure; returns how long to wait before trying again.
+    pub fn failed(&mut self) -> Duration {
+        self.wait = (self.wait * 2).clamp(Self::FIRST, Self::MAX);
+        self.until = Some(Instant::now() + self.wait);
+        self.wait
+    }
+
+    /// Notes a success: the next failure waits the shortest time again.
+    pub fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The wait after the last failure has not passed yet.
+    pub fn waiting(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() < until)
+    }
+}
 
 /// Most records one epoch reads from one source.
 pub const MAX_RECORDS_PER_EPOCH: usize = 100_000;
@@ -35,25 +67,38 @@ impl SourcePosition {
         let mut bytes = Vec::with_capacity(20 + 12 * self.offsets.len());
         bytes.extend_from_slice(&self.next.to_be_bytes());
         bytes.extend_from_slice(&self.started_nanos.to_be_bytes());
+        self.encode_offsets(&mut bytes);
+        bytes
+    }
+
+    /// Appends the partition offsets: a count, then (partition, offset)
+    /// pairs, big-endian. (A source scan's stored progress embeds them.)
+    pub fn encode_offsets(&self, bytes: &mut Vec<u8>) {
         bytes.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
         for (partition, offset) in &self.offsets {
             bytes.extend_from_slice(&partition.to_be_bytes());
             bytes.extend_from_slice(&offset.to_be_bytes());
         }
-        bytes
+    }
+
+    /// The inverse of [`encode_offsets`](Self::encode_offsets), from the
+    /// start of `bytes`; `None` for other bytes.
+    pub fn decode_offsets(bytes: &[u8]) -> Option<BTreeMap<i32, i64>> {
+        let count = u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?) as usize;
+        let mut offsets = BTreeMap::new();
+        for i in 0..count {
+            let at = 4 + 12 * i;
+            let partition = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+            offsets.insert(partition, i64::from_be_bytes(bytes.get(at + 4..at + 12)?.try_into().ok()?));
+        }
+        Some(offsets)
     }
 
     /// The inverse of [`encode`](Self::encode); `None` for other bytes.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let next = u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
         let started_nanos = i64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
-        let count = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?) as usize;
-        let mut offsets = BTreeMap::new();
-        for i in 0..count {
-            let at = 20 + 12 * i;
-            let partition = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
-            offsets.insert(partition, i64::from_be_bytes(bytes.get(at + 4..at + 12)?.try_into().ok()?));
-        }
+        let offsets = Self::decode_offsets(bytes.get(16..)?)?;
         Some(Self { next, started_nanos, offsets })
     }
 }

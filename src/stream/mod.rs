@@ -29,6 +29,15 @@ use crate::state::WriteBatch;
 use state_table::StateContext;
 use watermark::{Watermark, Watermarks};
 
+/// The wall clock, in nanoseconds since the Unix epoch (what an epoch's
+/// time is taken from; 0 if the clock is before 1970).
+pub fn wall_clock_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Identifies a table or materialized view inside one database.
 pub type RelationId = u32;
 

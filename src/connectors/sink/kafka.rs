@@ -167,10 +167,7 @@ impl KafkaSink {
                 }
             }
             SinkType::Debezium => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
+                let now = crate::stream::wall_clock_nanos() / 1_000_000;
                 let event = |before: Option<&[u8]>, after: Option<&[u8]>, op: &str| -> Vec<u8> {
                     let mut out = Vec::new();
                     out.extend_from_slice(b"{\"before\":");

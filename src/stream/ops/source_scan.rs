@@ -46,11 +46,7 @@ impl Progress {
         bytes.push(u8::from(self.watermark.is_some()));
         bytes.extend_from_slice(&self.watermark.unwrap_or(0).to_be_bytes());
         // Then the offsets of partitioned connectors (absent before they existed).
-        bytes.extend_from_slice(&(self.position.offsets.len() as u32).to_be_bytes());
-        for (partition, offset) in &self.position.offsets {
-            bytes.extend_from_slice(&partition.to_be_bytes());
-            bytes.extend_from_slice(&offset.to_be_bytes());
-        }
+        self.position.encode_offsets(&mut bytes);
         bytes
     }
 
@@ -60,15 +56,10 @@ impl Progress {
             bytes.get(range).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)
         };
         let flag = *bytes.get(16).ok_or_else(corrupt)?;
-        let mut offsets = std::collections::BTreeMap::new();
-        if let Some(count) = bytes.get(25..29) {
-            let count = u32::from_be_bytes(count.try_into().map_err(|_| corrupt())?) as usize;
-            for i in 0..count {
-                let at = 29 + 12 * i;
-                let partition = bytes.get(at..at + 4).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
-                offsets.insert(i32::from_be_bytes(partition), i64::from_be_bytes(field(at + 4..at + 12)?));
-            }
-        }
+        let offsets = match bytes.get(25..) {
+            Some(rest) if !rest.is_empty() => SourcePosition::decode_offsets(rest).ok_or_else(corrupt)?,
+            _ => std::collections::BTreeMap::new(),
+        };
         Ok(Self {
             position: SourcePosition {
                 next: u64::from_be_bytes(field(0..8)?),
@@ -269,5 +260,26 @@ impl Operator for SourceScan {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_and_reads_the_form_without_offsets() {
+        let position = SourcePosition { next: 7, started_nanos: 11, offsets: [(0, 5), (3, 9)].into_iter().collect() };
+        for progress in [
+            Progress { position: position.clone(), watermark: Some(-4) },
+            Progress { position: SourcePosition::default(), watermark: None },
+        ] {
+            assert_eq!(Progress::decode(&progress.encode()).unwrap(), progress);
+        }
+        // Written before partitioned connectors: no offsets after the watermark.
+        let old = Progress { position: SourcePosition { offsets: Default::default(), ..position }, watermark: Some(1) };
+        let bytes = old.encode();
+        assert_eq!(Progress::decode(bytes.get(..25).unwrap()).unwrap(), old);
+        assert!(Progress::decode(bytes.get(..20).unwrap()).is_err());
     }
 }
