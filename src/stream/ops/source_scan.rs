@@ -66,7 +66,8 @@ impl Progress {
                 started_nanos: i64::from_be_bytes(field(8..16)?),
                 offsets,
             },
-            watermark: (flag != 0).then(|| i64::from_be_bytes(field(17..25).unwrap_or_default())),
+            // Always written, 8 bytes, even without a watermark.
+            watermark: if flag != 0 { Some(i64::from_be_bytes(field(17..25)?)) } else { None },
         })
     }
 }
