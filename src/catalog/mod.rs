@@ -21,7 +21,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Result, SqlError};
 use crate::stream::RelationId;
-use crate::stream::connector::{ConnectorOptions, SinkWriter, SourceReader};
+use crate::stream::connector::{ConnectorOptions, Reader, SinkWriter};
 use crate::stream::rowcodec::RowCodec;
 /// A table's watermark definition and state, kept by the stream layer
 /// (source scans advance it too).
@@ -90,7 +90,7 @@ pub struct Relation {
     pub watermark: Option<Arc<TableWatermark>>,
     /// A source's connector (sources have no stored rows: each view reading
     /// one reads it itself).
-    pub reader: Option<Arc<dyn SourceReader>>,
+    pub reader: Option<Reader>,
     /// A source's connector options (a postgres-cdc source's settings, read
     /// by the tables created FROM it).
     pub connector_options: Option<ConnectorOptions>,

@@ -29,7 +29,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
-use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader, due};
+use super::{BadRecord, Connector, ConnectorOptions, SourcePosition, SourceReader, due};
 use crate::error::{Result, SqlError, sqlstate};
 
 #[derive(Debug, Clone)]
@@ -233,11 +233,13 @@ impl DatagenReader {
     }
 }
 
-impl SourceReader for DatagenReader {
+impl Connector for DatagenReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
+}
 
+impl SourceReader for DatagenReader {
     fn read(
         &self,
         position: &mut SourcePosition,

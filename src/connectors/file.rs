@@ -22,7 +22,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::decode::{Encoding, PayloadDecoder, Payloads};
-use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader};
+use super::{BadRecord, Connector, ConnectorOptions, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// Bytes read from one file per read at most.
@@ -151,11 +151,27 @@ impl FileReader {
     }
 }
 
-impl SourceReader for FileReader {
+impl Connector for FileReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
+    fn check(&self) -> Result<()> {
+        if !self.directory.is_dir() {
+            return Err(SqlError::new(
+                sqlstate::UNDEFINED_OBJECT,
+                format!("directory \"{}\" of the file source does not exist", self.directory.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Option<String> {
+        Some(format!("reading {} file(s)", self.files().len()))
+    }
+}
+
+impl SourceReader for FileReader {
     fn read(
         &self,
         position: &mut SourcePosition,
@@ -210,23 +226,9 @@ impl SourceReader for FileReader {
         false
     }
 
-    fn check(&self) -> Result<()> {
-        if !self.directory.is_dir() {
-            return Err(SqlError::new(
-                sqlstate::UNDEFINED_OBJECT,
-                format!("directory \"{}\" of the file source does not exist", self.directory.display()),
-            ));
-        }
-        Ok(())
-    }
-
     /// A replay might find lines appended since: it would read more.
     fn replayable(&self) -> bool {
         false
-    }
-
-    fn status(&self) -> Option<String> {
-        Some(format!("reading {} file(s)", self.files().len()))
     }
 }
 

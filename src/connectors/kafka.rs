@@ -53,7 +53,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::changelog::{self, Change, Envelope};
 use super::decode::{Encoding, PayloadDecoder, Payloads};
-use super::{BadRecord, ConnectorOptions, KeyedChanges, Retry, SourcePosition, SourceReader};
+use super::{BadRecord, Connector, ConnectorOptions, KeyedChanges, KeyedReader, Retry, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::stream::change::all_nullable;
 
@@ -155,6 +155,11 @@ fn broker_error(topic: &str, error: impl std::fmt::Display) -> SqlError {
 }
 
 impl KafkaReader {
+    /// Its format reads keyed changes (UPSERT, DEBEZIUM), not rows.
+    pub fn keyed(&self) -> bool {
+        self.envelope.keyed()
+    }
+
     pub fn new(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Self> {
         options.reject_unknown(&|key| {
             matches!(
@@ -541,11 +546,32 @@ impl Metadata {
     }
 }
 
-impl SourceReader for KafkaReader {
+impl Connector for KafkaReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
+    fn check(&self) -> Result<()> {
+        let consumer = self.consumer()?;
+        self.partitions(&consumer)?;
+        self.decoder.check()
+    }
+
+    fn status(&self) -> Option<String> {
+        if let Some(error) = &self.health.lock().error {
+            return Some(format!("retrying: {error}"));
+        }
+        let connection = self.connection.lock();
+        let Some(connection) = connection.as_ref() else { return Some("starting".to_string()) };
+        let client_error = connection.consumer.context().last_error.lock().clone();
+        Some(match client_error {
+            Some((at, error)) if at.elapsed() < ERROR_SHOWN_FOR => format!("error: {error}"),
+            _ => "reading".to_string(),
+        })
+    }
+}
+
+impl SourceReader for KafkaReader {
     fn read(
         &self,
         position: &mut SourcePosition,
@@ -579,10 +605,33 @@ impl SourceReader for KafkaReader {
         Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
     }
 
-    fn keyed(&self) -> bool {
-        self.envelope.keyed()
+    fn exhausted(&self, _position: &SourcePosition) -> bool {
+        false
     }
 
+    fn replayable(&self) -> bool {
+        false
+    }
+
+    fn instance(&self) -> Option<Arc<dyn SourceReader>> {
+        Some(Arc::new(Self {
+            topic: self.topic.clone(),
+            config: self.config.clone(),
+            startup: self.startup,
+            schema: self.schema.clone(),
+            includes: self.includes.clone(),
+            decoder: self.decoder.clone(),
+            envelope: self.envelope,
+            key_columns: self.key_columns.clone(),
+            key_decoder: self.key_decoder.clone(),
+            fail_on_bad: self.fail_on_bad,
+            connection: Mutex::new(None),
+            health: Mutex::new(Health::default()),
+        }))
+    }
+}
+
+impl KeyedReader for KafkaReader {
     fn read_changes(
         &self,
         position: &mut SourcePosition,
@@ -652,49 +701,5 @@ impl SourceReader for KafkaReader {
         let rows = RecordBatch::try_new_with_options(nullable, columns, &options)?;
         let deletes = BooleanArray::from(order.iter().map(|(side, _)| *side == 1).collect::<Vec<_>>());
         Ok(KeyedChanges { rows, deletes, unchanged: Vec::new() })
-    }
-
-    fn exhausted(&self, _position: &SourcePosition) -> bool {
-        false
-    }
-
-    fn check(&self) -> Result<()> {
-        let consumer = self.consumer()?;
-        self.partitions(&consumer)?;
-        self.decoder.check()
-    }
-
-    fn replayable(&self) -> bool {
-        false
-    }
-
-    fn status(&self) -> Option<String> {
-        if let Some(error) = &self.health.lock().error {
-            return Some(format!("retrying: {error}"));
-        }
-        let connection = self.connection.lock();
-        let Some(connection) = connection.as_ref() else { return Some("starting".to_string()) };
-        let client_error = connection.consumer.context().last_error.lock().clone();
-        Some(match client_error {
-            Some((at, error)) if at.elapsed() < ERROR_SHOWN_FOR => format!("error: {error}"),
-            _ => "reading".to_string(),
-        })
-    }
-
-    fn instance(&self) -> Option<Arc<dyn SourceReader>> {
-        Some(Arc::new(Self {
-            topic: self.topic.clone(),
-            config: self.config.clone(),
-            startup: self.startup,
-            schema: self.schema.clone(),
-            includes: self.includes.clone(),
-            decoder: self.decoder.clone(),
-            envelope: self.envelope,
-            key_columns: self.key_columns.clone(),
-            key_decoder: self.key_decoder.clone(),
-            fail_on_bad: self.fail_on_bad,
-            connection: Mutex::new(None),
-            health: Mutex::new(Health::default()),
-        }))
     }
 }

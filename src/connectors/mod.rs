@@ -32,24 +32,35 @@ pub mod payload;
 pub mod postgres_cdc;
 pub mod sink;
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::SchemaRef;
 
 use crate::error::{Result, SqlError, sqlstate};
-pub use crate::stream::connector::{BadRecord, ConnectorOptions, KeyedChanges, Retry, SourcePosition, SourceReader};
+pub use crate::stream::connector::{
+    BadRecord, Connector, ConnectorOptions, KeyedChanges, KeyedReader, Reader, Retry, SourcePosition, SourceReader,
+};
 
 /// The option through which a table hands its primary-key column names
 /// (comma-separated) to a keyed connector.
 pub const PRIMARY_KEY_OPTION: &str = "primary_key";
 
 /// The reader of a source; `declared` is the column list of CREATE SOURCE
-/// (`None` when left to the connector).
-pub fn reader(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Box<dyn SourceReader>> {
+/// (`None` when left to the connector). Postgres CDC and Kafka's UPSERT and
+/// DEBEZIUM formats read keyed changes, the rest append rows.
+pub fn reader(options: &ConnectorOptions, declared: Option<SchemaRef>) -> Result<Reader> {
+    let appends = |reader: Arc<dyn SourceReader>| Ok(Reader::Appends(reader));
     match options.connector() {
-        Some("nexmark") => Ok(Box::new(nexmark::NexmarkReader::new(options, declared)?)),
-        Some("datagen") => Ok(Box::new(datagen::DatagenReader::new(options, declared)?)),
-        Some("kafka") => Ok(Box::new(kafka::KafkaReader::new(options, declared)?)),
-        Some("file") => Ok(Box::new(file::FileReader::new(options, declared)?)),
-        Some(postgres_cdc::CONNECTOR) => Ok(Box::new(postgres_cdc::PostgresCdcReader::new(options, declared)?)),
+        Some("nexmark") => appends(Arc::new(nexmark::NexmarkReader::new(options, declared)?)),
+        Some("datagen") => appends(Arc::new(datagen::DatagenReader::new(options, declared)?)),
+        Some("kafka") => {
+            let reader = Arc::new(kafka::KafkaReader::new(options, declared)?);
+            if reader.keyed() { Ok(Reader::Keyed(reader)) } else { appends(reader) }
+        }
+        Some("file") => appends(Arc::new(file::FileReader::new(options, declared)?)),
+        Some(postgres_cdc::CONNECTOR) => {
+            Ok(Reader::Keyed(Arc::new(postgres_cdc::PostgresCdcReader::new(options, declared)?)))
+        }
         Some(other) => Err(SqlError::not_supported(format!(
             "connector '{other}' (connectors: kafka, postgres-cdc, file, nexmark, datagen)"
         ))),

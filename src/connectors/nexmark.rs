@@ -28,7 +28,7 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Auction, Bid, Event, EventType, Person};
 
-use super::{BadRecord, ConnectorOptions, SourcePosition, SourceReader, check_declared, due};
+use super::{BadRecord, Connector, ConnectorOptions, SourcePosition, SourceReader, check_declared, due};
 use crate::error::{Result, SqlError, sqlstate};
 
 /// 2015-07-15 00:00:00 UTC, in milliseconds.
@@ -252,11 +252,13 @@ impl NexmarkReader {
     }
 }
 
-impl SourceReader for NexmarkReader {
+impl Connector for NexmarkReader {
     fn schema(&self) -> SchemaRef {
         schema(self.stream)
     }
+}
 
+impl SourceReader for NexmarkReader {
     fn read(
         &self,
         position: &mut SourcePosition,

@@ -47,7 +47,7 @@ use pgwire_replication::client::{ReplicationClient, ReplicationEvent};
 use pgwire_replication::{Lsn, ReplicationConfig, TlsConfig};
 use tokio::sync::mpsc;
 
-use super::{BadRecord, ConnectorOptions, KeyedChanges, Retry, SourcePosition, SourceReader};
+use super::{BadRecord, Connector, ConnectorOptions, KeyedChanges, KeyedReader, Retry, SourcePosition};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::stream::change::all_nullable;
 
@@ -369,28 +369,39 @@ fn compatible(pg_type: &str, data_type: &DataType) -> bool {
     }
 }
 
-impl SourceReader for PostgresCdcReader {
+impl Connector for PostgresCdcReader {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn read(
-        &self,
-        _position: &mut SourcePosition,
-        _now_nanos: i64,
-        _max_records: usize,
-        _bad: &mut Vec<BadRecord>,
-    ) -> Result<RecordBatch> {
-        Err(SqlError::new(
-            sqlstate::WRONG_OBJECT_TYPE,
-            "a postgres-cdc source is read through tables: CREATE TABLE t (…) FROM source TABLE 'schema.table'",
-        ))
+    fn check(&self) -> Result<()> {
+        Self::block_on(self.check_upstream())?
     }
 
-    fn keyed(&self) -> bool {
-        true
+    fn status(&self) -> Option<String> {
+        let status = self.shared.status.lock().clone();
+        Some(if status.is_empty() { "starting".to_string() } else { status })
     }
 
+    fn committed(&self, position: &SourcePosition) {
+        self.shared.committed.fetch_max(position.next, Ordering::SeqCst);
+    }
+
+    fn release(&self) {
+        let Some(upstream) = self.upstream.clone() else { return };
+        self.shared.release.store(true, Ordering::SeqCst);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let running = self.deliveries.lock().take().is_some();
+        let connection = self.connection.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+        if !running {
+            // No task to stop: drop what a previous run left.
+            handle.spawn(async move { drop_slot(&connection, &upstream).await });
+        }
+    }
+}
+
+impl KeyedReader for PostgresCdcReader {
     fn read_changes(
         &self,
         position: &mut SourcePosition,
@@ -460,40 +471,6 @@ impl SourceReader for PostgresCdcReader {
                 .ok_or_else(|| SqlError::internal("deletes are not booleans"))?
         };
         Ok(KeyedChanges { rows, deletes, unchanged })
-    }
-
-    fn exhausted(&self, _position: &SourcePosition) -> bool {
-        false
-    }
-
-    fn check(&self) -> Result<()> {
-        Self::block_on(self.check_upstream())?
-    }
-
-    fn replayable(&self) -> bool {
-        false
-    }
-
-    fn status(&self) -> Option<String> {
-        let status = self.shared.status.lock().clone();
-        Some(if status.is_empty() { "starting".to_string() } else { status })
-    }
-
-    fn committed(&self, position: &SourcePosition) {
-        self.shared.committed.fetch_max(position.next, Ordering::SeqCst);
-    }
-
-    fn release(&self) {
-        let Some(upstream) = self.upstream.clone() else { return };
-        self.shared.release.store(true, Ordering::SeqCst);
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let running = self.deliveries.lock().take().is_some();
-        let connection = self.connection.clone();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-        if !running {
-            // No task to stop: drop what a previous run left.
-            handle.spawn(async move { drop_slot(&connection, &upstream).await });
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::coordinator::{Backoff, Coordinator};
 use crate::catalog::{Catalog, Relation, RelationKind};
-use crate::connectors::{KeyedChanges, SourcePosition};
+use crate::connectors::{KeyedChanges, Reader, SourcePosition};
 use crate::error::Result;
 use crate::state::{WriteBatch, feed_errors_prefix, feed_position_key};
 use crate::stream::RelationId;
@@ -75,12 +75,13 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
         };
         let before = position.clone();
         let mut bad = Vec::new();
-        let read = if reader.keyed() {
-            reader.read_changes(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad)
-        } else {
-            reader.read(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad).map(KeyedChanges::upserts)
+        let read = match &reader {
+            Reader::Keyed(keyed) => keyed.read_changes(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad),
+            Reader::Appends(appends) => {
+                appends.read(&mut position, now_nanos(), MAX_RECORDS_PER_EPOCH, &mut bad).map(KeyedChanges::upserts)
+            }
         };
-        if let Some(status) = reader.status() {
+        if let Some(status) = reader.connector().status() {
             table.stats.set_source_status(&name, status);
         }
         let changes = match read {
@@ -102,7 +103,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
             extra.put(error_key(table.id, record), encode_bad_record(record));
         }
         table.stats.add_bad_records(bad.len() as u64);
-        let applied = if reader.keyed() {
+        let applied = if matches!(reader, Reader::Keyed(_)) {
             super::writes::apply_from_changelog(&mut guard, &table, &changes, extra)
         } else {
             super::writes::append_from_connector(&mut guard, &table, &changes.rows, extra)
@@ -112,7 +113,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
                 table.stats.add_source_rows(count as u64);
                 read_any |= count > 0 || !bad.is_empty();
                 // Durable now: the upstream may let go of what was read.
-                reader.committed(&position);
+                reader.connector().committed(&position);
                 feeds.positions.insert(table.id, position);
             }
             // The store failed (or the server is read-only): nothing was

@@ -20,6 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
+use crate::stream::connector::Reader;
 use crate::stream::ops::aggregate::{Aggregate, AggregateCall, Windowing};
 use crate::stream::ops::constant::Constant;
 use crate::stream::ops::event_time::OpenGroups;
@@ -280,10 +281,20 @@ impl Lowering<'_> {
                 }
                 let relation = self.resolver.resolve(scan)?;
                 if let Some(source) = &relation.source {
-                    let reader = source
-                        .reader
-                        .clone()
-                        .ok_or_else(|| SqlError::internal(format!("source {} has no reader", source.name)))?;
+                    let reader = match source.reader.clone() {
+                        Some(Reader::Appends(reader)) => reader,
+                        Some(Reader::Keyed(_)) => {
+                            return Err(SqlError::new(
+                                crate::error::sqlstate::WRONG_OBJECT_TYPE,
+                                format!(
+                                    "source {} yields changes by key, which only a table can apply: read it \
+                                     through a table (CREATE TABLE t (…) FROM {} TABLE 'schema.table')",
+                                    source.name, source.name
+                                ),
+                            ));
+                        }
+                        None => return Err(SqlError::internal(format!("source {} has no reader", source.name))),
+                    };
                     let state = self.state_prefix()?;
                     self.clocked = true;
                     return Ok(Box::new(SourceScan::new(

@@ -216,7 +216,7 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             ));
         }
         let source_reader = crate::connectors::reader(&options, Some(schema.clone()))?;
-        if !primary_key.is_empty() && !source_reader.keyed() {
+        if !primary_key.is_empty() && !matches!(source_reader, crate::connectors::Reader::Keyed(_)) {
             return Err(SqlError::not_supported(if is_source {
                 "a PRIMARY KEY on a source (a source keeps no rows to key)"
             } else {
@@ -224,17 +224,17 @@ pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outco
             }));
         }
         if !engine.recovering() {
-            source_reader.check()?;
+            source_reader.connector().check()?;
         }
         // The connector's columns: the declared ones, or all when none are
         // declared, plus any it adds (INCLUDE partition, …).
-        if schema.fields().len() != source_reader.schema().fields().len() {
-            schema = source_reader.schema();
+        if schema.fields().len() != source_reader.connector().schema().fields().len() {
+            schema = source_reader.connector().schema();
         }
         if is_source {
             kind = RelationKind::Source;
         }
-        reader = Some(Arc::<dyn crate::connectors::SourceReader>::from(source_reader));
+        reader = Some(source_reader);
         connector_options = Some(options);
     }
     let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema, primary_key)?;
@@ -674,7 +674,7 @@ pub async fn drop(
             if victim.kind == RelationKind::Table {
                 // A CDC table's replication slot goes with it.
                 if let Some(reader) = &victim.reader {
-                    reader.release();
+                    reader.connector().release();
                 }
             }
             engine.catalog.remove(victim.id);

@@ -149,17 +149,20 @@ impl KeyedChanges {
 /// use datafusion::arrow::array::{Int64Array, RecordBatch};
 /// use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 /// use freshet::error::{Result, SqlError};
-/// use freshet::stream::connector::{BadRecord, SourcePosition, SourceReader};
+/// use freshet::stream::connector::{BadRecord, Connector, SourcePosition, SourceReader};
 ///
 /// struct Numbers {
 ///     schema: SchemaRef,
 ///     values: Vec<i64>,
 /// }
 ///
-/// impl SourceReader for Numbers {
+/// impl Connector for Numbers {
 ///     fn schema(&self) -> SchemaRef {
 ///         self.schema.clone()
 ///     }
+/// }
+///
+/// impl SourceReader for Numbers {
 ///     fn read(&self, position: &mut SourcePosition, _now_nanos: i64, max_records: usize,
 ///             _bad: &mut Vec<BadRecord>) -> Result<RecordBatch> {
 ///         let start = (position.next as usize).min(self.values.len());
@@ -185,9 +188,7 @@ impl KeyedChanges {
 /// assert_eq!(again.column(0).as_ref(), &Int64Array::from(vec![30]) as &dyn datafusion::arrow::array::Array);
 /// # Ok::<(), SqlError>(())
 /// ```
-pub trait SourceReader: Send + Sync {
-    /// The rows' schema.
-    fn schema(&self) -> SchemaRef;
+pub trait SourceReader: Connector {
     /// Up to `max_records` records after `position` among those due at
     /// `now_nanos`, as rows; advances `position`. Records that do not make
     /// a row go to `bad` (or fail the read, if the source says so).
@@ -200,12 +201,6 @@ pub trait SourceReader: Send + Sync {
     ) -> Result<RecordBatch>;
     /// No record will come after `position` (a finite source read to its end).
     fn exhausted(&self, position: &SourcePosition) -> bool;
-    /// Checks, at CREATE SOURCE, that the connector can be read (e.g. the
-    /// broker answers and the topic exists). Not called at recovery, so a
-    /// system that is down then does not keep the catalog from loading.
-    fn check(&self) -> Result<()> {
-        Ok(())
-    }
     /// A reader of its own for one more view, for readers holding a
     /// connection; `None` when one reader can serve every view.
     fn instance(&self) -> Option<std::sync::Arc<dyn SourceReader>> {
@@ -218,26 +213,24 @@ pub trait SourceReader: Send + Sync {
     fn replayable(&self) -> bool {
         true
     }
+}
+
+/// What every connector's reader does, whatever it yields: its schema, a
+/// check at creation, its status, and the lifecycle of what it holds
+/// upstream.
+pub trait Connector: Send + Sync {
+    /// The rows' schema.
+    fn schema(&self) -> SchemaRef;
+    /// Checks, at CREATE, that the connector can be read (e.g. the broker
+    /// answers and the topic exists). Not called at recovery, so a system
+    /// that is down then does not keep the catalog from loading.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
     /// How reading goes, for readers of external systems ("reading",
     /// "retrying: <error>"); `None` for generators.
     fn status(&self) -> Option<String> {
         None
-    }
-    /// Whether the connector yields keyed changes (upserts and deletes by
-    /// primary key) rather than appended rows: such a connector feeds a
-    /// table with a primary key, through [`read_changes`](Self::read_changes).
-    fn keyed(&self) -> bool {
-        false
-    }
-    /// [`read`](Self::read) for keyed connectors.
-    fn read_changes(
-        &self,
-        position: &mut SourcePosition,
-        now_nanos: i64,
-        max_records: usize,
-        bad: &mut Vec<BadRecord>,
-    ) -> Result<KeyedChanges> {
-        Ok(KeyedChanges::upserts(self.read(position, now_nanos, max_records, bad)?))
     }
     /// The epoch holding what was read up to `position` is committed: a
     /// connector whose upstream keeps data until told (a replication slot)
@@ -246,6 +239,50 @@ pub trait SourceReader: Send + Sync {
     /// The relation reading this connector was dropped: release what it
     /// holds upstream (a replication slot).
     fn release(&self) {}
+}
+
+/// Reads keyed changes (Postgres CDC, `FORMAT UPSERT`, `FORMAT DEBEZIUM`):
+/// upserts and deletes by primary key, which only a table with that
+/// primary key can apply.
+pub trait KeyedReader: Connector {
+    /// Up to `max_records` records after `position`, as keyed changes in
+    /// the order they happened; advances `position`. Records that do not
+    /// make a change go to `bad`.
+    fn read_changes(
+        &self,
+        position: &mut SourcePosition,
+        now_nanos: i64,
+        max_records: usize,
+        bad: &mut Vec<BadRecord>,
+    ) -> Result<KeyedChanges>;
+}
+
+/// A connector's reader, of one of the two kinds.
+#[derive(Clone)]
+pub enum Reader {
+    /// Appends rows: read by a view's source scan or into a table.
+    Appends(std::sync::Arc<dyn SourceReader>),
+    /// Upserts and deletes by key: read into a table with a primary key.
+    Keyed(std::sync::Arc<dyn KeyedReader>),
+}
+
+impl Reader {
+    /// What both kinds do.
+    pub fn connector(&self) -> &dyn Connector {
+        match self {
+            Reader::Appends(reader) => reader.as_ref(),
+            Reader::Keyed(reader) => reader.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reader::Appends(_) => "Reader::Appends",
+            Reader::Keyed(_) => "Reader::Keyed",
+        })
+    }
 }
 
 /// A bad record as stored: partition and offset are its key.
