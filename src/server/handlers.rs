@@ -199,14 +199,8 @@ impl FreshetSimpleQuery {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        // Freshet's own clauses (WATERMARK FOR, EMIT ON WINDOW CLOSE, …)
-        // become standard SQL first.
-        let rewritten = crate::sql::syntax::rewrite(query).map_err(super::errors::to_pgwire)?;
-        let query = rewritten.as_deref().unwrap_or(query);
-        let catalogs = crate::sql::compat::regclass(query);
-        let query = catalogs.as_deref().unwrap_or(query);
-        let resolved = resolve_names(&self.engine, client, query);
-        let query = resolved.as_deref().unwrap_or(query);
+        let standard = standard_sql(&self.engine, client, query)?;
+        let query = standard.as_str();
         // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE).
         if let Some(parsed) = subscribe::parse(query) {
             let command = parsed.map_err(super::errors::to_pgwire)?;
@@ -288,6 +282,18 @@ pub struct FreshetQueryParser {
     engine: Arc<Engine>,
 }
 
+/// The text DataFusion is given for `sql`, on both protocols: Freshet's
+/// own clauses (WATERMARK FOR, EMIT ON WINDOW CLOSE, …) rewritten into
+/// standard SQL, `'name'::regclass` into catalog lookups, and names
+/// resolved along the session's search_path.
+fn standard_sql<C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &str) -> PgWireResult<String> {
+    let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
+    let sql = rewritten.as_deref().unwrap_or(sql);
+    let catalogs = crate::sql::compat::regclass(sql);
+    let sql = catalogs.as_deref().unwrap_or(sql);
+    Ok(resolve_names(engine, client, sql).unwrap_or_else(|| sql.to_string()))
+}
+
 /// `sql` with clients' own search-path subqueries replaced by the
 /// session's schemas and unqualified names resolved along its search_path
 /// (`None` if neither applies; see `sql::search_path`).
@@ -324,12 +330,8 @@ impl QueryParser for FreshetQueryParser {
                 return Ok(Some(statement));
             }
         }
-        let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
-        let sql = rewritten.as_deref().unwrap_or(sql);
-        let catalogs = crate::sql::compat::regclass(sql);
-        let sql = catalogs.as_deref().unwrap_or(sql);
-        let resolved = resolve_names(&self.engine, client, sql);
-        let sql = resolved.as_deref().unwrap_or(sql);
+        let standard = standard_sql(&self.engine, client, sql)?;
+        let sql = standard.as_str();
         match self.inner.parse_sql(client, sql, types).await {
             Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
                 match crate::sql::compat::rewrite(sql) {
