@@ -32,6 +32,11 @@ async fn aggregate() {
         Case::new("global", "SELECT count(*) AS n, sum(v) AS s, max(v) AS m FROM t1"),
         Case::new("having", "SELECT k, sum(v) AS s FROM t1 GROUP BY k HAVING count(*) > 2"),
         Case::new("two keys", "SELECT k, v, count(*) AS n FROM t1 GROUP BY k, v"),
+        Case::new(
+            "filtered and arrays",
+            "SELECT k, count(*) FILTER (WHERE v > 0) AS pos, array_agg(v ORDER BY v) AS vs, bit_or(v) AS b \
+             FROM t1 GROUP BY k",
+        ),
     ])
     .await;
 }
@@ -62,6 +67,12 @@ async fn join() {
         Case::new("semi", "SELECT id, k FROM t1 WHERE EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k AND t2.v > 0)"),
         Case::new("anti", "SELECT id, k FROM t1 WHERE NOT EXISTS (SELECT 1 FROM t2 WHERE t2.k = t1.k)"),
         Case::new("in", "SELECT id FROM t1 WHERE v IN (SELECT v FROM t2)"),
+        Case::new("self", "SELECT a.id AS x, b.id AS y FROM t1 a JOIN t1 b ON a.k = b.k AND a.id < b.id"),
+        Case::new(
+            "three tables",
+            "SELECT t1.id AS a, t2.id AS b, d.n FROM t1 JOIN t2 ON t1.k = t2.k \
+             JOIN (SELECT v, count(*) AS n FROM t2 GROUP BY v) d ON d.v = t1.v",
+        ),
         Case::new(
             "aggregated",
             "SELECT t1.k, count(*) AS n, sum(t2.v) AS s FROM t1 JOIN t2 ON t1.k = t2.k GROUP BY t1.k",
