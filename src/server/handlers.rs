@@ -22,7 +22,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::copy::CopyInHandler;
 use super::errors::SqlStateErrorHandler;
-use super::hook::EngineHook;
+use super::hook::StatementHook;
 use super::pg_text::postgres_text;
 use super::subscribe;
 use crate::sql::Engine;
@@ -52,16 +52,10 @@ impl FreshetHandlers {
         let ctx = Arc::new(engine.ctx.clone());
         let engine_for_streams = engine.clone();
         let copy = Arc::new(CopyInHandler::new(engine.clone()));
-        // Our hooks first (transaction blocks, privileges, statements we
-        // own, session settings); then datafusion-postgres' own (SET/SHOW,
-        // cursors).
-        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> = vec![
-            Arc::new(super::transaction::TransactionHook { engine: engine.clone() }),
-            Arc::new(super::access::AccessHook { engine: engine.clone() }),
-            Arc::new(EngineHook { engine: engine.clone() }),
-            Arc::new(super::session::SessionHook),
-            Arc::new(super::prepared::PreparedHook { engine: engine.clone() }),
-        ];
+        // Ours first (it routes every statement: see `server::hook`); then
+        // datafusion-postgres' own (SET/SHOW of what it reports, cursors).
+        let mut hooks: Vec<Arc<dyn datafusion_postgres::QueryHook>> =
+            vec![Arc::new(StatementHook { engine: engine.clone() })];
         hooks.extend([
             Arc::new(datafusion_postgres::hooks::cursor::CursorStatementHook)
                 as Arc<dyn datafusion_postgres::QueryHook>,

@@ -16,6 +16,7 @@ mod handlers;
 mod hook;
 mod pg_text;
 mod prepared;
+mod respond;
 mod session;
 mod subscribe;
 mod timeout;

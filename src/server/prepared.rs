@@ -14,20 +14,16 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::Array;
 use datafusion::common::{DFSchema, ParamValues, ScalarValue};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Ident, ObjectName, Statement};
-use datafusion_postgres::QueryHook;
-use datafusion_postgres::hooks::HookClient;
-use pgwire::api::ClientInfo;
 use pgwire::api::results::Response;
 use pgwire::error::PgWireResult;
 
-use super::hook::{no_rows_plan, respond};
+use super::respond::{no_rows_plan, respond};
 use crate::db::snapshot;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::sql::{Engine, Outcome, dml_support};
@@ -69,48 +65,40 @@ fn statement_name(name: &ObjectName) -> String {
     name.0.last().and_then(|p| p.as_ident()).map(folded).unwrap_or_default()
 }
 
-pub struct PreparedHook {
-    pub engine: Arc<Engine>,
-}
-
-impl PreparedHook {
-    async fn prepare(&self, name: &Ident, statement: &Statement, session: &SessionContext) -> Result<Outcome> {
-        let Statement::Prepare { data_types, statement: inner, .. } = statement else {
-            return Err(SqlError::internal("not a PREPARE"));
-        };
-        let name = folded(name);
-        if PREPARED.try_with(|map| map.borrow().contains_key(&name)).unwrap_or(false) {
+async fn prepare(name: &Ident, statement: &Statement, session: &SessionContext) -> Result<Outcome> {
+    let Statement::Prepare { data_types, statement: inner, .. } = statement else {
+        return Err(SqlError::internal("not a PREPARE"));
+    };
+    let name = folded(name);
+    if PREPARED.try_with(|map| map.borrow().contains_key(&name)).unwrap_or(false) {
+        return Err(SqlError::new(
+            DUPLICATE_PREPARED_STATEMENT,
+            format!("prepared statement \"{name}\" already exists"),
+        ));
+    }
+    // DataFusion does not plan ON CONFLICT; the engine applies it.
+    let plannable = match inner.as_ref() {
+        Statement::Insert(insert) => Statement::Insert(dml_support::plannable_insert(insert)?.0),
+        Statement::Query(_) | Statement::Update(_) | Statement::Delete(_) => inner.as_ref().clone(),
+        other => {
+            let head: String = other.to_string().split_whitespace().next().unwrap_or_default().to_uppercase();
             return Err(SqlError::new(
-                DUPLICATE_PREPARED_STATEMENT,
-                format!("prepared statement \"{name}\" already exists"),
+                sqlstate::SYNTAX_ERROR,
+                format!("cannot PREPARE {head}: a prepared statement is a SELECT, VALUES, INSERT, UPDATE or DELETE"),
             ));
         }
-        // DataFusion does not plan ON CONFLICT; the engine applies it.
-        let plannable = match inner.as_ref() {
-            Statement::Insert(insert) => Statement::Insert(dml_support::plannable_insert(insert)?.0),
-            Statement::Query(_) | Statement::Update(_) | Statement::Delete(_) => inner.as_ref().clone(),
-            other => {
-                let head: String = other.to_string().split_whitespace().next().unwrap_or_default().to_uppercase();
-                return Err(SqlError::new(
-                    sqlstate::SYNTAX_ERROR,
-                    format!(
-                        "cannot PREPARE {head}: a prepared statement is a SELECT, VALUES, INSERT, UPDATE or DELETE"
-                    ),
-                ));
-            }
-        };
-        let to_plan = Statement::Prepare {
-            name: Ident::new(name.clone()),
-            data_types: data_types.clone(),
-            statement: Box::new(plannable),
-        };
-        let plan = session.state().statement_to_plan(DfStatement::Statement(Box::new(to_plan))).await?;
-        let prepared = Prepared { statement: inner.as_ref().clone(), plan };
-        PREPARED
-            .try_with(|map| map.borrow_mut().insert(name, prepared))
-            .map_err(|_| SqlError::internal("no prepared statements in this task"))?;
-        Ok(Outcome::Command { tag: "PREPARE", rows: None })
-    }
+    };
+    let to_plan = Statement::Prepare {
+        name: Ident::new(name.clone()),
+        data_types: data_types.clone(),
+        statement: Box::new(plannable),
+    };
+    let plan = session.state().statement_to_plan(DfStatement::Statement(Box::new(to_plan))).await?;
+    let prepared = Prepared { statement: inner.as_ref().clone(), plan };
+    PREPARED
+        .try_with(|map| map.borrow_mut().insert(name, prepared))
+        .map_err(|_| SqlError::internal("no prepared statements in this task"))?;
+    Ok(Outcome::Command { tag: "PREPARE", rows: None })
 }
 
 /// EXECUTE `name` (`arguments`) for the session role `user`.
@@ -211,50 +199,31 @@ fn deallocate(name: &Ident) -> Result<Outcome> {
     Ok(Outcome::Command { tag: "DEALLOCATE", rows: None })
 }
 
-#[async_trait]
-impl QueryHook for PreparedHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let outcome = match statement {
-            Statement::Prepare { name, .. } => self.prepare(name, statement, session_context).await,
-            Statement::Execute { name: Some(name), parameters, immediate: false, using, .. } if using.is_empty() => {
-                let user = super::connection::session_user(&*client);
-                execute(&self.engine, &statement_name(name), parameters, &user).await
-            }
-            Statement::Deallocate { name, .. } => deallocate(name),
-            _ => return None,
-        };
-        Some(respond(outcome).await)
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        _session_context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        match statement {
-            Statement::Prepare { .. } | Statement::Deallocate { .. } => Some(Ok(no_rows_plan())),
-            Statement::Execute { name: Some(name), immediate: false, .. } => {
-                Some(Ok(result_plan(&statement_name(name))))
-            }
-            _ => None,
+/// Answers PREPARE, EXECUTE and DEALLOCATE; `None` for other statements.
+pub(super) async fn answer(
+    engine: &Engine,
+    statement: &Statement,
+    session: &SessionContext,
+    user: &str,
+) -> Option<PgWireResult<Response>> {
+    let outcome = match statement {
+        Statement::Prepare { name, .. } => prepare(name, statement, session).await,
+        Statement::Execute { name: Some(name), parameters, immediate: false, using, .. } if using.is_empty() => {
+            execute(engine, &statement_name(name), parameters, user).await
         }
-    }
+        Statement::Deallocate { name, .. } => deallocate(name),
+        _ => return None,
+    };
+    Some(respond(outcome).await)
+}
 
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &ParamValues,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.handle_simple_query(statement, session_context, client).await
+/// The plan PREPARE, EXECUTE and DEALLOCATE are described by at Parse;
+/// `None` for other statements.
+pub(super) fn describe(statement: &Statement) -> Option<PgWireResult<LogicalPlan>> {
+    match statement {
+        Statement::Prepare { .. } | Statement::Deallocate { .. } => Some(Ok(no_rows_plan())),
+        Statement::Execute { name: Some(name), immediate: false, .. } => Some(Ok(result_plan(&statement_name(name)))),
+        _ => None,
     }
 }
 
@@ -283,5 +252,5 @@ pub async fn execute_portal(
         return Some(Err(super::transaction::aborted()));
     }
     let outcome = execute(engine, &statement_name(&name), &parameters, user).await;
-    Some(super::hook::respond_in(outcome, format).await)
+    Some(super::respond::respond_in(outcome, format).await)
 }

@@ -11,21 +11,18 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Reset, Set, Statement};
-use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use pgwire::api::ClientInfo;
 use pgwire::api::results::{Response, Tag};
 use pgwire::error::PgWireResult;
 
 use super::errors::to_pgwire;
-use super::hook::respond;
+use super::respond::respond;
 use crate::catalog::pg_catalog::SETTINGS;
 use crate::error::{SqlError, sqlstate};
 use crate::sql::Outcome;
@@ -50,8 +47,8 @@ fn shown_by_datafusion_postgres(name: &str) -> bool {
     matches!(name, "time zone" | "timezone" | "statement_timeout" | "catalogs")
 }
 
-/// What this hook does with a statement, if anything.
-enum Action {
+/// What a session statement does.
+pub(super) enum Action {
     Show(String),
     ShowAll,
     Set(String, String),
@@ -59,7 +56,8 @@ enum Action {
     Discard,
 }
 
-fn action(statement: &Statement) -> Option<Action> {
+/// The session statement `statement` is, if it is one.
+pub(super) fn action(statement: &Statement) -> Option<Action> {
     match statement {
         Statement::ShowVariable { variable } => {
             let words: Vec<String> = variable.iter().map(|v| v.value.to_lowercase()).collect();
@@ -153,7 +151,12 @@ fn show_rows(client: &(dyn ClientInfo + Send + Sync), action: &Action) -> Result
     })
 }
 
-async fn run(action: Action, session: &SessionContext, client: &mut dyn HookClient) -> PgWireResult<Response> {
+/// Answers a session statement.
+pub(super) async fn run(
+    action: Action,
+    session: &SessionContext,
+    client: &mut dyn HookClient,
+) -> PgWireResult<Response> {
     match action {
         Action::Show(_) | Action::ShowAll => {
             let batch = show_rows(&*client, &action).map_err(to_pgwire)?.unwrap_or_else(|| text_batch(&[], vec![]));
@@ -198,50 +201,17 @@ fn reset(client: &mut dyn HookClient, name: Option<String>) {
     }
 }
 
-pub struct SessionHook;
-
-#[async_trait]
-impl QueryHook for SessionHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let action = action(statement)?;
-        Some(run(action, session_context, client).await)
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        session_context: &SessionContext,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        let action = action(statement)?;
-        // The plan only describes the result's columns.
-        let batch = match show_rows(client, &action) {
-            Ok(Some(batch)) => batch,
-            Ok(None) => text_batch(&[], vec![]),
-            Err(error) => return Some(Err(to_pgwire(error))),
-        };
-        Some(
-            session_context
-                .read_batch(batch)
-                .map(|frame| frame.into_unoptimized_plan())
-                .map_err(|e| to_pgwire(e.into())),
-        )
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &ParamValues,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let action = action(statement)?;
-        Some(run(action, session_context, client).await)
-    }
+/// The plan a session statement is described by at Parse (only its
+/// result's columns matter).
+pub(super) fn describe(
+    action: &Action,
+    session: &SessionContext,
+    client: &(dyn ClientInfo + Send + Sync),
+) -> PgWireResult<LogicalPlan> {
+    let batch = match show_rows(client, action) {
+        Ok(Some(batch)) => batch,
+        Ok(None) => text_batch(&[], vec![]),
+        Err(error) => return Err(to_pgwire(error)),
+    };
+    session.read_batch(batch).map(|frame| frame.into_unoptimized_plan()).map_err(|e| to_pgwire(e.into()))
 }

@@ -7,14 +7,7 @@
 //! DDL inside a block takes effect at once (as in Materialize); only table
 //! writes wait for COMMIT.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use datafusion::common::ParamValues;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Statement, TransactionAccessMode, TransactionMode};
-use datafusion_postgres::QueryHook;
 use datafusion_postgres::hooks::HookClient;
 use futures::Sink;
 use pgwire::api::ClientInfo;
@@ -28,10 +21,6 @@ use crate::db::transaction;
 use crate::error::{SqlError, sqlstate};
 use crate::sql::Engine;
 
-pub struct TransactionHook {
-    pub engine: Arc<Engine>,
-}
-
 pub(super) fn aborted() -> PgWireError {
     to_pgwire(SqlError::new(
         sqlstate::IN_FAILED_SQL_TRANSACTION,
@@ -44,7 +33,7 @@ async fn warn(client: &mut dyn HookClient, code: &str, message: &str) -> PgWireR
     client.send_message(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(notice))).await
 }
 
-fn is_transaction_statement(statement: &Statement) -> bool {
+pub(super) fn is_transaction_statement(statement: &Statement) -> bool {
     matches!(
         statement,
         Statement::StartTransaction { .. }
@@ -55,124 +44,87 @@ fn is_transaction_statement(statement: &Statement) -> bool {
     )
 }
 
-impl TransactionHook {
-    /// Answers a transaction statement. Whether a block is open is our
-    /// slot's to say: pgwire's status lags behind within one simple query
-    /// of several statements (`BEGIN; INSERT …; COMMIT`); its Error state
-    /// says an earlier statement of the block failed.
-    async fn respond(&self, statement: &Statement, client: &mut dyn HookClient) -> PgWireResult<Response> {
-        let failed = client.transaction_status() == TransactionStatus::Error;
-        let open = transaction::is_open();
-        match statement {
-            Statement::StartTransaction { .. } if failed => Err(aborted()),
-            Statement::StartTransaction { .. } if open => {
-                warn(client, "25001", "there is already a transaction in progress").await?;
-                Ok(Response::Execution(Tag::new("BEGIN")))
-            }
-            Statement::StartTransaction { modes, .. } => {
-                let read_only =
-                    modes.iter().any(|m| matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)));
-                transaction::begin(self.engine.coordinator.store().as_ref(), read_only);
-                Ok(Response::TransactionStart(Tag::new("BEGIN")))
-            }
-            Statement::Commit { .. } if failed => {
-                drop(transaction::take());
-                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
-            }
-            Statement::Commit { .. } => match transaction::take() {
-                Some(open) => {
-                    open.commit(&self.engine.coordinator, &self.engine.catalog).await.map_err(to_pgwire)?;
-                    Ok(Response::TransactionEnd(Tag::new("COMMIT")))
-                }
-                None => {
-                    warn(client, "25P01", "there is no transaction in progress").await?;
-                    Ok(Response::TransactionEnd(Tag::new("COMMIT")))
-                }
-            },
-            Statement::Rollback { savepoint: None, .. } => {
-                if !open && !failed {
-                    warn(client, "25P01", "there is no transaction in progress").await?;
-                }
-                drop(transaction::take());
-                Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
-            }
-            Statement::Rollback { savepoint: Some(name), .. } => {
-                self.savepoint(failed, "ROLLBACK TO SAVEPOINT", |open| open.to_savepoint(&name.value, true))?;
-                Ok(Response::Execution(Tag::new("ROLLBACK")))
-            }
-            Statement::Savepoint { name } => {
-                self.savepoint(failed, "SAVEPOINT", |open| {
-                    open.savepoint(name.value.clone());
-                    Ok(())
-                })?;
-                Ok(Response::Execution(Tag::new("SAVEPOINT")))
-            }
-            Statement::ReleaseSavepoint { name } => {
-                self.savepoint(failed, "RELEASE SAVEPOINT", |open| open.to_savepoint(&name.value, false))?;
-                Ok(Response::Execution(Tag::new("RELEASE")))
-            }
-            other => Err(to_pgwire(SqlError::internal(format!("not a transaction statement: {other}")))),
+/// Answers a transaction statement. Whether a block is open is our
+/// slot's to say: pgwire's status lags behind within one simple query
+/// of several statements (`BEGIN; INSERT …; COMMIT`); its Error state
+/// says an earlier statement of the block failed.
+pub(super) async fn respond(
+    engine: &Engine,
+    statement: &Statement,
+    client: &mut dyn HookClient,
+) -> PgWireResult<Response> {
+    let failed = client.transaction_status() == TransactionStatus::Error;
+    let open = transaction::is_open();
+    match statement {
+        Statement::StartTransaction { .. } if failed => Err(aborted()),
+        Statement::StartTransaction { .. } if open => {
+            warn(client, "25001", "there is already a transaction in progress").await?;
+            Ok(Response::Execution(Tag::new("BEGIN")))
         }
-    }
-
-    /// A savepoint command, valid only inside a block.
-    fn savepoint(
-        &self,
-        failed: bool,
-        command: &str,
-        apply: impl FnOnce(&mut transaction::Transaction) -> crate::error::Result<()>,
-    ) -> PgWireResult<()> {
-        if failed {
-            return Err(to_pgwire(SqlError::new(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                format!("{command} after an error in a transaction block: ROLLBACK the whole transaction"),
-            )));
+        Statement::StartTransaction { modes, .. } => {
+            let read_only =
+                modes.iter().any(|m| matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)));
+            transaction::begin(engine.coordinator.store().as_ref(), read_only);
+            Ok(Response::TransactionStart(Tag::new("BEGIN")))
         }
-        match transaction::with_open(apply) {
-            Some(result) => result.map_err(to_pgwire),
-            None => Err(to_pgwire(SqlError::new(
-                sqlstate::NO_ACTIVE_SQL_TRANSACTION,
-                format!("{command} can only be used in transaction blocks"),
-            ))),
+        Statement::Commit { .. } if failed => {
+            drop(transaction::take());
+            Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
         }
+        Statement::Commit { .. } => match transaction::take() {
+            Some(open) => {
+                open.commit(&engine.coordinator, &engine.catalog).await.map_err(to_pgwire)?;
+                Ok(Response::TransactionEnd(Tag::new("COMMIT")))
+            }
+            None => {
+                warn(client, "25P01", "there is no transaction in progress").await?;
+                Ok(Response::TransactionEnd(Tag::new("COMMIT")))
+            }
+        },
+        Statement::Rollback { savepoint: None, .. } => {
+            if !open && !failed {
+                warn(client, "25P01", "there is no transaction in progress").await?;
+            }
+            drop(transaction::take());
+            Ok(Response::TransactionEnd(Tag::new("ROLLBACK")))
+        }
+        Statement::Rollback { savepoint: Some(name), .. } => {
+            savepoint(failed, "ROLLBACK TO SAVEPOINT", |open| open.to_savepoint(&name.value, true))?;
+            Ok(Response::Execution(Tag::new("ROLLBACK")))
+        }
+        Statement::Savepoint { name } => {
+            savepoint(failed, "SAVEPOINT", |open| {
+                open.savepoint(name.value.clone());
+                Ok(())
+            })?;
+            Ok(Response::Execution(Tag::new("SAVEPOINT")))
+        }
+        Statement::ReleaseSavepoint { name } => {
+            savepoint(failed, "RELEASE SAVEPOINT", |open| open.to_savepoint(&name.value, false))?;
+            Ok(Response::Execution(Tag::new("RELEASE")))
+        }
+        other => Err(to_pgwire(SqlError::internal(format!("not a transaction statement: {other}")))),
     }
 }
 
-#[async_trait]
-impl QueryHook for TransactionHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        _session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        if is_transaction_statement(statement) {
-            return Some(self.respond(statement, client).await);
-        }
-        if client.transaction_status() == TransactionStatus::Error {
-            return Some(Err(aborted()));
-        }
-        None
+/// A savepoint command, valid only inside a block.
+fn savepoint(
+    failed: bool,
+    command: &str,
+    apply: impl FnOnce(&mut transaction::Transaction) -> crate::error::Result<()>,
+) -> PgWireResult<()> {
+    if failed {
+        return Err(to_pgwire(SqlError::new(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            format!("{command} after an error in a transaction block: ROLLBACK the whole transaction"),
+        )));
     }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        _session_context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        is_transaction_statement(statement).then(|| Ok(super::hook::no_rows_plan()))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _logical_plan: &LogicalPlan,
-        _params: &ParamValues,
-        session_context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.handle_simple_query(statement, session_context, client).await
+    match transaction::with_open(apply) {
+        Some(result) => result.map_err(to_pgwire),
+        None => Err(to_pgwire(SqlError::new(
+            sqlstate::NO_ACTIVE_SQL_TRANSACTION,
+            format!("{command} can only be used in transaction blocks"),
+        ))),
     }
 }
 
