@@ -635,12 +635,13 @@ impl KeyedReader for KafkaReader {
     fn read_changes(
         &self,
         position: &mut SourcePosition,
-        now_nanos: i64,
+        _now_nanos: i64,
         max_records: usize,
         bad: &mut Vec<BadRecord>,
     ) -> Result<KeyedChanges> {
+        // connectors::reader hands out only keyed formats as KeyedReader.
         if !self.envelope.keyed() {
-            return Ok(KeyedChanges::upserts(self.read(position, now_nanos, max_records, bad)?));
+            return Err(SqlError::internal("a PLAIN Kafka format is read through read"));
         }
         let Some((payloads, metadata)) = self.fetch(position, max_records)? else {
             return Ok(KeyedChanges::upserts(RecordBatch::new_empty(self.schema.clone())));

@@ -3,6 +3,7 @@
 //! with our hooks, privileges checked first), errors with SQLSTATEs, and
 //! query cancellation.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -194,7 +195,7 @@ impl FreshetSimpleQuery {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let standard = standard_sql(&self.engine, client, query)?;
-        let query = standard.as_str();
+        let query = standard.as_ref();
         // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE).
         if let Some(parsed) = subscribe::parse(query) {
             let command = parsed.map_err(super::errors::to_pgwire)?;
@@ -280,12 +281,19 @@ pub struct FreshetQueryParser {
 /// own clauses (WATERMARK FOR, EMIT ON WINDOW CLOSE, …) rewritten into
 /// standard SQL, `'name'::regclass` into catalog lookups, and names
 /// resolved along the session's search_path.
-fn standard_sql<C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &str) -> PgWireResult<String> {
-    let rewritten = crate::sql::syntax::rewrite(sql).map_err(super::errors::to_pgwire)?;
-    let sql = rewritten.as_deref().unwrap_or(sql);
-    let catalogs = crate::sql::compat::regclass(sql);
-    let sql = catalogs.as_deref().unwrap_or(sql);
-    Ok(resolve_names(engine, client, sql).unwrap_or_else(|| sql.to_string()))
+/// Most statements need none of it and come back borrowed, uncopied.
+fn standard_sql<'a, C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &'a str) -> PgWireResult<Cow<'a, str>> {
+    let mut text = Cow::Borrowed(sql);
+    if let Some(rewritten) = crate::sql::syntax::rewrite(&text).map_err(super::errors::to_pgwire)? {
+        text = Cow::Owned(rewritten);
+    }
+    if let Some(catalogs) = crate::sql::compat::regclass(&text) {
+        text = Cow::Owned(catalogs);
+    }
+    if let Some(resolved) = resolve_names(engine, client, &text) {
+        text = Cow::Owned(resolved);
+    }
+    Ok(text)
 }
 
 /// `sql` with clients' own search-path subqueries replaced by the
@@ -325,7 +333,7 @@ impl QueryParser for FreshetQueryParser {
             }
         }
         let standard = standard_sql(&self.engine, client, sql)?;
-        let sql = standard.as_str();
+        let sql = standard.as_ref();
         match self.inner.parse_sql(client, sql, types).await {
             Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
                 match crate::sql::compat::rewrite(sql) {

@@ -197,6 +197,8 @@ async fn bad_definitions_and_bad_values_get_clear_errors() {
         ("CREATE TABLE t7 (id INT, PRIMARY KEY (id)) FROM plain TABLE 'public.items'", "42809"),
         ("CREATE TABLE t8 (id INT, PRIMARY KEY (id)) FROM nosuch TABLE 'public.items'", "42704"),
         ("CREATE TABLE t9 (id INT, PRIMARY KEY (id)) FROM pg TABLE", "42601"),
+        // A CDC source yields changes by key: only a table applies them.
+        ("CREATE MATERIALIZED VIEW direct AS SELECT * FROM pg", "42809"),
         (
             "CREATE SOURCE down WITH (connector = 'postgres-cdc', hostname = '127.0.0.1', port = '1', username = 'u', database.name = 'd')",
             "08001",
