@@ -59,6 +59,9 @@ const LARGEST_LOGGED_EPOCH: usize = 32 << 20;
 pub struct ViewDataflow {
     pub view: Arc<Relation>,
     pub root: Box<dyn Operator>,
+    /// Builds the view's operators anew, from its stream plan: what
+    /// replaces operators whose memory got ahead of the store.
+    build: BuildOperators,
     pub inputs: BTreeSet<RelationId>,
     /// The relations of `inputs` (what a backfill or rebuild reads).
     pub sources: Vec<Arc<Relation>>,
@@ -69,14 +72,20 @@ pub struct ViewDataflow {
     pub clocked: bool,
 }
 
+/// Builds a view's operators, with nothing in memory (they read their state
+/// from the store); the planner gives each view's dataflow one.
+pub type BuildOperators = Arc<dyn Fn() -> Result<Box<dyn Operator>> + Send + Sync>;
+
 impl ViewDataflow {
+    /// The dataflow of `view`, its operators built by `build`.
     pub fn new(
         view: Arc<Relation>,
-        root: Box<dyn Operator>,
+        build: BuildOperators,
         inputs: BTreeSet<RelationId>,
         sources: Vec<Arc<Relation>>,
-    ) -> Self {
-        Self { view, root, inputs, sources, unflushed: false, clocked: false }
+    ) -> Result<Self> {
+        let root = build()?;
+        Ok(Self { view, root, build, inputs, sources, unflushed: false, clocked: false })
     }
 
     /// Its watermarks in an epoch that does not step it: unchanged.
@@ -217,16 +226,7 @@ pub struct Coordinator {
     subscriptions: Subscriptions,
     /// Whether the store takes writes (read-only after a failed write).
     health: StoreHealth,
-    /// Lowers a view's stored query again (set by the SQL layer).
-    relower: std::sync::OnceLock<Relower>,
 }
-
-/// Lowers an existing view's stored query into a fresh dataflow.
-pub type Relower = Arc<
-    dyn Fn(Arc<Relation>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ViewDataflow>> + Send>>
-        + Send
-        + Sync,
->;
 
 /// Undelivered sink epochs at which reading from connectors pauses: a
 /// slow sink slows consumption instead of piling up output.
@@ -284,13 +284,7 @@ impl Coordinator {
             sink_backlog: SinkBacklog::default(),
             subscriptions: Subscriptions::default(),
             health: StoreHealth::default(),
-            relower: std::sync::OnceLock::new(),
         }
-    }
-
-    /// How to lower a view again (see [`Relower`]); set once at startup.
-    pub fn set_relower(&self, relower: Relower) {
-        let _ = self.relower.set(relower);
     }
 
     /// Whether the store takes writes (see `store_health`).
@@ -472,7 +466,7 @@ impl Coordinator {
                         // the views the failed write broke are rebuilt.
                         guard.adopt_epochs_written_despite_an_error();
                         coordinator.health.recovered();
-                        coordinator.rebuild_views_broken_by_the_store(&mut guard).await;
+                        coordinator.rebuild_views_broken_by_the_store(&mut guard);
                         attempts = 0;
                     }
                     Ok(false) => {
@@ -493,11 +487,10 @@ impl Coordinator {
     }
 
     /// Rebuilds, in creation order, the views whose operators took in an
-    /// epoch the store failed to write: a fresh dataflow from their stored
-    /// query, backfilled from their inputs. One that cannot be rebuilt stays
+    /// epoch the store failed to write: fresh operators from their stream
+    /// plan, backfilled from their inputs. One that cannot be rebuilt stays
     /// failed (and is rebuilt at the next start).
-    async fn rebuild_views_broken_by_the_store(&self, guard: &mut EpochGuard<'_>) {
-        let Some(relower) = self.relower.get() else { return };
+    fn rebuild_views_broken_by_the_store(&self, guard: &mut EpochGuard<'_>) {
         let broken: Vec<Arc<Relation>> = guard
             .flows
             .views
@@ -506,11 +499,7 @@ impl Coordinator {
             .map(|f| f.view.clone())
             .collect();
         for view in broken {
-            let rebuilt = match relower(view.clone()).await {
-                Ok(flow) => guard.rebuild_failed_view(flow),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = rebuilt {
+            if let Err(error) = guard.rebuild_failed_view(view.id) {
                 tracing::warn!(view = %view.name, %error, "could not rebuild a view after the store recovered");
             }
         }
@@ -942,18 +931,18 @@ impl EpochGuard<'_> {
         self.flows.next_epoch = committed + 1;
     }
 
-    /// Replaces a failed view's dataflow with `flow` (freshly lowered) and
-    /// rebuilds it from its inputs (see [`Self::rebuild_view`]).
-    fn rebuild_failed_view(&mut self, flow: ViewDataflow) -> Result<()> {
-        let id = flow.view.id;
+    /// Gives a failed view fresh operators, built from its plan, and
+    /// rebuilds its rows from its inputs (see [`Self::rebuild_view`]).
+    fn rebuild_failed_view(&mut self, id: RelationId) -> Result<()> {
         let position = self
             .flows
             .views
             .iter()
             .position(|f| f.view.id == id)
             .ok_or_else(|| SqlError::internal(format!("view {id} has no dataflow")))?;
-        if let Some(slot) = self.flows.views.get_mut(position) {
-            *slot = flow;
+        if let Some(flow) = self.flows.views.get_mut(position) {
+            flow.root = (flow.build)()?;
+            flow.unflushed = false;
         }
         self.rebuild_view(position);
         match self.flows.views.get(position).and_then(|f| f.view.failure.lock().clone()) {

@@ -18,8 +18,8 @@
 //! Materialized views whose operators took in the failed epoch have state
 //! ahead of what is stored: they are failed (reads report the write error)
 //! and, once the store takes writes again, rebuilt before any other epoch
-//! runs: a fresh dataflow lowered from the view's stored query (the SQL
-//! layer's [`super::coordinator::Relower`]), backfilled from its inputs.
+//! runs: fresh operators built from the view's stream plan (the dataflow's
+//! [`super::coordinator::BuildOperators`]), backfilled from its inputs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};

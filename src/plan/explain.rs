@@ -1,96 +1,38 @@
-//! EXPLAIN CREATE MATERIALIZED VIEW: the dataflow a view would run, as
-//! lowering builds it. Lowering records one line per plan node it turns
-//! into operators (pre-order, so a node precedes its inputs), with the
-//! stateful operators it allocated (their numbers are the state key
-//! prefixes) and whether their input is partitioned by key over the
-//! workers; nothing is created.
+//! EXPLAIN CREATE MATERIALIZED VIEW: the stream plan, one line per node,
+//! each above its inputs and indented below the node it feeds, with the
+//! state it keeps (the numbers are its state key prefixes within the view)
+//! the columns that carry a watermark, and whether it runs once per worker
+//! behind an exchange.
 
-use datafusion::logical_expr::LogicalPlan;
+use super::node::Node;
 
-/// One node of the lowered plan.
-struct Line {
-    depth: usize,
-    label: &'static str,
-    detail: String,
-    state: Vec<u16>,
-    partitioned: bool,
+/// The lines describing `root` on a view with `workers` workers.
+pub fn render(root: &Node, workers: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    render_into(root, 0, workers, &mut lines);
+    lines
 }
 
-/// What lowering records while explaining.
-#[derive(Default)]
-pub struct Trace {
-    lines: Vec<Line>,
-    /// Line of each node being lowered, innermost last.
-    open: Vec<usize>,
-}
-
-impl Trace {
-    /// A node starts being lowered.
-    pub fn enter(&mut self, plan: &LogicalPlan) {
-        let (label, detail) = describe(plan);
-        self.lines.push(Line { depth: self.open.len(), label, detail, state: Vec::new(), partitioned: false });
-        self.open.push(self.lines.len() - 1);
+fn render_into(node: &Node, depth: usize, workers: usize, lines: &mut Vec<String>) {
+    let mut facts = Vec::new();
+    if let Some(number) = node.kind.state() {
+        facts.push(format!("state #{number}"));
     }
-
-    pub fn exit(&mut self) {
-        self.open.pop();
+    let watermarked: Vec<&str> = node
+        .watermarked_columns()
+        .iter()
+        .filter_map(|&c| node.schema.fields().get(c))
+        .map(|f| f.name().as_str())
+        .collect();
+    if !watermarked.is_empty() {
+        facts.push(format!("watermark on {}", watermarked.join(", ")));
     }
-
-    /// The node being lowered got a stateful operator numbered `number`.
-    pub fn stateful(&mut self, number: u16) {
-        if let Some(line) = self.open.last().and_then(|&line| self.lines.get_mut(line)) {
-            line.state.push(number);
-        }
+    if node.partitioned(workers) {
+        facts.push(format!("exchange by key, {workers} workers"));
     }
-
-    /// The node's operator runs once per worker, its input exchanged by key.
-    pub fn partitioned(&mut self) {
-        if let Some(line) = self.open.last().and_then(|&line| self.lines.get_mut(line)) {
-            line.partitioned = true;
-        }
+    let facts = if facts.is_empty() { String::new() } else { format!(" [{}]", facts.join("; ")) };
+    lines.push(format!("{}{}{facts}: {}", "  ".repeat(depth), node.kind.name(), node.detail));
+    for input in &node.inputs {
+        render_into(input, depth + 1, workers, lines);
     }
-
-    pub fn render(&self, workers: usize) -> Vec<String> {
-        self.lines
-            .iter()
-            .map(|line| {
-                let mut facts = Vec::new();
-                if !line.state.is_empty() {
-                    let numbers: Vec<String> = line.state.iter().map(|n| format!("#{n}")).collect();
-                    facts.push(format!("state {}", numbers.join(", ")));
-                }
-                if line.partitioned {
-                    facts.push(format!("exchange by key, {workers} workers"));
-                }
-                let label = match (line.label, line.state.is_empty()) {
-                    ("Scan", false) => "SourceScan",
-                    ("Filter", false) => "TemporalFilter",
-                    (label, _) => label,
-                };
-                let facts = if facts.is_empty() { String::new() } else { format!(" [{}]", facts.join("; ")) };
-                format!("{}{label}{facts}: {}", "  ".repeat(line.depth), line.detail)
-            })
-            .collect()
-    }
-}
-
-/// The stream operator a plan node becomes, and DataFusion's one-line
-/// description of the node (keys, expressions).
-fn describe(plan: &LogicalPlan) -> (&'static str, String) {
-    let label = match plan {
-        LogicalPlan::Projection(_) => "Project",
-        LogicalPlan::Filter(_) => "Filter",
-        LogicalPlan::TableScan(_) => "Scan",
-        LogicalPlan::SubqueryAlias(_) => "Alias",
-        LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => "Aggregate",
-        LogicalPlan::Join(_) => "Join",
-        LogicalPlan::Union(_) => "Union",
-        LogicalPlan::Sort(sort) if sort.fetch.is_some() => "TopN",
-        LogicalPlan::Sort(_) => "Unordered",
-        LogicalPlan::Limit(_) => "TopN",
-        LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => "Constant",
-        LogicalPlan::Window(_) => "Window",
-        _ => "Node",
-    };
-    (label, plan.display().to_string())
 }

@@ -15,7 +15,7 @@ use super::options::Options;
 use super::{DATABASE, Engine, Outcome, syntax};
 use crate::catalog::{QualifiedName, Relation, RelationKind, qualify};
 use crate::connectors::ConnectorOptions;
-use crate::db::coordinator::ViewDataflow;
+use crate::db::coordinator::{BuildOperators, ViewDataflow};
 use crate::db::provider::RelationProvider;
 use crate::db::writes;
 use crate::error::{Result, SqlError, sqlstate};
@@ -519,24 +519,22 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         // The analyzer inlines plain views the query reads: check them too.
         plan::check_materializable(&optimized)?;
     }
-    let spec = plan::ViewSpec {
-        id: relation.id,
-        workers: engine.workers,
-        emit_on_window_close,
-        stats: relation.stats.clone(),
-    };
-    let lowered = plan::lower(&optimized, &state, &CatalogResolver, &spec)?;
-    relation.watermarked = lowered.watermarked.clone();
+    let spec = plan::ViewSpec { id: relation.id, workers: engine.workers, emit_on_window_close };
+    let stream_plan = plan::lower(&optimized, &state, &CatalogResolver, &spec)?;
+    relation.watermarked = stream_plan.watermarked();
     relation.emit_on_window_close = emit_on_window_close;
     let relation = Arc::new(relation);
-    let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
+    let sources: Vec<Arc<Relation>> = stream_plan.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
     let mut guard = engine.coordinator.begin().await;
     // Re-check under the epoch lock: another session may have won the name.
     if engine.catalog.by_name(&name).is_some() {
         return Err(SqlError::duplicate_object(&name));
     }
-    let mut flow = ViewDataflow::new(relation.clone(), lowered.root, lowered.inputs, sources);
-    flow.clocked = lowered.clocked;
+    let (inputs, clocked) = (stream_plan.inputs.clone(), stream_plan.clocked);
+    let stats = relation.stats.clone();
+    let build: BuildOperators = Arc::new(move || stream_plan.build(&stats));
+    let mut flow = ViewDataflow::new(relation.clone(), build, inputs, sources)?;
+    flow.clocked = clocked;
     if engine.recovering() {
         guard.restore_view(flow);
     } else {
@@ -549,39 +547,6 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
             .register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
     }
     Ok(Outcome::Command { tag, rows: None })
-}
-
-/// A fresh dataflow for a materialized view (or sink) that exists, lowered
-/// again from its stored query under its own id: what replaces a dataflow
-/// whose operators took in an epoch the store then failed to write (see
-/// `db::store_health`). The view's schema, stats and id stay.
-pub(super) async fn relower_view(engine: &Engine, relation: &Arc<Relation>) -> Result<ViewDataflow> {
-    let definition = relation
-        .definition
-        .as_deref()
-        .ok_or_else(|| SqlError::internal(format!("view {} has no stored query", relation.name)))?;
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, definition)
-        .map_err(|e| SqlError::from_parser(&e))?;
-    let statement = statements
-        .pop()
-        .ok_or_else(|| SqlError::internal(format!("view {} has an empty stored query", relation.name)))?;
-    let state = engine.ctx.state();
-    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(statement))).await?;
-    let epoch_now = datafusion::execution::FunctionRegistry::udf(&engine.ctx, plan::temporal::EPOCH_NOW)?;
-    let plan = plan::temporal::mark_now(plan, &epoch_now)?;
-    let optimized = state.optimize(&plan)?;
-    let spec = plan::ViewSpec {
-        id: relation.id,
-        workers: engine.workers,
-        emit_on_window_close: relation.emit_on_window_close,
-        stats: relation.stats.clone(),
-    };
-    let lowered = plan::lower(&optimized, &state, &CatalogResolver, &spec)?;
-    let sources: Vec<Arc<Relation>> = lowered.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
-    let mut flow = ViewDataflow::new(relation.clone(), lowered.root, lowered.inputs, sources);
-    flow.clocked = lowered.clocked;
-    Ok(flow)
 }
 
 /// The statement a relation is rebuilt from at startup: the original CREATE,

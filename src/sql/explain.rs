@@ -39,16 +39,12 @@ pub async fn explain_view(engine: &Engine, create: &CreateView) -> Result<Outcom
     plan::check_materializable(&planned)?;
     let optimized = state.optimize(&planned)?;
     plan::check_materializable(&optimized)?;
-    let spec = plan::ViewSpec {
-        // No view gets this id: the state prefixes shown are relative.
-        id: u32::MAX,
-        workers: engine.workers,
-        emit_on_window_close,
-        stats: crate::stream::watermark::ViewStats::new(),
-    };
-    let (lines, inputs) = plan::explain(&optimized, &state, &super::ddl::CatalogResolver, &spec)?;
+    // No view gets this id: the state numbers shown are within the view.
+    let spec = plan::ViewSpec { id: u32::MAX, workers: engine.workers, emit_on_window_close };
+    let stream_plan = plan::lower(&optimized, &state, &super::ddl::CatalogResolver, &spec)?;
+    let lines = stream_plan.explain();
     let reads: Vec<String> =
-        inputs.iter().filter_map(|id| engine.catalog.get(*id)).map(|r| r.name.to_string()).collect();
+        stream_plan.inputs.iter().filter_map(|id| engine.catalog.get(*id)).map(|r| r.name.to_string()).collect();
     let mut text = vec![format!(
         "{} {} ({} workers{}; reads {})",
         if is_sink { "Sink" } else { "Materialized view" },

@@ -150,16 +150,6 @@ impl Engine {
             recovering: AtomicBool::new(false),
             query_memory,
         });
-        // How the coordinator gets fresh dataflows for views a failed write
-        // broke (lowering is this layer's job; see `db::store_health`).
-        let weak = Arc::downgrade(&engine);
-        engine.coordinator.set_relower(Arc::new(move |view| {
-            let weak = weak.clone();
-            Box::pin(async move {
-                let engine = weak.upgrade().ok_or_else(|| SqlError::internal("the engine is gone"))?;
-                ddl::relower_view(&engine, &view).await
-            })
-        }));
         Ok(engine)
     }
 

@@ -184,3 +184,47 @@ async fn a_wrong_view_is_caught() {
     assert!(error.message.contains("the view differs from the batch query"), "{}", error.message);
     assert!(error.message.contains("missing from the view"), "{}", error.message);
 }
+
+/// A stream plan is data: before anything runs it tells which operators a
+/// query becomes, in what order, which keep state (numbered inputs first),
+/// which are split over workers and which columns carry a watermark; and it
+/// builds into operators as often as asked.
+#[tokio::test]
+async fn a_stream_plan_tells_what_will_run() {
+    use super::stream_plan;
+    use crate::plan::node::Kind;
+
+    let case = Case::new(
+        "join under aggregate",
+        "SELECT t2.v, count(*) AS n FROM t1 JOIN t2 ON t1.k = t2.k WHERE t1.v > 0 GROUP BY t2.v",
+    );
+    let plan = stream_plan(&case, 2).await.unwrap_or_else(|e| panic!("{}", e.message));
+    let nodes = plan.root.walk();
+    let kinds: Vec<&str> = nodes.iter().map(|n| n.kind.name()).collect();
+    let at = |name: &str| kinds.iter().position(|k| *k == name).unwrap_or_else(|| panic!("no {name} in {kinds:?}"));
+    assert!(at("Aggregate") < at("Join") && at("Join") < at("Filter"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "Scan").count(), 2, "{kinds:?}");
+    let (aggregate, join) = (nodes[at("Aggregate")], nodes[at("Join")]);
+    assert_eq!((join.kind.state(), aggregate.kind.state()), (Some(0), Some(1)));
+    assert!(aggregate.partitioned(2) && join.partitioned(2) && !join.partitioned(1));
+    assert_eq!(plan.inputs.iter().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(plan.explain().len(), nodes.len());
+    assert!(plan.watermarked().is_empty());
+    let stats = crate::stream::watermark::ViewStats::new();
+    for _ in 0..2 {
+        let op = plan.build(&stats).unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(op.schema().fields().len(), 2);
+    }
+
+    let windowed = Case::new(
+        "windowed",
+        "SELECT date_bin(INTERVAL '10 seconds', ts) AS w, count(*) AS n FROM t1 GROUP BY date_bin(INTERVAL '10 seconds', ts)",
+    )
+    .watermarks(&[("t1", 5)]);
+    let plan = stream_plan(&windowed, 1).await.unwrap_or_else(|e| panic!("{}", e.message));
+    assert_eq!(plan.watermarked(), vec![0]);
+    let aggregate = plan.root.walk().into_iter().find(|n| n.kind.name() == "Aggregate").expect("an aggregate");
+    let Kind::Aggregate(node) = &aggregate.kind else { unreachable!() };
+    assert_eq!(node.time_column, Some(0));
+    assert!(plan.explain().iter().any(|line| line.contains("watermark on")), "{:?}", plan.explain());
+}

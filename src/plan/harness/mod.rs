@@ -41,12 +41,12 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{LogicalPlan, TableScan};
+use datafusion::logical_expr::TableScan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{RelationResolver, Resolved, ViewSpec};
+use super::{RelationResolver, Resolved, StreamPlan, ViewSpec};
 use crate::error::{Result, SqlError};
 use crate::state::{MemStore, StateStore, WriteBatch};
 use crate::stream::state_table::{StateBudget, StateContext};
@@ -258,10 +258,8 @@ fn formatted(batch: &RecordBatch) -> Result<Vec<String>> {
 
 /// The dataflow under test and everything it needs to run and recover.
 struct Dataflow {
-    plan: LogicalPlan,
-    state: datafusion::execution::SessionState,
-    resolver: Resolver,
-    spec: ViewSpec,
+    plan: StreamPlan,
+    stats: Arc<ViewStats>,
     root: Box<dyn Operator>,
 }
 
@@ -276,19 +274,17 @@ impl Dataflow {
         let plan = state.optimize(&plan)?;
         super::check_materializable(&plan)?;
         let resolver = Resolver { watermarked: case.watermarks.iter().map(|(t, _)| *t).collect() };
-        let spec = ViewSpec {
-            id: VIEW,
-            workers,
-            emit_on_window_close: case.emit_on_window_close,
-            stats: Arc::new(ViewStats::default()),
-        };
-        let root = super::lower(&plan, &state, &resolver, &spec)?.root;
-        Ok(Self { plan, state, resolver, spec, root })
+        let spec = ViewSpec { id: VIEW, workers, emit_on_window_close: case.emit_on_window_close };
+        let plan = super::lower(&plan, &state, &resolver, &spec)?;
+        let stats = Arc::new(ViewStats::default());
+        let root = plan.build(&stats)?;
+        Ok(Self { plan, stats, root })
     }
 
-    /// A crash: the operators are built again, with none of their memory.
+    /// A crash: the operators are built again from the plan, with none of
+    /// their memory.
     fn rebuild(&mut self) -> Result<()> {
-        self.root = super::lower(&self.plan, &self.state, &self.resolver, &self.spec)?.root;
+        self.root = self.plan.build(&self.stats)?;
         Ok(())
     }
 
@@ -316,9 +312,13 @@ impl Dataflow {
 
 /// Runs `case` as `run` says; on the first difference between the view and
 /// the batch query, fails with both.
-pub async fn check(case: &Case, run: Run) -> Result<()> {
-    let mut rng = StdRng::seed_from_u64(run.seed);
-    let mut tables: Vec<Table> = [("t1", 1), ("t2", 2)]
+/// The stream plan of `case` on `workers` workers, over empty tables.
+pub async fn stream_plan(case: &Case, workers: usize) -> Result<StreamPlan> {
+    Ok(Dataflow::plan(case, &empty_tables(case), workers).await?.plan)
+}
+
+fn empty_tables(case: &Case) -> Vec<Table> {
+    [("t1", 1), ("t2", 2)]
         .into_iter()
         .map(|(name, id)| Table {
             name,
@@ -327,7 +327,12 @@ pub async fn check(case: &Case, run: Run) -> Result<()> {
             delay: case.watermarks.iter().find(|(t, _)| *t == name).map(|(_, d)| *d),
             highest_ts: None,
         })
-        .collect();
+        .collect()
+}
+
+pub async fn check(case: &Case, run: Run) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(run.seed);
+    let mut tables = empty_tables(case);
     let mut flow = Dataflow::plan(case, &tables, run.workers).await?;
     let budget = run.budget.map_or_else(StateBudget::unlimited, StateBudget::new);
     let store = MemStore::new();
@@ -371,7 +376,7 @@ pub async fn check(case: &Case, run: Run) -> Result<()> {
             case.name, run.seed, run.workers, run.budget
         );
         compare(case, &tables, now, &view, &context).await?;
-        if flow.spec.stats.late_rows() != 0 {
+        if flow.stats.late_rows() != 0 {
             return Err(SqlError::internal(format!("{context}: the view counted late rows, none were late")));
         }
 
