@@ -7,9 +7,6 @@
 //! in `db`.
 
 pub mod access;
-pub mod computed_table;
-pub mod information_schema;
-pub mod pg_catalog;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

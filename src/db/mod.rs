@@ -35,6 +35,5 @@ pub mod snapshot;
 pub mod storage;
 pub mod store_health;
 pub mod subscribe;
-pub mod system;
 pub mod transaction;
 pub mod writes;

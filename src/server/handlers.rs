@@ -243,8 +243,8 @@ impl FreshetSimpleQuery {
             // Postgres expressions DataFusion lacks, rewritten into ones it
             // has; only after a failure, as datafusion-postgres replaces
             // some catalog queries whole when it sees them as sent.
-            Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
-                match crate::sql::compat::rewrite(query) {
+            Err(error) if crate::pg_catalog::compat::lacks_function(&error.to_string()) => {
+                match crate::pg_catalog::compat::rewrite(query) {
                     Some(compatible) => SimpleQueryHandler::do_query(self.inner.as_ref(), client, &compatible).await?,
                     None => return Err(error),
                 }
@@ -287,7 +287,7 @@ fn standard_sql<'a, C: ClientInfo + ?Sized>(engine: &Engine, client: &C, sql: &'
     if let Some(rewritten) = crate::sql::syntax::rewrite(&text).map_err(super::errors::to_pgwire)? {
         text = Cow::Owned(rewritten);
     }
-    if let Some(catalogs) = crate::sql::compat::regclass(&text) {
+    if let Some(catalogs) = crate::pg_catalog::compat::regclass(&text) {
         text = Cow::Owned(catalogs);
     }
     if let Some(resolved) = resolve_names(engine, client, &text) {
@@ -335,8 +335,8 @@ impl QueryParser for FreshetQueryParser {
         let standard = standard_sql(&self.engine, client, sql)?;
         let sql = standard.as_ref();
         match self.inner.parse_sql(client, sql, types).await {
-            Err(error) if crate::sql::compat::lacks_function(&error.to_string()) => {
-                match crate::sql::compat::rewrite(sql) {
+            Err(error) if crate::pg_catalog::compat::lacks_function(&error.to_string()) => {
+                match crate::pg_catalog::compat::rewrite(sql) {
                     Some(compatible) => self.inner.parse_sql(client, &compatible, types).await,
                     None => Err(error),
                 }

@@ -23,8 +23,8 @@ use pgwire::error::PgWireResult;
 
 use super::errors::to_pgwire;
 use super::respond::respond;
-use crate::catalog::pg_catalog::SETTINGS;
 use crate::error::{SqlError, sqlstate};
+use crate::pg_catalog::tables::SETTINGS;
 use crate::sql::Outcome;
 
 /// Parameters datafusion-postgres' hook sets (and reports, or enforces).
@@ -111,7 +111,7 @@ fn value_of(client: &(dyn ClientInfo + Send + Sync), name: &str) -> Option<Strin
         .get(name)
         .or_else(|| metadata.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
         .cloned()
-        .or_else(|| crate::catalog::pg_catalog::setting(name).map(str::to_string))
+        .or_else(|| crate::pg_catalog::tables::setting(name).map(str::to_string))
 }
 
 fn text_batch(columns: &[&str], rows: Vec<Vec<String>>) -> RecordBatch {

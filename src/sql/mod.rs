@@ -9,16 +9,13 @@
 pub mod access;
 mod bytea;
 mod comment;
-pub mod compat;
 pub mod copy;
 mod ddl;
 mod dml;
 mod explain;
-mod format;
 pub mod limits;
 mod nexmark;
 mod options;
-pub mod pg_functions;
 pub mod query_memory;
 mod roles;
 pub mod search_path;
@@ -122,18 +119,13 @@ impl Engine {
             .build();
         let mut ctx = SessionContext::new_with_state(state);
         let catalog = Arc::new(Catalog::default());
-        datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
-            &ctx,
-            DATABASE,
-            datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
-        )
-        .map_err(|e| SqlError::internal(format!("setting up pg_catalog: {e}")))?;
-        install_pg_catalog(&ctx, &catalog)?;
+        let coordinator = Arc::new(Coordinator::new(store, state_budget, checkpoint_interval));
+        crate::pg_catalog::install(&ctx, DATABASE, &catalog, &coordinator)?;
+        install_session_functions(&ctx);
         ctx.register_udf(crate::plan::temporal::EpochNow::udf().as_ref().clone());
         let bytea_input = bytea::ByteaInput::udf();
         ctx.register_udf(bytea_input.as_ref().clone());
         ctx.register_function_rewrite(Arc::new(bytea::ByteaCastRewrite::new(bytea_input)))?;
-        let coordinator = Arc::new(Coordinator::new(store, state_budget, checkpoint_interval));
         for kind in [windows::WindowKind::Tumble, windows::WindowKind::Hop, windows::WindowKind::Session] {
             let function = Arc::new(windows::WindowFunction::new(kind, catalog.clone(), coordinator.clone()));
             // DataFusion looks table functions up by the name as written.
@@ -141,7 +133,6 @@ impl Engine {
             ctx.register_udtf(&kind.name().to_uppercase(), function);
         }
         ctx.register_udtf("nexmark", Arc::new(nexmark::NexmarkFunction));
-        crate::db::system::register(&ctx, DATABASE, catalog.clone(), coordinator.clone())?;
         let engine = Arc::new(Self {
             ctx,
             catalog,
@@ -315,28 +306,10 @@ impl Engine {
     }
 }
 
-/// Puts Freshet's relation tables in the crate's pg_catalog (see
-/// `catalog::pg_catalog`) and registers the catalog functions that read them.
-fn install_pg_catalog(ctx: &SessionContext, catalog: &Arc<Catalog>) -> Result<()> {
-    let schemas = ctx.catalog(DATABASE).ok_or_else(|| SqlError::internal(format!("catalog {DATABASE} is missing")))?;
-    let inner = schemas.schema("pg_catalog").ok_or_else(|| SqlError::internal("pg_catalog is missing"))?;
-    // Reading the crate's table schemas is synchronous work behind an
-    // async signature: nothing here waits on I/O.
-    let wrapped = futures::executor::block_on(crate::catalog::pg_catalog::PgCatalog::new(
-        inner,
-        ctx.state().catalog_list().clone(),
-        catalog.clone(),
-    ))?;
-    schemas.register_schema("pg_catalog", Arc::new(wrapped))?;
-    // information_schema in Postgres's layout where clients read it (see
-    // `catalog::information_schema`; DataFusion's own is switched off).
-    let information_schema =
-        crate::catalog::information_schema::InformationSchema::new(ctx.state().catalog_list().clone(), catalog.clone());
-    schemas.register_schema("information_schema", Arc::new(information_schema))?;
-    pg_functions::register(ctx, catalog);
-    ctx.register_udf(format::Format::udf());
+/// Registers the session functions of this layer (`current_user`,
+/// `session_user`: they read the running statement's session).
+fn install_session_functions(ctx: &SessionContext) {
     for udf in session_user::udfs() {
         ctx.register_udf(udf);
     }
-    Ok(())
 }

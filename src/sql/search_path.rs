@@ -103,36 +103,6 @@ pub fn qualify(sql: &str, path: &[String], names: &dyn Names) -> Option<String> 
     changed.then(|| statements.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))
 }
 
-/// A possibly qualified, possibly quoted name (`public."My T"`) split at
-/// its dots, unquoted names folded to lower case.
-pub fn split_name(name: &str) -> Vec<String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    let mut chars = name.trim().chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                current.push('"');
-                chars.next();
-            }
-            '"' => {
-                quoted = !quoted;
-                was_quoted = true;
-            }
-            '.' if !quoted => {
-                parts.push(if was_quoted { std::mem::take(&mut current) } else { current.to_lowercase() });
-                current.clear();
-                was_quoted = false;
-            }
-            c => current.push(c),
-        }
-    }
-    parts.push(if was_quoted { current } else { current.to_lowercase() });
-    parts
-}
-
 fn bare(name: &ObjectName) -> Option<String> {
     match name.0.as_slice() {
         [ObjectNamePart::Identifier(ident)] => Some(folded(ident)),
@@ -177,7 +147,7 @@ pub fn expand_path_subqueries(sql: &str, schemas: &[String]) -> Option<String> {
         return None;
     }
     let quoted: Vec<String> = schemas.iter().map(|s| format!("'{}'", s.replace('\'', "''"))).collect();
-    super::compat::replace_tokens(sql, PATH_SUBQUERY, &format!("({})", quoted.join(", ")))
+    crate::pg_catalog::compat::replace_tokens(sql, PATH_SUBQUERY, &format!("({})", quoted.join(", ")))
 }
 
 /// Every CTE name a statement defines (at any depth).
@@ -245,13 +215,6 @@ mod tests {
         let got = expand_path_subqueries(sql, &path("\"$user\", public"));
         assert_eq!(got.as_deref(), Some("SELECT t FROM x WHERE s IN ('alice', 'public') ORDER BY t"));
         assert_eq!(expand_path_subqueries("SELECT current_setting('search_path')", &path("public")), None);
-    }
-
-    #[test]
-    fn names_split_at_dots_outside_quotes() {
-        assert_eq!(split_name("public.Orders"), vec!["public".to_string(), "orders".to_string()]);
-        assert_eq!(split_name("\"My.T\""), vec!["My.T".to_string()]);
-        assert_eq!(split_name("s.\"a\"\"b\""), vec!["s".to_string(), "a\"b".to_string()]);
     }
 
     #[test]

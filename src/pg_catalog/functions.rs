@@ -8,7 +8,7 @@
 //! `pg_encoding_to_char`. (datafusion-pg-catalog
 //! registers the rest, and placeholders for some of these, which ours
 //! replace.) Relations are found from their OIDs alone (see
-//! `catalog::pg_catalog`).
+//! `tables.rs`).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 
-use crate::catalog::pg_catalog::{PG_CLASS_OID, relation_of_oid, role_of_oid, setting, view_definition, visible};
+use super::tables::{PG_CLASS_OID, relation_of_oid, role_of_oid, setting, view_definition, visible};
 use crate::catalog::{Catalog, Relation};
 use crate::error::{SqlError, sqlstate};
 
@@ -236,7 +236,7 @@ impl CatalogFunction {
     /// The OID a relation name (`orders`, `"My T"`, `public.orders`, a
     /// system catalog) casts to as `regclass`; 42P01 if there is none.
     fn regclass(&self, name: &str) -> Result<i64, SqlError> {
-        let parts = super::search_path::split_name(name);
+        let parts = super::names::split_name(name);
         let (schema, relation) = match parts.as_slice() {
             [relation] => (None, relation.as_str()),
             [schema, relation] => (Some(schema.as_str()), relation.as_str()),
@@ -252,7 +252,7 @@ impl CatalogFunction {
             name: relation.to_string(),
         };
         match self.catalog.by_name(&qualified) {
-            Some(found) => Ok(i64::from(crate::catalog::pg_catalog::relation_oid(found.id))),
+            Some(found) => Ok(i64::from(super::tables::relation_oid(found.id))),
             None => Err(SqlError::new(sqlstate::UNDEFINED_TABLE, format!("relation \"{name}\" does not exist"))),
         }
     }
@@ -305,7 +305,7 @@ impl CatalogFunction {
                 self.catalog
                     .list_all()
                     .into_iter()
-                    .find(|r| !r.primary_key.is_empty() && Some(crate::catalog::pg_catalog::pkey_oid(r.id)) == oid)
+                    .find(|r| !r.primary_key.is_empty() && Some(super::tables::pkey_oid(r.id)) == oid)
                     .map(|r| {
                         let columns: Vec<&str> =
                             r.primary_key.iter().map(|&i| r.schema.field(i).name().as_str()).collect();

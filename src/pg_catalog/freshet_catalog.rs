@@ -35,10 +35,10 @@ use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
-use super::coordinator::Coordinator;
-use super::snapshot::statement_snapshot;
-use crate::catalog::computed_table::{ComputedRows, ComputedTable};
+use super::computed_table::{ComputedRows, ComputedTable};
 use crate::catalog::{Catalog, RelationKind};
+use crate::db::coordinator::Coordinator;
+use crate::db::snapshot::statement_snapshot;
 use crate::error::{Result, SqlError};
 
 /// The schema's name.

@@ -20,7 +20,7 @@ use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
 use pgwire::api::Type;
 
-use super::Catalog;
+use crate::catalog::Catalog;
 
 const OWN_TABLES: [&str; 3] = ["columns", "table_constraints", "key_column_usage"];
 
@@ -192,7 +192,8 @@ impl InformationSchema {
                 let mut tables = schema.table_names();
                 tables.sort();
                 for table_name in tables {
-                    let qualified = super::QualifiedName { schema: schema_name.clone(), name: table_name.clone() };
+                    let qualified =
+                        crate::catalog::QualifiedName { schema: schema_name.clone(), name: table_name.clone() };
                     let relation = self.catalog.by_name(&qualified);
                     let arrow_schema = match &relation {
                         Some(relation) => relation.schema.clone(),
@@ -224,8 +225,8 @@ impl InformationSchema {
     /// Primary keys: one constraint per keyed relation, and its columns.
     fn key_batches(&self) -> DfResult<(RecordBatch, RecordBatch)> {
         let keyed: Vec<_> = self.catalog.list_all().into_iter().filter(|r| !r.primary_key.is_empty()).collect();
-        let database = super::DATABASE.to_string();
-        let constraint = |r: &super::Relation| format!("{}_pkey", r.name.name);
+        let database = crate::catalog::DATABASE.to_string();
+        let constraint = |r: &crate::catalog::Relation| format!("{}_pkey", r.name.name);
         let strings =
             |names: &[&str]| -> Vec<Field> { names.iter().map(|n| Field::new(*n, DataType::Utf8, true)).collect() };
         let constraint_fields = strings(&[
@@ -241,7 +242,7 @@ impl InformationSchema {
             "enforced",
             "nulls_distinct",
         ]);
-        let each = |f: &dyn Fn(&super::Relation) -> Option<String>| text(keyed.iter().map(|r| f(r)));
+        let each = |f: &dyn Fn(&crate::catalog::Relation) -> Option<String>| text(keyed.iter().map(|r| f(r)));
         let constraints = RecordBatch::try_new(
             Arc::new(Schema::new(constraint_fields)),
             vec![
@@ -258,7 +259,7 @@ impl InformationSchema {
                 each(&|_| None),
             ],
         )?;
-        let usage: Vec<(&super::Relation, usize, usize)> = keyed
+        let usage: Vec<(&crate::catalog::Relation, usize, usize)> = keyed
             .iter()
             .flat_map(|r| r.primary_key.iter().enumerate().map(move |(n, &column)| (r.as_ref(), n + 1, column)))
             .collect();
@@ -273,7 +274,8 @@ impl InformationSchema {
         ]);
         usage_fields.push(Field::new("ordinal_position", DataType::Int32, true));
         usage_fields.push(Field::new("position_in_unique_constraint", DataType::Int32, true));
-        let column = |f: &dyn Fn(&(&super::Relation, usize, usize)) -> Option<String>| text(usage.iter().map(f));
+        let column =
+            |f: &dyn Fn(&(&crate::catalog::Relation, usize, usize)) -> Option<String>| text(usage.iter().map(f));
         let key_usage = RecordBatch::try_new(
             Arc::new(Schema::new(usage_fields)),
             vec![

@@ -34,7 +34,8 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use pgwire::api::Type;
 
 use super::computed_table::{ComputedRows, ComputedTable};
-use super::{Catalog, Relation, RelationKind};
+use crate::catalog::{Catalog, Relation, RelationKind};
+use crate::stream::RelationId;
 
 /// The first OID Postgres leaves to user objects.
 const FIRST_USER_OID: u32 = 16384;
@@ -83,22 +84,22 @@ fn extra_columns() -> Vec<(&'static str, &'static str, DataType)> {
 }
 
 /// OID of a Freshet relation.
-pub fn relation_oid(id: super::RelationId) -> u32 {
+pub fn relation_oid(id: RelationId) -> u32 {
     FIRST_USER_OID + 2 * id
 }
 
 /// OID of a Freshet relation's primary-key index.
-fn index_oid(id: super::RelationId) -> u32 {
+fn index_oid(id: RelationId) -> u32 {
     relation_oid(id) + 1
 }
 
 /// OID of a Freshet relation's primary-key constraint.
-pub fn pkey_oid(id: super::RelationId) -> i64 {
+pub fn pkey_oid(id: RelationId) -> i64 {
     i64::from(hashed_oid(&format!("pkey {}", relation_oid(id)), false))
 }
 
 /// The relation id an OID names, with whether it names its index.
-pub fn relation_of_oid(oid: i64) -> Option<(super::RelationId, bool)> {
+pub fn relation_of_oid(oid: i64) -> Option<(RelationId, bool)> {
     let offset = u32::try_from(oid).ok()?.checked_sub(FIRST_USER_OID)?;
     let id = offset / 2;
     (id < 400_000_000).then_some((id, offset % 2 == 1))
@@ -205,7 +206,7 @@ impl Objects {
                 let mut names = schema.table_names();
                 names.sort();
                 for name in names {
-                    let qualified = super::QualifiedName { schema: schema_name.clone(), name: name.clone() };
+                    let qualified = crate::catalog::QualifiedName { schema: schema_name.clone(), name: name.clone() };
                     if let Some(relation) = own.by_name(&qualified) {
                         relations.push(RelationRow {
                             oid: relation_oid(relation.id),
@@ -573,7 +574,7 @@ impl PgCatalog {
 /// A role's OID: Postgres's 10 for the bootstrap superuser, a hash of
 /// the name for the others.
 pub fn role_oid(name: &str) -> u32 {
-    if name == super::access::BOOTSTRAP_ROLE { SUPERUSER_OID as u32 } else { hashed_oid(name, false) }
+    if name == crate::catalog::access::BOOTSTRAP_ROLE { SUPERUSER_OID as u32 } else { hashed_oid(name, false) }
 }
 
 /// The role with this OID.
@@ -585,7 +586,7 @@ impl PgCatalog {
     fn owner_of(&self, row: &RelationRow) -> String {
         match &row.relation {
             Some(relation) => self.catalog.access.owner(relation.id),
-            None => super::access::BOOTSTRAP_ROLE.to_string(),
+            None => crate::catalog::access::BOOTSTRAP_ROLE.to_string(),
         }
     }
 }
