@@ -235,9 +235,9 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + 
     });
     let access = &engine.catalog.access;
     if let Some(password) = superuser_password {
-        let bootstrap = freshet::catalog::access::BOOTSTRAP_ROLE;
+        let bootstrap = freshet::catalog::privileges::BOOTSTRAP_ROLE;
         if let Some(mut role) = access.role(bootstrap) {
-            role.password = Some(freshet::catalog::access::PasswordVerifier::new(bootstrap, &password));
+            role.password = Some(freshet::catalog::privileges::PasswordVerifier::new(bootstrap, &password));
             access.set_role(role);
         }
     }

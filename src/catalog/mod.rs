@@ -6,7 +6,7 @@
 //! (epochs, writes, feeds, sinks, the dataflows that maintain views) lives
 //! in `db`.
 
-pub mod access;
+pub mod privileges;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -162,7 +162,7 @@ impl Relation {
 pub struct Catalog {
     inner: RwLock<CatalogInner>,
     /// Roles, owners and grants.
-    pub access: access::AccessControl,
+    pub access: privileges::AccessControl,
 }
 
 #[derive(Default)]

@@ -574,7 +574,7 @@ impl PgCatalog {
 /// A role's OID: Postgres's 10 for the bootstrap superuser, a hash of
 /// the name for the others.
 pub fn role_oid(name: &str) -> u32 {
-    if name == crate::catalog::access::BOOTSTRAP_ROLE { SUPERUSER_OID as u32 } else { hashed_oid(name, false) }
+    if name == crate::catalog::privileges::BOOTSTRAP_ROLE { SUPERUSER_OID as u32 } else { hashed_oid(name, false) }
 }
 
 /// The role with this OID.
@@ -586,7 +586,7 @@ impl PgCatalog {
     fn owner_of(&self, row: &RelationRow) -> String {
         match &row.relation {
             Some(relation) => self.catalog.access.owner(relation.id),
-            None => crate::catalog::access::BOOTSTRAP_ROLE.to_string(),
+            None => crate::catalog::privileges::BOOTSTRAP_ROLE.to_string(),
         }
     }
 }

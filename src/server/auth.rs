@@ -4,7 +4,7 @@
 //!
 //! pgwire runs the exchanges (SCRAM's messages, md5's salted hash); this
 //! module answers their one question, "what does this user's password
-//! look like", from [`crate::catalog::access`].
+//! look like", from [`crate::catalog::privileges`].
 
 use std::fmt::Debug;
 use std::path::Path;
@@ -22,7 +22,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::catalog::Catalog;
-use crate::catalog::access::Role;
+use crate::catalog::privileges::Role;
 
 /// How clients prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,7 +184,7 @@ impl StartupMethod {
             ),
             AuthMethod::ScramSha256 => {
                 let mut scram = ScramAuth::new(Arc::new(ScramSource { catalog: catalog.clone() }));
-                scram.set_iterations(crate::catalog::access::SCRAM_ITERATIONS);
+                scram.set_iterations(crate::catalog::privileges::SCRAM_ITERATIONS);
                 Startup::Scram(
                     SASLAuthStartupHandler::new(parameters)
                         .with_scram(scram)

@@ -111,7 +111,7 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let user = super::connection::session_user(client);
-    crate::sql::access::check(engine, &user, statement).map_err(to_pgwire)?;
+    crate::sql::authorize::check(engine, &user, statement).map_err(to_pgwire)?;
     crate::db::snapshot::begin_statement();
     let frame = engine.ctx.sql(&copy.query).await.map_err(|e| to_pgwire(SqlError::from_datafusion(&e)))?;
     let mut batches = frame.execute_stream().await.map_err(|e| to_pgwire(SqlError::from_datafusion(&e)))?;

@@ -217,7 +217,7 @@ impl FreshetSimpleQuery {
             {
                 let statement = statements.remove(0);
                 let user = super::connection::session_user(client);
-                crate::sql::access::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
+                crate::sql::authorize::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
                 return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
             }
         }

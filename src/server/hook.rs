@@ -51,7 +51,7 @@ enum Route {
 fn route(statement: &Statement) -> Route {
     if super::transaction::is_transaction_statement(statement) {
         Route::Transaction
-    } else if super::access::is_role_statement(statement) {
+    } else if super::authorization::is_role_statement(statement) {
         Route::Role
     } else if Engine::owns(statement) {
         Route::Engine
@@ -103,13 +103,13 @@ impl StatementHook {
         // Checked on every execution: grants may have changed since the
         // statement was prepared.
         let user = super::connection::session_user(&*client);
-        if let Err(denied) = super::access::check(&self.engine, &user, statement) {
+        if let Err(denied) = super::authorization::check(&self.engine, &user, statement) {
             return Some(Err(denied));
         }
         snapshot::begin_statement();
         match route {
             Route::Transaction | Route::DataFusion => None,
-            Route::Role => Some(super::access::run(&self.engine, statement, &user).await),
+            Route::Role => Some(super::authorization::run(&self.engine, statement, &user).await),
             Route::Engine => {
                 let existed = self.engine.created_relation(statement);
                 let outcome = match (statement, planned) {
@@ -148,7 +148,7 @@ impl QueryHook for StatementHook {
             return Some(Ok(no_rows_plan()));
         }
         let user = super::connection::session_user(client);
-        if let Err(denied) = super::access::check(&self.engine, &user, statement) {
+        if let Err(denied) = super::authorization::check(&self.engine, &user, statement) {
             return Some(Err(denied));
         }
         match route {

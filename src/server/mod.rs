@@ -6,8 +6,8 @@
 //! with the SQLSTATE the engine chose. See docs/ARCHITECTURE.md for why we
 //! build on datafusion-postgres.
 
-mod access;
 pub mod auth;
+mod authorization;
 pub mod connection;
 mod copy;
 mod copy_out;

@@ -108,7 +108,7 @@ async fn execute(engine: &Engine, name: &str, arguments: &[Expr], user: &str) ->
         PREPARED.try_with(|map| map.borrow().get(name).map(|p| (p.statement.clone(), p.plan.clone()))).ok().flatten();
     let (statement, plan) = found.ok_or_else(|| missing(name))?;
     // Privileges as of now, not as of PREPARE.
-    crate::sql::access::check(engine, user, &statement)?;
+    crate::sql::authorize::check(engine, user, &statement)?;
     let LogicalPlan::Statement(datafusion::logical_expr::Statement::Prepare(prepare)) = &plan else {
         return Err(SqlError::internal("a prepared statement without its Prepare plan"));
     };

@@ -501,7 +501,7 @@ pub async fn serve_cursor_command(
     let result: PgWireResult<(Option<SchemaRef>, Response)> = match command {
         Command::Declare { cursor, target } => {
             let user = super::connection::session_user(client);
-            let started = match crate::sql::access::check_subscribe(engine, &user, &target.relation) {
+            let started = match crate::sql::authorize::check_subscribe(engine, &user, &target.relation) {
                 Ok(()) => Subscription::start(engine, target).await,
                 Err(denied) => Err(denied),
             };
@@ -658,7 +658,7 @@ where
         _ => return Err(PgWireError::ApiError("not a streaming SUBSCRIBE".into())),
     };
     let user = super::connection::session_user(client);
-    crate::sql::access::check_subscribe(engine, &user, &target.relation).map_err(super::errors::to_pgwire)?;
+    crate::sql::authorize::check_subscribe(engine, &user, &target.relation).map_err(super::errors::to_pgwire)?;
     let mut subscription = Subscription::start(engine, &target).await.map_err(super::errors::to_pgwire)?;
     let fields = wire(&subscription.schema, &Format::UnifiedText)?;
     match copy_csv {

@@ -6,7 +6,7 @@
 //! the plans into catalog changes, dataflows and table writes. It knows
 //! nothing of the wire protocol: results are [`Outcome`]s.
 
-pub mod access;
+pub mod authorize;
 mod bytea;
 mod comment;
 pub mod copy;

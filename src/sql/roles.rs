@@ -1,8 +1,8 @@
 //! CREATE / ALTER / DROP ROLE (and USER, rewritten to ROLE by `syntax`),
 //! GRANT and REVOKE: each change is written to the store as an epoch of its
-//! own, then put in place in [`crate::catalog::access::AccessControl`].
+//! own, then put in place in [`crate::catalog::privileges::AccessControl`].
 //!
-//! Who may run these is decided before they get here (`sql::access`).
+//! Who may run these is decided before they get here (`sql::authorize`).
 
 use datafusion::sql::sqlparser::ast::{
     Action, AlterRoleOperation, CreateRole, Expr, Grant, GrantObjects, Grantee, GranteeName, GranteesType, Ident,
@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{Engine, Outcome};
-use crate::catalog::access::{Acl, PasswordVerifier, Privilege, Role, acl_key, role_key};
+use crate::catalog::privileges::{Acl, PasswordVerifier, Privilege, Role, acl_key, role_key};
 use crate::error::{Result, SqlError, sqlstate};
 use crate::state::WriteBatch;
 
@@ -99,7 +99,7 @@ pub async fn alter_role(engine: &Engine, name: &Ident, operation: &AlterRoleOper
         match option {
             RoleOption::Login(login) => role.login = *login,
             RoleOption::SuperUser(superuser) => {
-                if name == crate::catalog::access::BOOTSTRAP_ROLE && !superuser {
+                if name == crate::catalog::privileges::BOOTSTRAP_ROLE && !superuser {
                     return Err(SqlError::new(
                         "42501",
                         format!("permission denied to remove superuser from the bootstrap role \"{name}\""),
@@ -135,7 +135,7 @@ pub async fn drop_roles(engine: &Engine, names: &[ObjectName], if_exists: bool, 
             }
             return Err(undefined_role(&name));
         }
-        if name == crate::catalog::access::BOOTSTRAP_ROLE || name == session_user {
+        if name == crate::catalog::privileges::BOOTSTRAP_ROLE || name == session_user {
             return Err(SqlError::new("55006", format!("role \"{name}\" cannot be dropped: it is in use")));
         }
         let held = access.relations_of(&name);
@@ -360,7 +360,7 @@ pub async fn revoke(engine: &Engine, revoke: &Revoke) -> Result<Outcome> {
 /// Makes `owner` the owner of a relation it just created (relations made
 /// by the bootstrap role, or before roles existed, need no record).
 pub async fn record_owner(engine: &Engine, relation: crate::stream::RelationId, owner: &str) -> Result<()> {
-    if owner == crate::catalog::access::BOOTSTRAP_ROLE || engine.catalog.access.role(owner).is_none() {
+    if owner == crate::catalog::privileges::BOOTSTRAP_ROLE || engine.catalog.access.role(owner).is_none() {
         return Ok(());
     }
     let acl = Acl { owner: owner.to_string(), ..Acl::default() };

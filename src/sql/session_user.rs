@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 
-use crate::catalog::access::BOOTSTRAP_ROLE;
+use crate::catalog::privileges::BOOTSTRAP_ROLE;
 
 tokio::task_local! {
     static SESSION_USER: RefCell<String>;

@@ -1,5 +1,5 @@
 //! Privileges on the wire: every statement, on both protocols, is checked
-//! against the session role's privileges (`sql::access`) before anything
+//! against the session role's privileges (`sql::authorize`) before anything
 //! runs it (`server::hook` calls [`check`] first); role and grant
 //! statements run here, where the session's role is known.
 
@@ -28,7 +28,7 @@ pub(super) fn is_role_statement(statement: &Statement) -> bool {
 /// (who becomes the statement's session user).
 pub(super) fn check(engine: &Engine, user: &str, statement: &Statement) -> PgWireResult<()> {
     crate::sql::session_user::set(user);
-    crate::sql::access::check(engine, user, statement).map_err(to_pgwire)
+    crate::sql::authorize::check(engine, user, statement).map_err(to_pgwire)
 }
 
 /// Runs a role or grant statement for `user`.

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::Engine;
-use crate::catalog::access::Privilege;
+use crate::catalog::privileges::Privilege;
 use crate::catalog::{QualifiedName, Relation};
 use crate::error::{Result, SqlError};
 

@@ -2,7 +2,7 @@
 //! superuser, who owns each relation, and what each role was granted.
 //!
 //! This module owns the records and their storage; deciding what a
-//! statement needs is `sql::access`, running CREATE ROLE / GRANT is
+//! statement needs is `sql::authorize`, running CREATE ROLE / GRANT is
 //! `sql::roles`, and checking passwords at login is `server::auth`.
 //!
 //! Stored in the state store, each record under a key of its own so a
