@@ -23,7 +23,6 @@ use crate::stream::rowcodec::RowCodec;
 /// A table's watermark definition and state, kept by the stream layer
 /// (source scans advance it too).
 pub use crate::stream::watermark::TableWatermark;
-use crate::stream::watermark::{self, ViewStats};
 
 /// The database name clients connect to, and DataFusion's catalog name.
 pub const DATABASE: &str = "freshet";
@@ -63,7 +62,9 @@ impl std::fmt::Display for QualifiedName {
     }
 }
 
-/// Metadata of one relation.
+/// The definition of one relation: what DDL says about it. What changes
+/// while it runs (failure, counters, current watermarks) is the
+/// coordinator's (`db::run_state`).
 pub struct Relation {
     pub id: RelationId,
     pub name: QualifiedName,
@@ -80,8 +81,6 @@ pub struct Relation {
     /// Row-format codecs for the full row and for the primary key.
     pub row_codec: RowCodec,
     pub key_codec: Option<RowCodec>,
-    /// Set when a view's dataflow failed; reads of the view report it.
-    pub failure: Mutex<Option<SqlError>>,
     /// A table's or source's `WATERMARK FOR` clause (and a table's
     /// current watermark).
     pub watermark: Option<Arc<TableWatermark>>,
@@ -98,11 +97,6 @@ pub struct Relation {
     pub watermarked: Vec<usize>,
     /// A materialized view declared `EMIT ON WINDOW CLOSE`.
     pub emit_on_window_close: bool,
-    /// What a materialized view's operators counted (late rows).
-    pub stats: Arc<ViewStats>,
-    /// A materialized view's column watermarks as of the last epoch that
-    /// stepped it.
-    pub current_watermarks: Mutex<watermark::Watermarks>,
     /// COMMENT ON text: 0 for the relation, n for its n-th column (as
     /// `pg_description.objsubid` numbers them).
     pub comments: Mutex<BTreeMap<i32, String>>,
@@ -130,30 +124,14 @@ impl Relation {
             definition: None,
             row_codec,
             key_codec,
-            failure: Mutex::new(None),
             watermark: None,
             reader: None,
             connector_options: None,
             sink: None,
             watermarked: Vec::new(),
             emit_on_window_close: false,
-            stats: ViewStats::new(),
-            current_watermarks: Mutex::new(Vec::new()),
             comments: Mutex::new(BTreeMap::new()),
         })
-    }
-
-    pub fn check_healthy(&self) -> Result<()> {
-        match self.failure.lock().as_ref() {
-            Some(e) => Err(SqlError::new(
-                e.code,
-                format!(
-                    "materialized view \"{}\" failed: {} (it is rebuilt from its inputs when the server restarts; or DROP and CREATE it again)",
-                    self.name, e.message
-                ),
-            )),
-            None => Ok(()),
-        }
     }
 }
 

@@ -37,6 +37,7 @@ use datafusion::arrow::array::RecordBatch;
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::epoch_log::{self, LoggedWatermark};
+use super::run_state::{RunState, RunStates};
 use super::storage;
 use super::store_health::{self, StoreHealth};
 use super::subscribe::{Feed, Subscriptions};
@@ -58,6 +59,8 @@ const LARGEST_LOGGED_EPOCH: usize = 32 << 20;
 /// A materialized view's dataflow.
 pub struct ViewDataflow {
     pub view: Arc<Relation>,
+    /// The view's run-time state (failure, counters, watermarks).
+    pub run: Arc<RunState>,
     pub root: Box<dyn Operator>,
     /// Builds the view's operators anew, from its stream plan: what
     /// replaces operators whose memory got ahead of the store.
@@ -80,17 +83,18 @@ impl ViewDataflow {
     /// The dataflow of `view`, its operators built by `build`.
     pub fn new(
         view: Arc<Relation>,
+        run: Arc<RunState>,
         build: BuildOperators,
         inputs: BTreeSet<RelationId>,
         sources: Vec<Arc<Relation>>,
     ) -> Result<Self> {
         let root = build()?;
-        Ok(Self { view, root, build, inputs, sources, unflushed: false, clocked: false })
+        Ok(Self { view, run, root, build, inputs, sources, unflushed: false, clocked: false })
     }
 
     /// Its watermarks in an epoch that does not step it: unchanged.
     fn steady_watermarks(&self) -> Option<Watermarks> {
-        let current = self.view.current_watermarks.lock();
+        let current = self.run.current_watermarks.lock();
         current.iter().any(Option::is_some).then(|| current.iter().map(|w| w.as_ref().map(steady)).collect())
     }
 }
@@ -226,6 +230,8 @@ pub struct Coordinator {
     subscriptions: Subscriptions,
     /// Whether the store takes writes (read-only after a failed write).
     health: StoreHealth,
+    /// Each relation's run-time state (failure, counters, watermarks).
+    run_states: RunStates,
 }
 
 /// Undelivered sink epochs at which reading from connectors pauses: a
@@ -264,6 +270,7 @@ pub struct EpochGuard<'a> {
     sink_backlog: &'a SinkBacklog,
     subscriptions: &'a Subscriptions,
     health: &'a StoreHealth,
+    run_states: &'a RunStates,
 }
 
 impl Coordinator {
@@ -284,7 +291,13 @@ impl Coordinator {
             sink_backlog: SinkBacklog::default(),
             subscriptions: Subscriptions::default(),
             health: StoreHealth::default(),
+            run_states: RunStates::default(),
         }
+    }
+
+    /// The run-time state of relation `id` (see `run_state`).
+    pub fn run_state(&self, id: RelationId) -> Arc<RunState> {
+        self.run_states.of(id)
     }
 
     /// Whether the store takes writes (see `store_health`).
@@ -349,6 +362,7 @@ impl Coordinator {
             sink_backlog: &self.sink_backlog,
             subscriptions: &self.subscriptions,
             health: &self.health,
+            run_states: &self.run_states,
         }
     }
 
@@ -374,7 +388,7 @@ impl Coordinator {
         }
         let mut guard = self.begin().await;
         let now = now_nanos();
-        let clocked = guard.flows.views.iter().any(|f| f.clocked && f.view.failure.lock().is_none());
+        let clocked = guard.flows.views.iter().any(|f| f.clocked && !f.run.failed());
         // A watermarked input that has just become idle moves the views over it.
         let going_idle = guard
             .flows
@@ -399,8 +413,8 @@ impl Coordinator {
             .flows
             .views
             .iter()
-            .filter(|f| f.view.stats.reads_sources() && !f.view.stats.sources_done() && f.view.failure.lock().is_none())
-            .map(|f| f.view.stats.clone())
+            .filter(|f| f.run.stats.reads_sources() && !f.run.stats.sources_done() && !f.run.failed())
+            .map(|f| f.run.stats.clone())
             .collect();
         if readers.is_empty() {
             return Ok(false);
@@ -495,7 +509,7 @@ impl Coordinator {
             .flows
             .views
             .iter()
-            .filter(|f| f.view.failure.lock().as_ref().is_some_and(store_health::is_store_failure))
+            .filter(|f| f.run.failure.lock().as_ref().is_some_and(store_health::is_store_failure))
             .map(|f| f.view.clone())
             .collect();
         for view in broken {
@@ -556,7 +570,7 @@ impl EpochGuard<'_> {
             || logged_bytes > LARGEST_LOGGED_EPOCH
             // A view whose source reads cannot be replayed commits its
             // read positions with its rows, every epoch.
-            || self.flows.views.iter().any(|f| f.view.stats.reads_unreplayable())
+            || self.flows.views.iter().any(|f| f.run.stats.reads_unreplayable())
             // An epoch that holds sources back is not logged: a replay
             // would read what it did not.
             || self.hold_sources;
@@ -627,7 +641,7 @@ impl EpochGuard<'_> {
         if live {
             watermarks.stage(&mut batch);
         }
-        let mut touched: Vec<Arc<Relation>> = Vec::new();
+        let mut touched: Vec<Arc<RunState>> = Vec::new();
         let mut aborted = self.step_views(&mut input, &snapshot, &mut batch, live, &mut touched, &mut published).err();
         if aborted.is_none() && checkpoint {
             aborted = self.stage_checkpoint(&state, &mut batch, &mut touched).err();
@@ -665,14 +679,14 @@ impl EpochGuard<'_> {
         snapshot: &Arc<dyn Snapshot>,
         batch: &mut WriteBatch,
         write_rows: bool,
-        stepped: &mut Vec<Arc<Relation>>,
+        stepped: &mut Vec<Arc<RunState>>,
         published: &mut Vec<(RelationId, ChangeBatch)>,
     ) -> Result<()> {
         let state = input.state.clone();
         let epoch = self.flows.next_epoch;
         let mut failed: BTreeSet<RelationId> = BTreeSet::new();
         for flow in self.flows.views.iter_mut() {
-            if flow.view.failure.lock().is_some() {
+            if flow.run.failure.lock().is_some() {
                 failed.insert(flow.view.id);
                 continue;
             }
@@ -682,7 +696,7 @@ impl EpochGuard<'_> {
                     format!("it reads relation {broken}, which failed"),
                 );
                 batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
-                *flow.view.failure.lock() = Some(error);
+                *flow.run.failure.lock() = Some(error);
                 failed.insert(flow.view.id);
                 continue;
             }
@@ -692,7 +706,7 @@ impl EpochGuard<'_> {
                 }
                 continue;
             }
-            stepped.push(flow.view.clone());
+            stepped.push(flow.run.clone());
             flow.unflushed = true;
             match flow.root.step(input).and_then(|delta| Ok((flow.root.watermarks(input)?, delta))) {
                 Ok((watermarks, delta)) => {
@@ -709,7 +723,7 @@ impl EpochGuard<'_> {
                     if watermarks.iter().any(Option::is_some) {
                         input.set_watermarks(flow.view.id, watermarks.clone());
                     }
-                    *flow.view.current_watermarks.lock() = watermarks;
+                    *flow.run.current_watermarks.lock() = watermarks;
                     if !state.checkpoint {
                         flow.root.flush(&state, batch)?;
                     }
@@ -719,7 +733,7 @@ impl EpochGuard<'_> {
                     // Stored, so that a restart does not resume the view
                     // from state that missed this epoch (it is rebuilt).
                     batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
-                    *flow.view.failure.lock() = Some(error);
+                    *flow.run.failure.lock() = Some(error);
                     failed.insert(flow.view.id);
                 }
             }
@@ -736,19 +750,19 @@ impl EpochGuard<'_> {
         &mut self,
         state: &StateContext,
         batch: &mut WriteBatch,
-        flushed: &mut Vec<Arc<Relation>>,
+        flushed: &mut Vec<Arc<RunState>>,
     ) -> Result<()> {
         for flow in self.flows.views.iter_mut() {
-            if let Some(error) = flow.view.failure.lock().as_ref() {
+            if let Some(error) = flow.run.failure.lock().as_ref() {
                 batch.put(failure_key(flow.view.id).to_vec(), error.message.clone().into_bytes());
                 continue;
             }
             if !flow.unflushed {
                 continue;
             }
-            flushed.push(flow.view.clone());
+            flushed.push(flow.run.clone());
             flow.root.flush(state, batch)?;
-            stage_stats(&flow.view, batch);
+            stage_stats(flow, batch);
             flow.unflushed = false;
         }
         for epoch in &self.flows.logged {
@@ -767,7 +781,7 @@ impl EpochGuard<'_> {
         batch: WriteBatch,
         aborted: Option<SqlError>,
         checkpoint: bool,
-        touched: Vec<Arc<Relation>>,
+        touched: Vec<Arc<RunState>>,
     ) -> Result<()> {
         let written = match aborted {
             Some(error) => Err(error),
@@ -780,8 +794,8 @@ impl EpochGuard<'_> {
             }
             Ok(()) => {}
             Err(error) => {
-                for view in touched {
-                    *view.failure.lock() = Some(error.clone());
+                for run in touched {
+                    *run.failure.lock() = Some(error.clone());
                 }
             }
         }
@@ -815,12 +829,12 @@ impl EpochGuard<'_> {
     /// not look anything up (ids of dropped views are cleared with them).
     fn build_view(&self, flow: &mut ViewDataflow, snapshot: &Arc<dyn Snapshot>, batch: &mut WriteBatch) -> Result<()> {
         let state = self.state_context(snapshot, true, true);
-        flow.view.stats.set_late_rows(0);
-        let (delta, watermarks) = backfill(flow, &state)?;
+        flow.run.stats.set_late_rows(0);
+        let (delta, watermarks) = backfill(flow, &state, self.run_states)?;
         write_output(&flow.view, &crate::state::EmptySnapshot, &delta, self.flows.next_epoch, batch)?;
-        *flow.view.current_watermarks.lock() = watermarks;
+        *flow.run.current_watermarks.lock() = watermarks;
         flow.root.flush(&state, batch)?;
-        stage_stats(&flow.view, batch);
+        stage_stats(flow, batch);
         Ok(())
     }
 
@@ -832,11 +846,11 @@ impl EpochGuard<'_> {
         let snapshot = self.store.snapshot();
         if let Some(stats) = snapshot.get(&view_stats_key(flow.view.id)) {
             let late = stats.get(..8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
-            flow.view.stats.set_late_rows(late);
+            flow.run.stats.set_late_rows(late);
         }
         if let Some(message) = snapshot.get(&failure_key(flow.view.id)) {
             let message = String::from_utf8_lossy(&message).into_owned();
-            *flow.view.failure.lock() =
+            *flow.run.failure.lock() =
                 Some(SqlError::new(crate::error::sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, message));
         }
         self.flows.views.push(flow);
@@ -879,7 +893,7 @@ impl EpochGuard<'_> {
         }
         // In creation order: a view is rebuilt after the views it reads.
         for position in 0..self.flows.views.len() {
-            if self.flows.views.get(position).is_some_and(|f| f.view.failure.lock().is_some()) {
+            if self.flows.views.get(position).is_some_and(|f| f.run.failure.lock().is_some()) {
                 self.rebuild_view(position);
             }
         }
@@ -899,12 +913,12 @@ impl EpochGuard<'_> {
         let rebuilt = self.build_view(&mut flow, &snapshot, &mut batch).and_then(|()| self.write(batch));
         match rebuilt {
             Ok(()) => {
-                *flow.view.failure.lock() = None;
+                *flow.run.failure.lock() = None;
                 tracing::info!(view = %flow.view.name, "failed materialized view rebuilt");
             }
             Err(error) => {
                 tracing::warn!(view = %flow.view.name, %error, "materialized view failed again while being rebuilt");
-                *flow.view.failure.lock() = Some(error);
+                *flow.run.failure.lock() = Some(error);
             }
         }
         self.flows.views.insert(position, flow);
@@ -945,7 +959,7 @@ impl EpochGuard<'_> {
             flow.unflushed = false;
         }
         self.rebuild_view(position);
-        match self.flows.views.get(position).and_then(|f| f.view.failure.lock().clone()) {
+        match self.flows.views.get(position).and_then(|f| f.run.failure.lock().clone()) {
             Some(error) => Err(error),
             None => Ok(()),
         }
@@ -964,6 +978,7 @@ impl EpochGuard<'_> {
     pub fn drop_relation(&mut self, relation: &Relation) -> Result<()> {
         self.flows.views.retain(|f| f.view.id != relation.id);
         self.subscriptions.remove_relation(relation.id);
+        self.run_states.remove(relation.id);
         let snapshot = self.store.snapshot();
         let mut batch = WriteBatch::default();
         // Every key space the relation has keys in (see `state::keys`).
@@ -1060,17 +1075,18 @@ impl Backoff {
 }
 
 /// A view's event-time counters as stored at checkpoints.
-fn stage_stats(view: &Relation, batch: &mut WriteBatch) {
-    batch.put(view_stats_key(view.id).to_vec(), view.stats.late_rows().to_be_bytes().to_vec());
+fn stage_stats(flow: &ViewDataflow, batch: &mut WriteBatch) {
+    batch.put(view_stats_key(flow.view.id).to_vec(), flow.run.stats.late_rows().to_be_bytes().to_vec());
 }
 
 /// Runs a view's dataflow over the whole current contents of its inputs,
 /// at their current watermarks; returns its rows and its watermarks.
-fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<(ChangeBatch, Watermarks)> {
+fn backfill(flow: &mut ViewDataflow, state: &StateContext, runs: &RunStates) -> Result<(ChangeBatch, Watermarks)> {
     let mut input = EpochInput::new(state.clone());
     input.now_nanos = now_nanos();
     for source in &flow.sources {
-        source.check_healthy()?;
+        let source_run = runs.of(source.id);
+        source_run.check_healthy(source)?;
         let rows = storage::scan_all(source, state.snapshot.as_ref())?;
         input.insert(source.id, ChangeBatch::uniform(rows, 1))?;
         let watermarks = match &source.watermark {
@@ -1084,7 +1100,7 @@ fn backfill(flow: &mut ViewDataflow, state: &StateContext) -> Result<(ChangeBatc
                 Some(columns)
             }
             None => {
-                let current = source.current_watermarks.lock();
+                let current = source_run.current_watermarks.lock();
                 current.iter().any(Option::is_some).then(|| {
                     current
                         .iter()

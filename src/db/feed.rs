@@ -60,6 +60,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
     for table in tables {
         let Some(reader) = table.reader.clone() else { continue };
         let name = table.name.to_string();
+        let run = coordinator.run_state(table.id);
         let mut guard = coordinator.begin().await;
         // The table may have been dropped while we waited for the epoch.
         if catalog.get(table.id).is_none() {
@@ -82,13 +83,13 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
             }
         };
         if let Some(status) = reader.connector().status() {
-            table.stats.set_source_status(&name, status);
+            run.stats.set_source_status(&name, status);
         }
         let changes = match read {
             Ok(rows) => rows,
             Err(error) => {
                 tracing::warn!(table = %name, %error, "the table's connector failed; its feed stops");
-                table.stats.set_source_status(&name, format!("failed: {}", error.message));
+                run.stats.set_source_status(&name, format!("failed: {}", error.message));
                 feeds.stopped.insert(table.id);
                 continue;
             }
@@ -102,7 +103,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
         for record in &bad {
             extra.put(error_key(table.id, record), encode_bad_record(record));
         }
-        table.stats.add_bad_records(bad.len() as u64);
+        run.stats.add_bad_records(bad.len() as u64);
         let applied = if matches!(reader, Reader::Keyed(_)) {
             super::writes::apply_from_changelog(&mut guard, &table, &changes, extra)
         } else {
@@ -110,7 +111,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
         };
         match applied {
             Ok(count) => {
-                table.stats.add_source_rows(count as u64);
+                run.stats.add_source_rows(count as u64);
                 read_any |= count > 0 || !bad.is_empty();
                 // Durable now: the upstream may let go of what was read.
                 reader.connector().committed(&position);
@@ -123,7 +124,7 @@ async fn feed_once(coordinator: &Coordinator, catalog: &Catalog, feeds: &mut Fee
             }
             Err(error) => {
                 tracing::warn!(table = %name, %error, "rows from the table's connector were refused; its feed stops");
-                table.stats.set_source_status(&name, format!("failed: {}", error.message));
+                run.stats.set_source_status(&name, format!("failed: {}", error.message));
                 feeds.stopped.insert(table.id);
             }
         }

@@ -30,6 +30,7 @@ pub mod coordinator;
 pub mod epoch_log;
 pub mod feed;
 pub mod provider;
+pub mod run_state;
 pub mod sinks;
 pub mod snapshot;
 pub mod storage;

@@ -148,7 +148,10 @@ impl TableProvider for RelationProvider {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.relation.check_healthy().map_err(SqlError::into_datafusion)?;
+        self.coordinator
+            .run_state(self.relation.id)
+            .check_healthy(&self.relation)
+            .map_err(SqlError::into_datafusion)?;
         if self.relation.kind == RelationKind::Source {
             return Err(SqlError::not_supported(format!(
                 "reading source \"{}\" directly: a source keeps no rows; read it in a materialized view \

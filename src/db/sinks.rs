@@ -49,7 +49,8 @@ async fn deliver_once(
     let (snapshot, written) = coordinator.outbox_snapshot().await;
     for sink in sinks {
         // A failed sink's dataflow adds nothing to its outbox.
-        let Some(writer) = sink.sink.clone().filter(|_| sink.failure.lock().is_none()) else { continue };
+        let run = coordinator.run_state(sink.id);
+        let Some(writer) = sink.sink.clone().filter(|_| !run.failed()) else { continue };
         let mut entries: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut pending = 0usize;
         snapshot.scan_prefix(&outbox_prefix(sink.id), &mut |key, value| {
@@ -104,12 +105,12 @@ async fn deliver_once(
             None => {
                 state.delivered = Some(delivered);
                 state.retry.succeeded();
-                sink.stats.set_source_status(&name, "delivering".to_string());
+                run.stats.set_source_status(&name, "delivering".to_string());
             }
             Some(error) if error.code == crate::connectors::sink::PERMANENT => {
                 tracing::warn!(sink = %name, %error, "sink failed");
-                sink.stats.set_source_status(&name, format!("failed: {}", error.message));
-                *sink.failure.lock() = Some(error);
+                run.stats.set_source_status(&name, format!("failed: {}", error.message));
+                *run.failure.lock() = Some(error);
             }
             Some(error) => {
                 let error = error.message;
@@ -117,7 +118,7 @@ async fn deliver_once(
                 state.delivered = None;
                 let wait = state.retry.failed();
                 tracing::warn!(sink = %name, %error, retry_in = ?wait, "sink delivery failed");
-                sink.stats.set_source_status(&name, format!("retrying: {error}"));
+                run.stats.set_source_status(&name, format!("retrying: {error}"));
             }
         }
         if !done.is_empty() {

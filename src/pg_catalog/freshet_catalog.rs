@@ -175,7 +175,8 @@ impl SystemTable {
                             values.push(def.value.lock().as_ref().map(display));
                             continue;
                         }
-                        let current = relation.current_watermarks.lock();
+                        let run = self.coordinator.run_state(relation.id);
+                        let current = run.current_watermarks.lock();
                         for &column in &relation.watermarked {
                             relations.push(relation.name.to_string());
                             columns.push(relation.schema.field(column).name().clone());
@@ -192,14 +193,15 @@ impl SystemTable {
             }
             Which::MaterializedViews => {
                 let views = self.catalog.list(RelationKind::MaterializedView);
+                let runs: Vec<_> = views.iter().map(|v| self.coordinator.run_state(v.id)).collect();
                 vec![
                     Arc::new(StringArray::from_iter_values(views.iter().map(|v| v.name.to_string()))),
                     Arc::new(BooleanArray::from_iter(views.iter().map(|v| Some(v.emit_on_window_close)))),
-                    Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.stats.late_rows() as i64))),
-                    Arc::new(Int64Array::from_iter_values(views.iter().map(|v| v.stats.source_rows() as i64))),
-                    Arc::new(BooleanArray::from_iter(views.iter().map(|v| Some(v.stats.sources_done())))),
+                    Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| r.stats.late_rows() as i64))),
+                    Arc::new(Int64Array::from_iter_values(runs.iter().map(|r| r.stats.source_rows() as i64))),
+                    Arc::new(BooleanArray::from_iter(runs.iter().map(|r| Some(r.stats.sources_done())))),
                     Arc::new(StringArray::from_iter(
-                        views.iter().map(|v| v.failure.lock().as_ref().map(|e| e.message.clone())),
+                        runs.iter().map(|r| r.failure.lock().as_ref().map(|e| e.message.clone())),
                     )),
                 ]
             }
@@ -235,7 +237,7 @@ impl SystemTable {
                 let readers = self.catalog.list(RelationKind::MaterializedView).into_iter();
                 let readers = readers.chain(self.catalog.list(RelationKind::Sink));
                 for view in readers.chain(self.catalog.list(RelationKind::Table)) {
-                    for (source, prefix) in view.stats.bad_record_stores() {
+                    for (source, prefix) in self.coordinator.run_state(view.id).stats.bad_record_stores() {
                         snapshot.scan_prefix(&prefix, &mut |_, value| {
                             if let Some(record) = crate::stream::connector::decode_bad_record(value) {
                                 found.push((view.name.to_string(), source.clone(), record));
@@ -262,7 +264,7 @@ impl SystemTable {
                 let (mut views, mut sources, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
                 let readers = self.catalog.list(RelationKind::MaterializedView).into_iter();
                 for view in readers.chain(self.catalog.list(RelationKind::Table)) {
-                    for (source, status) in view.stats.source_status() {
+                    for (source, status) in self.coordinator.run_state(view.id).stats.source_status() {
                         // A sink's own delivery status is in `sinks`.
                         if source == view.name.to_string() && view.kind == RelationKind::Sink {
                             continue;
@@ -309,12 +311,13 @@ impl SystemTable {
                     let name = sink.name.to_string();
                     let mut waiting = 0i64;
                     snapshot.scan_prefix(&crate::state::outbox_prefix(sink.id), &mut |_, _| waiting += 1);
-                    let status = sink.stats.source_status().into_iter().find(|(s, _)| *s == name).map(|(_, st)| st);
+                    let run = self.coordinator.run_state(sink.id);
+                    let status = run.stats.source_status().into_iter().find(|(s, _)| *s == name).map(|(_, st)| st);
                     names.push(name);
                     connectors.push(sink.connector_options.as_ref().and_then(|o| o.connector().map(str::to_string)));
                     statuses.push(status.unwrap_or_else(|| "starting".to_string()));
                     pending.push(waiting);
-                    failures.push(sink.failure.lock().as_ref().map(|e| e.message.clone()));
+                    failures.push(run.failure.lock().as_ref().map(|e| e.message.clone()));
                 }
                 vec![
                     Arc::new(StringArray::from(names)),

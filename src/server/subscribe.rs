@@ -334,7 +334,7 @@ impl Subscription {
                 ),
             ));
         }
-        relation.check_healthy()?;
+        engine.coordinator.run_state(relation.id).check_healthy(&relation)?;
         let mut fields = vec![Field::new("epoch", DataType::Int64, false), Field::new("op", DataType::Utf8, false)];
         fields.extend(relation.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)));
         let schema = Arc::new(Schema::new(fields));

@@ -1,15 +1,17 @@
-//! CREATE TABLE, CREATE [MATERIALIZED] VIEW and DROP.
+//! CREATE [MATERIALIZED] VIEW, CREATE SINK and DROP, and what every CREATE
+//! shares (names, the stored catalog entry). CREATE TABLE and CREATE SOURCE
+//! are `create_table.rs`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::catalog::SchemaProvider;
-use datafusion::common::{Constraint, TableReference};
+use datafusion::common::TableReference;
 use datafusion::datasource::{ViewTable, source_as_provider};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, TableScan};
+use datafusion::logical_expr::{LogicalPlan, TableScan};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{CreateTable, CreateView, Ident, ObjectName, ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{CreateView, Ident, ObjectName, ObjectType, Statement};
 
 use super::options::Options;
 use super::{DATABASE, Engine, Outcome, syntax};
@@ -17,12 +19,11 @@ use crate::catalog::{QualifiedName, Relation, RelationKind, qualify};
 use crate::connectors::ConnectorOptions;
 use crate::db::coordinator::{BuildOperators, ViewDataflow};
 use crate::db::provider::RelationProvider;
-use crate::db::writes;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::plan::{self, RelationResolver, stream_schema};
 use crate::stream::RelationId;
 
-fn schema_provider(engine: &Engine, name: &QualifiedName) -> Result<Arc<dyn SchemaProvider>> {
+pub(super) fn schema_provider(engine: &Engine, name: &QualifiedName) -> Result<Arc<dyn SchemaProvider>> {
     engine
         .ctx
         .catalog(DATABASE)
@@ -65,280 +66,13 @@ impl ResolveName for datafusion::execution::SessionState {
 }
 
 /// Fails with 42P07 unless `if_not_exists` (then reports "skip").
-fn check_absent(engine: &Engine, name: &QualifiedName, if_not_exists: bool) -> Result<bool> {
+pub(super) fn check_absent(engine: &Engine, name: &QualifiedName, if_not_exists: bool) -> Result<bool> {
     let exists = engine.catalog.by_name(name).is_some() || schema_provider(engine, name)?.table_exist(&name.name);
     match (exists, if_not_exists) {
         (false, _) => Ok(false),
         (true, true) => Ok(true),
         (true, false) => Err(SqlError::duplicate_object(name)),
     }
-}
-
-pub async fn create_table(engine: &Engine, create: &CreateTable) -> Result<Outcome> {
-    let done = Outcome::Command { tag: "CREATE TABLE", rows: None };
-    let state = engine.ctx.state();
-    // DataFusion plans the table without Freshet's options.
-    let mut plain = create.clone();
-    let mut options = Options::take(&mut plain.table_options)?;
-    let watermark = options.take_watermark()?;
-    let idle_timeout = match options.remove(syntax::WATERMARK_IDLE_TIMEOUT) {
-        None => None,
-        Some(_) if watermark.is_none() => {
-            return Err(SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                format!("{} needs a WATERMARK FOR clause", syntax::WATERMARK_IDLE_TIMEOUT),
-            ));
-        }
-        Some(text) => {
-            Some(crate::duration::parse_nanos(&text, crate::duration::Unit::Seconds).filter(|n| *n > 0).ok_or_else(
-                || {
-                    SqlError::new(
-                        sqlstate::INVALID_PARAMETER_VALUE,
-                        format!("{} = '{text}' is not a duration like '10 seconds'", syntax::WATERMARK_IDLE_TIMEOUT),
-                    )
-                },
-            )?)
-        }
-    };
-    let is_source = match options.remove(syntax::RELATION_KIND).as_deref() {
-        Some("source") => true,
-        Some(other) => {
-            return Err(SqlError::new(
-                sqlstate::INVALID_PARAMETER_VALUE,
-                format!("{} = '{other}'", syntax::RELATION_KIND),
-            ));
-        }
-        None => false,
-    };
-    // A source, or a table fed by a connector (it stores what arrives).
-    let connector = if is_source || options.get("connector").is_some() || options.get(syntax::CDC_SOURCE).is_some() {
-        Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() })
-    } else {
-        options.reject_unknown("table")?;
-        None
-    };
-    let done = if is_source { Outcome::Command { tag: "CREATE SOURCE", rows: None } } else { done };
-    let plan = state.statement_to_plan(DfStatement::Statement(Box::new(Statement::CreateTable(plain)))).await?;
-    let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(table)) = plan else {
-        return Err(SqlError::not_supported(format!("this form of CREATE TABLE: {create}")));
-    };
-    if table.temporary {
-        return Err(SqlError::not_supported("CREATE TEMPORARY TABLE"));
-    }
-    let name = qualify(&table.name);
-    if table.or_replace {
-        return Err(SqlError::not_supported("CREATE OR REPLACE TABLE"));
-    }
-    if check_absent(engine, &name, table.if_not_exists)? {
-        return Ok(done);
-    }
-    let mut primary_key: Vec<usize> = Vec::new();
-    for constraint in table.constraints.iter() {
-        match constraint {
-            Constraint::PrimaryKey(columns) if primary_key.is_empty() => primary_key = columns.clone(),
-            Constraint::PrimaryKey(_) => {
-                return Err(SqlError::new(
-                    sqlstate::INVALID_TABLE_DEFINITION,
-                    format!("multiple primary keys for table \"{name}\" are not allowed"),
-                ));
-            }
-            Constraint::Unique(_) => {
-                return Err(SqlError::not_supported("UNIQUE constraints other than PRIMARY KEY"));
-            }
-        }
-    }
-    // Primary-key columns are NOT NULL, as in Postgres.
-    let input_schema = table.input.schema().as_arrow().clone();
-    let fields: Vec<Field> = input_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| f.as_ref().clone().with_nullable(f.is_nullable() && !primary_key.contains(&i)))
-        .collect();
-    let mut seen = HashSet::new();
-    for f in &fields {
-        if !seen.insert(f.name().clone()) {
-            return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name())));
-        }
-    }
-    let mut schema = Arc::new(Schema::new(fields));
-    let mut kind = RelationKind::Table;
-    let mut reader = None;
-    let mut cdc_source = None;
-    let mut connector_options = None;
-    if let Some(options) = &connector {
-        let mut options = options.clone();
-        // CREATE TABLE t (…) FROM source TABLE 'schema.table': the source's
-        // settings plus the upstream table.
-        if let Some(source_name) = options.values.remove(syntax::CDC_SOURCE) {
-            let source_name = qualify(&TableReference::parse_str(&source_name));
-            let source = engine.catalog.by_name(&source_name).ok_or_else(|| {
-                SqlError::new(sqlstate::UNDEFINED_OBJECT, format!("source \"{source_name}\" does not exist"))
-            })?;
-            let settings = source
-                .connector_options
-                .clone()
-                .filter(|_| source.kind == RelationKind::Source)
-                .filter(|o| o.connector() == Some(crate::connectors::postgres_cdc::CONNECTOR));
-            let Some(settings) = settings else {
-                return Err(SqlError::new(
-                    sqlstate::WRONG_OBJECT_TYPE,
-                    format!("\"{source_name}\" is not a postgres-cdc source (CREATE TABLE … FROM reads one)"),
-                ));
-            };
-            let upstream = options.values.remove(syntax::CDC_TABLE).unwrap_or_default();
-            let mut merged = settings.values.clone();
-            // One slot per table: `<source's slot.name, or freshet>_<table>`
-            // unless the table names its own.
-            let prefix = merged.remove("slot.name").unwrap_or_else(|| "freshet".to_string());
-            let table_part: String = name
-                .name
-                .to_ascii_lowercase()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
-                .collect();
-            merged.insert("slot.name".to_string(), format!("{prefix}_{table_part}"));
-            merged.insert(crate::connectors::postgres_cdc::TABLE_OPTION.to_string(), upstream);
-            merged.extend(options.values);
-            options = ConnectorOptions { values: merged };
-            cdc_source = Some(source.id);
-        }
-        if !primary_key.is_empty() {
-            let names: Vec<&str> = primary_key.iter().map(|&i| schema.field(i).name().as_str()).collect();
-            options.values.insert(crate::connectors::PRIMARY_KEY_OPTION.to_string(), names.join(","));
-        }
-        let keyed_format = options
-            .get("format")
-            .is_some_and(|f| f.eq_ignore_ascii_case("upsert") || f.eq_ignore_ascii_case("debezium"));
-        if keyed_format && is_source {
-            return Err(SqlError::not_supported(
-                "FORMAT UPSERT or DEBEZIUM on a source (a source keeps no rows to change): use CREATE TABLE … PRIMARY KEY",
-            ));
-        }
-        let source_reader = crate::connectors::reader(&options, Some(schema.clone()))?;
-        if !primary_key.is_empty() && !matches!(source_reader, crate::connectors::Reader::Keyed(_)) {
-            return Err(SqlError::not_supported(if is_source {
-                "a PRIMARY KEY on a source (a source keeps no rows to key)"
-            } else {
-                "a PRIMARY KEY on a table fed by a connector with FORMAT PLAIN (use FORMAT UPSERT or DEBEZIUM)"
-            }));
-        }
-        if !engine.recovering() {
-            source_reader.connector().check()?;
-        }
-        // The connector's columns: the declared ones, or all when none are
-        // declared, plus any it adds (INCLUDE partition, …).
-        if schema.fields().len() != source_reader.connector().schema().fields().len() {
-            schema = source_reader.connector().schema();
-        }
-        if is_source {
-            kind = RelationKind::Source;
-        }
-        reader = Some(source_reader);
-        connector_options = Some(options);
-    }
-    let mut relation = Relation::new(engine.catalog.allocate_id(), name.clone(), kind, schema, primary_key)?;
-    relation.column_defaults = table.column_defaults.iter().cloned().collect();
-    relation.reader = reader;
-    if kind == RelationKind::Source {
-        relation.connector_options = connector_options;
-    }
-    if let Some(source) = cdc_source {
-        relation.depends_on.insert(source);
-    }
-    if kind == RelationKind::Table && relation.reader.is_some() {
-        let prefix = crate::state::feed_errors_prefix(relation.id);
-        relation.stats.register_bad_records(&name.to_string(), &prefix);
-    }
-    if let Some((column, expression)) = watermark {
-        let def = table_watermark(engine, &relation, &column, &expression, idle_timeout)?;
-        if engine.recovering() && relation.kind == RelationKind::Table {
-            let stored = engine.coordinator.store().snapshot().get(&crate::state::watermark_key(relation.id));
-            if let Some(value) = stored.and_then(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes))
-            {
-                let data_type = relation.schema.field(def.column).data_type();
-                *def.value.lock() = Some(crate::stream::watermark::from_i64(value, data_type)?);
-            }
-        }
-        relation.watermarked = vec![def.column];
-        relation.watermark = Some(Arc::new(def));
-    }
-    let relation = Arc::new(relation);
-    let schema_provider = schema_provider(engine, &name)?;
-    engine.catalog.add(relation.clone())?;
-    schema_provider.register_table(
-        name.name.clone(),
-        Arc::new(RelationProvider::new(relation.clone(), engine.coordinator.clone())),
-    )?;
-
-    if engine.recovering() {
-        // Its rows are stored; only the catalog had to be rebuilt.
-        return Ok(done);
-    }
-    let mut guard = engine.coordinator.begin().await;
-    guard.write_catalog_entry(relation.id, catalog_entry(Statement::CreateTable(create.clone()), &name))?;
-
-    // CREATE TABLE … AS SELECT: fill it in one epoch.
-    if !matches!(table.input.as_ref(), LogicalPlan::EmptyRelation(_)) && relation.kind == RelationKind::Table {
-        std::mem::drop(guard);
-        let source = engine.ctx.execute_logical_plan(table.input.as_ref().clone()).await?;
-        let rows =
-            super::query_memory::collect_within(source, engine.query_memory.bytes(), "CREATE TABLE … AS").await?;
-        let mut guard = engine.coordinator.begin().await;
-        writes::insert(&mut guard, &relation, &rows, &writes::OnConflict::Error)?;
-    }
-    Ok(done)
-}
-
-/// Compiles `WATERMARK FOR column AS expression` against a new table.
-fn table_watermark(
-    engine: &Engine,
-    relation: &Relation,
-    column: &str,
-    expression: &str,
-    idle_timeout: Option<i64>,
-) -> Result<crate::catalog::TableWatermark> {
-    use crate::stream::watermark::{is_time_type, monotone_column};
-    let index = relation.schema.index_of(column).map_err(|_| {
-        SqlError::new(
-            sqlstate::UNDEFINED_COLUMN,
-            format!("column \"{column}\" named in WATERMARK FOR does not exist in table \"{}\"", relation.name),
-        )
-    })?;
-    let data_type = relation.schema.field(index).data_type().clone();
-    if !is_time_type(&data_type) {
-        return Err(SqlError::new(
-            sqlstate::DATATYPE_MISMATCH,
-            format!("WATERMARK FOR column \"{column}\" is {data_type}; it must be a timestamp or a date"),
-        ));
-    }
-    let df_schema = datafusion::common::DFSchema::try_from(relation.schema.as_ref().clone())?;
-    let state = engine.ctx.state();
-    let expr = state.create_logical_expr(expression, &df_schema).map_err(|e| {
-        let error = SqlError::from(e);
-        SqlError::new(error.code, format!("WATERMARK FOR {column} AS {expression}: {}", error.message))
-    })?;
-    if monotone_column(&expr, &df_schema) != Some(index) {
-        return Err(SqlError::new(
-            sqlstate::INVALID_PARAMETER_VALUE,
-            format!(
-                "WATERMARK FOR {column} AS {expression}: the expression must read only \"{column}\" and grow with it,                  e.g. {column} - INTERVAL '5' SECOND"
-            ),
-        ));
-    }
-    let expr_type = datafusion::logical_expr::ExprSchemable::get_type(&expr, &df_schema)?;
-    let expr = if expr_type == data_type { expr } else { datafusion::logical_expr::cast(expr, data_type.clone()) };
-    let physical = state.create_physical_expr(expr, &df_schema)?;
-    let started = crate::stream::wall_clock_nanos();
-    Ok(crate::catalog::TableWatermark {
-        column: index,
-        expression: physical,
-        text: expression.to_string(),
-        value: parking_lot::Mutex::new(None),
-        idle_timeout,
-        last_insert: parking_lot::Mutex::new(started),
-        idle: parking_lot::Mutex::new(false),
-    })
 }
 
 /// Maps table scans in a view's plan to our relations.
@@ -531,9 +265,10 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
         return Err(SqlError::duplicate_object(&name));
     }
     let (inputs, clocked) = (stream_plan.inputs.clone(), stream_plan.clocked);
-    let stats = relation.stats.clone();
+    let run = engine.coordinator.run_state(relation.id);
+    let stats = run.stats.clone();
     let build: BuildOperators = Arc::new(move || stream_plan.build(&stats));
-    let mut flow = ViewDataflow::new(relation.clone(), build, inputs, sources)?;
+    let mut flow = ViewDataflow::new(relation.clone(), run, build, inputs, sources)?;
     flow.clocked = clocked;
     if engine.recovering() {
         guard.restore_view(flow);
@@ -551,7 +286,7 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
 
 /// The statement a relation is rebuilt from at startup: the original CREATE,
 /// with its name qualified and without IF NOT EXISTS.
-fn catalog_entry(mut statement: Statement, name: &QualifiedName) -> Vec<u8> {
+pub(super) fn catalog_entry(mut statement: Statement, name: &QualifiedName) -> Vec<u8> {
     match &mut statement {
         Statement::CreateTable(create) => {
             create.name = stored_name(name);

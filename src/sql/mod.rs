@@ -10,6 +10,7 @@ pub mod authorize;
 mod bytea;
 mod comment;
 pub mod copy;
+mod create_table;
 mod ddl;
 mod dml;
 mod explain;
@@ -272,7 +273,7 @@ impl Engine {
             self.coordinator.health().check_writable()?;
         }
         let outcome = match statement {
-            Statement::CreateTable(create) => ddl::create_table(self, create).await,
+            Statement::CreateTable(create) => create_table::create_table(self, create).await,
             Statement::CreateView(create) => ddl::create_view(self, create).await,
             Statement::Drop { object_type, if_exists, names, cascade, .. } => {
                 ddl::drop(self, *object_type, *if_exists, names, *cascade).await
