@@ -6,81 +6,20 @@
 use std::fmt::Debug;
 
 use bytes::Bytes;
-use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
-};
+use datafusion::sql::sqlparser::ast::Statement;
 use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::ClientInfo;
 use pgwire::api::portal::Format;
 use pgwire::api::results::Tag;
-use pgwire::api::{ClientInfo, PgWireConnectionState};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
-use pgwire::messages::response::ReadyForQuery;
 
 use super::errors::to_pgwire;
 use super::subscribe::{copy_line, data_rows, wire};
-use crate::error::{Result, SqlError};
+use crate::error::SqlError;
 use crate::sql::Engine;
-
-/// What a COPY … TO STDOUT asks for.
-pub struct CopyOut {
-    query: String,
-    csv: bool,
-    header: bool,
-}
-
-/// The COPY … TO STDOUT in `sql`, if that is what it is.
-pub fn parse(sql: &str) -> Option<Result<(Statement, CopyOut)>> {
-    let trimmed = sql.trim_start();
-    // `get`, not `[..4]`: the fourth byte may fall inside a character.
-    if !trimmed.get(..4).is_some_and(|word| word.eq_ignore_ascii_case("copy")) {
-        return None;
-    }
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let mut statements = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).ok()?;
-    if statements.len() != 1 {
-        return None;
-    }
-    let statement = statements.remove(0);
-    let Statement::Copy { source, to: true, target: CopyTarget::Stdout, options, legacy_options, .. } = &statement
-    else {
-        return None;
-    };
-    let query = match source {
-        CopySource::Query(query) => query.to_string(),
-        CopySource::Table { table_name, columns } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
-        CopySource::Table { table_name, columns } => {
-            let list: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-            format!("SELECT {} FROM {table_name}", list.join(", "))
-        }
-    };
-    let mut copy = CopyOut { query, csv: false, header: false };
-    for option in options {
-        match option {
-            CopyOption::Format(f) if f.value.eq_ignore_ascii_case("csv") => copy.csv = true,
-            CopyOption::Format(f) if f.value.eq_ignore_ascii_case("text") => copy.csv = false,
-            CopyOption::Header(header) => copy.header = *header,
-            other => return Some(Err(SqlError::not_supported(format!("COPY TO option {other}")))),
-        }
-    }
-    for option in legacy_options {
-        match option {
-            CopyLegacyOption::Csv(csv_options) => {
-                copy.csv = true;
-                for csv_option in csv_options {
-                    match csv_option {
-                        CopyLegacyCsvOption::Header => copy.header = true,
-                        other => return Some(Err(SqlError::not_supported(format!("COPY TO option {other}")))),
-                    }
-                }
-            }
-            CopyLegacyOption::Header => copy.header = true,
-            other => return Some(Err(SqlError::not_supported(format!("COPY TO option {other}")))),
-        }
-    }
-    Some(Ok((statement, copy)))
-}
+use crate::sql::command::CopyOut;
 
 /// Runs the COPY and answers the client, in place of pgwire's query
 /// handling (which has no COPY TO).
@@ -90,18 +29,9 @@ where
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-        return Err(PgWireError::NotReadyForQuery);
-    }
-    client.set_state(PgWireConnectionState::QueryInProgress);
-    let transaction_status = client.transaction_status();
-    if let Err(error) = copy_rows(engine, client, statement, copy).await {
-        let info = super::errors::error_info(error);
-        client.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
-    }
-    client.set_state(PgWireConnectionState::ReadyForQuery);
-    client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(transaction_status))).await?;
-    Ok(())
+    let status = super::respond::take_over(client)?;
+    let outcome = copy_rows(engine, client, statement, copy).await;
+    super::respond::hand_back(client, status, outcome).await
 }
 
 async fn copy_rows<C>(engine: &Engine, client: &mut C, statement: &Statement, copy: CopyOut) -> PgWireResult<()>

@@ -27,6 +27,7 @@ use super::hook::StatementHook;
 use super::pg_text::postgres_text;
 use super::subscribe;
 use crate::sql::Engine;
+use crate::sql::command::{self, Command, SubscribeCommand};
 use pgwire::api::portal::Portal;
 
 pub struct FreshetHandlers {
@@ -113,23 +114,6 @@ pub struct FreshetSimpleQuery {
     engine: Arc<Engine>,
 }
 
-impl FreshetSimpleQuery {
-    /// COPY … TO STDOUT, answered in full here; `None` for other text.
-    async fn copy_out<C>(&self, client: &mut C, sql: &str) -> Option<PgWireResult<()>>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let rewritten = crate::sql::syntax::rewrite(sql).ok().flatten();
-        let sql = rewritten.as_deref().unwrap_or(sql);
-        match super::copy_out::parse(sql)? {
-            Ok((statement, copy)) => Some(super::copy_out::serve(&self.engine, client, &statement, copy).await),
-            Err(error) => Some(Err(super::errors::to_pgwire(error))),
-        }
-    }
-}
-
 #[async_trait]
 impl SimpleQueryHandler for FreshetSimpleQuery {
     /// SUBSCRIBE and COPY (SUBSCRIBE …) stream their rows themselves;
@@ -172,16 +156,22 @@ impl FreshetSimpleQuery {
         super::transaction::end_failed_commit(client);
         // Before any parser builds a tree of it (see `sql::limits`).
         crate::sql::limits::check_statement_depth(&query.query).map_err(super::errors::to_pgwire)?;
-        if let Some(Ok(command @ (subscribe::Command::Subscribe(_) | subscribe::Command::Copy { .. }))) =
-            subscribe::parse(&query.query)
-        {
-            return subscribe::stream(&self.engine, client, command).await;
-        }
-        if let Some(response) = self.copy_out(client, &query.query).await {
-            return response;
-        }
-        if let Some(response) = super::transaction::simple_commit(&self.engine, client, &query.query).await {
-            return response;
+        // What streams, speaks COPY or ends a transaction block is answered
+        // here, in place of pgwire's query handling; a malformed one is
+        // reported by `run_statements`, as any statement's error is.
+        match command::parse(&query.query) {
+            Ok(Command::Subscription(command @ (SubscribeCommand::Subscribe(_) | SubscribeCommand::Copy { .. }))) => {
+                return subscribe::stream(&self.engine, client, command).await;
+            }
+            Ok(Command::CopyOut(statement, copy)) => {
+                return super::copy_out::serve(&self.engine, client, &statement, copy).await;
+            }
+            Ok(Command::Commit) => {
+                if let Some(response) = super::transaction::simple_commit(&self.engine, client).await {
+                    return response;
+                }
+            }
+            _ => {}
         }
         self._on_query(client, query).await
     }
@@ -196,30 +186,24 @@ impl FreshetSimpleQuery {
     {
         let standard = standard_sql(&self.engine, client, query)?;
         let query = standard.as_ref();
-        // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE).
-        if let Some(parsed) = subscribe::parse(query) {
-            let command = parsed.map_err(super::errors::to_pgwire)?;
-            let text = pgwire::api::portal::Format::UnifiedText;
-            if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, &text).await {
-                return Ok(vec![postgres_text(served?.1)]);
+        match command::parse(query).map_err(super::errors::to_pgwire)? {
+            // Subscription cursors (DECLARE … FOR SUBSCRIBE, FETCH, CLOSE);
+            // FETCH and CLOSE of other cursors go on to DataFusion.
+            Command::Subscription(command) => {
+                let text = pgwire::api::portal::Format::UnifiedText;
+                if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, &text).await {
+                    return Ok(vec![postgres_text(served?.1)]);
+                }
             }
-        }
-        let bare = query.trim().trim_end_matches(';').trim();
-        if bare.eq_ignore_ascii_case("flush") {
             // Every DML statement returns only after its epoch committed, so
             // there is never anything to wait for.
-            return Ok(vec![Response::Execution(Tag::new("FLUSH"))]);
-        }
-        if bare.get(..4).is_some_and(|word| word.eq_ignore_ascii_case("copy")) && bare.len() > 4 {
-            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-            if let Ok(mut statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, bare)
-                && statements.len() == 1
-            {
-                let statement = statements.remove(0);
+            Command::Flush => return Ok(vec![Response::Execution(Tag::new("FLUSH"))]),
+            Command::Copy(statement) | Command::CopyOut(statement, _) => {
                 let user = super::connection::session_user(client);
                 crate::sql::authorize::check(&self.engine, &user, &statement).map_err(super::errors::to_pgwire)?;
                 return Ok(vec![self.copy.start(client.socket_addr(), &statement)?]);
             }
+            Command::Commit | Command::Statements => {}
         }
         // Several statements: run them one by one so that, as in Postgres,
         // the results of those before a failing one still reach the client.
@@ -326,7 +310,7 @@ impl QueryParser for FreshetQueryParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         crate::sql::limits::check_statement_depth(sql).map_err(super::errors::to_pgwire)?;
-        if let Some(parsed) = subscribe::parse(sql) {
+        if let Some(parsed) = command::subscription(sql) {
             let command = parsed.map_err(super::errors::to_pgwire)?;
             if let Some(statement) = subscription_statement(client, sql, &command)? {
                 return Ok(Some(statement));
@@ -479,7 +463,7 @@ impl FreshetExtendedQuery {
     {
         // Subscription cursors, as parsed by `subscription_statement`.
         let (text, _) = &portal.statement.statement;
-        if let Some(Ok(command)) = subscribe::parse(text) {
+        if let Some(Ok(command)) = command::subscription(text) {
             let format = &portal.result_column_format;
             if let Some(served) = subscribe::serve_cursor_command(&self.engine, client, &command, format).await {
                 return Ok(postgres_text(served?.1));
@@ -504,12 +488,12 @@ impl FreshetExtendedQuery {
 fn subscription_statement<C>(
     client: &C,
     sql: &str,
-    command: &subscribe::Command,
+    command: &SubscribeCommand,
 ) -> PgWireResult<Option<<datafusion_postgres::Parser as QueryParser>::Statement>>
 where
     C: ClientInfo + Unpin + Send + Sync,
 {
-    use subscribe::Command;
+    use SubscribeCommand as Command;
     let client: &(dyn ClientInfo + Send + Sync) = client;
     let schema = match command {
         Command::Subscribe(_) | Command::Copy { .. } => {

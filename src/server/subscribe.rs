@@ -12,7 +12,8 @@
 //!   FETCH returns what has arrived, waiting for at least one row unless
 //!   the timeout passes first.
 //!
-//! How the changes are kept and handed over is `db::subscribe`'s.
+//! The statements are read by `sql::command`; how the changes are kept and
+//! handed over is `db::subscribe`'s.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
@@ -24,290 +25,22 @@ use bytes::{Bytes, BytesMut};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::{ClientInfo, ConnectionHandle, PgWireConnectionState};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::api::{ClientInfo, ConnectionHandle};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyOutResponse};
 use pgwire::messages::data::DataRow;
-use pgwire::messages::response::ReadyForQuery;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::catalog::{QualifiedName, RelationKind};
+use crate::catalog::RelationKind;
 use crate::db::subscribe::Feed;
 use crate::error::{Result, SqlError, sqlstate};
 use crate::sql::Engine;
+use crate::sql::command::{SubscribeCommand, Target};
 use crate::stream::ChangeBatch;
-
-/// What to subscribe to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub relation: QualifiedName,
-    pub snapshot: bool,
-}
-
-/// A statement this module serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    Subscribe(Target),
-    Copy {
-        target: Target,
-        csv: bool,
-    },
-    Declare {
-        cursor: String,
-        target: Target,
-    },
-    /// `count` None: ALL.
-    Fetch {
-        cursor: String,
-        count: Option<usize>,
-        timeout: Option<Duration>,
-    },
-    /// `None`: CLOSE ALL.
-    Close(Option<String>),
-}
-
-/// Significant tokens as lowercase words (quoted identifiers keep case),
-/// numbers, strings and punctuation.
-#[derive(Clone, Debug, PartialEq)]
-enum Tok {
-    Word(String),
-    Quoted(String),
-    Number(String),
-    Text(String),
-    Punct(Token),
-}
-
-fn tokens(sql: &str) -> Option<Vec<Tok>> {
-    let dialect = PostgreSqlDialect {};
-    let raw = Tokenizer::new(&dialect, sql).tokenize().ok()?;
-    Some(
-        raw.into_iter()
-            .filter(|t| !matches!(t, Token::Whitespace(_)))
-            .filter(|t| *t != Token::SemiColon)
-            .map(|t| match t {
-                Token::Word(w) if w.quote_style.is_some() => Tok::Quoted(w.value),
-                Token::Word(w) => Tok::Word(w.value.to_lowercase()),
-                Token::Number(n, _) => Tok::Number(n),
-                Token::SingleQuotedString(s) => Tok::Text(s),
-                other => Tok::Punct(other),
-            })
-            .collect(),
-    )
-}
-
-fn word(t: Option<&Tok>, w: &str) -> bool {
-    matches!(t, Some(Tok::Word(x)) if x == w)
-}
-
-fn syntax(message: impl Into<String>) -> SqlError {
-    SqlError::new(sqlstate::SYNTAX_ERROR, message)
-}
-
-/// `WITH (key = value, …)` at `at`, if there: the options and where they end.
-fn options(t: &[Tok], at: usize) -> Result<(HashMap<String, String>, usize)> {
-    let mut found = HashMap::new();
-    if !word(t.get(at), "with") {
-        return Ok((found, at));
-    }
-    if t.get(at + 1) != Some(&Tok::Punct(Token::LParen)) {
-        return Err(syntax("WITH needs (option = value, …)"));
-    }
-    let mut i = at + 2;
-    loop {
-        let key = match t.get(i) {
-            Some(Tok::Word(k)) | Some(Tok::Quoted(k)) => k.to_lowercase(),
-            Some(Tok::Punct(Token::RParen)) => return Ok((found, i + 1)),
-            _ => return Err(syntax("expected an option name in WITH (…)")),
-        };
-        i += 1;
-        if t.get(i) == Some(&Tok::Punct(Token::Eq)) {
-            i += 1;
-        }
-        let value = match t.get(i) {
-            Some(Tok::Word(v)) | Some(Tok::Quoted(v)) | Some(Tok::Number(v)) | Some(Tok::Text(v)) => v.clone(),
-            _ => return Err(syntax(format!("option {key} needs a value"))),
-        };
-        found.insert(key, value);
-        i += 1;
-        match t.get(i) {
-            Some(Tok::Punct(Token::Comma)) => i += 1,
-            Some(Tok::Punct(Token::RParen)) => return Ok((found, i + 1)),
-            _ => return Err(syntax("expected , or ) in WITH (…)")),
-        }
-    }
-}
-
-/// `SUBSCRIBE [TO] name [WITH (…)]` starting at `at`; where it ends.
-fn target(t: &[Tok], at: usize) -> Result<(Target, usize)> {
-    let mut i = at + 1;
-    if word(t.get(i), "to") {
-        i += 1;
-    }
-    let mut parts = Vec::new();
-    loop {
-        match t.get(i) {
-            Some(Tok::Word(w)) | Some(Tok::Quoted(w)) => parts.push(w.clone()),
-            _ => return Err(syntax("SUBSCRIBE needs a table or materialized view name")),
-        }
-        i += 1;
-        if t.get(i) == Some(&Tok::Punct(Token::Period)) {
-            i += 1;
-        } else {
-            break;
-        }
-    }
-    let relation = match parts.as_slice() {
-        [name] => QualifiedName { schema: "public".to_string(), name: name.clone() },
-        [schema, name] => QualifiedName { schema: schema.clone(), name: name.clone() },
-        _ => return Err(syntax("SUBSCRIBE takes [schema.]name")),
-    };
-    let (options, end) = options(t, i)?;
-    let mut snapshot = true;
-    for (key, value) in options {
-        match key.as_str() {
-            "snapshot" => {
-                snapshot = match value.to_lowercase().as_str() {
-                    "true" | "on" | "t" | "1" => true,
-                    "false" | "off" | "f" | "0" => false,
-                    other => {
-                        return Err(SqlError::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!("snapshot = '{other}' (true or false)"),
-                        ));
-                    }
-                }
-            }
-            other => {
-                return Err(SqlError::new(
-                    sqlstate::INVALID_PARAMETER_VALUE,
-                    format!("unrecognized SUBSCRIBE option \"{other}\" (options: snapshot)"),
-                ));
-            }
-        }
-    }
-    Ok((Target { relation, snapshot }, end))
-}
-
-/// The statement in `sql`, if it is one this module serves. FETCH and
-/// CLOSE are recognized in any form; whether they name a subscription
-/// cursor is for the caller to check.
-pub fn parse(sql: &str) -> Option<Result<Command>> {
-    let lower: String = sql.trim_start().chars().take(10).collect::<String>().to_ascii_lowercase();
-    if !["subscribe", "copy", "declare", "fetch", "close"].iter().any(|w| lower.starts_with(w)) {
-        return None;
-    }
-    let t = tokens(sql)?;
-    let done = |end: usize, command: Command| -> Result<Command> {
-        if end == t.len() { Ok(command) } else { Err(syntax("unexpected text after SUBSCRIBE")) }
-    };
-    match t.first() {
-        Some(Tok::Word(w)) if w == "subscribe" => {
-            Some(target(&t, 0).and_then(|(target, end)| done(end, Command::Subscribe(target))))
-        }
-        Some(Tok::Word(w)) if w == "copy" => {
-            if t.get(1) != Some(&Tok::Punct(Token::LParen)) || !word(t.get(2), "subscribe") {
-                return None;
-            }
-            Some((|| {
-                let (target, end) = target(&t, 2)?;
-                if t.get(end) != Some(&Tok::Punct(Token::RParen))
-                    || !word(t.get(end + 1), "to")
-                    || !word(t.get(end + 2), "stdout")
-                {
-                    return Err(syntax("COPY (SUBSCRIBE …) TO STDOUT"));
-                }
-                // COPY's options: WITH (FORMAT csv) or WITH CSV.
-                let mut csv = false;
-                let mut end = end + 3;
-                if word(t.get(end), "with") && word(t.get(end + 1), "csv") {
-                    csv = true;
-                    end += 2;
-                } else if word(t.get(end), "csv") {
-                    csv = true;
-                    end += 1;
-                } else {
-                    let (options, after) = options(&t, end)?;
-                    if let Some(format) = options.get("format") {
-                        csv = match format.to_lowercase().as_str() {
-                            "csv" => true,
-                            "text" => false,
-                            other => {
-                                return Err(SqlError::not_supported(format!("COPY (SUBSCRIBE …) in FORMAT {other}")));
-                            }
-                        };
-                    }
-                    end = after;
-                }
-                done(end, Command::Copy { target, csv })
-            })())
-        }
-        Some(Tok::Word(w)) if w == "declare" => {
-            let cursor = match t.get(1) {
-                Some(Tok::Word(c)) | Some(Tok::Quoted(c)) => c.clone(),
-                _ => return None,
-            };
-            let at = t.iter().position(|x| word(Some(x), "for"))?;
-            if !word(t.get(at + 1), "subscribe") {
-                return None;
-            }
-            Some(target(&t, at + 1).and_then(|(target, end)| done(end, Command::Declare { cursor, target })))
-        }
-        Some(Tok::Word(w)) if w == "fetch" => {
-            let mut i = 1;
-            let mut count = Some(1);
-            if word(t.get(i), "forward") || word(t.get(i), "next") {
-                i += 1;
-            }
-            match t.get(i) {
-                Some(Tok::Word(a)) if a == "all" => {
-                    count = None;
-                    i += 1;
-                }
-                Some(Tok::Number(n)) => {
-                    count = Some(n.parse().ok()?);
-                    i += 1;
-                }
-                _ => {}
-            }
-            if word(t.get(i), "from") || word(t.get(i), "in") {
-                i += 1;
-            }
-            let cursor = match t.get(i) {
-                Some(Tok::Word(c)) | Some(Tok::Quoted(c)) => c.clone(),
-                _ => return None,
-            };
-            let (options, end) = match options(&t, i + 1) {
-                Ok(found) => found,
-                Err(error) => return Some(Err(error)),
-            };
-            let timeout = match options.get("timeout") {
-                None => None,
-                Some(text) => match crate::duration::parse(text, crate::duration::Unit::Seconds) {
-                    Some(d) => Some(d),
-                    None => {
-                        return Some(Err(SqlError::new(
-                            sqlstate::INVALID_PARAMETER_VALUE,
-                            format!("timeout = '{text}' is not a duration (e.g. '1s', '500ms')"),
-                        )));
-                    }
-                },
-            };
-            Some(done(end, Command::Fetch { cursor, count, timeout }))
-        }
-        Some(Tok::Word(w)) if w == "close" => match t.get(1) {
-            Some(Tok::Word(a)) if a == "all" => Some(done(2, Command::Close(None))),
-            Some(Tok::Word(c)) | Some(Tok::Quoted(c)) => Some(done(2, Command::Close(Some(c.clone())))),
-            _ => None,
-        },
-        _ => None,
-    }
-}
 
 /// One subscription's output: its schema and where its rows come from.
 pub struct Subscription {
@@ -494,12 +227,12 @@ pub(super) async fn data_rows(fields: &Arc<Vec<FieldInfo>>, batch: RecordBatch) 
 pub async fn serve_cursor_command(
     engine: &Engine,
     client: &(dyn ClientInfo + Send + Sync),
-    command: &Command,
+    command: &SubscribeCommand,
     format: &Format,
 ) -> Option<PgWireResult<(Option<SchemaRef>, Response)>> {
     let cursors = Cursors::of(client);
     let result: PgWireResult<(Option<SchemaRef>, Response)> = match command {
-        Command::Declare { cursor, target } => {
+        SubscribeCommand::Declare { cursor, target } => {
             let user = super::connection::session_user(client);
             let started = match crate::sql::authorize::check_subscribe(engine, &user, &target.relation) {
                 Ok(()) => Subscription::start(engine, target).await,
@@ -510,7 +243,7 @@ pub async fn serve_cursor_command(
                 Err(error) => Err(super::errors::to_pgwire(error)),
             }
         }
-        Command::Fetch { cursor, count, timeout } => {
+        SubscribeCommand::Fetch { cursor, count, timeout } => {
             let subscription = cursors.get(cursor)?;
             let mut subscription = subscription.lock().await;
             let fetched = async {
@@ -533,27 +266,23 @@ pub async fn serve_cursor_command(
                 Err(error) => Err(super::errors::to_pgwire(error)),
             }
         }
-        Command::Close(name) => {
+        SubscribeCommand::Close(name) => {
             if !cursors.close(name.as_deref()) {
                 return None;
             }
             Ok((None, Response::Execution(Tag::new("CLOSE CURSOR"))))
         }
-        Command::Subscribe(_) | Command::Copy { .. } => return None,
+        SubscribeCommand::Subscribe(_) | SubscribeCommand::Copy { .. } => return None,
     };
     Some(result)
 }
 
 /// A FETCH's result columns, for a client that describes it first.
-pub fn fetch_schema(client: &(dyn ClientInfo + Send + Sync), command: &Command) -> Option<SchemaRef> {
-    let Command::Fetch { cursor, .. } = command else { return None };
+pub fn fetch_schema(client: &(dyn ClientInfo + Send + Sync), command: &SubscribeCommand) -> Option<SchemaRef> {
+    let SubscribeCommand::Fetch { cursor, .. } = command else { return None };
     let subscription = Cursors::of(client).get(cursor)?;
 
     subscription.try_lock().ok().map(|s| s.schema.clone())
-}
-
-fn canceled() -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), "57014".to_string(), "canceling statement due to user request".to_string())
 }
 
 /// One text-format COPY line (tab-separated, `\N` for NULL) or CSV line
@@ -612,39 +341,25 @@ pub(super) fn copy_line(row: &DataRow, csv: bool) -> Vec<u8> {
 /// protocol, in place of pgwire's query handling (which would hold rows
 /// back until the statement ends): rows go out epoch by epoch until the
 /// client cancels or goes away.
-pub async fn stream<C>(engine: &Engine, client: &mut C, command: Command) -> PgWireResult<()>
+pub async fn stream<C>(engine: &Engine, client: &mut C, command: SubscribeCommand) -> PgWireResult<()>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::Error: Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-        return Err(PgWireError::NotReadyForQuery);
-    }
-    client.set_state(PgWireConnectionState::QueryInProgress);
-    let transaction_status = client.transaction_status();
+    let status = super::respond::take_over(client)?;
     let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
         Some(handle) => Some(handle.start_query().await),
         None => None,
     };
     let outcome = follow(engine, client, command, cancel).await;
-    match outcome {
-        Ok(()) => {}
-        Err(PgWireError::QueryCanceled) => client.send(PgWireBackendMessage::ErrorResponse(canceled().into())).await?,
-        Err(error) => {
-            let info = super::errors::error_info(error);
-            client.send(PgWireBackendMessage::ErrorResponse(info.into())).await?;
-        }
-    }
-    client.set_state(PgWireConnectionState::ReadyForQuery);
-    client.send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(transaction_status))).await?;
-    Ok(())
+    super::respond::hand_back(client, status, outcome).await
 }
 
 async fn follow<C>(
     engine: &Engine,
     client: &mut C,
-    command: Command,
+    command: SubscribeCommand,
     cancel: Option<futures::channel::oneshot::Receiver<()>>,
 ) -> PgWireResult<()>
 where
@@ -653,8 +368,8 @@ where
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
     let (target, copy_csv) = match command {
-        Command::Subscribe(target) => (target, None),
-        Command::Copy { target, csv } => (target, Some(csv)),
+        SubscribeCommand::Subscribe(target) => (target, None),
+        SubscribeCommand::Copy { target, csv } => (target, Some(csv)),
         _ => return Err(PgWireError::ApiError("not a streaming SUBSCRIBE".into())),
     };
     let user = super::connection::session_user(client);
@@ -698,41 +413,5 @@ where
         }
         // Each epoch's rows reach the client now, not when a buffer fills.
         client.flush().await?;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(name: &str, snapshot: bool) -> Target {
-        Target { relation: QualifiedName { schema: "public".into(), name: name.into() }, snapshot }
-    }
-
-    #[test]
-    fn statements_are_recognized() {
-        let parsed = |sql: &str| parse(sql).expect("ours").expect("valid");
-        assert_eq!(parsed("SUBSCRIBE TO totals"), Command::Subscribe(target("totals", true)));
-        assert_eq!(parsed("subscribe Totals WITH (snapshot = false);"), Command::Subscribe(target("totals", false)));
-        assert_eq!(
-            parsed("COPY (SUBSCRIBE totals) TO STDOUT WITH (FORMAT csv)"),
-            Command::Copy { target: target("totals", true), csv: true }
-        );
-        assert_eq!(
-            parsed("DECLARE c CURSOR FOR SUBSCRIBE TO totals"),
-            Command::Declare { cursor: "c".into(), target: target("totals", true) }
-        );
-        assert_eq!(
-            parsed("FETCH ALL FROM c WITH (timeout = '250ms')"),
-            Command::Fetch { cursor: "c".into(), count: None, timeout: Some(Duration::from_millis(250)) }
-        );
-        assert_eq!(parsed("FETCH 5 c"), Command::Fetch { cursor: "c".into(), count: Some(5), timeout: None });
-        assert_eq!(parsed("CLOSE ALL"), Command::Close(None));
-        assert_eq!(parsed("close c"), Command::Close(Some("c".into())));
-        assert!(parse("SELECT 1").is_none());
-        assert!(parse("COPY t FROM STDIN").is_none());
-        assert!(parse("DECLARE c CURSOR FOR SELECT 1").is_none());
-        assert_eq!(parse("SUBSCRIBE TO v WITH (snapshot = maybe)").expect("ours").expect_err("bad").code, "22023");
-        assert_eq!(parse("SUBSCRIBE").expect("ours").expect_err("no name").code, "42601");
     }
 }

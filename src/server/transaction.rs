@@ -131,17 +131,15 @@ fn savepoint(
 /// COMMIT sent as a simple query, answered here in full: a COMMIT that
 /// fails (a concurrent transaction won) still ends the block, as in
 /// Postgres, so the client is told the session is idle again, which
-/// pgwire's status tracking cannot express. `None` for any other text.
-pub async fn simple_commit<C>(engine: &Engine, client: &mut C, sql: &str) -> Option<PgWireResult<()>>
+/// pgwire's status tracking cannot express. `None` outside an open block
+/// (or in a failed one), where COMMIT goes the usual way.
+pub async fn simple_commit<C>(engine: &Engine, client: &mut C) -> Option<PgWireResult<()>>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
     C::Error: std::fmt::Debug,
     PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
 {
-    let bare = sql.trim().trim_end_matches(';').trim().to_ascii_lowercase();
-    let words: Vec<&str> = bare.split_whitespace().collect();
-    let is_commit = matches!(words.as_slice(), ["commit"] | ["end"] | ["commit" | "end", "work" | "transaction"]);
-    if !is_commit || client.transaction_status() == TransactionStatus::Error || !transaction::is_open() {
+    if client.transaction_status() == TransactionStatus::Error || !transaction::is_open() {
         return None;
     }
     let open = transaction::take()?;

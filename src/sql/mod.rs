@@ -8,6 +8,7 @@
 
 pub mod authorize;
 mod bytea;
+pub mod command;
 mod comment;
 pub mod copy;
 mod create_table;
