@@ -205,15 +205,11 @@ async fn serve(options: ServeOptions) -> Result<(), Box<dyn std::error::Error + 
             .map_err(|e| e.message)?;
     engine.query_memory.set(query_memory_mb.max(1) << 20);
     let recovery = engine.recover().await.map_err(|e| e.message)?;
-    engine.coordinator.spawn_checkpointer();
-    engine.coordinator.spawn_store_healer();
     // Views with temporal filters (now() in WHERE) move on once a second
     // when no data arrives (FRESHET_CLOCK_TICK_MS overrides the period).
     let tick_ms = std::env::var("FRESHET_CLOCK_TICK_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000u64);
-    engine.coordinator.spawn_clock(std::time::Duration::from_millis(tick_ms.max(1)));
-    engine.coordinator.spawn_source_pump(std::time::Duration::from_millis(50));
-    freshet::db::feed::spawn(&engine.coordinator, &engine.catalog, std::time::Duration::from_millis(10));
-    freshet::db::sinks::spawn(&engine.coordinator, &engine.catalog, std::time::Duration::from_millis(10));
+    let clock_tick = std::time::Duration::from_millis(tick_ms.max(1));
+    freshet::db::background::start(&engine.coordinator, &engine.catalog, clock_tick);
     tracing::info!(
         data_dir = %data_dir.display(),
         relations = recovery.relations,

@@ -26,6 +26,7 @@
 //! Dependencies point down: `sql` and `server` call into `db`; `db` uses
 //! `catalog`, `stream`, `connectors` and `state`, never the reverse.
 
+pub mod background;
 pub mod coordinator;
 pub mod epoch_log;
 pub mod feed;
