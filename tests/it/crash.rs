@@ -455,7 +455,10 @@ async fn full_disk_fails_writes_clearly_and_loses_nothing() {
     }
     let failure = failure.expect("a 24 MiB disk filled up");
     let db = failure.as_db_error().expect("a server error");
-    assert_eq!(db.code().code(), "53100", "{}", db.message());
+    // The write that meets the full disk is this INSERT's (53100), or a
+    // background checkpoint's a moment earlier, which turned the server
+    // read-only (25006); either way the error names the full disk.
+    assert!(["53100", "25006"].contains(&db.code().code()), "{}: {}", db.code().code(), db.message());
     assert!(db.message().contains("No space left on device"), "{}", db.message());
     assert!(acknowledged > 0, "some inserts fit before the disk filled");
     // Reads go on, and see exactly the acknowledged rows.

@@ -200,6 +200,8 @@ impl Operator for SourceScan {
         };
         let before = value(progress.watermark)?;
         if self.reader.exhausted(&progress.position) {
+            // Every record was read in an epoch before this one, which has
+            // committed: the view shows them all.
             self.current = self.idled(Watermark::steady(before), 0, input.now_nanos);
             self.finish();
             return Ok(ChangeBatch::empty(self.schema.clone()));
@@ -224,9 +226,10 @@ impl Operator for SourceScan {
         }
         self.current = self.idled(Watermark::new(before, after), rows.num_rows(), input.now_nanos);
         self.stats.add_source_rows(rows.num_rows() as u64);
-        if self.reader.exhausted(&progress.position) {
-            self.finish();
-        }
+        // Not finished yet even if this read the last records: the rows of
+        // this epoch are not committed (nor visible) until the epoch ends.
+        // The next epoch finds the reader exhausted and finishes, so a view
+        // whose sources are done shows every record.
         if let Some(slot) = self.state.get_mut(&[]) {
             *slot = Some(progress);
         }
@@ -267,6 +270,68 @@ impl Operator for SourceScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A finite reader of the numbers 0..len, `chunk` at a time.
+    struct Counter {
+        schema: SchemaRef,
+        len: u64,
+    }
+
+    impl crate::stream::connector::Connector for Counter {
+        fn schema(&self) -> SchemaRef {
+            self.schema.clone()
+        }
+    }
+
+    impl SourceReader for Counter {
+        fn read(
+            &self,
+            position: &mut SourcePosition,
+            _now_nanos: i64,
+            max_records: usize,
+            _bad: &mut Vec<crate::stream::connector::BadRecord>,
+        ) -> Result<datafusion::arrow::array::RecordBatch> {
+            let start = position.next.min(self.len);
+            let end = (start + max_records as u64).min(self.len);
+            position.next = end;
+            let values: Vec<i64> = (start as i64..end as i64).collect();
+            Ok(datafusion::arrow::array::RecordBatch::try_new(
+                self.schema.clone(),
+                vec![Arc::new(datafusion::arrow::array::Int64Array::from(values))],
+            )?)
+        }
+        fn exhausted(&self, position: &SourcePosition) -> bool {
+            position.next >= self.len
+        }
+    }
+
+    /// "Sources done" may only be seen once the epoch that read the last
+    /// records has ended: a client waiting for it then reads every record
+    /// in the view (it once turned true while the last chunk was still
+    /// being committed).
+    #[test]
+    fn a_reader_finishes_in_the_epoch_after_its_last_records() {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let reader = Arc::new(Counter { schema: schema.clone(), len: 10 });
+        let stats = ViewStats::new();
+        let prefix = crate::state::operator_prefix(1, 0);
+        let mut scan = SourceScan::new("numbers", reader, None, None, schema, &prefix, stats.clone());
+        let store = crate::state::MemStore::new();
+        let context = || StateContext {
+            snapshot: crate::state::StateStore::snapshot(&store),
+            budget: crate::stream::state_table::StateBudget::unlimited(),
+            fresh: true,
+            checkpoint: false,
+        };
+        let first = scan.step(&EpochInput::new(context())).expect("step");
+        assert_eq!(first.len(), 10, "one epoch reads all ten records");
+        assert!(!stats.sources_done(), "done before the epoch with the last records ended");
+        let second = scan.step(&EpochInput::new(context())).expect("step");
+        assert_eq!(second.len(), 0);
+        assert!(stats.sources_done(), "the next epoch finds the reader exhausted");
+        assert_eq!(stats.source_rows(), 10);
+    }
 
     #[test]
     fn progress_round_trips_and_reads_the_form_without_offsets() {
