@@ -49,6 +49,30 @@ impl RelationKind {
     }
 }
 
+/// How a relation's rows are kept in the store (`db/storage.rs` reads and
+/// writes both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RowLayout {
+    /// One key per distinct row (or per primary key), its value the row's
+    /// multiplicity: rows can be updated and deleted one by one.
+    #[default]
+    Rows,
+    /// Blocks of rows as they were appended, one key per block (Arrow IPC):
+    /// for materialized views whose query only ever inserts rows, written
+    /// without reading anything first.
+    Blocks,
+}
+
+impl RowLayout {
+    /// The name of the layout in `WITH (storage_layout = …)`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowLayout::Rows => "rows",
+            RowLayout::Blocks => "blocks",
+        }
+    }
+}
+
 /// A fully qualified relation name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QualifiedName {
@@ -81,6 +105,9 @@ pub struct Relation {
     /// Row-format codecs for the full row and for the primary key.
     pub row_codec: RowCodec,
     pub key_codec: Option<RowCodec>,
+    /// How its rows are stored (a materialized view's layout is fixed at
+    /// CREATE and kept in its catalog entry).
+    pub layout: RowLayout,
     /// A table's or source's `WATERMARK FOR` clause (and a table's
     /// current watermark).
     pub watermark: Option<Arc<TableWatermark>>,
@@ -124,6 +151,7 @@ impl Relation {
             definition: None,
             row_codec,
             key_codec,
+            layout: RowLayout::Rows,
             watermark: None,
             reader: None,
             connector_options: None,

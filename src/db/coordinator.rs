@@ -1029,7 +1029,10 @@ fn write_output(
     batch: &mut WriteBatch,
 ) -> Result<()> {
     if view.kind != crate::catalog::RelationKind::Sink {
-        return storage::apply_change(view, snapshot, delta, batch);
+        return match view.layout {
+            crate::catalog::RowLayout::Rows => storage::apply_change(view, snapshot, delta, batch),
+            crate::catalog::RowLayout::Blocks => storage::append_block(view, delta, epoch, batch),
+        };
     }
     if !delta.is_empty() {
         let mut entry = Vec::new();

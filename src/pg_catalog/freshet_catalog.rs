@@ -6,7 +6,8 @@
 //! - `freshet_catalog.materialized_views`: per materialized view, whether it
 //!   emits on window close, how many late changes it dropped, how many rows
 //!   its source readers read (since the server started) and whether they
-//!   read their sources to the end, its failure;
+//!   read their sources to the end, its failure, and how its rows are
+//!   stored (`rows`, or `blocks` for a query that only inserts);
 //! - `freshet_catalog.view_state`: how many keys each view's operators hold
 //!   in the store (a scan of the view's state: for watching state size).
 //! - `freshet_catalog.source_errors`: the records each reader of a
@@ -91,6 +92,7 @@ pub fn register(
                 Field::new("source_rows", DataType::Int64, false),
                 Field::new("sources_done", DataType::Boolean, false),
                 text("failure"),
+                text("storage_layout"),
             ],
         ),
         (
@@ -203,6 +205,7 @@ impl SystemTable {
                     Arc::new(StringArray::from_iter(
                         runs.iter().map(|r| r.failure.lock().as_ref().map(|e| e.message.clone())),
                     )),
+                    Arc::new(StringArray::from_iter_values(views.iter().map(|v| v.layout.name()))),
                 ]
             }
             Which::ViewState => {

@@ -66,6 +66,12 @@ impl StreamPlan {
         self.root.watermarked_columns()
     }
 
+    /// Whether the view's changes only ever insert rows, so that its rows
+    /// can be stored as appended blocks (see `db/storage.rs`).
+    pub fn append_only(&self) -> bool {
+        self.root.append_only()
+    }
+
     /// The live operators, with no state in memory: they read theirs from
     /// the store. `stats` is where they count late rows and source reads.
     pub fn build(&self, stats: &Arc<ViewStats>) -> Result<Box<dyn Operator>> {
@@ -86,6 +92,9 @@ pub struct Resolved {
     pub watermarked: Vec<usize>,
     /// A source: the view reads it itself, with its own reader.
     pub source: Option<Arc<crate::catalog::Relation>>,
+    /// Its changes only ever insert rows (a materialized view stored as
+    /// blocks); a table's rows can be updated and deleted.
+    pub append_only: bool,
 }
 
 /// Finds the relation a table scan reads.

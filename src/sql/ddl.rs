@@ -11,11 +11,13 @@ use datafusion::common::TableReference;
 use datafusion::datasource::{ViewTable, source_as_provider};
 use datafusion::logical_expr::{LogicalPlan, TableScan};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{CreateView, Ident, ObjectName, ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, CreateView, Expr, Ident, ObjectName, ObjectType, SqlOption, Statement, Value,
+};
 
 use super::options::Options;
 use super::{DATABASE, Engine, Outcome, syntax};
-use crate::catalog::{QualifiedName, Relation, RelationKind, qualify};
+use crate::catalog::{QualifiedName, Relation, RelationKind, RowLayout, qualify};
 use crate::connectors::ConnectorOptions;
 use crate::db::coordinator::{BuildOperators, ViewDataflow};
 use crate::db::provider::RelationProvider;
@@ -86,6 +88,7 @@ impl RelationResolver for CatalogResolver {
                 id: p.relation.id,
                 watermarked: p.relation.watermarked.clone(),
                 source: (p.relation.kind == RelationKind::Source).then(|| p.relation.clone()),
+                append_only: p.relation.layout == crate::catalog::RowLayout::Blocks,
             }),
             None => Err(SqlError::not_supported(format!(
                 "reading \"{}\" in a materialized view (only tables and materialized views can be maintained)",
@@ -154,6 +157,10 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
             ));
         }
     };
+    // How the rows are stored: chosen from the query below unless given;
+    // a stored view's entry always says (an entry from before layouts
+    // existed says nothing, and its rows are stored as rows).
+    let requested_layout = if materialized && !is_sink { options.remove(STORAGE_LAYOUT) } else { None };
     let sink_options = if is_sink {
         Some(ConnectorOptions { values: std::mem::take(&mut options).into_map() })
     } else {
@@ -257,6 +264,9 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     let stream_plan = plan::lower(&optimized, &state, &CatalogResolver, &spec)?;
     relation.watermarked = stream_plan.watermarked();
     relation.emit_on_window_close = emit_on_window_close;
+    if !is_sink {
+        relation.layout = choose_layout(requested_layout.as_deref(), stream_plan.append_only(), engine.recovering())?;
+    }
     let relation = Arc::new(relation);
     let sources: Vec<Arc<Relation>> = stream_plan.inputs.iter().filter_map(|id| engine.catalog.get(*id)).collect();
     let mut guard = engine.coordinator.begin().await;
@@ -273,7 +283,11 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if engine.recovering() {
         guard.restore_view(flow);
     } else {
-        guard.create_view(flow, catalog_entry(Statement::CreateView(create.clone()), &name))?;
+        let mut stored = create.clone();
+        if !is_sink {
+            with_option(&mut stored, STORAGE_LAYOUT, relation.layout.name());
+        }
+        guard.create_view(flow, catalog_entry(Statement::CreateView(stored), &name))?;
     }
     engine.catalog.add(relation.clone())?;
     // A sink keeps no rows to query.
@@ -282,6 +296,42 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
             .register_table(name.name.clone(), Arc::new(RelationProvider::new(relation, engine.coordinator.clone())))?;
     }
     Ok(Outcome::Command { tag, rows: None })
+}
+
+/// `WITH (storage_layout = 'rows' | 'blocks')` on a materialized view.
+const STORAGE_LAYOUT: &str = "storage_layout";
+
+/// A materialized view's row layout: blocks for a query that only inserts
+/// rows, rows otherwise, or the one asked for (blocks only where they fit).
+fn choose_layout(requested: Option<&str>, append_only: bool, recovering: bool) -> Result<RowLayout> {
+    match requested.map(str::to_ascii_lowercase).as_deref() {
+        None if recovering => Ok(RowLayout::Rows),
+        None if append_only => Ok(RowLayout::Blocks),
+        None | Some("rows") => Ok(RowLayout::Rows),
+        Some("blocks") if append_only => Ok(RowLayout::Blocks),
+        Some("blocks") => Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            "storage_layout = 'blocks' needs a query that only inserts rows (no aggregate, outer join, \
+             top-N, window function or temporal filter, and only sources or views stored as blocks as inputs)",
+        )),
+        Some(other) => Err(SqlError::new(
+            sqlstate::INVALID_PARAMETER_VALUE,
+            format!("storage_layout = '{other}': a materialized view is stored as 'rows' or 'blocks'"),
+        )),
+    }
+}
+
+/// Sets `name = 'value'` among the statement's WITH options.
+fn with_option(create: &mut CreateView, name: &str, value: &str) {
+    let option =
+        SqlOption::KeyValue { key: Ident::new(name), value: Expr::value(Value::SingleQuotedString(value.to_string())) };
+    match &mut create.options {
+        CreateTableOptions::With(list) => {
+            list.retain(|o| !matches!(o, SqlOption::KeyValue { key, .. } if key.value.eq_ignore_ascii_case(name)));
+            list.push(option);
+        }
+        other => *other = CreateTableOptions::With(vec![option]),
+    }
 }
 
 /// The statement a relation is rebuilt from at startup: the original CREATE,

@@ -28,6 +28,11 @@ async fn source_rows(client: &tokio_postgres::Client, view: &str) -> i64 {
     .expect("source rows")
 }
 
+/// Each materialized view's name and storage layout, sorted.
+async fn layouts(client: &tokio_postgres::Client) -> Vec<Vec<String>> {
+    sorted(rows(client, "SELECT name, storage_layout FROM freshet_catalog.materialized_views").await)
+}
+
 /// The events' bids, as the batch oracle reads them.
 const BIDS: &str = "nexmark('bid', 30000, 0, 100)";
 
@@ -45,7 +50,10 @@ async fn nexmark_source_feeds_views_exactly_once_across_a_kill() {
                 nexmark.event.rate = 100, nexmark.min.event.gap.in.ns = 100000, nexmark.max.chunk.size = 1000);
              CREATE MATERIALIZED VIEW per_auction AS SELECT auction, count(*) AS n, max(price) AS top FROM bid GROUP BY auction;
              CREATE MATERIALIZED VIEW per_window AS SELECT window_start, count(*) AS n, sum(price) AS total
-               FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;",
+               FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY window_start EMIT ON WINDOW CLOSE;
+             CREATE MATERIALIZED VIEW big_bids AS SELECT auction, bidder, price, date_time FROM bid WHERE price > 1000;
+             CREATE MATERIALIZED VIEW big_per_bidder AS SELECT bidder, count(*) AS n, sum(price) AS total
+               FROM big_bids GROUP BY bidder;",
         )
         .await
         .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
@@ -63,12 +71,18 @@ async fn nexmark_source_feeds_views_exactly_once_across_a_kill() {
         .batch_execute("CREATE MATERIALIZED VIEW per_bidder AS SELECT bidder, count(*) AS n FROM bid GROUP BY bidder")
         .await
         .expect("late view");
-    wait_until_read(&client, &["per_auction", "per_window", "per_bidder"]).await;
+    wait_until_read(&client, &["per_auction", "per_window", "per_bidder", "big_bids"]).await;
 
     let oracle = |query: &str| query.replace("{bids}", BIDS);
     for (view, batch) in [
         ("per_auction", oracle("SELECT auction, count(*) AS n, max(price) AS top FROM {bids} GROUP BY auction")),
         ("per_bidder", oracle("SELECT bidder, count(*) AS n FROM {bids} GROUP BY bidder")),
+        // Stored as appended blocks, across the kill; and read by another view.
+        ("big_bids", oracle("SELECT auction, bidder, price, date_time FROM {bids} WHERE price > 1000")),
+        (
+            "big_per_bidder",
+            oracle("SELECT bidder, count(*) AS n, sum(price) AS total FROM {bids} WHERE price > 1000 GROUP BY bidder"),
+        ),
         (
             "per_window",
             oracle(
@@ -85,6 +99,19 @@ async fn nexmark_source_feeds_views_exactly_once_across_a_kill() {
         assert_eq!(got.len(), want.len(), "{view}: {} rows, the batch {}", got.len(), want.len());
         assert!(got == want, "{view} differs from the batch over the same events");
     }
+    // A query that only inserts is stored as blocks; the others row by row.
+    let layouts = layouts(&client).await;
+    let want: Vec<Vec<String>> = [
+        ["big_bids", "blocks"],
+        ["big_per_bidder", "rows"],
+        ["per_auction", "rows"],
+        ["per_bidder", "rows"],
+        ["per_window", "rows"],
+    ]
+    .iter()
+    .map(|r| r.iter().map(|s| s.to_string()).collect())
+    .collect();
+    assert_eq!(layouts, want);
     let late =
         rows(&client, "SELECT late_rows FROM freshet_catalog.materialized_views WHERE name = 'per_window'").await;
     assert_eq!(late, vec![vec!["0".to_string()]], "nexmark bids come in event-time order");
@@ -92,6 +119,52 @@ async fn nexmark_source_feeds_views_exactly_once_across_a_kill() {
     assert_eq!(error_code(&client, "SELECT * FROM bid").await, "0A000");
     assert_eq!(error_code(&client, "DROP SOURCE bid").await, "2BP01");
     client.batch_execute("DROP SOURCE bid CASCADE").await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_is_stored_in_the_layout_asked_for_if_its_query_allows_it() {
+    let data = TempDir::new("layouts");
+    let mut server = TestServer::start_in(&data.0, &[]);
+    let mut client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = 3000,
+                nexmark.min.event.gap.in.ns = 0);
+             CREATE TABLE t (k INT, v INT);
+             INSERT INTO t VALUES (1, 10), (1, 10), (2, 20);
+             CREATE MATERIALIZED VIEW as_rows WITH (storage_layout = 'rows') AS SELECT auction, price FROM bid;
+             CREATE MATERIALIZED VIEW as_blocks WITH (storage_layout = 'BLOCKS') AS SELECT auction, price FROM bid;
+             CREATE MATERIALIZED VIEW of_table AS SELECT k, v FROM t;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    // Blocks hold only inserts: a table can be updated, an aggregate retracts.
+    for refused in [
+        "CREATE MATERIALIZED VIEW x WITH (storage_layout = 'blocks') AS SELECT k, v FROM t",
+        "CREATE MATERIALIZED VIEW x WITH (storage_layout = 'blocks') AS SELECT auction, count(*) FROM bid GROUP BY auction",
+        "CREATE MATERIALIZED VIEW x WITH (storage_layout = 'columns') AS SELECT auction FROM bid",
+    ] {
+        assert_eq!(error_code(&client, refused).await, "22023", "{refused}");
+    }
+    wait_until_read(&client, &["as_rows", "as_blocks"]).await;
+    let expected: Vec<Vec<String>> = [["as_blocks", "blocks"], ["as_rows", "rows"], ["of_table", "rows"]]
+        .iter()
+        .map(|r| r.iter().map(|s| s.to_string()).collect())
+        .collect();
+    assert_eq!(layouts(&client).await, expected);
+    let both = "SELECT * FROM as_rows EXCEPT ALL SELECT * FROM as_blocks UNION ALL \
+                (SELECT * FROM as_blocks EXCEPT ALL SELECT * FROM as_rows)";
+    assert!(rows(&client, both).await.is_empty(), "the two layouts hold the same rows");
+    let count = rows(&client, "SELECT count(*) FROM as_blocks").await;
+    // The layout is kept across a restart, and the rows with it.
+    server.kill9();
+    server = TestServer::start_in(&data.0, &[]);
+    client = server.connect().await;
+    assert_eq!(layouts(&client).await, expected, "after a restart");
+    assert_eq!(rows(&client, "SELECT count(*) FROM as_blocks").await, count);
+    assert!(rows(&client, both).await.is_empty(), "after a restart");
+    client.batch_execute("INSERT INTO t VALUES (3, 30); UPDATE t SET v = 11 WHERE k = 1").await.expect("writes");
+    assert_eq!(sorted(rows(&client, "SELECT * FROM of_table").await), sorted(rows(&client, "SELECT * FROM t").await));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

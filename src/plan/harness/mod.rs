@@ -222,7 +222,7 @@ impl RelationResolver for Resolver {
             other => return Err(SqlError::internal(format!("the harness has no table {other}"))),
         };
         let watermarked = if self.watermarked.contains(&name) { vec![TS] } else { vec![] };
-        Ok(Resolved { id, watermarked, source: None })
+        Ok(Resolved { id, watermarked, source: None, append_only: false })
     }
 }
 

@@ -139,6 +139,22 @@ impl Node {
         out
     }
 
+    /// Whether the node's output only ever inserts rows (all weights
+    /// positive): leaves that only append, and the operators that keep that
+    /// (projections, filters, UNION ALL, inner joins). Everything that can
+    /// take a row back — aggregates, outer joins, top-N, window functions,
+    /// rows leaving a temporal filter — is not.
+    pub fn append_only(&self) -> bool {
+        let inputs = || self.inputs.iter().all(Node::append_only);
+        match &self.kind {
+            Kind::SourceScan(_) => true,
+            Kind::Scan(scan) => scan.append_only,
+            Kind::Project(_) | Kind::Filter(_) | Kind::Union(_) => inputs(),
+            Kind::Join(join) => matches!(join.join_kind, crate::stream::ops::join::JoinKind::Inner) && inputs(),
+            Kind::TemporalFilter(_) | Kind::Aggregate(_) | Kind::TopN(_) | Kind::Window(_) | Kind::Constant(_) => false,
+        }
+    }
+
     /// The positions of the watermarked output columns.
     pub fn watermarked_columns(&self) -> Vec<usize> {
         self.watermarked.iter().enumerate().filter_map(|(i, w)| w.then_some(i)).collect()

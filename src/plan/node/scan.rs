@@ -19,6 +19,8 @@ pub struct ScanNode {
     pub projection: Option<Vec<usize>>,
     /// The relation's columns that carry a watermark.
     pub relation_watermarked: Vec<usize>,
+    /// The relation's changes only insert rows.
+    pub append_only: bool,
 }
 
 pub(in crate::plan) fn lower(lowering: &mut Lowering, scan: &TableScan) -> Result<Node> {
@@ -42,6 +44,7 @@ pub(in crate::plan) fn lower(lowering: &mut Lowering, scan: &TableScan) -> Resul
             relation: relation.id,
             projection: scan.projection.clone(),
             relation_watermarked: relation.watermarked,
+            append_only: relation.append_only,
         }),
         inputs: Vec::new(),
         schema,
