@@ -198,6 +198,7 @@ pub fn stream_named(name: &str) -> Option<EventType> {
 }
 
 /// The `nexmark` source connector.
+#[derive(Clone)]
 pub struct NexmarkReader {
     stream: EventType,
     /// Events of all streams to generate in all.
@@ -205,6 +206,35 @@ pub struct NexmarkReader {
     gap_nanos: u64,
     chunk: u64,
     rate: u64,
+    /// Bids whose strings nobody reads: generated column by column
+    /// (`nexmark_bids`), the strings left empty.
+    numbers_only: bool,
+}
+
+/// The bid columns `nexmark_bids` generates: auction, bidder, price, date_time.
+const BID_NUMBERS: [usize; 4] = [0, 1, 2, 5];
+
+/// Bids with only their numeric columns filled (the strings empty).
+fn bid_numbers(first: u64, end: u64, rate: u64) -> Result<RecordBatch> {
+    let config = config(rate);
+    let first_bid = events_of(&config, EventType::Bid, first as usize);
+    let count = events_of(&config, EventType::Bid, end as usize) - first_bid;
+    let bids = super::nexmark_bids::bids(&config, first_bid as u64, count);
+    let empty: ArrayRef = Arc::new(StringArray::new(
+        datafusion::arrow::buffer::OffsetBuffer::new_zeroed(count),
+        datafusion::arrow::buffer::Buffer::from(Vec::<u8>::new()),
+        None,
+    ));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(bids.auction),
+        Arc::new(bids.bidder),
+        Arc::new(bids.price),
+        empty.clone(),
+        empty.clone(),
+        Arc::new(bids.date_time),
+        empty,
+    ];
+    Ok(RecordBatch::try_new(schema(EventType::Bid), columns)?)
 }
 
 impl NexmarkReader {
@@ -246,6 +276,7 @@ impl NexmarkReader {
             gap_nanos: options.integer("nexmark.min.event.gap.in.ns", 100_000)?,
             chunk,
             rate,
+            numbers_only: false,
         };
         check_declared("nexmark", &reader.schema(), declared.as_ref())?;
         Ok(reader)
@@ -274,10 +305,21 @@ impl SourceReader for NexmarkReader {
         if end <= position.next {
             return Ok(RecordBatch::new_empty(self.schema()));
         }
-        let batches = generate(self.stream, position.next, end, self.rate)?;
+        let rows = if self.numbers_only {
+            bid_numbers(position.next, end, self.rate)?
+        } else {
+            let batches = generate(self.stream, position.next, end, self.rate)?;
+            datafusion::arrow::compute::concat_batches(&self.schema(), &batches)?
+        };
         position.next = end;
-        let schema = self.schema();
-        Ok(datafusion::arrow::compute::concat_batches(&schema, &batches)?)
+        Ok(rows)
+    }
+
+    fn with_columns(&self, read: &[usize]) -> Option<Arc<dyn SourceReader>> {
+        let numbers_only = self.stream == EventType::Bid
+            && read.iter().all(|c| BID_NUMBERS.contains(c))
+            && super::nexmark_bids::supported(&config(self.rate));
+        numbers_only.then(|| Arc::new(Self { numbers_only, ..self.clone() }) as Arc<dyn SourceReader>)
     }
 
     fn exhausted(&self, position: &SourcePosition) -> bool {

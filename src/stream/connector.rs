@@ -206,6 +206,15 @@ pub trait SourceReader: Connector {
     fn instance(&self) -> Option<std::sync::Arc<dyn SourceReader>> {
         None
     }
+    /// A reader that fills only the columns `read` (indices into its
+    /// schema) with the records' values, for a reader that saves work by
+    /// skipping the others: they come back as empty values of their type
+    /// (empty strings, zeros), which the caller must not read. `None`: it
+    /// reads every column. The reader's schema, positions and records stay
+    /// the same.
+    fn with_columns(&self, _read: &[usize]) -> Option<std::sync::Arc<dyn SourceReader>> {
+        None
+    }
     /// Whether a read from a position at an epoch time reads the same
     /// records again later (generators: yes). A Kafka read takes what the
     /// consumer has fetched so far, which a replay cannot repeat, so views

@@ -112,6 +112,17 @@ impl SourceScan {
     ) -> Self {
         let reader = reader.instance().unwrap_or(reader);
         let source_schema = reader.schema();
+        // Only the columns the view reads, and the watermark's.
+        let reader = match &projection {
+            Some(indices) => {
+                let mut read = indices.clone();
+                read.extend(watermark.as_ref().map(|def| def.column));
+                read.sort_unstable();
+                read.dedup();
+                reader.with_columns(&read).unwrap_or(reader)
+            }
+            None => reader,
+        };
         let watermark = watermark.map(|def| {
             let output = match &projection {
                 Some(indices) => indices.iter().position(|&i| i == def.column),
