@@ -374,12 +374,39 @@ impl TableWatermark {
 
     /// The watermark once `change` is applied: the largest expression value
     /// of the inserted rows, if above the current one.
+    ///
+    /// The expression grows with the column (CREATE checks it is monotone
+    /// in it), so its largest value is its value at the row with the
+    /// largest column value: it is evaluated on that one row, not on every
+    /// row (an interval subtraction per row is costly).
     pub fn advance(
         &self,
         current: Option<ScalarValue>,
         change: &crate::stream::ChangeBatch,
         data_type: &DataType,
     ) -> Result<Option<ScalarValue>> {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::Int64Type;
+        let column = change.rows.column(self.column);
+        if let Ok(values) = datafusion::arrow::compute::cast(column, &DataType::Int64) {
+            let values = values.as_primitive::<Int64Type>();
+            let mut highest: Option<(usize, i64)> = None;
+            for (row, (value, weight)) in values.iter().zip(change.weights.values()).enumerate() {
+                if let Some(value) = value
+                    && *weight > 0
+                    && highest.is_none_or(|(_, h)| value > h)
+                {
+                    highest = Some((row, value));
+                }
+            }
+            let Some((row, _)) = highest else { return Ok(current) };
+            let one = change.rows.slice(row, 1);
+            let value = self.expression.evaluate(&one)?.into_array(1)?;
+            let value = datafusion::arrow::compute::cast(&value, &DataType::Int64)?;
+            let value = value.as_primitive::<Int64Type>();
+            let highest = if value.is_valid(0) { Some(from_i64(value.value(0), data_type)?) } else { None };
+            return Ok(max_value(current, highest));
+        }
         let inserted = datafusion::arrow::compute::kernels::cmp::gt(
             &change.weights,
             &datafusion::arrow::array::Int64Array::new_scalar(0),
