@@ -128,13 +128,15 @@ fn settle(budget: &Arc<StateBudget>, held: &mut Option<Arc<StateBudget>>, charge
     *charged = bytes;
 }
 
-/// Evicts clean entries, least recently used first, until `bytes <= target`.
+/// Evicts clean entries, least recently used first, until `bytes <= target`;
+/// says whether it evicted any.
 fn evict<S>(
     slots: &mut HashMap<Vec<u8>, S>,
     bytes: &mut usize,
     target: usize,
     view: impl Fn(&S) -> (bool, u64, usize),
-) {
+) -> bool {
+    let mut evicted = false;
     let mut candidates: Vec<(u64, Vec<u8>)> =
         slots.iter().filter(|(_, slot)| !view(slot).0).map(|(key, slot)| (view(slot).1, key.clone())).collect();
     candidates.sort_unstable();
@@ -144,8 +146,10 @@ fn evict<S>(
         }
         if let Some(slot) = slots.remove(&key) {
             *bytes = bytes.saturating_sub(view(&slot).2);
+            evicted = true;
         }
     }
+    evicted
 }
 
 struct ValueSlot<V> {
@@ -164,15 +168,28 @@ pub struct ValueState<V> {
     /// The budget this table's bytes are charged to, and how many are.
     budget: Option<Arc<StateBudget>>,
     charged: usize,
+    /// The cache holds every group the store holds for this table: it
+    /// started from known-empty state (a fresh build) and has evicted
+    /// nothing since. A miss is then an empty group, without a store read.
+    complete: bool,
 }
 
 impl<V> ValueState<V> {
     pub fn new(prefix: &[u8]) -> Self {
-        Self { prefix: prefix.to_vec(), slots: HashMap::new(), bytes: 0, clock: 0, budget: None, charged: 0 }
+        Self {
+            prefix: prefix.to_vec(),
+            slots: HashMap::new(),
+            bytes: 0,
+            clock: 0,
+            budget: None,
+            charged: 0,
+            complete: false,
+        }
     }
 
     /// Makes sure every group in `groups` is cached: the missing ones are
-    /// read from the store in one batch and decoded in one call.
+    /// read from the store in one batch and decoded in one call (or known
+    /// empty without a read, while the cache is complete).
     pub fn load(
         &mut self,
         ctx: &StateContext,
@@ -189,10 +206,11 @@ impl<V> ValueState<V> {
                 None => {}
             }
         }
+        self.complete |= ctx.fresh;
         if missing.is_empty() {
             return Ok(());
         }
-        let stored: Vec<Option<Vec<u8>>> = if ctx.fresh {
+        let stored: Vec<Option<Vec<u8>>> = if self.complete {
             vec![None; missing.len()]
         } else {
             let keys: Vec<Vec<u8>> = missing.iter().map(|g| group_key(&self.prefix, g)).collect();
@@ -288,7 +306,9 @@ impl<V> ValueState<V> {
         }
         settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         if let Some(target) = budget.target_for(self.bytes) {
-            evict(&mut self.slots, &mut self.bytes, target, |s| (s.dirty, s.used, s.size));
+            if evict(&mut self.slots, &mut self.bytes, target, |s| (s.dirty, s.used, s.size)) {
+                self.complete = false;
+            }
             settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         }
         Ok(())
@@ -313,17 +333,30 @@ pub struct MultisetState {
     clock: u64,
     budget: Option<Arc<StateBudget>>,
     charged: usize,
+    /// The cache holds every group the store holds for this table: it
+    /// started from known-empty state (a fresh build) and has evicted
+    /// nothing since. A miss is then an empty group, without a store read.
+    complete: bool,
 }
 
 impl MultisetState {
     pub fn new(prefix: &[u8]) -> Self {
-        Self { prefix: prefix.to_vec(), slots: HashMap::new(), bytes: 0, clock: 0, budget: None, charged: 0 }
+        Self {
+            prefix: prefix.to_vec(),
+            slots: HashMap::new(),
+            bytes: 0,
+            clock: 0,
+            budget: None,
+            charged: 0,
+            complete: false,
+        }
     }
 
     /// Makes sure every group in `groups` is cached (one prefix scan per
-    /// missing group).
+    /// missing group; none while the cache is complete).
     pub fn load<'a>(&mut self, ctx: &StateContext, groups: impl IntoIterator<Item = &'a [u8]>) {
         self.clock += 1;
+        self.complete |= ctx.fresh;
         for group in groups {
             if let Some(slot) = self.slots.get_mut(group) {
                 slot.used = self.clock;
@@ -331,7 +364,7 @@ impl MultisetState {
             }
             let mut members = BTreeMap::new();
             let mut size = group.len() + MULTISET_GROUP_OVERHEAD;
-            if !ctx.fresh {
+            if !self.complete {
                 let prefix = group_key(&self.prefix, group);
                 ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
                     let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
@@ -472,7 +505,9 @@ impl MultisetState {
         }
         settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         if let Some(target) = budget.target_for(self.bytes) {
-            evict(&mut self.slots, &mut self.bytes, target, |s| (!s.dirty.is_empty(), s.used, s.size));
+            if evict(&mut self.slots, &mut self.bytes, target, |s| (!s.dirty.is_empty(), s.used, s.size)) {
+                self.complete = false;
+            }
             settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         }
     }
