@@ -333,7 +333,44 @@ mod tests {
     use nexmark::config::NexmarkConfig;
     use nexmark::event::{Event, EventType};
 
-    use super::events_of;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
+
+    use super::{config, events_of, generate};
+    use crate::connectors::nexmark_bids::{bids, supported};
+
+    /// Bids column by column (`nexmark_bids`) equal the reference
+    /// generator's, at the start, across many proportion blocks, and far
+    /// into the stream (where the single-precision timestamps round), at
+    /// several rates.
+    #[test]
+    fn bids_column_by_column_equal_the_reference_generators() {
+        for rate in [10_000u64, 1, 777, 1_000_000] {
+            let config = config(rate);
+            assert!(supported(&config));
+            for (first_event, events) in [(0u64, 5_000u64), (123, 1), (49, 2), (20_000_000, 3_000), (999_999_950, 200)]
+            {
+                let want = generate(EventType::Bid, first_event, first_event + events, rate).expect("reference");
+                let first_bid = events_of(&config, EventType::Bid, first_event as usize) as u64;
+                let count: usize = want.iter().map(|b| b.num_rows()).sum();
+                let got = bids(&config, first_bid, count);
+                let mut at = 0;
+                for batch in &want {
+                    let n = batch.num_rows();
+                    let column = |i: usize| batch.column(i).as_primitive::<Int64Type>().values().to_vec();
+                    let range = at..at + n;
+                    let what = format!("rate {rate}, events {first_event}+{events}");
+                    assert_eq!(got.auction.values().get(range.clone()), Some(&column(0)[..]), "auction, {what}");
+                    assert_eq!(got.bidder.values().get(range.clone()), Some(&column(1)[..]), "bidder, {what}");
+                    assert_eq!(got.price.values().get(range.clone()), Some(&column(2)[..]), "price, {what}");
+                    let times = batch.column(5).as_primitive::<TimestampMillisecondType>().values().to_vec();
+                    assert_eq!(got.date_time.values().get(range), Some(&times[..]), "date_time, {what}");
+                    at += n;
+                }
+                assert_eq!(at, got.auction.len());
+            }
+        }
+    }
 
     /// Generating one stream from its own offset gives exactly that
     /// stream's events among all events of the same range.

@@ -7,9 +7,9 @@
 //! `Bid::new`): the same random number generator seeded by the event id,
 //! the same draws in the same order up to the price, the same id arithmetic
 //! and the same single-precision timestamps. Only the draws after the price
-//! (channel, url, extra) are skipped. The test below compares the two over
-//! many ranges, so a new version of the crate that changed its draws would
-//! be caught.
+//! (channel, url, extra) are skipped. A test in `connectors/nexmark.rs`
+//! compares the two over many ranges and rates, so a new version of the
+//! crate that changed its draws would be caught.
 
 use datafusion::arrow::array::{Int64Array, TimestampMillisecondArray};
 use nexmark::config::NexmarkConfig;
@@ -112,46 +112,4 @@ fn person_next_id(event_id: usize, rng: &mut SmallRng, config: &NexmarkConfig, d
     let people = person_last_id(event_id, config, denominator) + 1;
     let active = people.min(config.active_people);
     people - active + rng.gen_range(0..active + config.person_id_lead)
-}
-
-#[cfg(test)]
-mod tests {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
-    use nexmark::event::EventType;
-
-    use super::*;
-    use crate::connectors::nexmark::{config, events_of, generate};
-
-    /// Column by column equals the reference generator's bids, at the start,
-    /// across many proportion blocks, and far into the stream (where the
-    /// single-precision timestamps round), at several rates.
-    #[test]
-    fn bids_equal_the_reference_generators() {
-        for rate in [10_000u64, 1, 777, 1_000_000] {
-            let config = config(rate);
-            assert!(supported(&config));
-            for (first_event, events) in [(0u64, 5_000u64), (123, 1), (49, 2), (20_000_000, 3_000), (999_999_950, 200)]
-            {
-                let want = generate(EventType::Bid, first_event, first_event + events, rate).expect("reference");
-                let first_bid = events_of(&config, EventType::Bid, first_event as usize) as u64;
-                let count: usize = want.iter().map(|b| b.num_rows()).sum();
-                let got = bids(&config, first_bid, count);
-                let mut at = 0;
-                for batch in &want {
-                    let n = batch.num_rows();
-                    let column = |i: usize| batch.column(i).as_primitive::<Int64Type>().values().to_vec();
-                    let range = at..at + n;
-                    let what = format!("rate {rate}, events {first_event}+{events}");
-                    assert_eq!(got.auction.values().get(range.clone()), Some(&column(0)[..]), "auction, {what}");
-                    assert_eq!(got.bidder.values().get(range.clone()), Some(&column(1)[..]), "bidder, {what}");
-                    assert_eq!(got.price.values().get(range.clone()), Some(&column(2)[..]), "price, {what}");
-                    let times = batch.column(5).as_primitive::<TimestampMillisecondType>().values().to_vec();
-                    assert_eq!(got.date_time.values().get(range), Some(&times[..]), "date_time, {what}");
-                    at += n;
-                }
-                assert_eq!(at, got.auction.len());
-            }
-        }
-    }
 }
