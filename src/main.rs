@@ -57,7 +57,7 @@ enum Command {
         /// commit is durable and visible at once either way; between
         /// checkpoints a commit logs its table changes instead of writing
         /// state, and a restart replays that log. 0 checkpoints every commit.
-        #[arg(long, env = "FRESHET_CHECKPOINT_INTERVAL_MS", default_value_t = 100)]
+        #[arg(long, env = "FRESHET_CHECKPOINT_INTERVAL_MS", default_value_t = 1000)]
         checkpoint_interval_ms: u64,
         /// How clients log in: `trust` (any user name, no password; for
         /// local development), `scram-sha-256` or `md5` (a role's password).
