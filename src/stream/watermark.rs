@@ -376,9 +376,10 @@ impl TableWatermark {
     /// of the inserted rows, if above the current one.
     ///
     /// The expression grows with the column (CREATE checks it is monotone
-    /// in it), so its largest value is its value at the row with the
-    /// largest column value: it is evaluated on that one row, not on every
-    /// row (an interval subtraction per row is costly).
+    /// in it, and that the column is a timestamp or a date), so its largest
+    /// value is its value at the row with the largest column value: it is
+    /// evaluated on that one row, not on every row (an interval subtraction
+    /// per row is costly).
     pub fn advance(
         &self,
         current: Option<ScalarValue>,
@@ -387,44 +388,22 @@ impl TableWatermark {
     ) -> Result<Option<ScalarValue>> {
         use datafusion::arrow::array::{Array, AsArray};
         use datafusion::arrow::datatypes::Int64Type;
-        let column = change.rows.column(self.column);
-        if let Ok(values) = datafusion::arrow::compute::cast(column, &DataType::Int64) {
-            let values = values.as_primitive::<Int64Type>();
-            let mut highest: Option<(usize, i64)> = None;
-            for (row, (value, weight)) in values.iter().zip(change.weights.values()).enumerate() {
-                if let Some(value) = value
-                    && *weight > 0
-                    && highest.is_none_or(|(_, h)| value > h)
-                {
-                    highest = Some((row, value));
-                }
+        let values = datafusion::arrow::compute::cast(change.rows.column(self.column), &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        let mut highest: Option<(usize, i64)> = None;
+        for (row, (value, weight)) in values.iter().zip(change.weights.values()).enumerate() {
+            if let Some(value) = value
+                && *weight > 0
+                && highest.is_none_or(|(_, h)| value > h)
+            {
+                highest = Some((row, value));
             }
-            let Some((row, _)) = highest else { return Ok(current) };
-            let one = change.rows.slice(row, 1);
-            let value = self.expression.evaluate(&one)?.into_array(1)?;
-            let value = datafusion::arrow::compute::cast(&value, &DataType::Int64)?;
-            let value = value.as_primitive::<Int64Type>();
-            let highest = if value.is_valid(0) { Some(from_i64(value.value(0), data_type)?) } else { None };
-            return Ok(max_value(current, highest));
         }
-        let inserted = datafusion::arrow::compute::kernels::cmp::gt(
-            &change.weights,
-            &datafusion::arrow::array::Int64Array::new_scalar(0),
-        )?;
-        let rows = datafusion::arrow::compute::filter_record_batch(&change.rows, &inserted)?;
-        if rows.num_rows() == 0 {
-            return Ok(current);
-        }
-        let values = self.expression.evaluate(&rows)?.into_array(rows.num_rows())?;
-        let values = datafusion::arrow::compute::cast(&values, &DataType::Int64)?;
-        let values = values
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .ok_or_else(|| SqlError::internal("watermark values are not integers"))?;
-        let highest = match datafusion::arrow::compute::max(values) {
-            Some(v) if values.null_count() < values.len() => Some(from_i64(v, data_type)?),
-            _ => None,
-        };
+        let Some((row, _)) = highest else { return Ok(current) };
+        let value = self.expression.evaluate(&change.rows.slice(row, 1))?.into_array(1)?;
+        let value = datafusion::arrow::compute::cast(&value, &DataType::Int64)?;
+        let value = value.as_primitive::<Int64Type>();
+        let highest = if value.is_valid(0) { Some(from_i64(value.value(0), data_type)?) } else { None };
         Ok(max_value(current, highest))
     }
 }
@@ -470,6 +449,49 @@ mod tests {
         assert_eq!(derived[0], Some(Watermark::new(Some(ts(20_000_000_000)), Some(ts(30_000_000_000)))));
         assert_eq!(derived[1], Some(Watermark::new(Some(ts(10_000_000_000)), Some(ts(20_000_000_000)))));
         assert_eq!(derived[2], None);
+    }
+
+    /// `advance` takes the expression at the newest inserted row: not a
+    /// retracted row's, not a NULL's, and never below the current value.
+    #[test]
+    fn a_table_watermark_advances_to_the_newest_inserted_row() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
+        ]));
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).expect("schema");
+        let four_seconds = lit(ScalarValue::IntervalMonthDayNano(Some(
+            datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, 4_000_000_000),
+        )));
+        let expression =
+            SessionContext::new().state().create_physical_expr(col("ts") - four_seconds, &df_schema).expect("physical");
+        let watermark = TableWatermark {
+            column: 1,
+            expression,
+            text: "ts - INTERVAL '4' SECOND".into(),
+            value: parking_lot::Mutex::new(None),
+            idle_timeout: None,
+            last_insert: parking_lot::Mutex::new(0),
+            idle: parking_lot::Mutex::new(false),
+        };
+        let change = |times: Vec<Option<i64>>, weights: Vec<i64>| {
+            let rows = datafusion::arrow::array::RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(datafusion::arrow::array::Int64Array::from(vec![1; times.len()])),
+                    Arc::new(TimestampNanosecondArray::from(times)),
+                ],
+            )
+            .expect("rows");
+            crate::stream::ChangeBatch::new(rows, datafusion::arrow::array::Int64Array::from(weights))
+        };
+        let data_type = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let s = 1_000_000_000;
+        let rows = change(vec![Some(7 * s), None, Some(20 * s), Some(9 * s)], vec![1, 1, -1, 1]);
+        assert_eq!(watermark.advance(None, &rows, &data_type).expect("advance"), Some(ts(5 * s)));
+        assert_eq!(watermark.advance(Some(ts(6 * s)), &rows, &data_type).expect("advance"), Some(ts(6 * s)));
+        let nothing_inserted = change(vec![Some(30 * s), None], vec![-1, 1]);
+        assert_eq!(watermark.advance(Some(ts(s)), &nothing_inserted, &data_type).expect("advance"), Some(ts(s)));
     }
 
     #[test]
