@@ -1,10 +1,10 @@
 //! EXPLAIN CREATE MATERIALIZED VIEW: the stream plan, one line per node,
 //! each above its inputs and indented below the node it feeds, with the
 //! state it keeps (the numbers are its state key prefixes within the view)
-//! the columns that carry a watermark, and whether it runs once per worker
-//! behind an exchange.
+//! the columns that carry a watermark, how an aggregate keeps its groups,
+//! and whether it runs once per worker behind an exchange.
 
-use super::node::Node;
+use super::node::{Kind, Node};
 
 /// The lines describing `root` on a view with `workers` workers.
 pub fn render(root: &Node, workers: usize) -> Vec<String> {
@@ -17,6 +17,9 @@ fn render_into(node: &Node, depth: usize, workers: usize, lines: &mut Vec<String
     let mut facts = Vec::new();
     if let Some(number) = node.kind.state() {
         facts.push(format!("state #{number}"));
+    }
+    if let Kind::Aggregate(aggregate) = &node.kind {
+        facts.push(aggregate.mode(node).describe().to_string());
     }
     let watermarked: Vec<&str> = node
         .watermarked_columns()

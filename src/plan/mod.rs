@@ -12,7 +12,7 @@
 //! A stream plan of a small view, as EXPLAIN shows it:
 //!
 //! ```text
-//! Aggregate [state #1; exchange by key, 2 workers]: Aggregate: groupBy=[[t.k]], aggr=[[count(Int64(1))]]
+//! Aggregate [state #1; groups as retracting accumulators; exchange by key, 2 workers]: Aggregate: groupBy=[[t.k]], aggr=[[count(Int64(1))]]
 //!   Filter: Filter: t.v > Int64(0)
 //!     Scan: TableScan: t projection=[k, v]
 //! ```

@@ -40,6 +40,24 @@ async fn explain_shows_the_stream_plan_of_a_view() {
     assert_eq!(plan.iter().filter(|l| l.trim_start().starts_with("Scan")).count(), 2, "{text}");
     let indent = |l: &str| l.len() - l.trim_start().len();
     assert!(indent(&plan[join]) > indent(&plan[aggregate]), "{text}");
+    // How the aggregate keeps its groups: count and sum retract.
+    assert!(plan[aggregate].contains("groups as retracting accumulators"), "{text}");
+    // max over a table (rows come and go) keeps each group's rows; over a
+    // source, which only appends, one value per group.
+    client
+        .batch_execute(
+            "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = 10)",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("source: {}", describe(&e)));
+    for (query, keeps) in [
+        ("SELECT customer, max(amount) AS top FROM orders GROUP BY customer", "groups as their rows"),
+        ("SELECT auction, max(price) AS top FROM bid GROUP BY auction", "groups as accumulators, input only inserts"),
+    ] {
+        let plan = rows(&client, &format!("EXPLAIN CREATE MATERIALIZED VIEW top AS {query}")).await;
+        let aggregate = plan.iter().map(|r| r.join("")).find(|l| l.contains("Aggregate [state #"));
+        assert!(aggregate.as_ref().is_some_and(|l| l.contains(keeps)), "{query}: {aggregate:?}");
+    }
     // Nothing was created.
     assert_eq!(error_code(&client, "SELECT * FROM spend").await, "42P01");
     // What CREATE would refuse, EXPLAIN refuses the same way.

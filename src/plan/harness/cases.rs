@@ -32,6 +32,26 @@ async fn aggregate() {
         Case::new("global", "SELECT count(*) AS n, sum(v) AS s, max(v) AS m FROM t1"),
         Case::new("having", "SELECT k, sum(v) AS s FROM t1 GROUP BY k HAVING count(*) > 2"),
         Case::new("two keys", "SELECT k, v, count(*) AS n FROM t1 GROUP BY k, v"),
+        // Over inputs that only insert, min/max and the like keep one value
+        // per group (accumulating mode); order-sensitive ones still recompute.
+        Case::new(
+            "insert-only accumulating",
+            "SELECT k, min(v) AS lo, max(v) AS hi, count(*) AS n, count(v) AS nv, sum(v) AS s, avg(v) AS a, \
+             bool_or(v > 0) AS pos, bit_xor(v) AS x FROM t1 GROUP BY k",
+        )
+        .insert_only(),
+        Case::new("insert-only global", "SELECT max(v) AS m, min(ts) AS first, count(*) AS n FROM t1").insert_only(),
+        Case::new(
+            "insert-only over a join",
+            "SELECT t1.k, max(t2.v) AS m, min(t1.v) AS l FROM t1 JOIN t2 ON t1.k = t2.k GROUP BY t1.k",
+        )
+        .insert_only(),
+        Case::new(
+            "insert-only recomputed",
+            "SELECT k, max(v) AS hi, count(DISTINCT v) AS d, string_agg(CAST(v AS TEXT), ',' ORDER BY v) AS vs \
+             FROM t1 GROUP BY k",
+        )
+        .insert_only(),
         Case::new(
             "filtered and arrays",
             "SELECT k, count(*) FILTER (WHERE v > 0) AS pos, array_agg(v ORDER BY v) AS vs, bit_or(v) AS b \
@@ -153,6 +173,14 @@ async fn windowed_aggregate() {
             "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, k, count(*) AS n, sum(v) AS s FROM t1 \
                  WHERE date_bin(INTERVAL '5' SECOND, ts) < date_bin(INTERVAL '5' SECOND, {wm}) GROUP BY 1, 2",
         ),
+        // Nexmark q7's shape: the highest value per window of a stream that
+        // only inserts, one value per window.
+        Case::new(
+            "insert-only window max",
+            "SELECT date_bin(INTERVAL '5' SECOND, ts) AS w, max(v) AS m FROM t1 GROUP BY 1",
+        )
+        .watermarks(&[("t1", 4)])
+        .insert_only(),
     ])
     .await;
 }

@@ -9,7 +9,9 @@
 //!
 //! 1. makes random changes to the tables: inserts, deletes and updates (a
 //!    delete and an insert of the same `id`), over a small key domain so
-//!    groups and join keys collide, with NULLs in `k` and `v`;
+//!    groups and join keys collide, with NULLs in `k` and `v`; for an
+//!    insert-only case, inserts only, and the tables are planned as inputs
+//!    that only insert (as sources are), which lets operators keep less;
 //! 2. gives the epoch a time (`now()` moves one second per epoch) and, for a
 //!    table declared with a watermark, a watermark on `ts` (the highest `ts`
 //!    so far minus a delay; rows are never generated behind it, so no row is
@@ -73,11 +75,13 @@ pub struct Case {
     /// The tables with a watermark on `ts`, and its delay in seconds.
     pub watermarks: &'static [(&'static str, i64)],
     pub emit_on_window_close: bool,
+    /// The tables only get inserts, and are planned as append-only inputs.
+    pub insert_only: bool,
 }
 
 impl Case {
     pub const fn new(name: &'static str, sql: &'static str) -> Self {
-        Self { name, sql, oracle: None, watermarks: &[], emit_on_window_close: false }
+        Self { name, sql, oracle: None, watermarks: &[], emit_on_window_close: false, insert_only: false }
     }
     pub const fn oracle(self, oracle: &'static str) -> Self {
         Self { oracle: Some(oracle), ..self }
@@ -87,6 +91,9 @@ impl Case {
     }
     pub const fn emit_on_window_close(self) -> Self {
         Self { emit_on_window_close: true, ..self }
+    }
+    pub const fn insert_only(self) -> Self {
+        Self { insert_only: true, ..self }
     }
 }
 
@@ -152,6 +159,8 @@ struct Table {
     /// Seconds the watermark trails the highest `ts`, if it has one.
     delay: Option<i64>,
     highest_ts: Option<i64>,
+    /// No row is ever deleted or updated.
+    insert_only: bool,
 }
 
 impl Table {
@@ -180,7 +189,7 @@ impl Table {
             inserted.push(row);
         }
         let changeable: Vec<i64> =
-            self.rows.values().filter(|r| floor.is_none_or(|f| r.ts >= f)).map(|r| r.id).collect();
+            self.rows.values().filter(|r| !self.insert_only && floor.is_none_or(|f| r.ts >= f)).map(|r| r.id).collect();
         for id in changeable {
             let roll = rng.random_range(0..10);
             if roll >= 2 {
@@ -211,6 +220,7 @@ struct EpochRecord {
 
 struct Resolver {
     watermarked: Vec<&'static str>,
+    append_only: bool,
 }
 
 impl RelationResolver for Resolver {
@@ -222,7 +232,7 @@ impl RelationResolver for Resolver {
             other => return Err(SqlError::internal(format!("the harness has no table {other}"))),
         };
         let watermarked = if self.watermarked.contains(&name) { vec![TS] } else { vec![] };
-        Ok(Resolved { id, watermarked, source: None, append_only: false })
+        Ok(Resolved { id, watermarked, source: None, append_only: self.append_only })
     }
 }
 
@@ -273,7 +283,8 @@ impl Dataflow {
         super::check_materializable(&plan)?;
         let plan = state.optimize(&plan)?;
         super::check_materializable(&plan)?;
-        let resolver = Resolver { watermarked: case.watermarks.iter().map(|(t, _)| *t).collect() };
+        let resolver =
+            Resolver { watermarked: case.watermarks.iter().map(|(t, _)| *t).collect(), append_only: case.insert_only };
         let spec = ViewSpec { id: VIEW, workers, emit_on_window_close: case.emit_on_window_close };
         let plan = super::lower(&plan, &state, &resolver, &spec)?;
         let stats = Arc::new(ViewStats::default());
@@ -326,6 +337,7 @@ fn empty_tables(case: &Case) -> Vec<Table> {
             rows: BTreeMap::new(),
             delay: case.watermarks.iter().find(|(t, _)| *t == name).map(|(_, d)| *d),
             highest_ts: None,
+            insert_only: case.insert_only,
         })
         .collect()
 }

@@ -14,7 +14,7 @@ use crate::error::{Result, SqlError};
 use crate::plan::lowering::{Lowering, unsupported};
 use crate::plan::stream_schema;
 use crate::stream::Operator;
-use crate::stream::ops::aggregate::{Aggregate, AggregateCall, Windowing};
+use crate::stream::ops::aggregate::{Aggregate, AggregateCall, Mode, Windowing};
 use crate::stream::ops::event_time::OpenGroups;
 use crate::stream::ops::exchange::Ownership;
 use crate::stream::watermark::{self, Derivation};
@@ -125,6 +125,12 @@ pub(in crate::plan) fn lower_distinct(lowering: &mut Lowering, plan: &LogicalPla
 }
 
 impl AggregateNode {
+    /// How a new copy keeps its groups: over an input that only inserts,
+    /// min/max and the like keep one value per group, not the group's rows.
+    pub fn mode(&self, node: &Node) -> Mode {
+        Mode::choose(&self.calls, node.inputs.iter().all(Node::append_only))
+    }
+
     /// One copy of the aggregate, holding the groups `ownership` gives it.
     pub fn build(
         &self,
@@ -144,6 +150,7 @@ impl AggregateNode {
             input,
             self.group_exprs.clone(),
             self.calls.clone(),
+            self.mode(node),
             node.schema.clone(),
             &cx.prefix(self.state),
             self.key_watermarks.clone(),

@@ -13,7 +13,7 @@
 //! ```text
 //! SELECT k, count(*) FROM t WHERE v > 0 GROUP BY k
 //!
-//! Aggregate [state #0; exchange by key]   group k, count(*)
+//! Aggregate [state #0; retracting; exchange by key]   group k, count(*)
 //!   Filter                                 v > 0
 //!     Scan                                 t
 //! ```

@@ -1,14 +1,23 @@
 //! GROUP BY with retraction (also DISTINCT, which is a GROUP BY without
 //! aggregates, and global aggregates, which are one group with an empty key).
 //!
-//! Per group the operator keeps either
+//! Per group the operator keeps one of three things (its [`Mode`]):
 //! - live accumulators, when every aggregate can retract (count, sum, avg):
-//!   inserts go to `update_batch`, deletes to `retract_batch`; or
+//!   inserts go to `update_batch`, deletes to `retract_batch`;
+//! - live accumulators of any function whose result does not depend on the
+//!   order of its input (min, max, bool_and, bit_or, ...), when the input
+//!   only ever inserts (a source, an inner join of sources, a view stored as
+//!   blocks): a group of `max(price)` is then one value, not its rows; or
 //! - the multiset of the group's input rows, from which the group's
-//!   aggregates are recomputed when it changes (min, max, count(DISTINCT),
-//!   string_agg, array_agg, bool_and/or, ordered aggregates...).
+//!   aggregates are recomputed when it changes (min and max under deletes,
+//!   count(DISTINCT), string_agg, array_agg, ordered aggregates...).
+//!
 //! Either way DataFusion's own accumulators compute the values, so NULL
 //! handling and result types are exactly those of the batch engine.
+//!
+//! The mode a view's aggregate chose is stored with its state (one byte
+//! under its own key), so a restart reads groups the way they were written;
+//! an aggregate stored before modes were recorded keeps the mode it had.
 //!
 //! For each group touched in an epoch the operator retracts the row it
 //! emitted before and emits the new one (nothing when they are equal).
@@ -57,15 +66,102 @@ impl AggregateCall {
             && self.function.create_sliding_accumulator().is_ok_and(|a| a.supports_retract_batch())
     }
 
-    fn accumulator(&self, retracting: bool) -> Result<Box<dyn Accumulator>> {
-        Ok(if retracting { self.function.create_sliding_accumulator()? } else { self.function.create_accumulator()? })
+    /// Whether this call can be kept as a live accumulator over an input
+    /// that only inserts: its value depends on the set of its input rows,
+    /// not on their order, and its `state()` does not consume the
+    /// accumulator (it is read at every checkpoint and the group goes on).
+    fn accumulable(&self) -> bool {
+        let name = self.function.fun().name().to_ascii_lowercase();
+        matches!(
+            name.as_str(),
+            "min"
+                | "max"
+                | "count"
+                | "sum"
+                | "avg"
+                | "mean"
+                | "bool_and"
+                | "bool_or"
+                | "bit_and"
+                | "bit_or"
+                | "bit_xor"
+        ) && !self.function.is_distinct()
+            && self.function.order_bys().is_empty()
+    }
+
+    fn accumulator(&self, mode: Mode) -> Result<Box<dyn Accumulator>> {
+        Ok(match mode {
+            Mode::Retracting => self.function.create_sliding_accumulator()?,
+            Mode::Accumulating | Mode::Recomputing => self.function.create_accumulator()?,
+        })
+    }
+}
+
+/// How the operator keeps each group's aggregates (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Live sliding accumulators: inserts update them, deletes retract.
+    Retracting,
+    /// Live accumulators over an input that only inserts; a delete reaching
+    /// them is an internal error.
+    Accumulating,
+    /// The group's input rows, the aggregates recomputed from them.
+    Recomputing,
+}
+
+impl Mode {
+    /// The cheapest mode that computes `calls` right over an input that
+    /// only inserts (`append_only`) or not.
+    pub fn choose(calls: &[AggregateCall], append_only: bool) -> Self {
+        if append_only && calls.iter().all(AggregateCall::accumulable) {
+            Mode::Accumulating
+        } else {
+            Self::legacy(calls)
+        }
+    }
+
+    /// The mode of an aggregate stored before the mode was: retracting if
+    /// every call can retract, else recomputing.
+    fn legacy(calls: &[AggregateCall]) -> Self {
+        if calls.iter().all(AggregateCall::retractable) { Mode::Retracting } else { Mode::Recomputing }
+    }
+
+    /// What a group holds, as EXPLAIN says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Retracting => "groups as retracting accumulators",
+            Mode::Accumulating => "groups as accumulators, input only inserts",
+            Mode::Recomputing => "groups as their rows",
+        }
+    }
+
+    /// Whether groups hold live accumulators.
+    fn live(self) -> bool {
+        self != Mode::Recomputing
+    }
+
+    fn byte(self) -> u8 {
+        match self {
+            Mode::Retracting => 1,
+            Mode::Accumulating => 2,
+            Mode::Recomputing => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Result<Self> {
+        match byte {
+            1 => Ok(Mode::Retracting),
+            2 => Ok(Mode::Accumulating),
+            3 => Ok(Mode::Recomputing),
+            other => Err(SqlError::internal(format!("stored aggregate mode {other} is unknown"))),
+        }
     }
 }
 
 struct Group {
     /// Sum of the weights of the group's input rows.
     count: i64,
-    /// Live accumulators (retracting mode).
+    /// Live accumulators (retracting and accumulating modes).
     accumulators: Vec<Box<dyn Accumulator>>,
     /// The aggregate values last emitted for this group.
     emitted: Option<Vec<ScalarValue>>,
@@ -77,22 +173,23 @@ struct Group {
 struct GroupCodec {
     codec: RowCodec,
     calls: usize,
-    /// Number of state values of each call's accumulator (retracting mode).
+    /// Number of state values of each call's accumulator (the modes with
+    /// live accumulators; empty when recomputing).
     state_widths: Vec<usize>,
 }
 
 impl GroupCodec {
-    fn new(calls: &[AggregateCall], output: &SchemaRef, groups: usize, retracting: bool) -> Result<Self> {
+    fn new(calls: &[AggregateCall], output: &SchemaRef, groups: usize, mode: Mode) -> Result<Self> {
         let mut fields =
             vec![Field::new("count", DataType::Int64, false), Field::new("emitted", DataType::Boolean, false)];
         for field in output.fields().iter().skip(groups) {
             fields.push(field.as_ref().clone().with_nullable(true));
         }
         let mut state_widths = Vec::new();
-        if retracting {
+        if mode.live() {
             for (i, call) in calls.iter().enumerate() {
                 // The types of an accumulator's state values, read off a fresh one.
-                let state = call.accumulator(true)?.state()?;
+                let state = call.accumulator(mode)?.state()?;
                 state_widths.push(state.len());
                 for (j, value) in state.iter().enumerate() {
                     fields.push(Field::new(format!("s{i}_{j}"), value.data_type(), true));
@@ -193,7 +290,11 @@ pub struct Aggregate {
     /// Encodes group keys; `None` for a global aggregate (one empty key).
     group_codec: Option<RowCodec>,
     calls: Vec<AggregateCall>,
-    retracting: bool,
+    mode: Mode,
+    /// The mode has been checked against the one stored (first step).
+    mode_settled: bool,
+    /// The mode's byte, under the empty key.
+    stored_mode: ValueState<Vec<u8>>,
     /// Encodes whole input rows (recompute mode).
     input_codec: RowCodec,
     /// Per group: count, emitted values, accumulators (stored).
@@ -222,12 +323,16 @@ pub struct Windowing {
 
 impl Aggregate {
     /// `state_prefix`: this operator's key prefix in the state store.
+    /// `mode`: how a new aggregate keeps its groups ([`Mode::choose`]; a
+    /// restored one keeps the mode stored with it);
     /// `key_watermarks`: the group keys' watermarks from the input's;
     /// `windowing`: set when a group-key column carries one.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         input: Box<dyn Operator>,
         group_exprs: Vec<Arc<dyn PhysicalExpr>>,
         calls: Vec<AggregateCall>,
+        mode: Mode,
         schema: SchemaRef,
         state_prefix: &[u8],
         key_watermarks: Derivation,
@@ -240,14 +345,15 @@ impl Aggregate {
             let key_fields: Vec<_> = schema.fields().iter().take(group_exprs.len()).cloned().collect();
             Some(RowCodec::new(Arc::new(Schema::new(key_fields)))?)
         };
-        let retracting = calls.iter().all(AggregateCall::retractable);
-        let stored_groups = GroupCodec::new(&calls, &schema, group_exprs.len(), retracting)?;
+        let stored_groups = GroupCodec::new(&calls, &schema, group_exprs.len(), mode)?;
         Ok(Self {
             input,
             group_exprs,
             group_codec,
             calls,
-            retracting,
+            mode,
+            mode_settled: false,
+            stored_mode: ValueState::new(&[state_prefix, &[3]].concat()),
             input_codec: RowCodec::new(input_schema)?,
             groups: ValueState::new(&[state_prefix, &[0]].concat()),
             stored_groups,
@@ -277,13 +383,12 @@ impl Aggregate {
         if closed.is_empty() {
             return Ok(empty());
         }
-        let retracting = self.retracting;
+        let mode = self.mode;
         let calls = &self.calls;
         let stored_groups = &self.stored_groups;
-        self.groups.load(&input.state, &closed, |stored| {
-            stored_groups.decode(stored, || fresh_accumulators(calls, retracting))
-        })?;
-        if !self.retracting {
+        self.groups
+            .load(&input.state, &closed, |stored| stored_groups.decode(stored, || fresh_accumulators(calls, mode)))?;
+        if !mode.live() {
             self.rows.load(&input.state, closed.iter().map(Vec::as_slice));
         }
         let mut finals: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
@@ -294,7 +399,7 @@ impl Aggregate {
             {
                 finals.push((key.clone(), self.evaluate_group(&key, &mut group)?));
             }
-            if !self.retracting {
+            if !self.mode.live() {
                 self.rows.clear(&key);
             }
         }
@@ -302,12 +407,37 @@ impl Aggregate {
         self.output(&rows, 1)
     }
 
+    /// On the first step: a new aggregate stores its mode; a restored one
+    /// takes the mode stored with its groups (an aggregate stored before
+    /// modes were recorded has the mode it had then).
+    fn settle_mode(&mut self, input: &EpochInput) -> Result<()> {
+        let read = |stored: &[&[u8]]| Ok(stored.iter().map(|b| b.to_vec()).collect());
+        self.stored_mode.load(&input.state, &[Vec::new()], read)?;
+        let slot = self.stored_mode.get_mut(&[]).ok_or_else(|| SqlError::internal("aggregate mode not loaded"))?;
+        let stored = match slot.as_deref() {
+            _ if input.state.fresh => None,
+            Some([byte]) => Some(Mode::from_byte(*byte)?),
+            Some(_) => return Err(SqlError::internal("stored aggregate mode is not one byte")),
+            None => Some(Mode::legacy(&self.calls)),
+        };
+        match stored {
+            None => *slot = Some(vec![self.mode.byte()]),
+            Some(mode) if mode != self.mode => {
+                self.mode = mode;
+                self.stored_groups = GroupCodec::new(&self.calls, &self.schema, self.group_exprs.len(), mode)?;
+            }
+            Some(_) => {}
+        }
+        self.mode_settled = true;
+        Ok(())
+    }
+
     fn new_group(&self) -> Result<Group> {
         Ok(Group { count: 0, accumulators: self.fresh_accumulators()?, emitted: None })
     }
 
     fn fresh_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
-        fresh_accumulators(&self.calls, self.retracting)
+        fresh_accumulators(&self.calls, self.mode)
     }
 
     /// Arguments of every call over `batch`, with FILTER applied as a mask.
@@ -345,7 +475,7 @@ impl Aggregate {
             .iter()
             .zip(inputs)
             .map(|(call, (args, mask))| {
-                let mut acc = call.accumulator(false)?;
+                let mut acc = call.accumulator(Mode::Recomputing)?;
                 let indices = selected(&all, mask.as_ref());
                 if !indices.is_empty() {
                     acc.update_batch(&take_all(&args, &indices)?)?;
@@ -356,7 +486,7 @@ impl Aggregate {
     }
 
     fn evaluate_group(&self, key: &[u8], group: &mut Group) -> Result<Vec<ScalarValue>> {
-        if self.retracting {
+        if self.mode.live() {
             group.accumulators.iter_mut().map(|a| Ok(a.evaluate()?)).collect()
         } else {
             self.recompute(key)
@@ -436,15 +566,15 @@ impl Aggregate {
             entry.2 += weight;
         }
 
-        let inputs = if self.retracting { self.call_inputs(&delta.rows)? } else { Vec::new() };
-        let row_bytes = if self.retracting { None } else { Some(self.input_codec.encode(delta.rows.columns())?) };
+        let mode = self.mode;
+        let inputs = if mode.live() { self.call_inputs(&delta.rows)? } else { Vec::new() };
+        let row_bytes = if mode.live() { None } else { Some(self.input_codec.encode(delta.rows.columns())?) };
 
-        let retracting = self.retracting;
         let touched_keys: Vec<Vec<u8>> = touched.iter().map(|(k, _)| k.clone()).collect();
         self.groups.load(&input.state, &touched_keys, |stored| {
-            self.stored_groups.decode(stored, || fresh_accumulators(&self.calls, retracting))
+            self.stored_groups.decode(stored, || fresh_accumulators(&self.calls, mode))
         })?;
-        if !self.retracting {
+        if !mode.live() {
             self.rows.load(&input.state, touched_keys.iter().map(Vec::as_slice));
         }
 
@@ -458,7 +588,13 @@ impl Aggregate {
                 Some(g) => g,
                 None => self.new_group()?,
             };
-            if self.retracting {
+            if mode == Mode::Accumulating && !deleted.is_empty() {
+                return Err(SqlError::internal(
+                    "an aggregate over an input that only inserts received a delete; its groups keep no rows to \
+                     take it back from",
+                ));
+            }
+            if mode.live() {
                 for ((args, mask), acc) in inputs.iter().zip(group.accumulators.iter_mut()) {
                     let ins = selected(&inserted, mask.as_ref());
                     if !ins.is_empty() {
@@ -483,7 +619,7 @@ impl Aggregate {
                 // Emitted once, when the group closes.
                 None
             } else if group.count > 0 || self.group_codec.is_none() {
-                if group.count <= 0 && self.retracting {
+                if group.count <= 0 && mode.live() {
                     // An emptied global group starts over (count 0, sum NULL).
                     group = self.new_group()?;
                 }
@@ -527,6 +663,9 @@ impl Aggregate {
 impl Operator for Aggregate {
     fn step(&mut self, input: &EpochInput) -> Result<ChangeBatch> {
         let delta = self.input.step(input)?;
+        if !self.mode_settled {
+            self.settle_mode(input)?;
+        }
         if let (Some(open), Some(codec)) = (&mut self.open, &self.group_codec)
             && !open.is_ready()
         {
@@ -594,12 +733,13 @@ impl Operator for Aggregate {
         )?;
         self.rows.flush(state, batch);
         self.closed.flush(state, batch, Vec::len, |values| Ok(values.iter().map(|v| v.to_vec()).collect()))?;
+        self.stored_mode.flush(state, batch, Vec::len, |values| Ok(values.iter().map(|v| v.to_vec()).collect()))?;
         Ok(())
     }
 }
 
-fn fresh_accumulators(calls: &[AggregateCall], retracting: bool) -> Result<Vec<Box<dyn Accumulator>>> {
-    if retracting { calls.iter().map(|c| c.accumulator(true)).collect() } else { Ok(Vec::new()) }
+fn fresh_accumulators(calls: &[AggregateCall], mode: Mode) -> Result<Vec<Box<dyn Accumulator>>> {
+    if mode.live() { calls.iter().map(|c| c.accumulator(mode)).collect() } else { Ok(Vec::new()) }
 }
 
 /// The indices of `rows` whose FILTER mask is true.
