@@ -60,6 +60,7 @@ RANK = {
     'state': 5,
     'error': 0,
     'duration': 0,
+    'hash': 0,
 }
 # (written module prefix, modules allowed to name it, why)
 INTERNAL = [

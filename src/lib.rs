@@ -20,6 +20,7 @@ pub mod connectors;
 pub mod db;
 pub mod duration;
 pub mod error;
+pub mod hash;
 pub mod pg_catalog;
 pub mod plan;
 pub mod server;

@@ -18,16 +18,20 @@
 //! what they change dirty, and [`flush`](ValueState::flush) at the end of
 //! each epoch. At a checkpoint the flush writes the dirty entries into the
 //! epoch's write batch and they become clean; between checkpoints they stay
-//! dirty in memory (the epoch log covers them). Only clean entries may be
+//! dirty in memory (the epoch log covers them). An entry that came and went
+//! between two checkpoints (a join row that expired within a second) is
+//! never written: the tables know what the store holds, and delete only
+//! that. Only clean entries may be
 //! evicted: each table shrinks to its share of the shared [`StateBudget`],
 //! least recently used groups first, and a cache over budget with dirty
 //! entries makes the coordinator checkpoint early.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
+use crate::hash::{HashMap, HashSet};
 use crate::state::{Snapshot, WriteBatch};
 
 /// Virtual partitions of an operator's key space.
@@ -155,6 +159,8 @@ fn evict<S>(
 struct ValueSlot<V> {
     value: Option<V>,
     dirty: bool,
+    /// The store holds a value for this group (as of the last flush).
+    stored: bool,
     used: u64,
     size: usize,
 }
@@ -178,7 +184,7 @@ impl<V> ValueState<V> {
     pub fn new(prefix: &[u8]) -> Self {
         Self {
             prefix: prefix.to_vec(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             bytes: 0,
             clock: 0,
             budget: None,
@@ -198,7 +204,7 @@ impl<V> ValueState<V> {
     ) -> Result<()> {
         self.clock += 1;
         let mut missing: Vec<&Vec<u8>> = Vec::new();
-        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut seen: HashSet<&[u8]> = HashSet::default();
         for group in groups {
             match self.slots.get_mut(group) {
                 Some(slot) => slot.used = self.clock,
@@ -222,7 +228,8 @@ impl<V> ValueState<V> {
             let value = if bytes.is_some() { decoded.next() } else { None };
             let size = group.len() + GROUP_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
             self.bytes += size;
-            self.slots.insert(group.clone(), ValueSlot { value, dirty: false, used: self.clock, size });
+            let stored = bytes.is_some();
+            self.slots.insert(group.clone(), ValueSlot { value, dirty: false, stored, used: self.clock, size });
         }
         Ok(())
     }
@@ -280,10 +287,16 @@ impl<V> ValueState<V> {
             slot.dirty = false;
             match &mut slot.value {
                 Some(value) => {
+                    slot.stored = true;
                     groups.push(group);
                     values.push(value);
                 }
-                None => batch.delete(group_key(&self.prefix, group)),
+                // A group created since the last checkpoint is not stored.
+                None if slot.stored => {
+                    slot.stored = false;
+                    batch.delete(group_key(&self.prefix, group));
+                }
+                None => {}
             }
         }
         if !values.is_empty() {
@@ -317,9 +330,9 @@ impl<V> ValueState<V> {
 
 struct MultisetSlot {
     members: BTreeMap<Vec<u8>, i64>,
-    /// Members changed since the last flush (may repeat; empty and
-    /// unallocated once flushed).
-    dirty: Vec<Vec<u8>>,
+    /// Members changed since the last checkpoint, each with whether the
+    /// store holds it (empty and unallocated once flushed).
+    dirty: HashMap<Vec<u8>, bool>,
     used: u64,
     size: usize,
 }
@@ -343,7 +356,7 @@ impl MultisetState {
     pub fn new(prefix: &[u8]) -> Self {
         Self {
             prefix: prefix.to_vec(),
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             bytes: 0,
             clock: 0,
             budget: None,
@@ -374,7 +387,8 @@ impl MultisetState {
                 });
             }
             self.bytes += size;
-            self.slots.insert(group.to_vec(), MultisetSlot { members, dirty: Vec::new(), used: self.clock, size });
+            self.slots
+                .insert(group.to_vec(), MultisetSlot { members, dirty: HashMap::default(), used: self.clock, size });
         }
     }
 
@@ -397,15 +411,23 @@ impl MultisetState {
                 self.bytes += group.len() + MULTISET_GROUP_OVERHEAD;
                 self.slots.entry(group.to_vec()).or_insert_with(|| MultisetSlot {
                     members: BTreeMap::new(),
-                    dirty: Vec::new(),
+                    dirty: HashMap::default(),
                     used: 0,
                     size: group.len() + MULTISET_GROUP_OVERHEAD,
                 })
             }
         };
         let n = match slot.members.get_mut(member) {
-            Some(n) => n,
+            Some(n) => {
+                if !slot.dirty.contains_key(member) {
+                    // Clean and present: the store holds it.
+                    slot.dirty.insert(member.to_vec(), true);
+                }
+                n
+            }
             None => {
+                // Absent and clean: the store does not hold it.
+                slot.dirty.entry(member.to_vec()).or_insert(false);
                 slot.size += member.len() + MEMBER_OVERHEAD;
                 self.bytes += member.len() + MEMBER_OVERHEAD;
                 slot.members.entry(member.to_vec()).or_insert(0)
@@ -417,7 +439,6 @@ impl MultisetState {
             slot.size -= member.len() + MEMBER_OVERHEAD;
             self.bytes -= member.len() + MEMBER_OVERHEAD;
         }
-        slot.dirty.push(member.to_vec());
     }
 
     /// Every stored key under this table's prefix, without the prefix and
@@ -439,7 +460,9 @@ impl MultisetState {
         if slot.members.remove(member).is_some() {
             slot.size -= member.len() + MEMBER_OVERHEAD;
             self.bytes -= member.len() + MEMBER_OVERHEAD;
-            slot.dirty.push(member.to_vec());
+            if !slot.dirty.contains_key(member) {
+                slot.dirty.insert(member.to_vec(), true);
+            }
         }
     }
 
@@ -456,7 +479,7 @@ impl MultisetState {
         for (member, _) in members {
             slot.size -= member.len() + MEMBER_OVERHEAD;
             self.bytes -= member.len() + MEMBER_OVERHEAD;
-            slot.dirty.push(member);
+            slot.dirty.entry(member).or_insert(true);
         }
     }
 
@@ -465,28 +488,20 @@ impl MultisetState {
     pub fn flush(&mut self, ctx: &StateContext, batch: &mut WriteBatch) {
         let budget = &ctx.budget;
         for (group, slot) in self.slots.iter_mut() {
-            if slot.dirty.is_empty() {
-                continue;
-            }
-            if !ctx.checkpoint {
-                // Until the checkpoint the list may repeat members; keep it
-                // within a small multiple of the group's size (amortized:
-                // each compaction at least halves it).
-                if slot.dirty.len() > 2 * slot.members.len() + 64 {
-                    slot.dirty.sort_unstable();
-                    slot.dirty.dedup();
-                }
+            if slot.dirty.is_empty() || !ctx.checkpoint {
                 continue;
             }
             let prefix = group_key(&self.prefix, group);
-            let mut dirty = std::mem::take(&mut slot.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
-            for member in dirty {
+            for (member, stored) in std::mem::take(&mut slot.dirty) {
+                let count = slot.members.get(&member);
+                if count.is_none() && !stored {
+                    // Added and gone again since the last checkpoint.
+                    continue;
+                }
                 let mut key = Vec::with_capacity(prefix.len() + member.len());
                 key.extend_from_slice(&prefix);
                 key.extend_from_slice(&member);
-                match slot.members.get(&member) {
+                match count {
                     Some(n) => batch.put(key, n.to_be_bytes().to_vec()),
                     None => batch.delete(key),
                 }
@@ -526,5 +541,106 @@ impl<V> Drop for ValueState<V> {
         if let Some(budget) = &self.budget {
             budget.charge(self.charged, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{MemStore, StateStore};
+
+    fn context(store: &MemStore, fresh: bool, checkpoint: bool) -> StateContext {
+        StateContext { snapshot: store.snapshot(), budget: StateBudget::unlimited(), fresh, checkpoint }
+    }
+
+    /// The keys a batch puts and deletes, without the table's prefix and vnode.
+    fn writes(batch: &WriteBatch, prefix: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let skip = prefix.len() + 2;
+        let (mut puts, mut deletes) = (Vec::new(), Vec::new());
+        for (key, value) in batch.ops() {
+            let rest = key[skip..].to_vec();
+            if value.is_some() { puts.push(rest) } else { deletes.push(rest) }
+        }
+        puts.sort();
+        deletes.sort();
+        (puts, deletes)
+    }
+
+    /// A member added and removed between two checkpoints is never written;
+    /// one the store holds is deleted when it goes; the multiset read back
+    /// from the store is the one in memory.
+    #[test]
+    fn multiset_writes_only_what_the_store_must_change() {
+        let store = MemStore::new();
+        let prefix = b"pm".to_vec();
+        let mut table = MultisetState::new(&prefix);
+        let ctx = context(&store, true, false);
+        table.load(&ctx, [b"g".as_slice()]);
+        table.add(b"g", b"kept", 1);
+        table.add(b"g", b"brief", 1);
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch);
+        assert!(batch.is_empty(), "no checkpoint, no writes");
+        table.add(b"g", b"brief", -1);
+        let mut batch = WriteBatch::default();
+        table.flush(&context(&store, false, true), &mut batch);
+        assert_eq!(writes(&batch, &prefix), (vec![b"gkept".to_vec()], vec![]));
+        store.commit(1, batch).expect("commit");
+
+        // A new table over the same store (a restart): the stored member
+        // is read back, and its removal is a delete.
+        let mut table = MultisetState::new(&prefix);
+        let ctx = context(&store, false, true);
+        table.load(&ctx, [b"g".as_slice()]);
+        assert_eq!(table.get(b"g").map(|m| m.keys().cloned().collect::<Vec<_>>()), Some(vec![b"kept".to_vec()]));
+        table.remove(b"g", b"kept");
+        table.add(b"g", b"new", 2);
+        table.add(b"g", b"new", -2);
+        table.add(b"g", b"last", 3);
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch);
+        assert_eq!(writes(&batch, &prefix), (vec![b"glast".to_vec()], vec![b"gkept".to_vec()]));
+        store.commit(2, batch).expect("commit");
+        let mut table = MultisetState::new(&prefix);
+        table.load(&context(&store, false, false), [b"g".as_slice()]);
+        assert_eq!(table.get(b"g").and_then(|m| m.get(b"last".as_slice())), Some(&3));
+        assert_eq!(table.get(b"g").map(BTreeMap::len), Some(1));
+
+        // Cleared, a group's stored members are all deleted.
+        let ctx = context(&store, false, true);
+        table.clear(b"g");
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch);
+        assert_eq!(writes(&batch, &prefix), (vec![], vec![b"glast".to_vec()]));
+    }
+
+    /// A group created and emptied between two checkpoints is never
+    /// written; a stored group that empties is deleted.
+    #[test]
+    fn value_state_deletes_only_stored_groups() {
+        let store = MemStore::new();
+        let prefix = b"pv".to_vec();
+        let encode = |values: &mut [&mut u8]| Ok(values.iter().map(|v| vec![**v]).collect());
+        let decode = |stored: &[&[u8]]| Ok(stored.iter().map(|b| b[0]).collect());
+        let mut table: ValueState<u8> = ValueState::new(&prefix);
+        let ctx = context(&store, true, true);
+        table.load(&ctx, &[b"a".to_vec(), b"b".to_vec()], decode).expect("load");
+        *table.get_mut(b"a").expect("loaded") = Some(7);
+        *table.get_mut(b"b").expect("loaded") = Some(8);
+        *table.get_mut(b"b").expect("loaded") = None;
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch, |_| 1, encode).expect("flush");
+        assert_eq!(writes(&batch, &prefix), (vec![b"a".to_vec()], vec![]));
+        store.commit(1, batch).expect("commit");
+
+        let mut table: ValueState<u8> = ValueState::new(&prefix);
+        let ctx = context(&store, false, true);
+        table.load(&ctx, &[b"a".to_vec()], decode).expect("load");
+        let slot = table.get_mut(b"a").expect("loaded");
+        assert_eq!(*slot, Some(7));
+        *slot = None;
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch, |_| 1, encode).expect("flush");
+        assert_eq!(writes(&batch, &prefix), (vec![], vec![b"a".to_vec()]));
     }
 }

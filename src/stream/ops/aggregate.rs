@@ -22,7 +22,6 @@
 //! For each group touched in an epoch the operator retracts the row it
 //! emitted before and emits the new one (nothing when they are equal).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
@@ -34,6 +33,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
+use crate::hash::HashMap;
 use crate::state::WriteBatch;
 use crate::stream::ops::event_time::OpenGroups;
 use crate::stream::rowcodec::RowCodec;
@@ -547,7 +547,7 @@ impl Aggregate {
             key_columns.get(open.column)?.is_valid(row as usize).then(|| times.row(row as usize).data())
         };
         let mut touched: Vec<(Vec<u8>, u32)> = Vec::new();
-        let mut changes: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>, i64)> = HashMap::new();
+        let mut changes: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>, i64)> = HashMap::default();
         if self.group_codec.is_none() {
             touched.push((Vec::new(), 0));
             changes.insert(Vec::new(), (Vec::new(), Vec::new(), 0));

@@ -11,7 +11,6 @@
 //! every key touched in an epoch the operator compares that set before and
 //! after and emits the difference. NULL keys never match (SQL equality).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -22,6 +21,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
+use crate::hash::HashMap;
 use crate::state::WriteBatch;
 use crate::stream::ops::interval::{self, TimeBounds};
 use crate::stream::rowcodec::RowCodec;
@@ -357,8 +357,8 @@ impl Join {
         // both sides as they were: with a residual filter, the rows; without,
         // only whether each side had rows (that alone decides partnership).
         let tracks_sides = self.kind.side_role(true) != SideRole::None || self.kind.side_role(false) != SideRole::None;
-        let mut before: HashMap<Vec<u8>, (Multiset, Multiset)> = HashMap::new();
-        let mut had_rows: HashMap<Vec<u8>, (bool, bool)> = HashMap::new();
+        let mut before: HashMap<Vec<u8>, (Multiset, Multiset)> = HashMap::default();
+        let mut had_rows: HashMap<Vec<u8>, (bool, bool)> = HashMap::default();
         if tracks_sides {
             for key in left_keys.iter().chain(&right_keys).flatten() {
                 if self.filter.is_some() {
@@ -437,23 +437,24 @@ impl Join {
 
         if tracks_sides {
             // Rows with a NULL key never have a partner.
-            let mut left_alone = Multiset::new();
-            let mut right_alone = Multiset::new();
-            let empty = Multiset::new();
+            let mut left_alone = Multiset::default();
+            let mut right_alone = Multiset::default();
+            let empty = Multiset::default();
             for (i, key) in left_keys.iter().enumerate() {
                 if key.is_none() {
-                    let one: Multiset = [(left_bytes.row(i).data().to_vec(), dl.weights.value(i))].into();
+                    let one: Multiset = Multiset::from_iter([(left_bytes.row(i).data().to_vec(), dl.weights.value(i))]);
                     self.side_rows(true, &one, &empty, &mut left_alone)?;
                 }
             }
             for (j, key) in right_keys.iter().enumerate() {
                 if key.is_none() {
-                    let one: Multiset = [(right_bytes.row(j).data().to_vec(), dr.weights.value(j))].into();
+                    let one: Multiset =
+                        Multiset::from_iter([(right_bytes.row(j).data().to_vec(), dr.weights.value(j))]);
                     self.side_rows(false, &one, &empty, &mut right_alone)?;
                 }
             }
             let group = |keys: &[Option<Vec<u8>>]| {
-                let mut by_key: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+                let mut by_key: HashMap<Vec<u8>, Vec<usize>> = HashMap::default();
                 for (i, k) in keys.iter().enumerate() {
                     if let Some(k) = k {
                         by_key.entry(k.clone()).or_default().push(i);
@@ -488,8 +489,8 @@ impl Join {
             }
             for (key, (old_left, old_right)) in &before {
                 let (new_left, new_right) = (self.left.rows_at(key), self.right.rows_at(key));
-                let mut old_l = Multiset::new();
-                let mut old_r = Multiset::new();
+                let mut old_l = Multiset::default();
+                let mut old_r = Multiset::default();
                 self.side_rows(true, old_left, old_right, &mut old_l)?;
                 self.side_rows(false, old_right, old_left, &mut old_r)?;
                 self.side_rows(true, &new_left, &new_right, &mut left_alone)?;
