@@ -1020,7 +1020,7 @@ impl EpochGuard<'_> {
 
 /// Stages a view's output of an epoch: a materialized view's rows change;
 /// a sink's changes go to its outbox under the epoch's number, for the
-/// delivery task.
+/// delivery task (a sink that discards them, `blackhole`, has none).
 fn write_output(
     view: &Relation,
     snapshot: &dyn Snapshot,
@@ -1034,7 +1034,7 @@ fn write_output(
             crate::catalog::RowLayout::Blocks => storage::append_block(view, delta, epoch, batch),
         };
     }
-    if !delta.is_empty() {
+    if !delta.is_empty() && !view.sink.as_ref().is_some_and(|writer| writer.discards()) {
         let mut entry = Vec::new();
         epoch_log::append(&mut entry, view.id, delta)?;
         batch.put(crate::state::outbox_key(view.id, epoch), entry);

@@ -51,6 +51,11 @@ async fn deliver_once(
         // A failed sink's dataflow adds nothing to its outbox.
         let run = coordinator.run_state(sink.id);
         let Some(writer) = sink.sink.clone().filter(|_| !run.failed()) else { continue };
+        if writer.discards() {
+            // Nothing reaches the outbox of a sink that keeps nothing.
+            run.stats.set_source_status(&sink.name.to_string(), "discarding".to_string());
+            continue;
+        }
         let mut entries: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut pending = 0usize;
         snapshot.scan_prefix(&outbox_prefix(sink.id), &mut |key, value| {

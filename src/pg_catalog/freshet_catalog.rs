@@ -16,8 +16,11 @@
 //!   why), as of the view's last checkpoint or the table's last read.
 //! - `freshet_catalog.source_status`: how each such reader's reading goes
 //!   (`reading`, `retrying: <error>`, `failed: <error>`).
-//! - `freshet_catalog.sinks`: each sink's connector, how delivery goes,
-//!   how many committed epochs wait in its outbox, and its failure.
+//! - `freshet_catalog.sinks`: each sink's connector, how delivery goes
+//!   (`delivering`, `retrying: …`, `failed: …`, `discarding` for a
+//!   blackhole), how many committed epochs wait in its outbox, its failure,
+//!   and, as for views, the rows read from its sources and whether they are
+//!   all read (`source_rows`, `sources_done`).
 //! - `freshet_catalog.storage`: one row: whether the data dir takes
 //!   writes, the last committed epoch, and while it is read-only since
 //!   when, why, and why the last attempt to write again failed.
@@ -126,6 +129,8 @@ pub fn register(
                 text("status"),
                 Field::new("pending_epochs", DataType::Int64, false),
                 text("failure"),
+                Field::new("source_rows", DataType::Int64, false),
+                Field::new("sources_done", DataType::Boolean, false),
             ],
         ),
         ("lineage", Which::Lineage, vec![text("object"), text("object_kind"), text("upstream"), text("upstream_kind")]),
@@ -310,6 +315,7 @@ impl SystemTable {
                 sinks.sort_by_key(|s| s.id);
                 let (mut names, mut connectors, mut statuses, mut pending, mut failures) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let (mut source_rows, mut sources_done) = (Vec::new(), Vec::new());
                 for sink in sinks {
                     let name = sink.name.to_string();
                     let mut waiting = 0i64;
@@ -321,6 +327,8 @@ impl SystemTable {
                     statuses.push(status.unwrap_or_else(|| "starting".to_string()));
                     pending.push(waiting);
                     failures.push(run.failure.lock().as_ref().map(|e| e.message.clone()));
+                    source_rows.push(run.stats.source_rows() as i64);
+                    sources_done.push(Some(run.stats.sources_done()));
                 }
                 vec![
                     Arc::new(StringArray::from(names)),
@@ -328,6 +336,8 @@ impl SystemTable {
                     Arc::new(StringArray::from(statuses)),
                     Arc::new(Int64Array::from(pending)),
                     Arc::new(StringArray::from(failures)),
+                    Arc::new(Int64Array::from(source_rows)),
+                    Arc::new(BooleanArray::from(sources_done)),
                 ]
             }
             Which::Storage => {

@@ -373,4 +373,9 @@ pub trait SinkWriter: Send + Sync {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+    /// The sink keeps nothing (`blackhole`): its changes are not even
+    /// written to the outbox.
+    fn discards(&self) -> bool {
+        false
+    }
 }

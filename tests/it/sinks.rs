@@ -528,3 +528,60 @@ async fn a_sink_that_cannot_deliver_holds_back_its_sources_until_it_catches_up()
     let copied = rows(&target, &format!("SELECT id, v FROM generated WHERE id <= {after} ORDER BY id")).await;
     assert_eq!(copied, sample);
 }
+
+/// A blackhole sink runs its query and keeps nothing: its sources are read
+/// to the end, its outbox stays empty whatever the query emits (retractions
+/// included), and an error in its query fails it as it would any sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackhole_sink_runs_its_query_and_keeps_nothing() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE SOURCE bid WITH (connector = 'nexmark', nexmark.table.type = 'bid', nexmark.event.num = 20000,
+               nexmark.min.event.gap.in.ns = 0, nexmark.max.chunk.size = 1000);
+             CREATE SINK q0 AS SELECT auction, bidder, price, date_time FROM bid WITH (connector = 'blackhole');
+             CREATE SINK per_auction AS SELECT auction, count(*) AS n, max(price) AS top FROM bid GROUP BY auction
+               WITH (connector = 'blackhole');
+             CREATE TABLE t (id BIGINT PRIMARY KEY, x BIGINT);
+             CREATE SINK ratio AS SELECT id, 10 / x AS r FROM t WITH (connector = 'blackhole');",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
+    wait_for("both bid sinks read every bid", || {
+        let client = &client;
+        async move {
+            let done = rows(client, "SELECT sources_done FROM freshet_catalog.sinks WHERE name <> 'ratio'").await;
+            done.len() == 2 && done.iter().all(|r| r[0] == "t")
+        }
+    })
+    .await;
+    let bids = number(&client, "SELECT count(*) FROM nexmark('bid', 20000)").await;
+    let sinks = rows(
+        &client,
+        "SELECT name, connector, status, pending_epochs, failure, source_rows FROM freshet_catalog.sinks \
+         WHERE name <> 'ratio' ORDER BY name",
+    )
+    .await;
+    for (sink, name) in sinks.iter().zip(["per_auction", "q0"]) {
+        let want: Vec<String> =
+            [name, "blackhole", "discarding", "0", "NULL", &bids.to_string()].iter().map(|s| s.to_string()).collect();
+        assert_eq!(sink, &want);
+    }
+    // Its query runs: a division by zero fails the sink, the server goes on.
+    client.batch_execute("INSERT INTO t VALUES (1, 5), (2, 0)").await.expect("insert");
+    wait_for("the failing sink says why", || {
+        let client = &client;
+        async move {
+            let failure = rows(client, "SELECT failure FROM freshet_catalog.sinks WHERE name = 'ratio'").await;
+            failure.first().is_some_and(|r| r[0].to_lowercase().contains("division by zero"))
+        }
+    })
+    .await;
+    assert_eq!(number(&client, "SELECT count(*) FROM t").await, 2);
+    // It has no options to give.
+    assert_eq!(
+        error_code(&client, "CREATE SINK bad FROM t WITH (connector = 'blackhole', topic = 'x')").await,
+        "22023"
+    );
+}

@@ -9,6 +9,7 @@
 //! WITH (connector = 'postgres', url = 'postgres://user@host:5432/db', table = 'revenue',
 //!       primary_key = 'region');
 //! CREATE SINK revenue_files FROM revenue WITH (connector = 'file', path = '/out/revenue');
+//! CREATE SINK measured FROM revenue WITH (connector = 'blackhole');
 //! ```
 //!
 //! A sink is maintained like a materialized view, but instead of storing
@@ -26,7 +27,11 @@
 //! fails the sink unless `force_append_only = 'true'` drops it), `upsert`
 //! (per primary key: the new row, or a delete), `debezium` (Kafka: one
 //! Debezium JSON event per key with before/after and op c/u/d).
+//!
+//! The `blackhole` sink drops every change (no outbox, no delivery): a
+//! query's cost without its output's.
 
+pub mod blackhole;
 pub mod file;
 pub mod kafka;
 pub mod postgres;
@@ -233,15 +238,18 @@ pub fn json_array(rows: &RecordBatch) -> Result<String> {
 
 /// The writer for a sink's options.
 pub fn writer(name: &str, options: &ConnectorOptions, schema: SchemaRef) -> Result<Arc<dyn SinkWriter>> {
+    if options.connector() == Some("blackhole") {
+        return Ok(Arc::new(blackhole::BlackholeSink::new(options)?));
+    }
     let shape = SinkShape::new(options, schema)?;
     match options.connector() {
         Some("kafka") => Ok(Arc::new(kafka::KafkaSink::new(name, options, shape)?)),
         Some("postgres") | Some("jdbc") => Ok(Arc::new(postgres::PostgresSink::new(name, options, shape)?)),
         Some("file") => Ok(Arc::new(file::FileSink::new(options, shape)?)),
-        Some(other) => {
-            Err(SqlError::not_supported(format!("sink connector '{other}' (sink connectors: kafka, postgres, file)")))
-        }
-        None => Err(bad_option("a sink needs WITH (connector = 'kafka' | 'postgres' | 'file', …)")),
+        Some(other) => Err(SqlError::not_supported(format!(
+            "sink connector '{other}' (sink connectors: kafka, postgres, file, blackhole)"
+        ))),
+        None => Err(bad_option("a sink needs WITH (connector = 'kafka' | 'postgres' | 'file' | 'blackhole', …)")),
     }
 }
 
