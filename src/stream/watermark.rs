@@ -419,16 +419,29 @@ mod tests {
         ScalarValue::TimestampNanosecond(Some(nanos), None)
     }
 
-    #[test]
-    fn monotone_expressions_derive_watermarks() {
+    /// The tests' input: `(v BIGINT, ts TIMESTAMP)`, as Arrow and DataFusion schemas.
+    fn value_and_time() -> (SchemaRef, DFSchema) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("v", DataType::Int64, true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
         ]));
         let df_schema = DFSchema::try_from(schema.as_ref().clone()).expect("schema");
-        let ten_seconds = lit(ScalarValue::IntervalMonthDayNano(Some(
-            datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, 10_000_000_000),
-        )));
+        (schema, df_schema)
+    }
+
+    /// `INTERVAL 'n' SECOND` as a literal.
+    fn seconds(n: i64) -> datafusion::logical_expr::Expr {
+        lit(ScalarValue::IntervalMonthDayNano(Some(datafusion::arrow::datatypes::IntervalMonthDayNano::new(
+            0,
+            0,
+            n * 1_000_000_000,
+        ))))
+    }
+
+    #[test]
+    fn monotone_expressions_derive_watermarks() {
+        let (schema, df_schema) = value_and_time();
+        let ten_seconds = seconds(10);
         let binned = datafusion::functions::expr_fn::date_bin(ten_seconds.clone(), col("ts"), lit(ts(0)));
         let shifted = binned.clone() - ten_seconds;
         assert_eq!(monotone_column(&binned, &df_schema), Some(1));
@@ -455,16 +468,9 @@ mod tests {
     /// retracted row's, not a NULL's, and never below the current value.
     #[test]
     fn a_table_watermark_advances_to_the_newest_inserted_row() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("v", DataType::Int64, true),
-            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, None), true),
-        ]));
-        let df_schema = DFSchema::try_from(schema.as_ref().clone()).expect("schema");
-        let four_seconds = lit(ScalarValue::IntervalMonthDayNano(Some(
-            datafusion::arrow::datatypes::IntervalMonthDayNano::new(0, 0, 4_000_000_000),
-        )));
+        let (schema, df_schema) = value_and_time();
         let expression =
-            SessionContext::new().state().create_physical_expr(col("ts") - four_seconds, &df_schema).expect("physical");
+            SessionContext::new().state().create_physical_expr(col("ts") - seconds(4), &df_schema).expect("physical");
         let watermark = TableWatermark {
             column: 1,
             expression,
