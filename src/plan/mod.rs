@@ -75,7 +75,12 @@ impl StreamPlan {
     /// The live operators, with no state in memory: they read theirs from
     /// the store. `stats` is where they count late rows and source reads.
     pub fn build(&self, stats: &Arc<ViewStats>) -> Result<Box<dyn Operator>> {
-        let cx = node::BuildContext { view: self.view, workers: self.workers, stats: stats.clone() };
+        let cx = node::BuildContext {
+            view: self.view,
+            workers: self.workers,
+            stats: stats.clone(),
+            shared_reads: node::source_scan::shared_reads(&self.root),
+        };
         build::build(&self.root, &cx)
     }
 

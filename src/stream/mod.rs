@@ -14,6 +14,7 @@ pub mod change;
 pub mod connector;
 pub mod ops;
 pub mod rowcodec;
+pub mod shared_read;
 pub mod state_table;
 pub mod watermark;
 

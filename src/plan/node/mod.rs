@@ -169,6 +169,9 @@ pub struct BuildContext {
     pub workers: usize,
     /// Where the operators count late rows and read sources.
     pub stats: Arc<ViewStats>,
+    /// One reader per source the view scans more than once, shared by
+    /// those scans (`source_scan::shared_reads`).
+    pub shared_reads: std::collections::HashMap<String, Arc<dyn crate::stream::connector::SourceReader>>,
 }
 
 impl BuildContext {

@@ -1,6 +1,7 @@
 //! A view reading a source directly: its own reader, position and watermark
 //! ([`crate::stream::ops::source_scan::SourceScan`]).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -14,6 +15,7 @@ use crate::plan::lowering::Lowering;
 use crate::stream::Operator;
 use crate::stream::connector::{Reader, SourceReader};
 use crate::stream::ops::source_scan::SourceScan;
+use crate::stream::shared_read::SharedRead;
 use crate::stream::watermark::TableWatermark;
 
 #[derive(Clone)]
@@ -74,11 +76,50 @@ pub(super) fn lower(
     })
 }
 
+/// A reader for each source that `root` scans more than once, shared by
+/// those scans so that each epoch's records are read once
+/// ([`SharedRead`]): one instance of the source's reader, filling the
+/// columns any of the scans reads. Sources read once, and readers whose
+/// reads cannot be repeated, get none (each scan reads on its own).
+pub fn shared_reads(root: &Node) -> HashMap<String, Arc<dyn SourceReader>> {
+    let mut scans: BTreeMap<&str, Vec<&SourceScanNode>> = BTreeMap::new();
+    for node in root.walk() {
+        if let Kind::SourceScan(scan) = &node.kind {
+            scans.entry(scan.source.as_str()).or_default().push(scan);
+        }
+    }
+    let mut shared = HashMap::new();
+    for (source, scans) in scans {
+        let [first, _, ..] = scans.as_slice() else { continue };
+        let reader = first.reader.instance().unwrap_or_else(|| first.reader.clone());
+        // The columns any scan reads (with the watermark's), or all of them.
+        let mut read: Option<BTreeSet<usize>> = Some(BTreeSet::new());
+        for scan in &scans {
+            match (&mut read, &scan.projection) {
+                (Some(read), Some(indices)) => {
+                    read.extend(indices.iter().copied());
+                    read.extend(scan.watermark.as_ref().map(|def| def.column));
+                }
+                _ => read = None,
+            }
+        }
+        let reader = match read {
+            Some(read) => reader.with_columns(&read.into_iter().collect::<Vec<_>>()).unwrap_or(reader),
+            None => reader,
+        };
+        if let Some(one) = SharedRead::new(reader) {
+            shared.insert(source.to_string(), one as Arc<dyn SourceReader>);
+        }
+    }
+    shared
+}
+
 impl SourceScanNode {
     pub fn build(&self, node: &Node, cx: &BuildContext) -> Box<dyn Operator> {
+        let reader = cx.shared_reads.get(&self.source).cloned().unwrap_or_else(|| self.reader.clone());
         Box::new(SourceScan::new(
             &self.source,
-            self.reader.clone(),
+            reader,
             self.projection.clone(),
             self.watermark.clone(),
             node.schema.clone(),
