@@ -223,6 +223,17 @@ fn nanos(interval: IntervalMonthDayNano) -> i128 {
     interval.days as i128 * 86_400_000_000_000 + interval.nanoseconds as i128
 }
 
+/// A fixed offset added to or taken from a window bound: a duration when
+/// it is whole seconds (timestamp minus duration is integer arithmetic on
+/// the column's unit, where an interval goes through calendar arithmetic
+/// per row: 9% of Nexmark q5's time), else an interval.
+fn offset_lit(nanos: i128) -> Expr {
+    match i64::try_from(nanos) {
+        Ok(nanos) if nanos % 1_000_000_000 == 0 => lit(ScalarValue::DurationNanosecond(Some(nanos))),
+        _ => interval_lit(nanos),
+    }
+}
+
 fn interval_lit(nanos: i128) -> Expr {
     let days = (nanos / 86_400_000_000_000) as i32;
     let rest = (nanos % 86_400_000_000_000) as i64;
@@ -274,10 +285,10 @@ impl TableFunctionImpl for WindowFunction {
         let columns: Vec<Expr> = scan.schema().columns().into_iter().map(Expr::Column).collect();
         let mut plan: Option<LogicalPlan> = None;
         for shift in 0..(size_ns / slide_ns) {
-            let start = if shift == 0 { pane.clone() } else { pane.clone() - interval_lit(shift * slide_ns) };
+            let start = if shift == 0 { pane.clone() } else { pane.clone() - offset_lit(shift * slide_ns) };
             let mut projection = columns.clone();
             projection.push(start.clone().alias("window_start"));
-            projection.push((start + interval_lit(size_ns)).alias("window_end"));
+            projection.push((start + offset_lit(size_ns)).alias("window_end"));
             let shifted = LogicalPlanBuilder::from(scan.clone()).project(projection)?.build()?;
             plan = Some(match plan {
                 None => shifted,
