@@ -47,6 +47,12 @@ async fn aggregate() {
         )
         .insert_only(),
         Case::new(
+            "insert-only filtered",
+            "SELECT k, count(*) FILTER (WHERE v > 0) AS pos, sum(v) FILTER (WHERE id % 2 = 0) AS even, \
+             max(v) FILTER (WHERE v < 0) AS neg, min(v + k) AS lo FROM t1 GROUP BY k",
+        )
+        .insert_only(),
+        Case::new(
             "insert-only recomputed",
             "SELECT k, max(v) AS hi, count(DISTINCT v) AS d, string_agg(CAST(v AS TEXT), ',' ORDER BY v) AS vs \
              FROM t1 GROUP BY k",

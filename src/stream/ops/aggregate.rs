@@ -36,6 +36,7 @@ use crate::error::{Result, SqlError};
 use crate::hash::HashMap;
 use crate::state::WriteBatch;
 use crate::stream::ops::event_time::OpenGroups;
+use crate::stream::ops::native_accumulator::{Native, NativeInput, NativeKind};
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::state_table::{MultisetState, StateContext, ValueState};
 use crate::stream::watermark::{Derivation, Watermark, Watermarks};
@@ -158,11 +159,49 @@ impl Mode {
     }
 }
 
+/// A group's live accumulator of one call: inline for the hottest calls
+/// over an input that only inserts, else DataFusion's.
+enum GroupAccumulator {
+    Native(Native),
+    Boxed(Box<dyn Accumulator>),
+}
+
+impl GroupAccumulator {
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(match self {
+            GroupAccumulator::Native(native) => native.evaluate(),
+            GroupAccumulator::Boxed(acc) => acc.evaluate()?,
+        })
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(match self {
+            GroupAccumulator::Native(native) => native.state(),
+            GroupAccumulator::Boxed(acc) => acc.state()?,
+        })
+    }
+
+    /// Takes the stored state in `columns` at `row` (into a fresh accumulator).
+    fn restore(&mut self, columns: &[ArrayRef], row: usize) -> Result<()> {
+        match self {
+            GroupAccumulator::Native(native) => {
+                let column = columns.first().ok_or_else(|| SqlError::internal("stored aggregate has no state"))?;
+                *native = native.kind().from_state(column, row)?;
+            }
+            GroupAccumulator::Boxed(acc) => {
+                let states: Vec<ArrayRef> = columns.iter().map(|c| c.slice(row, 1)).collect();
+                acc.merge_batch(&states)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 struct Group {
     /// Sum of the weights of the group's input rows.
     count: i64,
     /// Live accumulators (retracting and accumulating modes).
-    accumulators: Vec<Box<dyn Accumulator>>,
+    accumulators: Vec<GroupAccumulator>,
     /// The aggregate values last emitted for this group.
     emitted: Option<Vec<ScalarValue>>,
 }
@@ -233,7 +272,7 @@ impl GroupCodec {
         Ok(rows.iter().map(|r| r.data().to_vec()).collect())
     }
 
-    fn decode(&self, stored: &[&[u8]], fresh: impl Fn() -> Result<Vec<Box<dyn Accumulator>>>) -> Result<Vec<Group>> {
+    fn decode(&self, stored: &[&[u8]], fresh: impl Fn() -> Result<Vec<GroupAccumulator>>) -> Result<Vec<Group>> {
         let batch = self.codec.decode(stored.iter().copied())?;
         let counts = batch
             .column(0)
@@ -262,15 +301,32 @@ impl GroupCodec {
                     accumulators = fresh()?;
                     let mut column = first_state;
                     for (acc, &width) in accumulators.iter_mut().zip(&self.state_widths) {
-                        let states: Vec<ArrayRef> =
-                            (column..column + width).map(|c| batch.column(c).slice(row, 1)).collect();
-                        acc.merge_batch(&states)?;
+                        let states = batch.columns().get(column..column + width).ok_or_else(|| {
+                            SqlError::internal("stored aggregate group has fewer state values than its calls")
+                        })?;
+                        acc.restore(states, row)?;
                         column += width;
                     }
                 }
                 Ok(Group { count: counts.value(row), accumulators, emitted: values })
             })
             .collect()
+    }
+}
+
+/// The rows of one group touched in an epoch: the first row with its key,
+/// positive and negative row indices (each repeated by its weight), and
+/// the net change of the group's row count.
+struct Touched {
+    first_row: u32,
+    inserted: Vec<u32>,
+    deleted: Vec<u32>,
+    net: i64,
+}
+
+impl Touched {
+    fn new(first_row: u32) -> Self {
+        Self { first_row, inserted: Vec::new(), deleted: Vec::new(), net: 0 }
     }
 }
 
@@ -291,6 +347,8 @@ pub struct Aggregate {
     group_codec: Option<RowCodec>,
     calls: Vec<AggregateCall>,
     mode: Mode,
+    /// Per call, its inline accumulator (accumulating mode only).
+    natives: Vec<Option<NativeKind>>,
     /// The mode has been checked against the one stored (first step).
     mode_settled: bool,
     /// The mode's byte, under the empty key.
@@ -346,12 +404,14 @@ impl Aggregate {
             Some(RowCodec::new(Arc::new(Schema::new(key_fields)))?)
         };
         let stored_groups = GroupCodec::new(&calls, &schema, group_exprs.len(), mode)?;
+        let natives = natives(&calls, mode, &input_schema);
         Ok(Self {
             input,
             group_exprs,
             group_codec,
             calls,
             mode,
+            natives,
             mode_settled: false,
             stored_mode: ValueState::new(&[state_prefix, &[3]].concat()),
             input_codec: RowCodec::new(input_schema)?,
@@ -384,10 +444,11 @@ impl Aggregate {
             return Ok(empty());
         }
         let mode = self.mode;
-        let calls = &self.calls;
+        let (calls, natives) = (&self.calls, &self.natives);
         let stored_groups = &self.stored_groups;
-        self.groups
-            .load(&input.state, &closed, |stored| stored_groups.decode(stored, || fresh_accumulators(calls, mode)))?;
+        self.groups.load(&input.state, &closed, |stored| {
+            stored_groups.decode(stored, || fresh_accumulators(calls, natives, mode))
+        })?;
         if !mode.live() {
             self.rows.load(&input.state, closed.iter().map(Vec::as_slice));
         }
@@ -424,6 +485,7 @@ impl Aggregate {
             None => *slot = Some(vec![self.mode.byte()]),
             Some(mode) if mode != self.mode => {
                 self.mode = mode;
+                self.natives = natives(&self.calls, mode, &self.input.schema());
                 self.stored_groups = GroupCodec::new(&self.calls, &self.schema, self.group_exprs.len(), mode)?;
             }
             Some(_) => {}
@@ -436,8 +498,8 @@ impl Aggregate {
         Ok(Group { count: 0, accumulators: self.fresh_accumulators()?, emitted: None })
     }
 
-    fn fresh_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
-        fresh_accumulators(&self.calls, self.mode)
+    fn fresh_accumulators(&self) -> Result<Vec<GroupAccumulator>> {
+        fresh_accumulators(&self.calls, &self.natives, self.mode)
     }
 
     /// Arguments of every call over `batch`, with FILTER applied as a mask.
@@ -487,7 +549,7 @@ impl Aggregate {
 
     fn evaluate_group(&self, key: &[u8], group: &mut Group) -> Result<Vec<ScalarValue>> {
         if self.mode.live() {
-            group.accumulators.iter_mut().map(|a| Ok(a.evaluate()?)).collect()
+            group.accumulators.iter_mut().map(GroupAccumulator::evaluate).collect()
         } else {
             self.recompute(key)
         }
@@ -546,44 +608,60 @@ impl Aggregate {
             let times = times.as_ref()?;
             key_columns.get(open.column)?.is_valid(row as usize).then(|| times.row(row as usize).data())
         };
-        let mut touched: Vec<(Vec<u8>, u32)> = Vec::new();
-        let mut changes: HashMap<Vec<u8>, (Vec<u32>, Vec<u32>, i64)> = HashMap::default();
+        // One entry per touched group, in order of first appearance; the
+        // map borrows the keys' bytes from the encoded rows (no copy per row).
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut slots: HashMap<&[u8], usize> = HashMap::default();
         if self.group_codec.is_none() {
-            touched.push((Vec::new(), 0));
-            changes.insert(Vec::new(), (Vec::new(), Vec::new(), 0));
+            slots.insert(&[], 0);
+            touched.push(Touched::new(0));
         }
         for (row, &weight) in delta.weights.values().iter().enumerate() {
             let key: &[u8] = keys.as_ref().map(|k| k.row(row).data()).unwrap_or(&[]);
-            let entry = match changes.get_mut(key) {
-                Some(e) => e,
-                None => {
-                    touched.push((key.to_vec(), row as u32));
-                    changes.entry(key.to_vec()).or_default()
-                }
-            };
-            let list = if weight > 0 { &mut entry.0 } else { &mut entry.1 };
+            let slot = *slots.entry(key).or_insert_with(|| {
+                touched.push(Touched::new(row as u32));
+                touched.len() - 1
+            });
+            let entry = touched.get_mut(slot).ok_or_else(|| SqlError::internal("aggregate slot out of range"))?;
+            let list = if weight > 0 { &mut entry.inserted } else { &mut entry.deleted };
             list.extend(std::iter::repeat_n(row as u32, weight.unsigned_abs() as usize));
-            entry.2 += weight;
+            entry.net += weight;
         }
+        drop(slots);
+        let key_of =
+            |entry: &Touched| -> &[u8] { keys.as_ref().map(|k| k.row(entry.first_row as usize).data()).unwrap_or(&[]) };
 
         let mode = self.mode;
         let inputs = if mode.live() { self.call_inputs(&delta.rows)? } else { Vec::new() };
+        // The inline accumulators' view of their argument columns.
+        let native_inputs: Vec<Option<NativeInput>> = inputs
+            .iter()
+            .zip(&self.natives)
+            .map(|((args, _), native)| match (native, args.first()) {
+                (Some(kind), Some(argument)) => Ok(Some(NativeInput::new(*kind, argument)?)),
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
         let row_bytes = if mode.live() { None } else { Some(self.input_codec.encode(delta.rows.columns())?) };
 
-        let touched_keys: Vec<Vec<u8>> = touched.iter().map(|(k, _)| k.clone()).collect();
+        let touched_keys: Vec<Vec<u8>> = touched.iter().map(|t| key_of(t).to_vec()).collect();
+        let (calls, natives) = (&self.calls, &self.natives);
         self.groups.load(&input.state, &touched_keys, |stored| {
-            self.stored_groups.decode(stored, || fresh_accumulators(&self.calls, mode))
+            self.stored_groups.decode(stored, || fresh_accumulators(calls, natives, mode))
         })?;
         if !mode.live() {
             self.rows.load(&input.state, touched_keys.iter().map(Vec::as_slice));
         }
 
-        let mut retractions: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
-        let mut insertions: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
-        let mut indexed: Vec<(Option<Vec<u8>>, Vec<u8>, bool)> = Vec::new();
-        for (key, first_row) in touched {
-            let (inserted, deleted, net) = changes.remove(&key).unwrap_or_default();
-            let stored = self.groups.get_mut(&key).and_then(Option::take);
+        let mut retractions: Vec<(&[u8], Vec<ScalarValue>)> = Vec::new();
+        let mut insertions: Vec<(&[u8], Vec<ScalarValue>)> = Vec::new();
+        // Groups that start (true) or stop being live, with their times.
+        let mut indexed: Vec<(Option<&[u8]>, &[u8], bool)> = Vec::new();
+        for (entry, key) in touched.iter().zip(&touched_keys) {
+            let key = key.as_slice();
+            let (inserted, deleted) = (&entry.inserted, &entry.deleted);
+            let stored = self.groups.get_mut(key).and_then(Option::take);
+            let was_live = stored.is_some();
             let mut group = match stored {
                 Some(g) => g,
                 None => self.new_group()?,
@@ -595,25 +673,41 @@ impl Aggregate {
                 ));
             }
             if mode.live() {
-                for ((args, mask), acc) in inputs.iter().zip(group.accumulators.iter_mut()) {
-                    let ins = selected(&inserted, mask.as_ref());
-                    if !ins.is_empty() {
-                        acc.update_batch(&take_all(args, &ins)?)?;
-                    }
-                    let del = selected(&deleted, mask.as_ref());
-                    if !del.is_empty() {
-                        acc.retract_batch(&take_all(args, &del)?)?;
+                for (((args, mask), acc), native_input) in
+                    inputs.iter().zip(group.accumulators.iter_mut()).zip(&native_inputs)
+                {
+                    match (acc, native_input) {
+                        (GroupAccumulator::Native(native), Some(native_input)) => {
+                            for &row in inserted {
+                                if mask.as_ref().is_none_or(|m| m.is_valid(row as usize) && m.value(row as usize)) {
+                                    native.update(native_input, row as usize);
+                                }
+                            }
+                        }
+                        (GroupAccumulator::Native(_), None) => {
+                            return Err(SqlError::internal("inline aggregate accumulator without its argument"));
+                        }
+                        (GroupAccumulator::Boxed(acc), _) => {
+                            let ins = selected(inserted, mask.as_ref());
+                            if !ins.is_empty() {
+                                acc.update_batch(&take_all(args, &ins)?)?;
+                            }
+                            let del = selected(deleted, mask.as_ref());
+                            if !del.is_empty() {
+                                acc.retract_batch(&take_all(args, &del)?)?;
+                            }
+                        }
                     }
                 }
             } else if let Some(bytes) = &row_bytes {
-                for &i in &inserted {
-                    self.rows.add(&key, bytes.row(i as usize).data(), 1);
+                for &i in inserted {
+                    self.rows.add(key, bytes.row(i as usize).data(), 1);
                 }
-                for &i in &deleted {
-                    self.rows.add(&key, bytes.row(i as usize).data(), -1);
+                for &i in deleted {
+                    self.rows.add(key, bytes.row(i as usize).data(), -1);
                 }
             }
-            group.count += net;
+            group.count += entry.net;
             let old = group.emitted.take();
             let new = if self.emit_on_close {
                 // Emitted once, when the group closes.
@@ -623,38 +717,41 @@ impl Aggregate {
                     // An emptied global group starts over (count 0, sum NULL).
                     group = self.new_group()?;
                 }
-                Some(self.evaluate_group(&key, &mut group)?)
+                Some(self.evaluate_group(key, &mut group)?)
             } else {
                 None
             };
             if old != new {
                 if let Some(old) = old {
-                    retractions.push((key.clone(), old));
+                    retractions.push((key, old));
                 }
                 if let Some(new) = &new {
-                    insertions.push((key.clone(), new.clone()));
+                    insertions.push((key, new.clone()));
                 }
             }
             let keep = new.is_some() || group.count != 0;
             group.emitted = new;
-            if self.open.is_some() {
-                indexed.push((time_of(first_row).map(<[u8]>::to_vec), key.clone(), keep));
+            // A live group is indexed by its time (part of its key, so it
+            // never moves): only a group that starts or stops being live
+            // changes the index.
+            if self.open.is_some() && keep != was_live {
+                indexed.push((time_of(entry.first_row), key, keep));
             }
-            let slot = self.groups.get_mut(&key).ok_or_else(|| SqlError::internal("aggregate group not loaded"))?;
+            let slot = self.groups.get_mut(key).ok_or_else(|| SqlError::internal("aggregate group not loaded"))?;
             *slot = keep.then_some(group);
         }
         if let Some(open) = &mut self.open {
             for (time, key, keep) in indexed {
                 if keep {
-                    open.insert(time.as_deref(), &key);
+                    open.insert(time, key);
                 } else {
-                    open.remove(time.as_deref(), &key);
+                    open.remove(time, key);
                 }
             }
         }
 
-        let retract: Vec<(&[u8], &Vec<ScalarValue>)> = retractions.iter().map(|(k, v)| (k.as_slice(), v)).collect();
-        let insert: Vec<(&[u8], &Vec<ScalarValue>)> = insertions.iter().map(|(k, v)| (k.as_slice(), v)).collect();
+        let retract: Vec<(&[u8], &Vec<ScalarValue>)> = retractions.iter().map(|(k, v)| (*k, v)).collect();
+        let insert: Vec<(&[u8], &Vec<ScalarValue>)> = insertions.iter().map(|(k, v)| (*k, v)).collect();
         let parts = [self.output(&retract, -1)?, self.output(&insert, 1)?];
         ChangeBatch::concat(&self.schema, &parts)
     }
@@ -738,8 +835,43 @@ impl Operator for Aggregate {
     }
 }
 
-fn fresh_accumulators(calls: &[AggregateCall], mode: Mode) -> Result<Vec<Box<dyn Accumulator>>> {
-    if mode.live() { calls.iter().map(|c| c.accumulator(mode)).collect() } else { Ok(Vec::new()) }
+fn fresh_accumulators(
+    calls: &[AggregateCall],
+    natives: &[Option<NativeKind>],
+    mode: Mode,
+) -> Result<Vec<GroupAccumulator>> {
+    if !mode.live() {
+        return Ok(Vec::new());
+    }
+    calls
+        .iter()
+        .zip(natives)
+        .map(|(call, native)| match native {
+            Some(kind) => Ok(GroupAccumulator::Native(kind.fresh())),
+            None => Ok(GroupAccumulator::Boxed(call.accumulator(mode)?)),
+        })
+        .collect()
+}
+
+/// Per call, its inline accumulator, if it has one and the mode allows it
+/// (only over an input that only inserts: inline accumulators do not retract).
+fn natives(calls: &[AggregateCall], mode: Mode, input: &Schema) -> Vec<Option<NativeKind>> {
+    calls
+        .iter()
+        .map(|call| {
+            if mode != Mode::Accumulating {
+                return None;
+            }
+            let types: Vec<DataType> = call
+                .function
+                .expressions()
+                .iter()
+                .map(|e| e.data_type(input))
+                .collect::<std::result::Result<_, _>>()
+                .ok()?;
+            NativeKind::of(&call.function, &types)
+        })
+        .collect()
 }
 
 /// The indices of `rows` whose FILTER mask is true.

@@ -12,7 +12,7 @@
 //! stored at the last checkpoint (a scan of the operator's state, which the
 //! watermark keeps small), each partitioned copy keeping the groups it owns.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::ScalarValue;
 
 use crate::error::{Result, SqlError};
+use crate::hash::HashSet;
 use crate::stream::ops::exchange::Ownership;
 use crate::stream::rowcodec::RowCodec;
 use crate::stream::watermark::{ViewStats, Watermark, below};

@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod filter;
 pub mod interval;
 pub mod join;
+pub mod native_accumulator;
 pub mod project;
 pub mod scan;
 pub mod source_scan;
