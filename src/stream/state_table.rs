@@ -27,11 +27,12 @@
 //! entries makes the coordinator checkpoint early.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
-use crate::hash::{HashMap, HashSet};
+use crate::hash::HashMap;
 use crate::state::{Snapshot, WriteBatch};
 
 /// Virtual partitions of an operator's key space.
@@ -156,19 +157,53 @@ fn evict<S>(
     evicted
 }
 
+/// A loaded group's place in its [`ValueState`]: valid until the table's
+/// next flush (which may evict or drop groups and reuse their places).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotId(u32);
+
 struct ValueSlot<V> {
+    /// The group key; empty for a vacant slot (on the free list).
+    group: Box<[u8]>,
+    /// The key's hash in the table's index (kept so that removal and the
+    /// index's growth need not hash the key again).
+    hash: u64,
     value: Option<V>,
     dirty: bool,
     /// The store holds a value for this group (as of the last flush).
     stored: bool,
+    vacant: bool,
+    /// The clock of the last `locate` that touched the group.
     used: u64,
+    /// In that `locate`, the group's index among the distinct groups.
+    mark: u32,
     size: usize,
 }
 
+/// The groups a [`ValueState::locate`] call touched.
+#[derive(Debug, Default)]
+pub struct Located {
+    /// The distinct groups, in order of first appearance.
+    pub slots: Vec<SlotId>,
+    /// Per distinct group, the index of the item it first appeared at.
+    pub first: Vec<u32>,
+    /// Per item, the index of its group in `slots`.
+    pub of_item: Vec<u32>,
+}
+
 /// One value per group.
+///
+/// The groups live in a slab (`slots`) indexed by a hash table of slot
+/// numbers, so an operator finds each touched group once per epoch
+/// ([`locate`](Self::locate), one probe per input row) and then reaches it
+/// by [`SlotId`], without hashing its key again.
 pub struct ValueState<V> {
     prefix: Vec<u8>,
-    slots: HashMap<Vec<u8>, ValueSlot<V>>,
+    hasher: foldhash::fast::RandomState,
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<ValueSlot<V>>,
+    /// Vacant slots, reused before the slab grows.
+    free: Vec<u32>,
     bytes: usize,
     clock: u64,
     /// The budget this table's bytes are charged to, and how many are.
@@ -184,7 +219,10 @@ impl<V> ValueState<V> {
     pub fn new(prefix: &[u8]) -> Self {
         Self {
             prefix: prefix.to_vec(),
-            slots: HashMap::default(),
+            hasher: foldhash::fast::RandomState::default(),
+            index: hashbrown::HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             bytes: 0,
             clock: 0,
             budget: None,
@@ -193,45 +231,153 @@ impl<V> ValueState<V> {
         }
     }
 
-    /// Makes sure every group in `groups` is cached: the missing ones are
-    /// read from the store in one batch and decoded in one call (or known
-    /// empty without a read, while the cache is complete).
+    /// The slot holding `group`, if cached.
+    fn find(&self, group: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(group);
+        let slots = &self.slots;
+        self.index.find(hash, |&id| slots.get(id as usize).is_some_and(|s| *s.group == *group)).copied()
+    }
+
+    /// A new cached group with no value yet, in a vacant slot or a new one.
+    fn allocate(&mut self, group: &[u8], hash: u64) -> u32 {
+        let slot = ValueSlot {
+            group: group.into(),
+            hash,
+            value: None,
+            dirty: false,
+            stored: false,
+            vacant: false,
+            used: self.clock,
+            mark: 0,
+            size: 0,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                if let Some(place) = self.slots.get_mut(id as usize) {
+                    *place = slot;
+                }
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, id, |&other| slots.get(other as usize).map_or(0, |s| s.hash));
+        id
+    }
+
+    /// Drops a group from the cache (its bytes are the caller's to account).
+    fn vacate(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(id as usize) else { return };
+        if slot.vacant {
+            return;
+        }
+        if let Ok(entry) = self.index.find_entry(slot.hash, |&other| other == id) {
+            entry.remove();
+        }
+        slot.group = Box::default();
+        slot.value = None;
+        slot.dirty = false;
+        slot.stored = false;
+        slot.vacant = true;
+        self.free.push(id);
+    }
+
+    /// Finds the group of every item of `groups` (repeats allowed), caching
+    /// the ones not cached: those are read from the store in one batch and
+    /// decoded in one call (or known empty without a read, while the cache
+    /// is complete). One hash probe per item.
+    pub fn locate<'g>(
+        &mut self,
+        ctx: &StateContext,
+        groups: impl IntoIterator<Item = &'g [u8]>,
+        decode: impl FnOnce(&[&[u8]]) -> Result<Vec<V>>,
+    ) -> Result<Located> {
+        self.clock += 1;
+        self.complete |= ctx.fresh;
+        let clock = self.clock;
+        let groups = groups.into_iter();
+        let mut located = Located { of_item: Vec::with_capacity(groups.size_hint().0), ..Located::default() };
+        let mut missing: Vec<u32> = Vec::new();
+        for (item, group) in groups.enumerate() {
+            let hash = self.hasher.hash_one(group);
+            let slots = &self.slots;
+            let found = self.index.find(hash, |&id| slots.get(id as usize).is_some_and(|s| *s.group == *group));
+            let id = match found.copied() {
+                Some(id) => id,
+                None => {
+                    let id = self.allocate(group, hash);
+                    missing.push(id);
+                    if let Some(slot) = self.slots.get_mut(id as usize) {
+                        // Not yet touched by this call (below).
+                        slot.used = clock - 1;
+                    }
+                    id
+                }
+            };
+            let Some(slot) = self.slots.get_mut(id as usize) else {
+                return Err(crate::error::SqlError::internal("state slot out of range"));
+            };
+            if slot.used != clock {
+                slot.used = clock;
+                slot.mark = located.slots.len() as u32;
+                located.slots.push(SlotId(id));
+                located.first.push(item as u32);
+            }
+            located.of_item.push(slot.mark);
+        }
+        if missing.is_empty() {
+            return Ok(located);
+        }
+        if let Err(error) = self.fill(ctx, &missing, decode) {
+            // Leave no placeholder behind that would pass for an empty group.
+            for id in missing {
+                self.vacate(id);
+            }
+            return Err(error);
+        }
+        Ok(located)
+    }
+
+    /// Reads newly cached groups' values from the store.
+    fn fill(
+        &mut self,
+        ctx: &StateContext,
+        missing: &[u32],
+        decode: impl FnOnce(&[&[u8]]) -> Result<Vec<V>>,
+    ) -> Result<()> {
+        let stored: Vec<Option<Vec<u8>>> = if self.complete {
+            vec![None; missing.len()]
+        } else {
+            let keys: Vec<Vec<u8>> = missing
+                .iter()
+                .filter_map(|&id| self.slots.get(id as usize))
+                .map(|slot| group_key(&self.prefix, &slot.group))
+                .collect();
+            ctx.snapshot.multi_get(&keys)
+        };
+        let found: Vec<&[u8]> = stored.iter().flatten().map(Vec::as_slice).collect();
+        let mut decoded = if found.is_empty() { Vec::new() } else { decode(&found)? }.into_iter();
+        for (&id, bytes) in missing.iter().zip(&stored) {
+            let Some(slot) = self.slots.get_mut(id as usize) else { continue };
+            slot.value = if bytes.is_some() { decoded.next() } else { None };
+            slot.stored = bytes.is_some();
+            slot.size = slot.group.len() + GROUP_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
+            self.bytes += slot.size;
+        }
+        Ok(())
+    }
+
+    /// Makes sure every group in `groups` is cached (see [`locate`](Self::locate)).
     pub fn load(
         &mut self,
         ctx: &StateContext,
         groups: &[Vec<u8>],
         decode: impl FnOnce(&[&[u8]]) -> Result<Vec<V>>,
     ) -> Result<()> {
-        self.clock += 1;
-        let mut missing: Vec<&Vec<u8>> = Vec::new();
-        let mut seen: HashSet<&[u8]> = HashSet::default();
-        for group in groups {
-            match self.slots.get_mut(group) {
-                Some(slot) => slot.used = self.clock,
-                None if seen.insert(group) => missing.push(group),
-                None => {}
-            }
-        }
-        self.complete |= ctx.fresh;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let stored: Vec<Option<Vec<u8>>> = if self.complete {
-            vec![None; missing.len()]
-        } else {
-            let keys: Vec<Vec<u8>> = missing.iter().map(|g| group_key(&self.prefix, g)).collect();
-            ctx.snapshot.multi_get(&keys)
-        };
-        let found: Vec<&[u8]> = stored.iter().flatten().map(Vec::as_slice).collect();
-        let mut decoded = if found.is_empty() { Vec::new() } else { decode(&found)? }.into_iter();
-        for (group, bytes) in missing.into_iter().zip(&stored) {
-            let value = if bytes.is_some() { decoded.next() } else { None };
-            let size = group.len() + GROUP_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
-            self.bytes += size;
-            let stored = bytes.is_some();
-            self.slots.insert(group.clone(), ValueSlot { value, dirty: false, stored, used: self.clock, size });
-        }
-        Ok(())
+        self.locate(ctx, groups.iter().map(Vec::as_slice), decode).map(|_| ())
     }
 
     /// Every group stored under this table's prefix as of the committed
@@ -250,13 +396,20 @@ impl<V> ValueState<V> {
 
     /// How many groups the cache holds.
     pub fn cached(&self) -> usize {
-        self.slots.len()
+        self.slots.len() - self.free.len()
     }
 
     /// The cached value of a loaded group, for change: it is written back
     /// at the next flush. `None` for a group never loaded.
     pub fn get_mut(&mut self, group: &[u8]) -> Option<&mut Option<V>> {
-        let slot = self.slots.get_mut(group)?;
+        let id = self.find(group)?;
+        self.value_mut(SlotId(id))
+    }
+
+    /// The value in a slot [`locate`](Self::locate) returned this epoch,
+    /// for change (written back at the next flush).
+    pub fn value_mut(&mut self, id: SlotId) -> Option<&mut Option<V>> {
+        let slot = self.slots.get_mut(id.0 as usize).filter(|s| !s.vacant)?;
         slot.dirty = true;
         Some(&mut slot.value)
     }
@@ -272,13 +425,13 @@ impl<V> ValueState<V> {
         encode: impl FnOnce(&mut [&mut V]) -> Result<Vec<Vec<u8>>>,
     ) -> Result<()> {
         let budget = &ctx.budget;
-        let mut groups: Vec<&Vec<u8>> = Vec::new();
+        let mut groups: Vec<&[u8]> = Vec::new();
         let mut values: Vec<&mut V> = Vec::new();
-        for (group, slot) in self.slots.iter_mut() {
-            if !slot.dirty {
+        for slot in self.slots.iter_mut() {
+            if !slot.dirty || slot.vacant {
                 continue;
             }
-            let size = group.len() + GROUP_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
+            let size = slot.group.len() + GROUP_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
             self.bytes = self.bytes + size - slot.size;
             slot.size = size;
             if !ctx.checkpoint {
@@ -288,13 +441,13 @@ impl<V> ValueState<V> {
             match &mut slot.value {
                 Some(value) => {
                     slot.stored = true;
-                    groups.push(group);
+                    groups.push(&slot.group);
                     values.push(value);
                 }
                 // A group created since the last checkpoint is not stored.
                 None if slot.stored => {
                     slot.stored = false;
-                    batch.delete(group_key(&self.prefix, group));
+                    batch.delete(group_key(&self.prefix, &slot.group));
                 }
                 None => {}
             }
@@ -308,23 +461,46 @@ impl<V> ValueState<V> {
         if ctx.checkpoint {
             // A group deleted from the store leaves the cache too, or groups
             // that come and go (closed windows) would pile up.
-            let bytes = &mut self.bytes;
-            self.slots.retain(|_, slot| {
-                let keep = slot.value.is_some() || slot.dirty;
-                if !keep {
-                    *bytes = bytes.saturating_sub(slot.size);
-                }
-                keep
-            });
+            let gone: Vec<u32> = (0..self.slots.len() as u32)
+                .filter(|&id| self.slots.get(id as usize).is_some_and(|s| !s.vacant && s.value.is_none() && !s.dirty))
+                .collect();
+            self.remove(&gone);
         }
         settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         if let Some(target) = budget.target_for(self.bytes) {
-            if evict(&mut self.slots, &mut self.bytes, target, |s| (s.dirty, s.used, s.size)) {
+            // Only clean groups may go, least recently used first.
+            let mut candidates: Vec<(u64, u32)> = (0..self.slots.len() as u32)
+                .filter_map(|id| {
+                    let slot = self.slots.get(id as usize)?;
+                    (!slot.vacant && !slot.dirty).then_some((slot.used, id))
+                })
+                .collect();
+            candidates.sort_unstable();
+            let mut evicted = Vec::new();
+            let mut bytes = self.bytes;
+            for (_, id) in candidates {
+                if bytes <= target {
+                    break;
+                }
+                bytes = bytes.saturating_sub(self.slots.get(id as usize).map_or(0, |s| s.size));
+                evicted.push(id);
+            }
+            if !evicted.is_empty() {
                 self.complete = false;
+                self.remove(&evicted);
             }
             settle(budget, &mut self.budget, &mut self.charged, self.bytes);
         }
         Ok(())
+    }
+
+    /// Drops groups from the cache, and their bytes from its count.
+    fn remove(&mut self, ids: &[u32]) {
+        for &id in ids {
+            let size = self.slots.get(id as usize).map_or(0, |s| s.size);
+            self.bytes = self.bytes.saturating_sub(size);
+            self.vacate(id);
+        }
     }
 }
 
@@ -642,5 +818,60 @@ mod tests {
         let mut batch = WriteBatch::default();
         table.flush(&ctx, &mut batch, |_| 1, encode).expect("flush");
         assert_eq!(writes(&batch, &prefix), (vec![], vec![b"a".to_vec()]));
+    }
+
+    /// `locate` finds each item's group with repeats sharing one slot, in
+    /// order of first appearance; groups emptied at a checkpoint and groups
+    /// evicted over budget leave the cache, their slots are reused, and a
+    /// group located again reads its value back from the store.
+    #[test]
+    fn value_state_locates_reuses_slots_and_reads_evicted_groups_back() {
+        let store = MemStore::new();
+        let prefix = b"pl".to_vec();
+        let encode = |values: &mut [&mut u8]| Ok(values.iter().map(|v| vec![**v]).collect());
+        let decode = |stored: &[&[u8]]| Ok(stored.iter().map(|b| b[0]).collect());
+        let mut table: ValueState<u8> = ValueState::new(&prefix);
+        let ctx = context(&store, true, true);
+        let items: [&[u8]; 5] = [b"b", b"a", b"b", b"c", b"a"];
+        let located = table.locate(&ctx, items, decode).expect("locate");
+        assert_eq!(located.first, vec![0, 1, 3]);
+        assert_eq!(located.of_item, vec![0, 1, 0, 2, 1]);
+        for (slot, value) in located.slots.iter().zip([2u8, 1, 3]) {
+            *table.value_mut(*slot).expect("located") = Some(value);
+        }
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch, |_| 1, encode).expect("flush");
+        store.commit(1, batch).expect("commit");
+
+        // "a" empties: deleted from the store and from the cache.
+        let located = table.locate(&ctx, [b"a".as_slice()], decode).expect("locate");
+        *table.value_mut(located.slots[0]).expect("located") = None;
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch, |_| 1, encode).expect("flush");
+        assert_eq!(writes(&batch, &prefix), (vec![], vec![b"a".to_vec()]));
+        store.commit(2, batch).expect("commit");
+        assert_eq!(table.cached(), 2);
+        assert!(table.get_mut(b"a").is_none());
+
+        // A new group takes the vacant slot; the others keep their values.
+        let ctx = context(&store, false, true);
+        let located = table.locate(&ctx, [b"d".as_slice(), b"b", b"c"], decode).expect("locate");
+        assert_eq!(table.value_mut(located.slots[0]).map(|v| *v), Some(None));
+        assert_eq!(table.value_mut(located.slots[1]).map(|v| *v), Some(Some(2)));
+        assert_eq!(table.value_mut(located.slots[2]).map(|v| *v), Some(Some(3)));
+        *table.value_mut(located.slots[0]).expect("located") = Some(4);
+        let mut batch = WriteBatch::default();
+        table.flush(&ctx, &mut batch, |_| 1, encode).expect("flush");
+        store.commit(3, batch).expect("commit");
+
+        // Over a tiny budget every clean group is evicted, then read back.
+        let tight = StateContext { budget: StateBudget::new(1), ..context(&store, false, true) };
+        let mut table: ValueState<u8> = ValueState::new(&prefix);
+        table.locate(&tight, [b"c".as_slice(), b"d"], decode).expect("locate");
+        table.flush(&tight, &mut WriteBatch::default(), |_| 1, encode).expect("flush");
+        assert_eq!(table.cached(), 0);
+        let located = table.locate(&tight, [b"c".as_slice(), b"d", b"a"], decode).expect("locate");
+        let values: Vec<Option<u8>> = located.slots.iter().map(|s| table.value_mut(*s).and_then(|v| *v)).collect();
+        assert_eq!(values, vec![Some(3), Some(4), None]);
     }
 }

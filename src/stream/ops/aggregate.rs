@@ -22,6 +22,7 @@
 //! For each group touched in an epoch the operator retracts the row it
 //! emitted before and emits the new one (nothing when they are equal).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array};
@@ -33,12 +34,11 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
-use crate::hash::HashMap;
 use crate::state::WriteBatch;
 use crate::stream::ops::event_time::OpenGroups;
 use crate::stream::ops::native_accumulator::{Native, NativeInput, NativeKind};
 use crate::stream::rowcodec::RowCodec;
-use crate::stream::state_table::{MultisetState, StateContext, ValueState};
+use crate::stream::state_table::{MultisetState, SlotId, StateContext, ValueState};
 use crate::stream::watermark::{Derivation, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
@@ -317,16 +317,20 @@ impl GroupCodec {
 /// The rows of one group touched in an epoch: the first row with its key,
 /// positive and negative row indices (each repeated by its weight), and
 /// the net change of the group's row count.
+/// A group an epoch touches: its state slot, the first row with its key,
+/// its rows (ranges of the epoch's inserted and deleted row lists) and
+/// their net weight.
 struct Touched {
+    slot: SlotId,
     first_row: u32,
-    inserted: Vec<u32>,
-    deleted: Vec<u32>,
+    inserted: Range<usize>,
+    deleted: Range<usize>,
     net: i64,
 }
 
 impl Touched {
-    fn new(first_row: u32) -> Self {
-        Self { first_row, inserted: Vec::new(), deleted: Vec::new(), net: 0 }
+    fn new(slot: SlotId, first_row: u32) -> Self {
+        Self { slot, first_row, inserted: 0..0, deleted: 0..0, net: 0 }
     }
 }
 
@@ -608,28 +612,66 @@ impl Aggregate {
             let times = times.as_ref()?;
             key_columns.get(open.column)?.is_valid(row as usize).then(|| times.row(row as usize).data())
         };
-        // One entry per touched group, in order of first appearance; the
-        // map borrows the keys' bytes from the encoded rows (no copy per row).
-        let mut touched: Vec<Touched> = Vec::new();
-        let mut slots: HashMap<&[u8], usize> = HashMap::default();
-        if self.group_codec.is_none() {
-            slots.insert(&[], 0);
-            touched.push(Touched::new(0));
-        }
-        for (row, &weight) in delta.weights.values().iter().enumerate() {
-            let key: &[u8] = keys.as_ref().map(|k| k.row(row).data()).unwrap_or(&[]);
-            let slot = *slots.entry(key).or_insert_with(|| {
-                touched.push(Touched::new(row as u32));
-                touched.len() - 1
-            });
-            let entry = touched.get_mut(slot).ok_or_else(|| SqlError::internal("aggregate slot out of range"))?;
-            let list = if weight > 0 { &mut entry.inserted } else { &mut entry.deleted };
-            list.extend(std::iter::repeat_n(row as u32, weight.unsigned_abs() as usize));
+        // Find every row's group in the state table (one probe per row; the
+        // groups not cached are read from the store in one batch), then
+        // sort the rows by group: one entry per touched group, in order of
+        // first appearance, its rows a range of `inserted`/`deleted`, each
+        // row repeated by its weight.
+        let rows = delta.weights.len();
+        let global: &[u8] = &[];
+        let row_key = |row: usize| -> &[u8] { keys.as_ref().map_or(global, |k| k.row(row).data()) };
+        let (calls, natives, mode) = (&self.calls, &self.natives, self.mode);
+        let stored_groups = &self.stored_groups;
+        let decode = |stored: &[&[u8]]| stored_groups.decode(stored, || fresh_accumulators(calls, natives, mode));
+        let located = if keys.is_some() {
+            self.groups.locate(&input.state, (0..rows).map(row_key), decode)?
+        } else {
+            // The global group is touched even by an epoch without rows.
+            let mut located = self.groups.locate(&input.state, [global], decode)?;
+            located.of_item = vec![0; rows];
+            located
+        };
+        let mut touched: Vec<Touched> =
+            located.slots.iter().zip(&located.first).map(|(&slot, &first)| Touched::new(slot, first)).collect();
+        let weights = delta.weights.values();
+        for (&t, &weight) in located.of_item.iter().zip(weights.iter()) {
+            let entry =
+                touched.get_mut(t as usize).ok_or_else(|| SqlError::internal("aggregate group out of range"))?;
+            let count = weight.unsigned_abs() as usize;
+            if weight > 0 {
+                entry.inserted.end += count
+            } else {
+                entry.deleted.end += count
+            }
             entry.net += weight;
         }
-        drop(slots);
-        let key_of =
-            |entry: &Touched| -> &[u8] { keys.as_ref().map(|k| k.row(entry.first_row as usize).data()).unwrap_or(&[]) };
+        let (mut ins_total, mut del_total) = (0, 0);
+        for entry in touched.iter_mut() {
+            // The counts become empty ranges at their offsets, filled below.
+            let (ins, del) = (entry.inserted.end, entry.deleted.end);
+            entry.inserted = ins_total..ins_total;
+            entry.deleted = del_total..del_total;
+            ins_total += ins;
+            del_total += del;
+        }
+        let mut inserted_rows = vec![0u32; ins_total];
+        let mut deleted_rows = vec![0u32; del_total];
+        for (row, (&t, &weight)) in located.of_item.iter().zip(weights.iter()).enumerate() {
+            let entry =
+                touched.get_mut(t as usize).ok_or_else(|| SqlError::internal("aggregate group out of range"))?;
+            let (list, range) = if weight > 0 {
+                (&mut inserted_rows, &mut entry.inserted)
+            } else {
+                (&mut deleted_rows, &mut entry.deleted)
+            };
+            for _ in 0..weight.unsigned_abs() {
+                if let Some(place) = list.get_mut(range.end) {
+                    *place = row as u32;
+                }
+                range.end += 1;
+            }
+        }
+        let key_of = |entry: &Touched| -> &[u8] { row_key(entry.first_row as usize) };
 
         let mode = self.mode;
         let inputs = if mode.live() { self.call_inputs(&delta.rows)? } else { Vec::new() };
@@ -644,23 +686,19 @@ impl Aggregate {
             .collect::<Result<_>>()?;
         let row_bytes = if mode.live() { None } else { Some(self.input_codec.encode(delta.rows.columns())?) };
 
-        let touched_keys: Vec<Vec<u8>> = touched.iter().map(|t| key_of(t).to_vec()).collect();
-        let (calls, natives) = (&self.calls, &self.natives);
-        self.groups.load(&input.state, &touched_keys, |stored| {
-            self.stored_groups.decode(stored, || fresh_accumulators(calls, natives, mode))
-        })?;
         if !mode.live() {
-            self.rows.load(&input.state, touched_keys.iter().map(Vec::as_slice));
+            self.rows.load(&input.state, touched.iter().map(key_of));
         }
 
         let mut retractions: Vec<(&[u8], Vec<ScalarValue>)> = Vec::new();
         let mut insertions: Vec<(&[u8], Vec<ScalarValue>)> = Vec::new();
         // Groups that start (true) or stop being live, with their times.
         let mut indexed: Vec<(Option<&[u8]>, &[u8], bool)> = Vec::new();
-        for (entry, key) in touched.iter().zip(&touched_keys) {
-            let key = key.as_slice();
-            let (inserted, deleted) = (&entry.inserted, &entry.deleted);
-            let stored = self.groups.get_mut(key).and_then(Option::take);
+        for entry in &touched {
+            let key = key_of(entry);
+            let inserted = inserted_rows.get(entry.inserted.clone()).unwrap_or(&[]);
+            let deleted = deleted_rows.get(entry.deleted.clone()).unwrap_or(&[]);
+            let stored = self.groups.value_mut(entry.slot).and_then(Option::take);
             let was_live = stored.is_some();
             let mut group = match stored {
                 Some(g) => g,
@@ -737,7 +775,8 @@ impl Aggregate {
             if self.open.is_some() && keep != was_live {
                 indexed.push((time_of(entry.first_row), key, keep));
             }
-            let slot = self.groups.get_mut(key).ok_or_else(|| SqlError::internal("aggregate group not loaded"))?;
+            let slot =
+                self.groups.value_mut(entry.slot).ok_or_else(|| SqlError::internal("aggregate group not loaded"))?;
             *slot = keep.then_some(group);
         }
         if let Some(open) = &mut self.open {
