@@ -8,13 +8,34 @@
 //! instance of its reader), so a plan is built again whenever its operators
 //! must start over: at CREATE, at startup, after a failed write.
 
+use super::common_subplans;
 use super::node::{BuildContext, Kind, Node};
 use crate::error::{Result, SqlError};
 use crate::stream::ops::exchange::{Exchange, Feed, Ownership, Routed};
+use crate::stream::ops::shared::Shared;
 use crate::stream::{EpochInput, Operator};
 
-/// The operators of `node` and its inputs.
+/// The operators of `node` and its inputs; a subtree the plan repeats is
+/// built the first time and handed out after that.
 pub fn build(node: &Node, cx: &BuildContext) -> Result<Box<dyn Operator>> {
+    if cx.shared_subplans.is_empty() {
+        return build_node(node, cx);
+    }
+    let fingerprint = common_subplans::fingerprint(node);
+    if !cx.shared_subplans.contains(&fingerprint) {
+        return build_node(node, cx);
+    }
+    if let Some(built) = cx.built_subplans.borrow().get(&fingerprint) {
+        return Ok(Box::new(built.another()));
+    }
+    let shared = Shared::new(build_node(node, cx)?);
+    let handle = shared.another();
+    cx.built_subplans.borrow_mut().insert(fingerprint, shared);
+    Ok(Box::new(handle))
+}
+
+/// The operator of `node` over its inputs' (built by [`build`]).
+fn build_node(node: &Node, cx: &BuildContext) -> Result<Box<dyn Operator>> {
     let inputs = node.inputs.iter().map(|input| build(input, cx)).collect::<Result<Vec<_>>>()?;
     let op = if node.partitioned(cx.workers) {
         exchange(node, inputs, cx)?

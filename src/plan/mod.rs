@@ -6,7 +6,8 @@
 //! - [`lower`] (`lower.rs` walks the plan, `lowering.rs` holds what the
 //!   node files share): the plan, refusing with 0A000 what a view cannot
 //!   maintain;
-//! - [`StreamPlan::build`] (`build.rs`): the operators, as often as needed;
+//! - [`StreamPlan::build`] (`build.rs`): the operators, as often as needed,
+//!   a subplan the query repeats built once (`common_subplans.rs`);
 //! - [`StreamPlan::explain`] (`explain.rs`): the plan as EXPLAIN prints it.
 //!
 //! A stream plan of a small view, as EXPLAIN shows it:
@@ -30,6 +31,7 @@ use crate::stream::watermark::ViewStats;
 use crate::stream::{Operator, RelationId};
 
 mod build;
+mod common_subplans;
 mod explain;
 #[cfg(test)]
 mod harness;
@@ -80,6 +82,8 @@ impl StreamPlan {
             workers: self.workers,
             stats: stats.clone(),
             shared_reads: node::source_scan::shared_reads(&self.root),
+            shared_subplans: common_subplans::shared_subplans(&self.root),
+            built_subplans: Default::default(),
         };
         build::build(&self.root, &cx)
     }
@@ -126,6 +130,7 @@ pub fn lower(
     view: &ViewSpec,
 ) -> Result<StreamPlan> {
     let plan = subqueries::scalar_subqueries_to_joins(plan.clone())?;
+    let plan = common_subplans::align_aggregates(plan)?;
     let mut lowering = lowering::Lowering::new(state, resolver, view.emit_on_window_close);
     let root = lower::lower(&mut lowering, &plan)?;
     if view.emit_on_window_close && lowering.windowed_aggregates == 0 {

@@ -262,3 +262,38 @@ async fn a_stream_plan_tells_what_will_run() {
     assert_eq!(node.time_column, Some(0));
     assert!(plan.explain().iter().any(|line| line.contains("watermark on")), "{:?}", plan.explain());
 }
+
+/// `plan::common_subplans` and `stream::ops::shared`: a computation the
+/// query names twice (Nexmark q5's two counts per key, one grouped in the
+/// other order; a self-join of one aggregate) runs once and feeds both
+/// places, and the view still equals its batch query.
+#[tokio::test]
+async fn common_subplans() {
+    use super::stream_plan;
+
+    const COUNTS_AND_THEIR_MAXIMUM: &str = "SELECT a.k, a.v, a.n FROM (SELECT k, v, count(*) AS n FROM t1 GROUP BY k, v) a \
+         JOIN (SELECT max(c.n) AS m, c.k FROM (SELECT v, k, count(*) AS n FROM t1 GROUP BY v, k) c GROUP BY c.k) b \
+         ON a.k = b.k AND a.n >= b.m";
+    const SELF_JOIN: &str = "SELECT x.k, x.s, y.s AS s2 FROM (SELECT k, sum(v) AS s FROM t1 GROUP BY k) x \
+         JOIN (SELECT k, sum(v) AS s FROM t1 GROUP BY k) y ON x.k = y.k + 1";
+    let cases = [Case::new("counts and their maximum", COUNTS_AND_THEIR_MAXIMUM), Case::new("self-join", SELF_JOIN)];
+    for case in &cases {
+        let plan = stream_plan(case, 2).await.unwrap_or_else(|e| panic!("{}", e.message));
+        let explain = plan.explain();
+        let shared = |fact: &str| explain.iter().filter(|line| line.contains(fact)).count();
+        assert_eq!((shared("shared: computed once"), shared("shared: the operator above")), (1, 1), "{explain:#?}");
+        let aggregates = explain.iter().filter(|line| line.trim_start().starts_with("Aggregate")).count();
+        assert_eq!(aggregates, if case.name == "self-join" { 2 } else { 3 }, "{explain:#?}");
+    }
+    check_all(&cases).await;
+
+    // Different aggregates over the same input stay apart.
+    let apart = Case::new(
+        "apart",
+        "SELECT x.k, x.s, y.s AS s2 FROM (SELECT k, sum(v) AS s FROM t1 GROUP BY k) x \
+         JOIN (SELECT k, max(v) AS s FROM t1 GROUP BY k) y ON x.k = y.k",
+    );
+    let plan = stream_plan(&apart, 2).await.unwrap_or_else(|e| panic!("{}", e.message));
+    assert!(!plan.explain().iter().any(|line| line.contains("shared")), "{:#?}", plan.explain());
+    check_all(&[apart]).await;
+}

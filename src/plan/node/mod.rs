@@ -172,6 +172,11 @@ pub struct BuildContext {
     /// One reader per source the view scans more than once, shared by
     /// those scans (`source_scan::shared_reads`).
     pub shared_reads: std::collections::HashMap<String, Arc<dyn crate::stream::connector::SourceReader>>,
+    /// The fingerprints of the subtrees built once and read in several
+    /// places (`plan/common_subplans.rs`).
+    pub shared_subplans: std::collections::HashSet<String>,
+    /// Those built so far, by fingerprint: later readers get a handle.
+    pub built_subplans: std::cell::RefCell<std::collections::HashMap<String, crate::stream::ops::shared::Shared>>,
 }
 
 impl BuildContext {

@@ -19,6 +19,7 @@ pub mod join;
 pub mod native_accumulator;
 pub mod project;
 pub mod scan;
+pub mod shared;
 pub mod source_scan;
 pub mod temporal_filter;
 pub mod topn;
