@@ -542,7 +542,9 @@ impl MultisetState {
     }
 
     /// Makes sure every group in `groups` is cached (one prefix scan per
-    /// missing group; none while the cache is complete).
+    /// missing group). While the cache is complete a missing group is
+    /// empty: nothing is read and no slot is made for it (a join probes its
+    /// other side's keys every epoch; most have no rows there).
     pub fn load<'a>(&mut self, ctx: &StateContext, groups: impl IntoIterator<Item = &'a [u8]>) {
         self.clock += 1;
         self.complete |= ctx.fresh;
@@ -551,17 +553,18 @@ impl MultisetState {
                 slot.used = self.clock;
                 continue;
             }
+            if self.complete {
+                continue;
+            }
             let mut members = BTreeMap::new();
             let mut size = group.len() + MULTISET_GROUP_OVERHEAD;
-            if !self.complete {
-                let prefix = group_key(&self.prefix, group);
-                ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
-                    let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
-                    let member = key.get(prefix.len()..).unwrap_or_default().to_vec();
-                    size += member.len() + MEMBER_OVERHEAD;
-                    members.insert(member, count);
-                });
-            }
+            let prefix = group_key(&self.prefix, group);
+            ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
+                let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
+                let member = key.get(prefix.len()..).unwrap_or_default().to_vec();
+                size += member.len() + MEMBER_OVERHEAD;
+                members.insert(member, count);
+            });
             self.bytes += size;
             self.slots
                 .insert(group.to_vec(), MultisetSlot { members, dirty: HashMap::default(), used: self.clock, size });
@@ -579,7 +582,7 @@ impl MultisetState {
     }
 
     /// Adds `weight` to a member's multiplicity (the group must be loaded;
-    /// an unloaded one is loaded as empty, which is right only for fresh state).
+    /// one not cached is empty: loading made sure of that).
     pub fn add(&mut self, group: &[u8], member: &[u8], weight: i64) {
         let slot = match self.slots.get_mut(group) {
             Some(slot) => slot,
@@ -588,7 +591,7 @@ impl MultisetState {
                 self.slots.entry(group.to_vec()).or_insert_with(|| MultisetSlot {
                     members: BTreeMap::new(),
                     dirty: HashMap::default(),
-                    used: 0,
+                    used: self.clock,
                     size: group.len() + MULTISET_GROUP_OVERHEAD,
                 })
             }
@@ -663,8 +666,10 @@ impl MultisetState {
     /// the cache to its share of the budget.
     pub fn flush(&mut self, ctx: &StateContext, batch: &mut WriteBatch) {
         let budget = &ctx.budget;
-        for (group, slot) in self.slots.iter_mut() {
-            if slot.dirty.is_empty() || !ctx.checkpoint {
+        // Between checkpoints dirty members stay dirty: nothing to visit.
+        let slots = if ctx.checkpoint { self.slots.iter_mut() } else { Default::default() };
+        for (group, slot) in slots {
+            if slot.dirty.is_empty() {
                 continue;
             }
             let prefix = group_key(&self.prefix, group);

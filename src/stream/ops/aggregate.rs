@@ -29,7 +29,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, Record
 use datafusion::arrow::compute::{cast, filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::Accumulator;
+use datafusion::logical_expr::{Accumulator, ColumnarValue};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::PhysicalExpr;
 
@@ -450,22 +450,23 @@ impl Aggregate {
         let mode = self.mode;
         let (calls, natives) = (&self.calls, &self.natives);
         let stored_groups = &self.stored_groups;
-        self.groups.load(&input.state, &closed, |stored| {
+        let located = self.groups.locate(&input.state, closed.iter().map(Vec::as_slice), |stored| {
             stored_groups.decode(stored, || fresh_accumulators(calls, natives, mode))
         })?;
         if !mode.live() {
             self.rows.load(&input.state, closed.iter().map(Vec::as_slice));
         }
         let mut finals: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
-        for key in closed {
-            let group = self.groups.get_mut(&key).and_then(Option::take);
+        for (key, &distinct) in closed.iter().zip(&located.of_item) {
+            let slot = located.slots.get(distinct as usize).copied();
+            let group = slot.and_then(|slot| self.groups.value_mut(slot)).and_then(Option::take);
             if let (true, Some(mut group)) = (self.emit_on_close, group)
                 && group.count > 0
             {
-                finals.push((key.clone(), self.evaluate_group(&key, &mut group)?));
+                finals.push((key.clone(), self.evaluate_group(key, &mut group)?));
             }
             if !self.mode.live() {
-                self.rows.clear(&key);
+                self.rows.clear(key);
             }
         }
         let rows: Vec<(&[u8], &Vec<ScalarValue>)> = finals.iter().map(|(k, v)| (k.as_slice(), v)).collect();
@@ -510,8 +511,17 @@ impl Aggregate {
     fn call_inputs(&self, batch: &RecordBatch) -> Result<Vec<(Vec<ArrayRef>, Option<BooleanArray>)>> {
         self.calls
             .iter()
-            .map(|call| {
-                let args = super::evaluate(&call.arguments, batch)?;
+            .zip(&self.natives)
+            .map(|(call, native)| {
+                let args = match (native, call.arguments.as_slice()) {
+                    // `count(*)` is `count(1)`: an inline count of a constant
+                    // needs no column of it (left empty when not NULL).
+                    (Some(NativeKind::Count), [argument]) => match argument.evaluate(batch)? {
+                        ColumnarValue::Scalar(value) if !value.is_null() => Vec::new(),
+                        value => vec![value.into_array(batch.num_rows())?],
+                    },
+                    _ => super::evaluate(&call.arguments, batch)?,
+                };
                 let mask = match &call.filter {
                     Some(f) => {
                         let m = f.evaluate(batch)?.into_array(batch.num_rows())?;
@@ -681,6 +691,8 @@ impl Aggregate {
             .zip(&self.natives)
             .map(|((args, _), native)| match (native, args.first()) {
                 (Some(kind), Some(argument)) => Ok(Some(NativeInput::new(*kind, argument)?)),
+                // count of a constant that is not NULL: every row counts.
+                (Some(NativeKind::Count), None) => Ok(Some(NativeInput::Nulls(None))),
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
