@@ -12,6 +12,7 @@
 
 pub mod change;
 pub mod connector;
+pub mod members;
 pub mod ops;
 pub mod rowcodec;
 pub mod shared_read;

@@ -26,7 +26,6 @@
 //! least recently used groups first, and a cache over budget with dirty
 //! entries makes the coordinator checkpoint early.
 
-use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::error::Result;
 use crate::hash::HashMap;
 use crate::state::{Snapshot, WriteBatch};
+use crate::stream::members::{Changed, Members};
 
 /// Virtual partitions of an operator's key space.
 pub const VNODES: u16 = 256;
@@ -505,10 +505,10 @@ impl<V> ValueState<V> {
 }
 
 struct MultisetSlot {
-    members: BTreeMap<Vec<u8>, i64>,
+    members: Members,
     /// Members changed since the last checkpoint, each with whether the
     /// store holds it (empty and unallocated once flushed).
-    dirty: HashMap<Vec<u8>, bool>,
+    dirty: Changed,
     used: u64,
     size: usize,
 }
@@ -556,7 +556,7 @@ impl MultisetState {
             if self.complete {
                 continue;
             }
-            let mut members = BTreeMap::new();
+            let mut members = Members::default();
             let mut size = group.len() + MULTISET_GROUP_OVERHEAD;
             let prefix = group_key(&self.prefix, group);
             ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
@@ -567,12 +567,12 @@ impl MultisetState {
             });
             self.bytes += size;
             self.slots
-                .insert(group.to_vec(), MultisetSlot { members, dirty: HashMap::default(), used: self.clock, size });
+                .insert(group.to_vec(), MultisetSlot { members, dirty: Changed::default(), used: self.clock, size });
         }
     }
 
     /// The members of a loaded group (`None` if not loaded or empty).
-    pub fn get(&self, group: &[u8]) -> Option<&BTreeMap<Vec<u8>, i64>> {
+    pub fn get(&self, group: &[u8]) -> Option<&Members> {
         self.slots.get(group).map(|s| &s.members).filter(|m| !m.is_empty())
     }
 
@@ -589,8 +589,8 @@ impl MultisetState {
             None => {
                 self.bytes += group.len() + MULTISET_GROUP_OVERHEAD;
                 self.slots.entry(group.to_vec()).or_insert_with(|| MultisetSlot {
-                    members: BTreeMap::new(),
-                    dirty: HashMap::default(),
+                    members: Members::default(),
+                    dirty: Changed::default(),
                     used: self.clock,
                     size: group.len() + MULTISET_GROUP_OVERHEAD,
                 })
@@ -598,22 +598,21 @@ impl MultisetState {
         };
         let n = match slot.members.get_mut(member) {
             Some(n) => {
-                if !slot.dirty.contains_key(member) {
-                    // Clean and present: the store holds it.
-                    slot.dirty.insert(member.to_vec(), true);
-                }
-                n
+                // Clean and present: the store holds it.
+                slot.dirty.mark(member, true);
+                *n += weight;
+                *n
             }
             None => {
                 // Absent and clean: the store does not hold it.
-                slot.dirty.entry(member.to_vec()).or_insert(false);
+                slot.dirty.mark(member, false);
                 slot.size += member.len() + MEMBER_OVERHEAD;
                 self.bytes += member.len() + MEMBER_OVERHEAD;
-                slot.members.entry(member.to_vec()).or_insert(0)
+                slot.members.insert(member.to_vec(), weight);
+                weight
             }
         };
-        *n += weight;
-        if *n == 0 {
+        if n == 0 {
             slot.members.remove(member);
             slot.size -= member.len() + MEMBER_OVERHEAD;
             self.bytes -= member.len() + MEMBER_OVERHEAD;
@@ -639,15 +638,13 @@ impl MultisetState {
         if slot.members.remove(member).is_some() {
             slot.size -= member.len() + MEMBER_OVERHEAD;
             self.bytes -= member.len() + MEMBER_OVERHEAD;
-            if !slot.dirty.contains_key(member) {
-                slot.dirty.insert(member.to_vec(), true);
-            }
+            slot.dirty.mark(member, true);
         }
     }
 
     /// Whether a loaded group holds `member`.
     pub fn has(&self, group: &[u8], member: &[u8]) -> bool {
-        self.slots.get(group).is_some_and(|s| s.members.contains_key(member))
+        self.slots.get(group).is_some_and(|s| s.members.get(member).is_some())
     }
 
     /// Removes every member of a loaded group (deleted from the store at
@@ -655,10 +652,10 @@ impl MultisetState {
     pub fn clear(&mut self, group: &[u8]) {
         let Some(slot) = self.slots.get_mut(group) else { return };
         let members = std::mem::take(&mut slot.members);
-        for (member, _) in members {
+        for (member, _) in &members {
             slot.size -= member.len() + MEMBER_OVERHEAD;
             self.bytes -= member.len() + MEMBER_OVERHEAD;
-            slot.dirty.entry(member).or_insert(true);
+            slot.dirty.mark(member, true);
         }
     }
 
@@ -673,7 +670,7 @@ impl MultisetState {
                 continue;
             }
             let prefix = group_key(&self.prefix, group);
-            for (member, stored) in std::mem::take(&mut slot.dirty) {
+            for (member, stored) in slot.dirty.take() {
                 let count = slot.members.get(&member);
                 if count.is_none() && !stored {
                     // Added and gone again since the last checkpoint.
@@ -773,7 +770,10 @@ mod tests {
         let mut table = MultisetState::new(&prefix);
         let ctx = context(&store, false, true);
         table.load(&ctx, [b"g".as_slice()]);
-        assert_eq!(table.get(b"g").map(|m| m.keys().cloned().collect::<Vec<_>>()), Some(vec![b"kept".to_vec()]));
+        assert_eq!(
+            table.get(b"g").map(|m| m.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
+            Some(vec![b"kept".to_vec()])
+        );
         table.remove(b"g", b"kept");
         table.add(b"g", b"new", 2);
         table.add(b"g", b"new", -2);
@@ -785,7 +785,7 @@ mod tests {
         let mut table = MultisetState::new(&prefix);
         table.load(&context(&store, false, false), [b"g".as_slice()]);
         assert_eq!(table.get(b"g").and_then(|m| m.get(b"last".as_slice())), Some(&3));
-        assert_eq!(table.get(b"g").map(BTreeMap::len), Some(1));
+        assert_eq!(table.get(b"g").map(|m| m.iter().count()), Some(1));
 
         // Cleared, a group's stored members are all deleted.
         let ctx = context(&store, false, true);

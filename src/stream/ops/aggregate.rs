@@ -541,7 +541,7 @@ impl Aggregate {
 
     /// Recomputes a group's aggregates from its stored input rows.
     fn recompute(&self, key: &[u8]) -> Result<Vec<ScalarValue>> {
-        let empty = std::collections::BTreeMap::new();
+        let empty = crate::stream::members::Members::default();
         let rows = self.rows.get(key).unwrap_or(&empty);
         let expanded = rows.iter().flat_map(|(row, &n)| std::iter::repeat_n(row.as_slice(), n.max(0) as usize));
         let batch = self.input_codec.decode(expanded)?;

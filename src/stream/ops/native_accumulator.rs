@@ -165,7 +165,6 @@ mod tests {
 
     use datafusion::arrow::array::{NullArray, RecordBatch};
     use datafusion::arrow::datatypes::{Field, Schema};
-    use datafusion::logical_expr::Accumulator;
     use datafusion::physical_expr::aggregate::AggregateExprBuilder;
     use datafusion::physical_expr::expressions::col;
 
