@@ -1,8 +1,9 @@
 //! The members of one multiset group, and which of them changed since the
 //! last checkpoint: the per-group parts of `MultisetState`.
 //!
-//! Most groups of a join side hold one row (Nexmark q7 keys bids by price:
-//! nearly one bid per price), so both keep a single entry inline and only
+//! Many groups of a join side hold one row (Nexmark q7 keys bids by price:
+//! 2M events have 1.84M bids at 898k prices, most of them bid once, within
+//! a time bound fewer still), so both keep a single entry inline and only
 //! a group that grows gets a B-tree (members, in order) or a hash map
 //! (changes). A one-member group then costs its member's bytes instead of
 //! a B-tree node (about 400 bytes) and a hash table.
