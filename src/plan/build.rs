@@ -75,6 +75,7 @@ fn one(
         Kind::Scan(scan) => scan.build(node),
         Kind::SourceScan(scan) => scan.build(node, cx),
         Kind::Project(project) => project.build(node, input()?),
+        Kind::Expand(expand) => expand.build(node, input()?)?,
         Kind::Filter(filter) => filter.build(input()?),
         Kind::TemporalFilter(filter) => filter.build(input()?, cx)?,
         Kind::Aggregate(aggregate) => aggregate.build(node, input()?, ownership, cx)?,

@@ -39,6 +39,18 @@ pub fn lower(lowering: &mut Lowering, plan: &LogicalPlan) -> Result<Node> {
             node::join::lower(lowering, join, left, right)
         }
         LogicalPlan::Union(union) => {
+            if let Some(copies) = node::expand::recognize(union) {
+                // Shifted copies of one input: lowered once. The other
+                // copies' inputs are lowered too and dropped, so that the
+                // state numbers after them stay those a plain union gives
+                // (a view stored before keeps reading its state).
+                let mut lowered = copies.iter().map(|copy| lower(lowering, &copy.input));
+                let input = lowered.next().ok_or_else(|| unsupported("an empty UNION"))??;
+                for other in lowered {
+                    other?;
+                }
+                return node::expand::lower(lowering, union, &copies, input);
+            }
             let inputs = union.inputs.iter().map(|input| lower(lowering, input)).collect::<Result<Vec<_>>>()?;
             node::union::lower(union, inputs)
         }

@@ -71,6 +71,26 @@ pub fn none(width: usize) -> Watermarks {
     vec![None; width]
 }
 
+/// The watermarks of several inputs read as one (a union): a column has a
+/// watermark if it has one in every input, the smallest.
+pub fn union_of(inputs: impl IntoIterator<Item = Watermarks>, width: usize) -> Watermarks {
+    let mut merged: Option<Watermarks> = None;
+    for theirs in inputs {
+        merged = Some(match merged {
+            None => theirs,
+            Some(ours) => ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| match (a, b) {
+                    (Some(a), Some(b)) => Some(min(a, b)),
+                    _ => None,
+                })
+                .collect(),
+        });
+    }
+    merged.unwrap_or_else(|| none(width))
+}
+
 /// The smaller of two watermark values; no value (no row yet) on either
 /// side holds the result back.
 pub fn min_value(a: &Option<ScalarValue>, b: &Option<ScalarValue>) -> Option<ScalarValue> {

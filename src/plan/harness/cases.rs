@@ -191,6 +191,37 @@ async fn windowed_aggregate() {
     .await;
 }
 
+/// `plan::node::expand` and `stream::ops::expand`: a hopping window's
+/// UNION ALL of shifted copies of one input reads the input once and merges
+/// equal rows (weights of both signs summed) before copying them. The view
+/// equals its batch query with updates and deletes, over a watermark (late
+/// rows dropped per window, windows closing); copies of different inputs
+/// stay a union.
+#[tokio::test]
+async fn expand() {
+    use super::stream_plan;
+
+    const HOPS: &str = "SELECT w, k, count(*) AS n, sum(v) AS s, max(v) AS m FROM (\
+         SELECT k, v, date_bin(INTERVAL '2' SECOND, ts) AS w FROM t1 UNION ALL \
+         SELECT k, v, date_bin(INTERVAL '2' SECOND, ts) - INTERVAL '2' SECOND AS w FROM t1 UNION ALL \
+         SELECT k, v, date_bin(INTERVAL '2' SECOND, ts) - INTERVAL '4' SECOND AS w FROM t1) h GROUP BY w, k";
+    let hops = Case::new("hopping", HOPS);
+    let plan = stream_plan(&hops, 2).await.unwrap_or_else(|e| panic!("{}", e.message));
+    let explain = plan.explain();
+    let nodes = |kind: &str| explain.iter().filter(|line| line.trim_start().starts_with(kind)).count();
+    assert_eq!((nodes("Expand"), nodes("Union"), nodes("Scan")), (1, 0, 1), "{explain:#?}");
+
+    const TWO_INPUTS: &str = "SELECT w, count(*) AS n FROM (\
+         SELECT date_bin(INTERVAL '2' SECOND, ts) AS w FROM t1 UNION ALL \
+         SELECT date_bin(INTERVAL '2' SECOND, ts) - INTERVAL '2' SECOND AS w FROM t2) h GROUP BY w";
+    let apart = Case::new("two inputs", TWO_INPUTS);
+    let plan = stream_plan(&apart, 2).await.unwrap_or_else(|e| panic!("{}", e.message));
+    let explain = plan.explain();
+    assert!(!explain.iter().any(|line| line.trim_start().starts_with("Expand")), "{explain:#?}");
+
+    check_all(&[hops, Case::new("hopping over a watermark", HOPS).watermarks(&[("t1", 4)]), apart]).await;
+}
+
 /// `stream::ops::temporal_filter`: rows leave (`>`) or enter (`<=`) the
 /// view as the epochs' time passes.
 #[tokio::test]

@@ -20,6 +20,7 @@
 
 pub mod aggregate;
 pub mod constant;
+pub mod expand;
 pub mod filter;
 pub mod join;
 pub mod project;
@@ -64,6 +65,7 @@ pub enum Kind {
     Aggregate(aggregate::AggregateNode),
     Join(join::JoinNode),
     Union(union::UnionNode),
+    Expand(expand::ExpandNode),
     TopN(topn::TopNNode),
     Window(window::WindowNode),
     Constant(constant::ConstantNode),
@@ -90,6 +92,7 @@ impl Kind {
             Kind::Aggregate(_) => "Aggregate",
             Kind::Join(_) => "Join",
             Kind::Union(_) => "Union",
+            Kind::Expand(_) => "Expand",
             Kind::TopN(_) => "TopN",
             Kind::Window(_) => "Window",
             Kind::Constant(_) => "Constant",
@@ -106,7 +109,12 @@ impl Kind {
             Kind::Join(n) => Some(n.state),
             Kind::TopN(n) => Some(n.state),
             Kind::Window(n) => Some(n.state),
-            Kind::Scan(_) | Kind::Project(_) | Kind::Filter(_) | Kind::Union(_) | Kind::Constant(_) => None,
+            Kind::Scan(_)
+            | Kind::Project(_)
+            | Kind::Filter(_)
+            | Kind::Union(_)
+            | Kind::Expand(_)
+            | Kind::Constant(_) => None,
         }
     }
 
@@ -149,7 +157,7 @@ impl Node {
         match &self.kind {
             Kind::SourceScan(_) => true,
             Kind::Scan(scan) => scan.append_only,
-            Kind::Project(_) | Kind::Filter(_) | Kind::Union(_) => inputs(),
+            Kind::Project(_) | Kind::Filter(_) | Kind::Union(_) | Kind::Expand(_) => inputs(),
             Kind::Join(join) => matches!(join.join_kind, crate::stream::ops::join::JoinKind::Inner) && inputs(),
             Kind::TemporalFilter(_) | Kind::Aggregate(_) | Kind::TopN(_) | Kind::Window(_) | Kind::Constant(_) => false,
         }

@@ -1,6 +1,6 @@
 //! The operators a view's dataflow is built from, one per file.
 //!
-//! Linear operators (scan, filter, project, union, constant) map change
+//! Linear operators (scan, filter, project, union, expand, constant) map change
 //! batches; stateful ones (aggregate, join, top-N) keep keyed state and emit
 //! the difference between their output before and after each epoch.
 //!
@@ -13,6 +13,7 @@ pub mod aggregate;
 pub mod constant;
 pub mod event_time;
 pub mod exchange;
+pub mod expand;
 pub mod filter;
 pub mod interval;
 pub mod join;

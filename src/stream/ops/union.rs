@@ -36,21 +36,7 @@ impl Operator for Union {
 
     /// A column has a watermark if it has one in every input: the smallest.
     fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
-        let mut merged: Option<Watermarks> = None;
-        for child in &self.inputs {
-            let theirs = child.watermarks(input)?;
-            merged = Some(match merged {
-                None => theirs,
-                Some(ours) => ours
-                    .iter()
-                    .zip(&theirs)
-                    .map(|(a, b)| match (a, b) {
-                        (Some(a), Some(b)) => Some(watermark::min(a, b)),
-                        _ => None,
-                    })
-                    .collect(),
-            });
-        }
-        Ok(merged.unwrap_or_else(|| watermark::none(self.schema.fields().len())))
+        let theirs = self.inputs.iter().map(|child| child.watermarks(input)).collect::<Result<Vec<_>>>()?;
+        Ok(watermark::union_of(theirs, self.schema.fields().len()))
     }
 }
