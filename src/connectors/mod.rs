@@ -28,7 +28,7 @@ pub mod file;
 mod fuzz;
 pub mod kafka;
 pub mod nexmark;
-mod nexmark_bids;
+mod nexmark_columns;
 pub mod payload;
 pub mod postgres_cdc;
 pub mod sink;

@@ -28,6 +28,7 @@ use nexmark::EventGenerator;
 use nexmark::config::NexmarkConfig;
 use nexmark::event::{Auction, Bid, Event, EventType, Person};
 
+use super::nexmark_columns::{self as columns, Read};
 use super::{BadRecord, Connector, ConnectorOptions, SourcePosition, SourceReader, check_declared, due};
 use crate::error::{Result, SqlError, sqlstate};
 
@@ -169,13 +170,33 @@ pub fn config(rate: u64) -> NexmarkConfig {
 
 /// The rows of `stream` among the events numbered `first..end`, in batches.
 pub fn generate(stream: EventType, first: u64, end: u64, rate: u64) -> Result<Vec<RecordBatch>> {
+    generate_columns(stream, first, end, rate, Read::ALL)
+}
+
+/// [`generate`] with only the columns in `read` filled (the others zeros
+/// or empty strings, when the stream is generated column by column).
+fn generate_columns(stream: EventType, first: u64, end: u64, rate: u64, read: Read) -> Result<Vec<RecordBatch>> {
     let config = config(rate);
     // Generate only this stream's events (the generator skips to their
     // event numbers), not all events filtered afterwards.
     let skipped = events_of(&config, stream, first as usize);
     let mut left = events_of(&config, stream, end as usize) - skipped;
-    let mut generator = EventGenerator::new(config).with_type_filter(stream).with_offset(skipped as u64);
     let mut batches = Vec::new();
+    if stream != EventType::Bid && columns::supported(&config) {
+        let mut at = skipped as u64;
+        while left > 0 {
+            let rows = left.min(BATCH_ROWS);
+            let columns = match stream {
+                EventType::Person => columns::persons(&config, at, rows, read)?,
+                _ => columns::auctions(&config, at, rows, read)?,
+            };
+            batches.push(RecordBatch::try_new(schema(stream), columns)?);
+            at += rows as u64;
+            left -= rows;
+        }
+        return Ok(batches);
+    }
+    let mut generator = EventGenerator::new(config).with_type_filter(stream).with_offset(skipped as u64);
     while left > 0 {
         let chunk: Vec<Event> = generator.by_ref().take(left.min(BATCH_ROWS)).collect();
         if chunk.is_empty() {
@@ -206,12 +227,14 @@ pub struct NexmarkReader {
     gap_nanos: u64,
     chunk: u64,
     rate: u64,
-    /// Bids whose strings nobody reads: generated column by column
-    /// (`nexmark_bids`), the strings left empty.
+    /// The columns the reading view uses: persons and auctions generate
+    /// only those (`nexmark_columns`); bids whose strings nobody reads are
+    /// generated column by column, the strings left empty.
+    read: Read,
     numbers_only: bool,
 }
 
-/// The bid columns `nexmark_bids` generates: auction, bidder, price, date_time.
+/// The bid columns `nexmark_columns` generates: auction, bidder, price, date_time.
 const BID_NUMBERS: [usize; 4] = [0, 1, 2, 5];
 
 /// Bids with only their numeric columns filled (the strings empty).
@@ -219,7 +242,7 @@ fn bid_numbers(first: u64, end: u64, rate: u64) -> Result<RecordBatch> {
     let config = config(rate);
     let first_bid = events_of(&config, EventType::Bid, first as usize);
     let count = events_of(&config, EventType::Bid, end as usize) - first_bid;
-    let bids = super::nexmark_bids::bids(&config, first_bid as u64, count);
+    let bids = columns::bids(&config, first_bid as u64, count);
     let empty: ArrayRef = Arc::new(StringArray::new(
         datafusion::arrow::buffer::OffsetBuffer::new_zeroed(count),
         datafusion::arrow::buffer::Buffer::from(Vec::<u8>::new()),
@@ -276,6 +299,7 @@ impl NexmarkReader {
             gap_nanos: options.integer("nexmark.min.event.gap.in.ns", 100_000)?,
             chunk,
             rate,
+            read: Read::ALL,
             numbers_only: false,
         };
         check_declared("nexmark", &reader.schema(), declared.as_ref())?;
@@ -308,7 +332,7 @@ impl SourceReader for NexmarkReader {
         let rows = if self.numbers_only {
             bid_numbers(position.next, end, self.rate)?
         } else {
-            let batches = generate(self.stream, position.next, end, self.rate)?;
+            let batches = generate_columns(self.stream, position.next, end, self.rate, self.read)?;
             datafusion::arrow::compute::concat_batches(&self.schema(), &batches)?
         };
         position.next = end;
@@ -318,8 +342,8 @@ impl SourceReader for NexmarkReader {
     fn with_columns(&self, read: &[usize]) -> Option<Arc<dyn SourceReader>> {
         let numbers_only = self.stream == EventType::Bid
             && read.iter().all(|c| BID_NUMBERS.contains(c))
-            && super::nexmark_bids::supported(&config(self.rate));
-        numbers_only.then(|| Arc::new(Self { numbers_only, ..self.clone() }) as Arc<dyn SourceReader>)
+            && columns::supported(&config(self.rate));
+        Some(Arc::new(Self { read: Read::of(read), numbers_only, ..self.clone() }))
     }
 
     fn exhausted(&self, position: &SourcePosition) -> bool {
@@ -336,10 +360,53 @@ mod tests {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{Int64Type, TimestampMillisecondType};
 
-    use super::{config, events_of, generate};
-    use crate::connectors::nexmark_bids::{bids, supported};
+    use super::{batch, config, events_of, generate, generate_columns, schema};
+    use crate::connectors::nexmark_columns::{Read, bids, supported};
 
-    /// Bids column by column (`nexmark_bids`) equal the reference
+    /// Persons and auctions column by column (`nexmark_columns`) equal the
+    /// reference generator's rows, every column, at the start, across many
+    /// proportion blocks and far into the stream, at several rates; and
+    /// reading only some columns fills those with the same values.
+    #[test]
+    fn persons_and_auctions_column_by_column_equal_the_reference_generators() {
+        for rate in [10_000u64, 1, 777, 1_000_000] {
+            for stream in [EventType::Person, EventType::Auction] {
+                for (first_event, events) in
+                    [(0u64, 20_000u64), (123, 1), (0, 1), (49, 2), (20_000_000, 3_000), (999_999_950, 200)]
+                {
+                    let config = config(rate);
+                    let skipped = events_of(&config, stream, first_event as usize);
+                    let count = events_of(&config, stream, (first_event + events) as usize) - skipped;
+                    let reference: Vec<Event> = EventGenerator::new(config)
+                        .with_type_filter(stream)
+                        .with_offset(skipped as u64)
+                        .take(count)
+                        .collect();
+                    let want = batch(stream, &reference).expect("reference batch");
+                    let what = format!("{stream:?}, rate {rate}, events {first_event}+{events}");
+                    let whole = generate(stream, first_event, first_event + events, rate).expect("columns");
+                    let whole = datafusion::arrow::compute::concat_batches(&schema(stream), &whole).expect("concat");
+                    assert_eq!(whole, want, "every column, {what}");
+                    // One column at a time, and pairs ending at each column.
+                    for column in 0..want.num_columns() {
+                        for read in [vec![column], vec![0, column], vec![6, column]] {
+                            let got =
+                                generate_columns(stream, first_event, first_event + events, rate, Read::of(&read))
+                                    .expect("some columns");
+                            let got =
+                                datafusion::arrow::compute::concat_batches(&schema(stream), &got).expect("concat");
+                            assert_eq!(got.num_rows(), want.num_rows(), "{what}");
+                            for &c in &read {
+                                assert_eq!(got.column(c), want.column(c), "column {c} of {read:?}, {what}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bids column by column (`nexmark_columns`) equal the reference
     /// generator's, at the start, across many proportion blocks, and far
     /// into the stream (where the single-precision timestamps round), at
     /// several rates.
