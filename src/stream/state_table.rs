@@ -170,6 +170,8 @@ struct ValueSlot<V> {
     hash: u64,
     value: Option<V>,
     dirty: bool,
+    /// Changed since the last flush: its size is to be counted again.
+    resized: bool,
     /// The store holds a value for this group (as of the last flush).
     stored: bool,
     vacant: bool,
@@ -204,6 +206,16 @@ pub struct ValueState<V> {
     slots: Vec<ValueSlot<V>>,
     /// Vacant slots, reused before the slab grows.
     free: Vec<u32>,
+    /// The slots made dirty since the last checkpoint, so that a flush
+    /// visits them and not the whole cache (may hold repeats, and slots
+    /// vacated since: each is checked when visited).
+    dirty: Vec<u32>,
+    /// The slots changed since the last flush (their sizes are recounted
+    /// at every flush; the dirty ones are written only at a checkpoint).
+    changed: Vec<u32>,
+    /// The slots a `locate` cached as empty since the last checkpoint
+    /// (groups not in the store): a checkpoint drops those still empty.
+    empty: Vec<u32>,
     bytes: usize,
     clock: u64,
     /// The budget this table's bytes are charged to, and how many are.
@@ -223,6 +235,9 @@ impl<V> ValueState<V> {
             index: hashbrown::HashTable::new(),
             slots: Vec::new(),
             free: Vec::new(),
+            dirty: Vec::new(),
+            changed: Vec::new(),
+            empty: Vec::new(),
             bytes: 0,
             clock: 0,
             budget: None,
@@ -245,6 +260,7 @@ impl<V> ValueState<V> {
             hash,
             value: None,
             dirty: false,
+            resized: false,
             stored: false,
             vacant: false,
             used: self.clock,
@@ -362,6 +378,9 @@ impl<V> ValueState<V> {
         let mut decoded = if found.is_empty() { Vec::new() } else { decode(&found)? }.into_iter();
         for (&id, bytes) in missing.iter().zip(&stored) {
             let Some(slot) = self.slots.get_mut(id as usize) else { continue };
+            if bytes.is_none() {
+                self.empty.push(id);
+            }
             slot.value = if bytes.is_some() { decoded.next() } else { None };
             slot.stored = bytes.is_some();
             slot.size = slot.group.len() + GROUP_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
@@ -410,7 +429,14 @@ impl<V> ValueState<V> {
     /// for change (written back at the next flush).
     pub fn value_mut(&mut self, id: SlotId) -> Option<&mut Option<V>> {
         let slot = self.slots.get_mut(id.0 as usize).filter(|s| !s.vacant)?;
-        slot.dirty = true;
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(id.0);
+        }
+        if !slot.resized {
+            slot.resized = true;
+            self.changed.push(id.0);
+        }
         Some(&mut slot.value)
     }
 
@@ -425,16 +451,35 @@ impl<V> ValueState<V> {
         encode: impl FnOnce(&mut [&mut V]) -> Result<Vec<Vec<u8>>>,
     ) -> Result<()> {
         let budget = &ctx.budget;
-        let mut groups: Vec<&[u8]> = Vec::new();
-        let mut values: Vec<&mut V> = Vec::new();
-        for slot in self.slots.iter_mut() {
-            if !slot.dirty || slot.vacant {
+        // The sizes of the groups changed this epoch (recently touched, so
+        // this is cheap; the dirty ones are only visited at a checkpoint).
+        for id in std::mem::take(&mut self.changed) {
+            let Some(slot) = self.slots.get_mut(id as usize) else { continue };
+            if !slot.resized || slot.vacant {
                 continue;
             }
+            slot.resized = false;
             let size = slot.group.len() + GROUP_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
             self.bytes = self.bytes + size - slot.size;
             slot.size = size;
-            if !ctx.checkpoint {
+        }
+        if ctx.checkpoint {
+            self.dirty.sort_unstable();
+            self.dirty.dedup();
+        }
+        let mut groups: Vec<&[u8]> = Vec::new();
+        let mut values: Vec<&mut V> = Vec::new();
+        // The dirty slots, each borrowed once: the ids are sorted and
+        // distinct, so each is split off the part of the slab after the last.
+        let mut rest: &mut [ValueSlot<V>] = &mut self.slots;
+        let mut base = 0usize;
+        let dirty: &[u32] = if ctx.checkpoint { &self.dirty } else { &[] };
+        for &id in dirty {
+            let Some((_, tail)) = std::mem::take(&mut rest).split_at_mut_checked(id as usize - base) else { break };
+            let Some((slot, tail)) = tail.split_first_mut() else { break };
+            rest = tail;
+            base = id as usize + 1;
+            if !slot.dirty || slot.vacant {
                 continue;
             }
             slot.dirty = false;
@@ -460,10 +505,13 @@ impl<V> ValueState<V> {
         }
         if ctx.checkpoint {
             // A group deleted from the store leaves the cache too, or groups
-            // that come and go (closed windows) would pile up.
-            let gone: Vec<u32> = (0..self.slots.len() as u32)
-                .filter(|&id| self.slots.get(id as usize).is_some_and(|s| !s.vacant && s.value.is_none() && !s.dirty))
-                .collect();
+            // that come and go (closed windows) would pile up; so does a
+            // group cached as empty and left so.
+            let mut gone: Vec<u32> = std::mem::take(&mut self.dirty);
+            gone.append(&mut self.empty);
+            gone.sort_unstable();
+            gone.dedup();
+            gone.retain(|&id| self.slots.get(id as usize).is_some_and(|s| !s.vacant && s.value.is_none() && !s.dirty));
             self.remove(&gone);
         }
         settle(budget, &mut self.budget, &mut self.charged, self.bytes);
