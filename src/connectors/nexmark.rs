@@ -94,13 +94,8 @@ pub fn schema(stream: EventType) -> SchemaRef {
 /// How many of the events numbered below `end` belong to `stream`: events
 /// come in blocks of person, auction and bid proportions, in that order.
 pub fn events_of(config: &NexmarkConfig, stream: EventType, end: usize) -> usize {
-    let (person, auction, bid) = (config.person_proportion, config.auction_proportion, config.bid_proportion);
-    let (start, share) = match stream {
-        EventType::Person => (0, person),
-        EventType::Auction => (person, auction),
-        EventType::Bid => (person + auction, bid),
-    };
-    let block = person + auction + bid;
+    let (start, share) = columns::place_in_block(config, stream);
+    let block = config.person_proportion + config.auction_proportion + config.bid_proportion;
     end / block * share + (end % block).saturating_sub(start).min(share)
 }
 

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::buffer::{Buffer, OffsetBuffer};
 use nexmark::config::NexmarkConfig;
+use nexmark::event::EventType;
 use rand_08::rngs::SmallRng;
 use rand_08::seq::SliceRandom;
 use rand_08::{Rng, SeedableRng};
@@ -34,6 +35,26 @@ use crate::error::{Result, SqlError};
 const HOT_AUCTION_RATIO: usize = 100;
 const HOT_BIDDER_RATIO: usize = 100;
 const HOT_SELLER_RATIO: usize = 100;
+/// Where `stream`'s events sit in each block of events: the events come in
+/// blocks of the person, auction and bid proportions, in that order.
+/// Returns (the events before the stream's in a block, its events per block).
+pub fn place_in_block(config: &NexmarkConfig, stream: EventType) -> (usize, usize) {
+    let (person, auction, bid) = (config.person_proportion, config.auction_proportion, config.bid_proportion);
+    match stream {
+        EventType::Person => (0, person),
+        EventType::Auction => (person, auction),
+        EventType::Bid => (person + auction, bid),
+    }
+}
+
+/// The event number (among the events of all streams) of `stream`'s row
+/// numbered `offset` (as the reference generator's `global_offset`).
+fn event_number(config: &NexmarkConfig, stream: EventType, offset: usize) -> usize {
+    let denominator = config.person_proportion + config.auction_proportion + config.bid_proportion;
+    let (before, share) = place_in_block(config, stream);
+    config.first_event_number + offset / share * denominator + before + offset % share
+}
+
 /// The four numeric columns of a run of bids.
 pub struct BidColumns {
     pub auction: Int64Array,
@@ -65,11 +86,8 @@ pub fn bids(config: &NexmarkConfig, first: u64, count: usize) -> BidColumns {
     let mut price = Vec::with_capacity(count);
     let mut date_time = Vec::with_capacity(count);
     for offset in first as usize..first as usize + count {
-        let event_number = offset / config.bid_proportion * denominator
-            + config.person_proportion
-            + config.auction_proportion
-            + offset % config.bid_proportion;
-        let event_id = config.first_event_id + config.first_event_number + event_number;
+        let event_number = event_number(config, EventType::Bid, offset);
+        let event_id = config.first_event_id + event_number;
         let time = config.base_time + ((event_number as f32 * delay) / 1000.0).round() as u64;
         let rng = &mut SmallRng::seed_from_u64(event_id as u64);
         let hot_auction = 0 < rng.gen_range(0..config.hot_auction_ratio);
@@ -225,9 +243,7 @@ pub fn persons(config: &NexmarkConfig, first: u64, count: usize, read: Read) -> 
     let mut state = Texts::new(read.contains(5), count, 2);
     let mut extras = Texts::new(read.contains(7), count, 140);
     for offset in first as usize..first as usize + count {
-        let event_number = config.first_event_number
-            + offset / config.person_proportion * denominator
-            + offset % config.person_proportion;
+        let event_number = event_number(config, EventType::Person, offset);
         let event_id = config.first_event_id + event_number;
         id.push((person_last_id(event_id, config, denominator) + config.first_person_id) as i64);
         date_time.push(event_time(config, event_number) as i64);
@@ -296,10 +312,7 @@ pub fn auctions(config: &NexmarkConfig, first: u64, count: usize, read: Read) ->
     let mut description = Texts::new(read.contains(2), count, 100);
     let mut extras = Texts::new(read.contains(9), count, 340);
     for offset in first as usize..first as usize + count {
-        let event_number = config.first_event_number
-            + offset / config.auction_proportion * denominator
-            + config.person_proportion
-            + offset % config.auction_proportion;
+        let event_number = event_number(config, EventType::Auction, offset);
         let event_id = config.first_event_id + event_number;
         let time = event_time(config, event_number);
         id.push((auction_last_id(event_id, config, denominator) + config.first_auction_id) as i64);
