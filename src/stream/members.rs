@@ -1,84 +1,228 @@
-//! The members of one multiset group, and which of them changed since the
-//! last checkpoint: the per-group parts of `MultisetState`.
+//! The members of one multiset group with their multiplicities, and for
+//! each what the next checkpoint must write: the per-group part of
+//! `MultisetState`.
+//!
+//! A member carries two flags next to its count: `changed` (since the last
+//! checkpoint) and `stored` (the store holds it, as of that checkpoint). So
+//! one lookup both updates a member and records the change, and a member
+//! that the store holds and that leaves is kept as a tombstone (count 0)
+//! until the checkpoint deletes it; one that came and went in between is
+//! simply dropped and never written. Reads see only live members.
 //!
 //! Many groups of a join side hold one row (Nexmark q7 keys bids by price:
 //! 2M events have 1.84M bids at 898k prices, most of them bid once, within
-//! a time bound fewer still), so both keep a single entry inline and only
-//! a group that grows gets a B-tree (members, in order) or a hash map
-//! (changes). A one-member group then costs its member's bytes instead of
-//! a B-tree node (about 400 bytes) and a hash table.
+//! a time bound fewer still), so a group keeps a single member inline and
+//! only a group that grows gets a B-tree (members in byte order). A
+//! one-member group then costs its member's bytes instead of a B-tree node
+//! (about 400 bytes).
 
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 
-use crate::hash::HashMap;
+/// A member's multiplicity and what the next checkpoint must do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Zero only for a tombstone: a stored member that left.
+    n: i64,
+    /// Changed since the last checkpoint.
+    changed: bool,
+    /// The store holds this member (as of the last checkpoint). A clean
+    /// member is always stored: the cache agrees with the store.
+    stored: bool,
+}
+
+impl Entry {
+    fn live(&self) -> bool {
+        self.n != 0
+    }
+}
+
+/// How an update changed a group's entries (for its owner's byte count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Footprint {
+    /// A new entry was made.
+    Grew,
+    /// An entry was dropped.
+    Shrank,
+    /// The entries are the same ones.
+    Same,
+}
 
 /// A group's members with their multiplicities, in byte order.
 #[derive(Debug, Default)]
 pub enum Members {
     #[default]
     Empty,
-    One(Vec<u8>, i64),
-    Many(BTreeMap<Vec<u8>, i64>),
+    One(Vec<u8>, Entry),
+    /// `live`: how many entries are not tombstones.
+    Many {
+        map: BTreeMap<Vec<u8>, Entry>,
+        live: usize,
+    },
 }
 
 impl Members {
+    /// No live members (tombstones may wait for the checkpoint).
     pub fn is_empty(&self) -> bool {
         match self {
             Members::Empty => true,
+            Members::One(_, entry) => !entry.live(),
+            Members::Many { live, .. } => *live == 0,
+        }
+    }
+
+    /// No entries at all, tombstones included.
+    pub fn is_vacant(&self) -> bool {
+        match self {
+            Members::Empty => true,
             Members::One(..) => false,
-            Members::Many(map) => map.is_empty(),
+            Members::Many { map, .. } => map.is_empty(),
         }
     }
 
+    fn entry(&self, member: &[u8]) -> Option<&Entry> {
+        match self {
+            Members::One(only, entry) if only.as_slice() == member => Some(entry),
+            Members::Many { map, .. } => map.get(member),
+            _ => None,
+        }
+    }
+
+    /// A live member's multiplicity.
     pub fn get(&self, member: &[u8]) -> Option<&i64> {
-        match self {
-            Members::One(only, n) if only.as_slice() == member => Some(n),
-            Members::Many(map) => map.get(member),
-            _ => None,
-        }
+        self.entry(member).filter(|e| e.live()).map(|e| &e.n)
     }
 
-    pub fn get_mut(&mut self, member: &[u8]) -> Option<&mut i64> {
-        match self {
-            Members::One(only, n) if only.as_slice() == member => Some(n),
-            Members::Many(map) => map.get_mut(member),
-            _ => None,
-        }
+    /// A member read from the store (clean and stored; not yet present).
+    pub fn insert_stored(&mut self, member: Vec<u8>, n: i64) {
+        self.insert(member, Entry { n, changed: false, stored: true });
     }
 
-    /// Adds a member that is not there yet.
-    pub fn insert(&mut self, member: Vec<u8>, n: i64) {
+    fn insert(&mut self, member: Vec<u8>, entry: Entry) {
         match std::mem::take(self) {
-            Members::Empty => *self = Members::One(member, n),
-            Members::One(only, m) => {
-                *self = Members::Many(BTreeMap::from([(only, m), (member, n)]));
+            Members::Empty => *self = Members::One(member, entry),
+            Members::One(only, first) => {
+                let live = usize::from(first.live()) + usize::from(entry.live());
+                *self = Members::Many { map: BTreeMap::from([(only, first), (member, entry)]), live };
             }
-            Members::Many(mut map) => {
-                map.insert(member, n);
-                *self = Members::Many(map);
+            Members::Many { mut map, mut live } => {
+                live += usize::from(entry.live());
+                map.insert(member, entry);
+                *self = Members::Many { map, live };
             }
         }
     }
 
-    pub fn remove(&mut self, member: &[u8]) -> Option<i64> {
+    /// Drops an entry whatever it holds.
+    fn erase(&mut self, member: &[u8]) {
         match self {
-            Members::One(only, n) if only.as_slice() == member => {
-                let n = *n;
-                *self = Members::Empty;
-                Some(n)
+            Members::One(only, _) if only.as_slice() == member => *self = Members::Empty,
+            Members::Many { map, .. } => {
+                map.remove(member);
             }
-            Members::Many(map) => map.remove(member),
-            _ => None,
+            _ => {}
         }
     }
 
-    /// The members in byte order.
+    /// Sets an existing entry's count (recording the change); a member the
+    /// store does not hold is dropped when its count reaches zero.
+    fn set(&mut self, member: &[u8], n: i64) -> Footprint {
+        let (entry, live) = match self {
+            Members::One(only, entry) if only.as_slice() == member => (entry, None),
+            Members::Many { map, live } => match map.get_mut(member) {
+                Some(entry) => (entry, Some(live)),
+                None => return Footprint::Same,
+            },
+            _ => return Footprint::Same,
+        };
+        let was_live = entry.live();
+        entry.n = n;
+        entry.changed = true;
+        if let Some(live) = live {
+            *live = *live + usize::from(entry.live()) - usize::from(was_live);
+        }
+        if n == 0 && !entry.stored {
+            self.erase(member);
+            return Footprint::Shrank;
+        }
+        Footprint::Same
+    }
+
+    /// Adds `weight` to a member's multiplicity, recording the change.
+    pub fn add(&mut self, member: &[u8], weight: i64) -> Footprint {
+        if weight == 0 {
+            return Footprint::Same;
+        }
+        match self.entry(member).map(|e| e.n) {
+            Some(n) => self.set(member, n + weight),
+            None => {
+                self.insert(member.to_vec(), Entry { n: weight, changed: true, stored: false });
+                Footprint::Grew
+            }
+        }
+    }
+
+    /// Removes a member whatever its multiplicity; returns the multiplicity
+    /// it had, if it was live.
+    pub fn remove(&mut self, member: &[u8]) -> (Option<i64>, Footprint) {
+        match self.entry(member).map(|e| e.n).filter(|&n| n != 0) {
+            Some(n) => (Some(n), self.set(member, 0)),
+            None => (None, Footprint::Same),
+        }
+    }
+
+    /// Removes every member; returns how many entries were dropped (the
+    /// stored ones stay as tombstones).
+    pub fn clear(&mut self) -> Vec<usize> {
+        let live: Vec<Vec<u8>> = self.iter().map(|(m, _)| m.clone()).collect();
+        let mut dropped = Vec::new();
+        for member in live {
+            if self.set(&member, 0) == Footprint::Shrank {
+                dropped.push(member.len());
+            }
+        }
+        dropped
+    }
+
+    /// At a checkpoint: hands every changed member to `write` (its count, or
+    /// `None` to delete it from the store), marks it clean and stored, and
+    /// drops the tombstones. Returns the lengths of the dropped members.
+    pub fn checkpoint(&mut self, mut write: impl FnMut(&[u8], Option<i64>)) -> Vec<usize> {
+        let mut dropped = Vec::new();
+        let mut visit = |member: &Vec<u8>, entry: &mut Entry| -> bool {
+            if entry.changed {
+                entry.changed = false;
+                if entry.live() {
+                    write(member, Some(entry.n));
+                    entry.stored = true;
+                } else {
+                    if entry.stored {
+                        write(member, None);
+                    }
+                    dropped.push(member.len());
+                    return false;
+                }
+            }
+            true
+        };
+        match self {
+            Members::Empty => {}
+            Members::One(member, entry) => {
+                if !visit(member, entry) {
+                    *self = Members::Empty;
+                }
+            }
+            Members::Many { map, .. } => map.retain(|member, entry| visit(member, entry)),
+        }
+        dropped
+    }
+
+    /// The live members in byte order.
     pub fn iter(&self) -> MembersIter<'_> {
         match self {
             Members::Empty => MembersIter::One(None),
-            Members::One(only, n) => MembersIter::One(Some((only, n))),
-            Members::Many(map) => MembersIter::Many(map.iter()),
+            Members::One(only, entry) => MembersIter::One(entry.live().then_some((only, &entry.n))),
+            Members::Many { map, .. } => MembersIter::Many(map.iter()),
         }
     }
 }
@@ -91,10 +235,10 @@ impl<'a> IntoIterator for &'a Members {
     }
 }
 
-/// The members of a group in byte order, with their multiplicities.
+/// The live members of a group in byte order, with their multiplicities.
 pub enum MembersIter<'a> {
     One(Option<(&'a Vec<u8>, &'a i64)>),
-    Many(btree_map::Iter<'a, Vec<u8>, i64>),
+    Many(btree_map::Iter<'a, Vec<u8>, Entry>),
 }
 
 impl<'a> Iterator for MembersIter<'a> {
@@ -102,65 +246,7 @@ impl<'a> Iterator for MembersIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             MembersIter::One(one) => one.take(),
-            MembersIter::Many(iter) => iter.next(),
-        }
-    }
-}
-
-/// A group's members changed since the last checkpoint, each with whether
-/// the store holds it (as of that checkpoint).
-#[derive(Debug, Default)]
-pub enum Changed {
-    #[default]
-    None,
-    One(Vec<u8>, bool),
-    Many(HashMap<Vec<u8>, bool>),
-}
-
-impl Changed {
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Changed::None => true,
-            Changed::One(..) => false,
-            Changed::Many(map) => map.is_empty(),
-        }
-    }
-
-    pub fn contains(&self, member: &[u8]) -> bool {
-        match self {
-            Changed::None => false,
-            Changed::One(only, _) => only.as_slice() == member,
-            Changed::Many(map) => map.contains_key(member),
-        }
-    }
-
-    /// Records a change of `member`; the first change since the checkpoint
-    /// says what the store holds, later ones keep it.
-    pub fn mark(&mut self, member: &[u8], stored: bool) {
-        if self.contains(member) {
-            return;
-        }
-        match std::mem::take(self) {
-            Changed::None => *self = Changed::One(member.to_vec(), stored),
-            Changed::One(only, was) => {
-                let mut map = HashMap::default();
-                map.insert(only, was);
-                map.insert(member.to_vec(), stored);
-                *self = Changed::Many(map);
-            }
-            Changed::Many(mut map) => {
-                map.insert(member.to_vec(), stored);
-                *self = Changed::Many(map);
-            }
-        }
-    }
-
-    /// The changes, leaving none.
-    pub fn take(&mut self) -> Vec<(Vec<u8>, bool)> {
-        match std::mem::take(self) {
-            Changed::None => Vec::new(),
-            Changed::One(member, stored) => vec![(member, stored)],
-            Changed::Many(map) => map.into_iter().collect(),
+            MembersIter::Many(iter) => iter.find(|(_, e)| e.live()).map(|(m, e)| (m, &e.n)),
         }
     }
 }
@@ -169,36 +255,75 @@ impl Changed {
 mod tests {
     use super::*;
 
+    fn listed(members: &Members) -> Vec<(Vec<u8>, i64)> {
+        members.iter().map(|(m, n)| (m.clone(), *n)).collect()
+    }
+
+    fn written(members: &mut Members) -> Vec<(Vec<u8>, Option<i64>)> {
+        let mut out = Vec::new();
+        members.checkpoint(|m, n| out.push((m.to_vec(), n)));
+        out.sort();
+        out
+    }
+
     /// Growing from one member to many and back keeps the multiset and its
-    /// byte order; changes keep the first word on what the store holds.
+    /// byte order, whatever the tombstones in between.
     #[test]
-    fn members_and_changes_from_one_to_many() {
+    fn members_from_one_to_many_in_byte_order() {
         let mut members = Members::default();
         assert!(members.is_empty() && members.iter().next().is_none());
-        members.insert(b"m".to_vec(), 2);
+        assert_eq!(members.add(b"m", 2), Footprint::Grew);
         assert_eq!(members.get(b"m"), Some(&2));
-        members.insert(b"c".to_vec(), 1);
-        members.insert(b"x".to_vec(), 3);
-        *members.get_mut(b"m").expect("present") += 5;
-        let listed: Vec<(Vec<u8>, i64)> = members.iter().map(|(m, n)| (m.clone(), *n)).collect();
-        assert_eq!(listed, vec![(b"c".to_vec(), 1), (b"m".to_vec(), 7), (b"x".to_vec(), 3)]);
-        assert_eq!(members.remove(b"m"), Some(7));
-        assert_eq!(members.remove(b"m"), None);
+        members.add(b"c", 1);
+        members.add(b"x", 3);
+        assert_eq!(members.add(b"m", 5), Footprint::Same);
+        assert_eq!(listed(&members), vec![(b"c".to_vec(), 1), (b"m".to_vec(), 7), (b"x".to_vec(), 3)]);
+        assert_eq!(members.remove(b"m"), (Some(7), Footprint::Shrank));
+        assert_eq!(members.remove(b"m"), (None, Footprint::Same));
         assert_eq!((&members).into_iter().count(), 2);
-        let mut one = Members::One(b"a".to_vec(), 1);
-        assert_eq!(one.get(b"b"), None);
-        assert_eq!(one.remove(b"a"), Some(1));
-        assert!(one.is_empty());
+        assert_eq!(members.add(b"c", -1), Footprint::Shrank);
+        assert_eq!(members.add(b"x", -3), Footprint::Shrank);
+        assert!(members.is_empty() && members.is_vacant());
+    }
 
-        let mut changed = Changed::default();
-        changed.mark(b"a", true);
-        changed.mark(b"a", false);
-        changed.mark(b"b", false);
-        changed.mark(b"b", true);
-        assert!(changed.contains(b"a") && changed.contains(b"b") && !changed.contains(b"c"));
-        let mut taken = changed.take();
-        taken.sort();
-        assert_eq!(taken, vec![(b"a".to_vec(), true), (b"b".to_vec(), false)]);
-        assert!(changed.is_empty());
+    /// A checkpoint writes what changed since the last one: a member added
+    /// and gone in between is never written, a stored member that leaves
+    /// is deleted (and waits as a tombstone until then), and a stored
+    /// member that returns before the checkpoint is simply rewritten.
+    #[test]
+    fn a_checkpoint_writes_only_what_the_store_must_change() {
+        let mut members = Members::default();
+        members.insert_stored(b"kept".to_vec(), 1);
+        members.insert_stored(b"gone".to_vec(), 2);
+        members.insert_stored(b"back".to_vec(), 1);
+        assert_eq!(written(&mut members), vec![], "nothing changed");
+        members.add(b"brief", 1);
+        members.add(b"brief", -1);
+        assert_eq!(members.add(b"gone", -2), Footprint::Same, "a tombstone");
+        assert_eq!(members.get(b"gone"), None);
+        assert!(!members.is_vacant());
+        members.remove(b"back");
+        members.add(b"back", 4);
+        members.add(b"new", 3);
+        assert_eq!(
+            written(&mut members),
+            vec![(b"back".to_vec(), Some(4)), (b"gone".to_vec(), None), (b"new".to_vec(), Some(3))]
+        );
+        assert_eq!(listed(&members), vec![(b"back".to_vec(), 4), (b"kept".to_vec(), 1), (b"new".to_vec(), 3)]);
+        assert_eq!(written(&mut members), vec![], "all clean");
+
+        // Cleared, the stored members are deleted at the next checkpoint;
+        // an inline member leaves no tombstone once written.
+        members.clear();
+        assert!(members.is_empty() && !members.is_vacant());
+        assert_eq!(written(&mut members).len(), 3);
+        assert!(members.is_vacant());
+        let mut one = Members::default();
+        one.insert_stored(b"a".to_vec(), 1);
+        assert_eq!(one.get(b"b"), None);
+        assert_eq!(one.remove(b"a"), (Some(1), Footprint::Same));
+        assert!(one.is_empty() && !one.is_vacant());
+        assert_eq!(written(&mut one), vec![(b"a".to_vec(), None)]);
+        assert!(one.is_vacant());
     }
 }

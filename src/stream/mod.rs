@@ -13,6 +13,7 @@
 pub mod change;
 pub mod connector;
 pub mod members;
+pub mod multiset_state;
 pub mod ops;
 pub mod rowcodec;
 pub mod shared_read;

@@ -9,9 +9,10 @@
 //!
 //! Two shapes cover the operators:
 //! - [`ValueState`]: one value per group (an aggregate's accumulators);
-//! - [`MultisetState`]: a multiset of byte strings per group (a join side's
-//!   rows per join key, a group's rows for MIN/MAX, a top-N or window
-//!   partition's rows), one store key per distinct member.
+//! - [`MultisetState`](crate::stream::multiset_state::MultisetState): a
+//!   multiset of byte strings per group (a join side's rows per join key, a
+//!   group's rows for MIN/MAX, a top-N or window partition's rows), one
+//!   store key per distinct member (`stream/multiset_state.rs`).
 //!
 //! Operators load the groups an epoch touches before using them (a miss
 //! reads the committed store: the state as of the last checkpoint), mark
@@ -31,21 +32,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
-use crate::hash::HashMap;
 use crate::state::{Snapshot, WriteBatch};
-use crate::stream::members::{Changed, Members};
 
 /// Virtual partitions of an operator's key space.
 pub const VNODES: u16 = 256;
 
 /// Memory a cached group costs besides its key and value bytes: its hash
-/// map entry and slot, and for a multiset the B-tree's first node (a B-tree
-/// node holds 11 entries and is allocated whole). Measured sizes, rounded up:
+/// table entry and slab slot. Measured sizes, rounded up:
 /// an accounting that undercounts lets the cache outgrow its budget.
 const GROUP_OVERHEAD: usize = 160;
-const MULTISET_GROUP_OVERHEAD: usize = GROUP_OVERHEAD + 400;
-/// Per member of a multiset: its share of a B-tree node and its heap block.
-const MEMBER_OVERHEAD: usize = 64;
 
 /// What an operator needs to reach its stored state in one epoch.
 #[derive(Clone)]
@@ -86,7 +81,7 @@ impl StateBudget {
     pub fn exceeded(&self) -> bool {
         self.used() > self.limit
     }
-    fn charge(&self, before: usize, after: usize) {
+    pub(crate) fn charge(&self, before: usize, after: usize) {
         if after >= before {
             self.used.fetch_add(after - before, Ordering::Relaxed);
         } else {
@@ -94,7 +89,7 @@ impl StateBudget {
         }
     }
     /// How many bytes a table holding `own` should shrink to, if any.
-    fn target_for(&self, own: usize) -> Option<usize> {
+    pub(crate) fn target_for(&self, own: usize) -> Option<usize> {
         let used = self.used();
         if used <= self.limit || own == 0 {
             return None;
@@ -116,7 +111,7 @@ pub fn vnode(group: &[u8]) -> u16 {
     (hash % VNODES as u32) as u16
 }
 
-fn group_key(prefix: &[u8], group: &[u8]) -> Vec<u8> {
+pub(crate) fn group_key(prefix: &[u8], group: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(prefix.len() + 2 + group.len());
     key.extend_from_slice(prefix);
     key.extend_from_slice(&vnode(group).to_be_bytes());
@@ -125,36 +120,17 @@ fn group_key(prefix: &[u8], group: &[u8]) -> Vec<u8> {
 }
 
 /// Brings the budget's count of this table's bytes up to date.
-fn settle(budget: &Arc<StateBudget>, held: &mut Option<Arc<StateBudget>>, charged: &mut usize, bytes: usize) {
+pub(crate) fn settle(
+    budget: &Arc<StateBudget>,
+    held: &mut Option<Arc<StateBudget>>,
+    charged: &mut usize,
+    bytes: usize,
+) {
     if held.is_none() {
         *held = Some(budget.clone());
     }
     budget.charge(*charged, bytes);
     *charged = bytes;
-}
-
-/// Evicts clean entries, least recently used first, until `bytes <= target`;
-/// says whether it evicted any.
-fn evict<S>(
-    slots: &mut HashMap<Vec<u8>, S>,
-    bytes: &mut usize,
-    target: usize,
-    view: impl Fn(&S) -> (bool, u64, usize),
-) -> bool {
-    let mut evicted = false;
-    let mut candidates: Vec<(u64, Vec<u8>)> =
-        slots.iter().filter(|(_, slot)| !view(slot).0).map(|(key, slot)| (view(slot).1, key.clone())).collect();
-    candidates.sort_unstable();
-    for (_, key) in candidates {
-        if *bytes <= target {
-            break;
-        }
-        if let Some(slot) = slots.remove(&key) {
-            *bytes = bytes.saturating_sub(view(&slot).2);
-            evicted = true;
-        }
-    }
-    evicted
 }
 
 /// A loaded group's place in its [`ValueState`]: valid until the table's
@@ -552,216 +528,6 @@ impl<V> ValueState<V> {
     }
 }
 
-struct MultisetSlot {
-    members: Members,
-    /// Members changed since the last checkpoint, each with whether the
-    /// store holds it (empty and unallocated once flushed).
-    dirty: Changed,
-    used: u64,
-    size: usize,
-}
-
-/// A multiset of byte strings per group; one store key per member, whose
-/// value is the member's multiplicity (8 bytes, big-endian).
-pub struct MultisetState {
-    prefix: Vec<u8>,
-    slots: HashMap<Vec<u8>, MultisetSlot>,
-    bytes: usize,
-    clock: u64,
-    budget: Option<Arc<StateBudget>>,
-    charged: usize,
-    /// The cache holds every group the store holds for this table: it
-    /// started from known-empty state (a fresh build) and has evicted
-    /// nothing since. A miss is then an empty group, without a store read.
-    complete: bool,
-}
-
-impl MultisetState {
-    pub fn new(prefix: &[u8]) -> Self {
-        Self {
-            prefix: prefix.to_vec(),
-            slots: HashMap::default(),
-            bytes: 0,
-            clock: 0,
-            budget: None,
-            charged: 0,
-            complete: false,
-        }
-    }
-
-    /// Makes sure every group in `groups` is cached (one prefix scan per
-    /// missing group). While the cache is complete a missing group is
-    /// empty: nothing is read and no slot is made for it (a join probes its
-    /// other side's keys every epoch; most have no rows there).
-    pub fn load<'a>(&mut self, ctx: &StateContext, groups: impl IntoIterator<Item = &'a [u8]>) {
-        self.clock += 1;
-        self.complete |= ctx.fresh;
-        for group in groups {
-            if let Some(slot) = self.slots.get_mut(group) {
-                slot.used = self.clock;
-                continue;
-            }
-            if self.complete {
-                continue;
-            }
-            let mut members = Members::default();
-            let mut size = group.len() + MULTISET_GROUP_OVERHEAD;
-            let prefix = group_key(&self.prefix, group);
-            ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
-                let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
-                let member = key.get(prefix.len()..).unwrap_or_default().to_vec();
-                size += member.len() + MEMBER_OVERHEAD;
-                members.insert(member, count);
-            });
-            self.bytes += size;
-            self.slots
-                .insert(group.to_vec(), MultisetSlot { members, dirty: Changed::default(), used: self.clock, size });
-        }
-    }
-
-    /// The members of a loaded group (`None` if not loaded or empty).
-    pub fn get(&self, group: &[u8]) -> Option<&Members> {
-        self.slots.get(group).map(|s| &s.members).filter(|m| !m.is_empty())
-    }
-
-    /// Whether a loaded group has members.
-    pub fn contains(&self, group: &[u8]) -> bool {
-        self.get(group).is_some()
-    }
-
-    /// Adds `weight` to a member's multiplicity (the group must be loaded;
-    /// one not cached is empty: loading made sure of that).
-    pub fn add(&mut self, group: &[u8], member: &[u8], weight: i64) {
-        let slot = match self.slots.get_mut(group) {
-            Some(slot) => slot,
-            None => {
-                self.bytes += group.len() + MULTISET_GROUP_OVERHEAD;
-                self.slots.entry(group.to_vec()).or_insert_with(|| MultisetSlot {
-                    members: Members::default(),
-                    dirty: Changed::default(),
-                    used: self.clock,
-                    size: group.len() + MULTISET_GROUP_OVERHEAD,
-                })
-            }
-        };
-        let n = match slot.members.get_mut(member) {
-            Some(n) => {
-                // Clean and present: the store holds it.
-                slot.dirty.mark(member, true);
-                *n += weight;
-                *n
-            }
-            None => {
-                // Absent and clean: the store does not hold it.
-                slot.dirty.mark(member, false);
-                slot.size += member.len() + MEMBER_OVERHEAD;
-                self.bytes += member.len() + MEMBER_OVERHEAD;
-                slot.members.insert(member.to_vec(), weight);
-                weight
-            }
-        };
-        if n == 0 {
-            slot.members.remove(member);
-            slot.size -= member.len() + MEMBER_OVERHEAD;
-            self.bytes -= member.len() + MEMBER_OVERHEAD;
-        }
-    }
-
-    /// Every stored key under this table's prefix, without the prefix and
-    /// vnode: group ++ member (for rebuilding an index at startup).
-    pub fn stored_members(&self, ctx: &StateContext) -> Vec<Vec<u8>> {
-        let mut found = Vec::new();
-        let skip = self.prefix.len() + 2;
-        ctx.snapshot.scan_prefix(&self.prefix, &mut |key, _| {
-            if let Some(rest) = key.get(skip..) {
-                found.push(rest.to_vec());
-            }
-        });
-        found
-    }
-
-    /// Removes a member of a loaded group, whatever its multiplicity.
-    pub fn remove(&mut self, group: &[u8], member: &[u8]) {
-        let Some(slot) = self.slots.get_mut(group) else { return };
-        if slot.members.remove(member).is_some() {
-            slot.size -= member.len() + MEMBER_OVERHEAD;
-            self.bytes -= member.len() + MEMBER_OVERHEAD;
-            slot.dirty.mark(member, true);
-        }
-    }
-
-    /// Whether a loaded group holds `member`.
-    pub fn has(&self, group: &[u8], member: &[u8]) -> bool {
-        self.slots.get(group).is_some_and(|s| s.members.get(member).is_some())
-    }
-
-    /// Removes every member of a loaded group (deleted from the store at
-    /// the next checkpoint).
-    pub fn clear(&mut self, group: &[u8]) {
-        let Some(slot) = self.slots.get_mut(group) else { return };
-        let members = std::mem::take(&mut slot.members);
-        for (member, _) in &members {
-            slot.size -= member.len() + MEMBER_OVERHEAD;
-            self.bytes -= member.len() + MEMBER_OVERHEAD;
-            slot.dirty.mark(member, true);
-        }
-    }
-
-    /// At a checkpoint, writes the dirty members into `batch`. Then shrinks
-    /// the cache to its share of the budget.
-    pub fn flush(&mut self, ctx: &StateContext, batch: &mut WriteBatch) {
-        let budget = &ctx.budget;
-        // Between checkpoints dirty members stay dirty: nothing to visit.
-        let slots = if ctx.checkpoint { self.slots.iter_mut() } else { Default::default() };
-        for (group, slot) in slots {
-            if slot.dirty.is_empty() {
-                continue;
-            }
-            let prefix = group_key(&self.prefix, group);
-            for (member, stored) in slot.dirty.take() {
-                let count = slot.members.get(&member);
-                if count.is_none() && !stored {
-                    // Added and gone again since the last checkpoint.
-                    continue;
-                }
-                let mut key = Vec::with_capacity(prefix.len() + member.len());
-                key.extend_from_slice(&prefix);
-                key.extend_from_slice(&member);
-                match count {
-                    Some(n) => batch.put(key, n.to_be_bytes().to_vec()),
-                    None => batch.delete(key),
-                }
-            }
-        }
-        if ctx.checkpoint {
-            // Emptied groups are now deleted from the store: drop them here.
-            let bytes = &mut self.bytes;
-            self.slots.retain(|_, slot| {
-                let keep = !slot.members.is_empty() || !slot.dirty.is_empty();
-                if !keep {
-                    *bytes = bytes.saturating_sub(slot.size);
-                }
-                keep
-            });
-        }
-        settle(budget, &mut self.budget, &mut self.charged, self.bytes);
-        if let Some(target) = budget.target_for(self.bytes) {
-            if evict(&mut self.slots, &mut self.bytes, target, |s| (!s.dirty.is_empty(), s.used, s.size)) {
-                self.complete = false;
-            }
-            settle(budget, &mut self.budget, &mut self.charged, self.bytes);
-        }
-    }
-}
-
-impl Drop for MultisetState {
-    fn drop(&mut self) {
-        if let Some(budget) = &self.budget {
-            budget.charge(self.charged, 0);
-        }
-    }
-}
-
 impl<V> Drop for ValueState<V> {
     fn drop(&mut self) {
         if let Some(budget) = &self.budget {
@@ -771,16 +537,16 @@ impl<V> Drop for ValueState<V> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::state::{MemStore, StateStore};
 
-    fn context(store: &MemStore, fresh: bool, checkpoint: bool) -> StateContext {
+    pub(crate) fn context(store: &MemStore, fresh: bool, checkpoint: bool) -> StateContext {
         StateContext { snapshot: store.snapshot(), budget: StateBudget::unlimited(), fresh, checkpoint }
     }
 
     /// The keys a batch puts and deletes, without the table's prefix and vnode.
-    fn writes(batch: &WriteBatch, prefix: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    pub(crate) fn writes(batch: &WriteBatch, prefix: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let skip = prefix.len() + 2;
         let (mut puts, mut deletes) = (Vec::new(), Vec::new());
         for (key, value) in batch.ops() {
@@ -790,57 +556,6 @@ mod tests {
         puts.sort();
         deletes.sort();
         (puts, deletes)
-    }
-
-    /// A member added and removed between two checkpoints is never written;
-    /// one the store holds is deleted when it goes; the multiset read back
-    /// from the store is the one in memory.
-    #[test]
-    fn multiset_writes_only_what_the_store_must_change() {
-        let store = MemStore::new();
-        let prefix = b"pm".to_vec();
-        let mut table = MultisetState::new(&prefix);
-        let ctx = context(&store, true, false);
-        table.load(&ctx, [b"g".as_slice()]);
-        table.add(b"g", b"kept", 1);
-        table.add(b"g", b"brief", 1);
-        let mut batch = WriteBatch::default();
-        table.flush(&ctx, &mut batch);
-        assert!(batch.is_empty(), "no checkpoint, no writes");
-        table.add(b"g", b"brief", -1);
-        let mut batch = WriteBatch::default();
-        table.flush(&context(&store, false, true), &mut batch);
-        assert_eq!(writes(&batch, &prefix), (vec![b"gkept".to_vec()], vec![]));
-        store.commit(1, batch).expect("commit");
-
-        // A new table over the same store (a restart): the stored member
-        // is read back, and its removal is a delete.
-        let mut table = MultisetState::new(&prefix);
-        let ctx = context(&store, false, true);
-        table.load(&ctx, [b"g".as_slice()]);
-        assert_eq!(
-            table.get(b"g").map(|m| m.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()),
-            Some(vec![b"kept".to_vec()])
-        );
-        table.remove(b"g", b"kept");
-        table.add(b"g", b"new", 2);
-        table.add(b"g", b"new", -2);
-        table.add(b"g", b"last", 3);
-        let mut batch = WriteBatch::default();
-        table.flush(&ctx, &mut batch);
-        assert_eq!(writes(&batch, &prefix), (vec![b"glast".to_vec()], vec![b"gkept".to_vec()]));
-        store.commit(2, batch).expect("commit");
-        let mut table = MultisetState::new(&prefix);
-        table.load(&context(&store, false, false), [b"g".as_slice()]);
-        assert_eq!(table.get(b"g").and_then(|m| m.get(b"last".as_slice())), Some(&3));
-        assert_eq!(table.get(b"g").map(|m| m.iter().count()), Some(1));
-
-        // Cleared, a group's stored members are all deleted.
-        let ctx = context(&store, false, true);
-        table.clear(b"g");
-        let mut batch = WriteBatch::default();
-        table.flush(&ctx, &mut batch);
-        assert_eq!(writes(&batch, &prefix), (vec![], vec![b"glast".to_vec()]));
     }
 
     /// A group created and emptied between two checkpoints is never

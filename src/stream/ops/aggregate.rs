@@ -35,10 +35,11 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
+use crate::stream::multiset_state::MultisetState;
 use crate::stream::ops::event_time::OpenGroups;
 use crate::stream::ops::native_accumulator::{Native, NativeInput, NativeKind};
 use crate::stream::rowcodec::RowCodec;
-use crate::stream::state_table::{MultisetState, SlotId, StateContext, ValueState};
+use crate::stream::state_table::{SlotId, StateContext, ValueState};
 use crate::stream::watermark::{Derivation, Watermark, Watermarks};
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 

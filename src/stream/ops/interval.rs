@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::boolean::not;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 
 use crate::error::{Result, SqlError};
@@ -30,44 +31,98 @@ use crate::stream::rowcodec::RowCodec;
 use crate::stream::state_table::StateContext;
 use crate::stream::watermark::{Derivation, ViewStats, Watermark, Watermarks, below, min};
 
-/// One side's rows by time: time bytes -> (join key, row) pairs.
+/// (join key, row) pairs.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// One side's rows by time.
 pub struct ExpiryIndex {
     /// The time column in the side's rows.
     pub column: usize,
-    time_codec: RowCodec,
-    by_time: BTreeMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>,
+    data_type: DataType,
+    by_time: ByTime,
     ready: bool,
+}
+
+/// Times as integers where the type is one (timestamps, dates: no
+/// allocation or byte comparison per row), else in Arrow's row format.
+enum ByTime {
+    Integers(BTreeMap<i64, Pairs>),
+    Encoded(RowCodec, BTreeMap<Vec<u8>, Pairs>),
+}
+
+/// Whether a time type's values are integers that order like its times.
+fn integer_time(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Int64 | DataType::Int32
+    )
 }
 
 impl ExpiryIndex {
     pub fn new(column: usize, side_schema: &SchemaRef) -> Result<Self> {
         let field = side_schema.field(column).clone().with_name("t");
-        let time_codec = RowCodec::new(Arc::new(Schema::new(vec![field])))?;
-        Ok(Self { column, time_codec, by_time: BTreeMap::new(), ready: false })
+        let data_type = field.data_type().clone();
+        let by_time = if integer_time(&data_type) {
+            ByTime::Integers(BTreeMap::new())
+        } else {
+            ByTime::Encoded(RowCodec::new(Arc::new(Schema::new(vec![field])))?, BTreeMap::new())
+        };
+        Ok(Self { column, data_type, by_time, ready: false })
     }
 
     /// Records rows just added to the side (those with a non-NULL time).
     pub fn insert(&mut self, times: &ArrayRef, rows: impl Iterator<Item = (usize, Vec<u8>, Vec<u8>)>) -> Result<()> {
-        let encoded = self.time_codec.encode(&[times.clone()])?;
-        for (row, key, bytes) in rows {
-            if times.is_valid(row) {
-                self.by_time.entry(encoded.row(row).data().to_vec()).or_default().push((key, bytes));
+        match &mut self.by_time {
+            ByTime::Integers(by_time) => {
+                let times = cast(times, &DataType::Int64)?;
+                let times = times
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| SqlError::internal("a join time column is not an integer"))?;
+                for (row, key, bytes) in rows {
+                    if times.is_valid(row) {
+                        by_time.entry(times.value(row)).or_default().push((key, bytes));
+                    }
+                }
+            }
+            ByTime::Encoded(codec, by_time) => {
+                let encoded = codec.encode(std::slice::from_ref(times))?;
+                for (row, key, bytes) in rows {
+                    if times.is_valid(row) {
+                        by_time.entry(encoded.row(row).data().to_vec()).or_default().push((key, bytes));
+                    }
+                }
             }
         }
         Ok(())
     }
 
     /// Removes and returns the (key, row) pairs with a time below `bound`.
-    pub fn expire(&mut self, bound: &ScalarValue) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let data_type = self.time_codec.schema().field(0).data_type().clone();
-        let bound = self.time_codec.encode(&[bound.cast_to(&data_type)?.to_array()?])?;
-        let kept = self.by_time.split_off(bound.row(0).data());
-        let expired = std::mem::replace(&mut self.by_time, kept);
-        Ok(expired.into_values().flatten().collect())
+    pub fn expire(&mut self, bound: &ScalarValue) -> Result<Pairs> {
+        let bound = bound.cast_to(&self.data_type)?.to_array()?;
+        let expired: Vec<Pairs> = match &mut self.by_time {
+            ByTime::Integers(by_time) => {
+                let bound = cast(&bound, &DataType::Int64)?;
+                let Some(bound) = bound.as_any().downcast_ref::<Int64Array>().filter(|b| b.is_valid(0)) else {
+                    return Ok(Vec::new());
+                };
+                let kept = by_time.split_off(&bound.value(0));
+                std::mem::replace(by_time, kept).into_values().collect()
+            }
+            ByTime::Encoded(codec, by_time) => {
+                let bound = codec.encode(&[bound])?;
+                let kept = by_time.split_off(bound.row(0).data());
+                std::mem::replace(by_time, kept).into_values().collect()
+            }
+        };
+        Ok(expired.into_iter().flatten().collect())
     }
 
     pub fn len(&self) -> usize {
-        self.by_time.values().map(Vec::len).sum()
+        match &self.by_time {
+            ByTime::Integers(by_time) => by_time.values().map(Vec::len).sum(),
+            ByTime::Encoded(_, by_time) => by_time.values().map(Vec::len).sum(),
+        }
     }
 }
 

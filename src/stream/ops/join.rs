@@ -23,9 +23,10 @@ use datafusion::physical_plan::PhysicalExpr;
 use crate::error::{Result, SqlError};
 use crate::hash::HashMap;
 use crate::state::WriteBatch;
+use crate::stream::multiset_state::MultisetState;
 use crate::stream::ops::interval::{self, TimeBounds};
 use crate::stream::rowcodec::RowCodec;
-use crate::stream::state_table::{MultisetState, StateContext};
+use crate::stream::state_table::StateContext;
 use crate::stream::watermark::Watermarks;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
@@ -381,7 +382,7 @@ impl Join {
                 if let Some(rows) = key.as_ref().and_then(|k| self.right.index.get(k)) {
                     for (row, &wr) in rows {
                         li.push(i as u32);
-                        rrows.push(row.clone());
+                        rrows.push(row.as_slice());
                         w.push(dl.weights.value(i) * wr);
                     }
                 }
@@ -393,21 +394,21 @@ impl Join {
             }
             if !w.is_empty() {
                 let left_cols = take_columns(dl.rows.columns(), &UInt32Array::from(li))?;
-                let right_cols = self.right.codec.decode(rrows.iter().map(|r| r.as_slice()))?.columns().to_vec();
+                let right_cols = self.right.codec.decode(rrows.iter().copied())?.columns().to_vec();
                 parts.push(self.filtered_pairs(left_cols, right_cols, w)?);
             }
             let (mut lrows, mut ri, mut w) = (Vec::new(), Vec::new(), Vec::new());
             for (j, key) in right_keys.iter().enumerate() {
                 if let Some(rows) = key.as_ref().and_then(|k| self.left.index.get(k)) {
                     for (row, &wl) in rows {
-                        lrows.push(row.clone());
+                        lrows.push(row.as_slice());
                         ri.push(j as u32);
                         w.push(wl * dr.weights.value(j));
                     }
                 }
             }
             if !w.is_empty() {
-                let left_cols = self.left.codec.decode(lrows.iter().map(|r| r.as_slice()))?.columns().to_vec();
+                let left_cols = self.left.codec.decode(lrows.iter().copied())?.columns().to_vec();
                 let right_cols = take_columns(dr.rows.columns(), &UInt32Array::from(ri))?;
                 parts.push(self.filtered_pairs(left_cols, right_cols, w)?);
             }

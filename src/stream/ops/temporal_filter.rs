@@ -26,8 +26,9 @@ use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
 use crate::state::WriteBatch;
+use crate::stream::multiset_state::MultisetState;
 use crate::stream::rowcodec::RowCodec;
-use crate::stream::state_table::{MultisetState, StateContext};
+use crate::stream::state_table::StateContext;
 use crate::stream::watermark::Watermarks;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 

@@ -22,9 +22,10 @@ use datafusion::physical_plan::WindowExpr;
 
 use crate::error::Result;
 use crate::state::WriteBatch;
+use crate::stream::multiset_state::MultisetState;
 use crate::stream::ops::topn::{sorted_member, split_member};
 use crate::stream::rowcodec::RowCodec;
-use crate::stream::state_table::{MultisetState, StateContext};
+use crate::stream::state_table::StateContext;
 use crate::stream::{ChangeBatch, EpochInput, Operator};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
