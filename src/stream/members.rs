@@ -12,12 +12,20 @@
 //! Many groups of a join side hold one row (Nexmark q7 keys bids by price:
 //! 2M events have 1.84M bids at 898k prices, most of them bid once, within
 //! a time bound fewer still), so a group keeps a single member inline and
-//! only a group that grows gets a B-tree (members in byte order). A
-//! one-member group then costs its member's bytes instead of a B-tree node
-//! (about 400 bytes).
+//! only a group that grows gets a map. A one-member group then costs its
+//! member's bytes instead of a B-tree node (about 400 bytes). The map is a
+//! B-tree (members in byte order) for the tables whose readers want them
+//! in order (top-N, window partitions, MIN/MAX), a hash map for the others
+//! (a join side: one hash instead of a B-tree's comparisons of row bytes,
+//! each a cache miss). Its hasher has a fixed seed, so a group's members
+//! come out in the same order in every run given the same changes.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map;
+use std::collections::hash_map;
+
+/// A group's members when order does not matter.
+type HashedMembers = std::collections::HashMap<Vec<u8>, Entry, foldhash::fast::FixedState>;
 
 /// A member's multiplicity and what the next checkpoint must do about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +56,8 @@ pub enum Footprint {
     Same,
 }
 
-/// A group's members with their multiplicities, in byte order.
+/// A group's members with their multiplicities (in byte order, if the
+/// group grew ordered).
 #[derive(Debug, Default)]
 pub enum Members {
     #[default]
@@ -59,6 +68,10 @@ pub enum Members {
         map: BTreeMap<Vec<u8>, Entry>,
         live: usize,
     },
+    Hashed {
+        map: HashedMembers,
+        live: usize,
+    },
 }
 
 impl Members {
@@ -67,7 +80,7 @@ impl Members {
         match self {
             Members::Empty => true,
             Members::One(_, entry) => !entry.live(),
-            Members::Many { live, .. } => *live == 0,
+            Members::Many { live, .. } | Members::Hashed { live, .. } => *live == 0,
         }
     }
 
@@ -77,6 +90,7 @@ impl Members {
             Members::Empty => true,
             Members::One(..) => false,
             Members::Many { map, .. } => map.is_empty(),
+            Members::Hashed { map, .. } => map.is_empty(),
         }
     }
 
@@ -84,6 +98,7 @@ impl Members {
         match self {
             Members::One(only, entry) if only.as_slice() == member => Some(entry),
             Members::Many { map, .. } => map.get(member),
+            Members::Hashed { map, .. } => map.get(member),
             _ => None,
         }
     }
@@ -94,21 +109,34 @@ impl Members {
     }
 
     /// A member read from the store (clean and stored; not yet present).
-    pub fn insert_stored(&mut self, member: Vec<u8>, n: i64) {
-        self.insert(member, Entry { n, changed: false, stored: true });
+    /// `ordered`: a group that grows keeps its members in byte order.
+    pub fn insert_stored(&mut self, member: Vec<u8>, n: i64, ordered: bool) {
+        self.insert(member, Entry { n, changed: false, stored: true }, ordered);
     }
 
-    fn insert(&mut self, member: Vec<u8>, entry: Entry) {
-        match std::mem::take(self) {
+    fn insert(&mut self, member: Vec<u8>, entry: Entry, ordered: bool) {
+        let more = usize::from(entry.live());
+        match self {
             Members::Empty => *self = Members::One(member, entry),
-            Members::One(only, first) => {
-                let live = usize::from(first.live()) + usize::from(entry.live());
-                *self = Members::Many { map: BTreeMap::from([(only, first), (member, entry)]), live };
+            Members::One(..) => {
+                let Members::One(only, first) = std::mem::take(self) else { return };
+                let live = usize::from(first.live()) + more;
+                *self = if ordered {
+                    Members::Many { map: BTreeMap::from([(only, first), (member, entry)]), live }
+                } else {
+                    let mut map = HashedMembers::with_capacity_and_hasher(4, Default::default());
+                    map.insert(only, first);
+                    map.insert(member, entry);
+                    Members::Hashed { map, live }
+                };
             }
-            Members::Many { mut map, mut live } => {
-                live += usize::from(entry.live());
+            Members::Many { map, live } => {
+                *live += more;
                 map.insert(member, entry);
-                *self = Members::Many { map, live };
+            }
+            Members::Hashed { map, live } => {
+                *live += more;
+                map.insert(member, entry);
             }
         }
     }
@@ -118,6 +146,9 @@ impl Members {
         match self {
             Members::One(only, _) if only.as_slice() == member => *self = Members::Empty,
             Members::Many { map, .. } => {
+                map.remove(member);
+            }
+            Members::Hashed { map, .. } => {
                 map.remove(member);
             }
             _ => {}
@@ -130,6 +161,10 @@ impl Members {
         let (entry, live) = match self {
             Members::One(only, entry) if only.as_slice() == member => (entry, None),
             Members::Many { map, live } => match map.get_mut(member) {
+                Some(entry) => (entry, Some(live)),
+                None => return Footprint::Same,
+            },
+            Members::Hashed { map, live } => match map.get_mut(member) {
                 Some(entry) => (entry, Some(live)),
                 None => return Footprint::Same,
             },
@@ -148,15 +183,16 @@ impl Members {
         Footprint::Same
     }
 
-    /// Adds `weight` to a member's multiplicity, recording the change.
-    pub fn add(&mut self, member: &[u8], weight: i64) -> Footprint {
+    /// Adds `weight` to a member's multiplicity, recording the change
+    /// (`ordered`: as for [`insert_stored`](Self::insert_stored)).
+    pub fn add(&mut self, member: &[u8], weight: i64, ordered: bool) -> Footprint {
         if weight == 0 {
             return Footprint::Same;
         }
         match self.entry(member).map(|e| e.n) {
             Some(n) => self.set(member, n + weight),
             None => {
-                self.insert(member.to_vec(), Entry { n: weight, changed: true, stored: false });
+                self.insert(member.to_vec(), Entry { n: weight, changed: true, stored: false }, ordered);
                 Footprint::Grew
             }
         }
@@ -213,16 +249,18 @@ impl Members {
                 }
             }
             Members::Many { map, .. } => map.retain(|member, entry| visit(member, entry)),
+            Members::Hashed { map, .. } => map.retain(|member, entry| visit(member, entry)),
         }
         dropped
     }
 
-    /// The live members in byte order.
+    /// The live members (in byte order if ordered).
     pub fn iter(&self) -> MembersIter<'_> {
         match self {
             Members::Empty => MembersIter::One(None),
             Members::One(only, entry) => MembersIter::One(entry.live().then_some((only, &entry.n))),
             Members::Many { map, .. } => MembersIter::Many(map.iter()),
+            Members::Hashed { map, .. } => MembersIter::Hashed(map.iter()),
         }
     }
 }
@@ -235,10 +273,11 @@ impl<'a> IntoIterator for &'a Members {
     }
 }
 
-/// The live members of a group in byte order, with their multiplicities.
+/// The live members of a group, with their multiplicities.
 pub enum MembersIter<'a> {
     One(Option<(&'a Vec<u8>, &'a i64)>),
     Many(btree_map::Iter<'a, Vec<u8>, Entry>),
+    Hashed(hash_map::Iter<'a, Vec<u8>, Entry>),
 }
 
 impl<'a> Iterator for MembersIter<'a> {
@@ -247,6 +286,7 @@ impl<'a> Iterator for MembersIter<'a> {
         match self {
             MembersIter::One(one) => one.take(),
             MembersIter::Many(iter) => iter.find(|(_, e)| e.live()).map(|(m, e)| (m, &e.n)),
+            MembersIter::Hashed(iter) => iter.find(|(_, e)| e.live()).map(|(m, e)| (m, &e.n)),
         }
     }
 }
@@ -257,6 +297,11 @@ mod tests {
 
     fn listed(members: &Members) -> Vec<(Vec<u8>, i64)> {
         members.iter().map(|(m, n)| (m.clone(), *n)).collect()
+    }
+
+    fn sorted(mut list: Vec<(Vec<u8>, i64)>) -> Vec<(Vec<u8>, i64)> {
+        list.sort();
+        list
     }
 
     fn written(members: &mut Members) -> Vec<(Vec<u8>, Option<i64>)> {
@@ -272,58 +317,64 @@ mod tests {
     fn members_from_one_to_many_in_byte_order() {
         let mut members = Members::default();
         assert!(members.is_empty() && members.iter().next().is_none());
-        assert_eq!(members.add(b"m", 2), Footprint::Grew);
+        assert_eq!(members.add(b"m", 2, true), Footprint::Grew);
         assert_eq!(members.get(b"m"), Some(&2));
-        members.add(b"c", 1);
-        members.add(b"x", 3);
-        assert_eq!(members.add(b"m", 5), Footprint::Same);
+        members.add(b"c", 1, true);
+        members.add(b"x", 3, true);
+        assert_eq!(members.add(b"m", 5, true), Footprint::Same);
         assert_eq!(listed(&members), vec![(b"c".to_vec(), 1), (b"m".to_vec(), 7), (b"x".to_vec(), 3)]);
         assert_eq!(members.remove(b"m"), (Some(7), Footprint::Shrank));
         assert_eq!(members.remove(b"m"), (None, Footprint::Same));
         assert_eq!((&members).into_iter().count(), 2);
-        assert_eq!(members.add(b"c", -1), Footprint::Shrank);
-        assert_eq!(members.add(b"x", -3), Footprint::Shrank);
+        assert_eq!(members.add(b"c", -1, true), Footprint::Shrank);
+        assert_eq!(members.add(b"x", -3, true), Footprint::Shrank);
         assert!(members.is_empty() && members.is_vacant());
     }
 
     /// A checkpoint writes what changed since the last one: a member added
     /// and gone in between is never written, a stored member that leaves
     /// is deleted (and waits as a tombstone until then), and a stored
-    /// member that returns before the checkpoint is simply rewritten.
+    /// member that returns before the checkpoint is simply rewritten;
+    /// alike whether the group keeps its members in order or hashed.
     #[test]
     fn a_checkpoint_writes_only_what_the_store_must_change() {
-        let mut members = Members::default();
-        members.insert_stored(b"kept".to_vec(), 1);
-        members.insert_stored(b"gone".to_vec(), 2);
-        members.insert_stored(b"back".to_vec(), 1);
-        assert_eq!(written(&mut members), vec![], "nothing changed");
-        members.add(b"brief", 1);
-        members.add(b"brief", -1);
-        assert_eq!(members.add(b"gone", -2), Footprint::Same, "a tombstone");
-        assert_eq!(members.get(b"gone"), None);
-        assert!(!members.is_vacant());
-        members.remove(b"back");
-        members.add(b"back", 4);
-        members.add(b"new", 3);
-        assert_eq!(
-            written(&mut members),
-            vec![(b"back".to_vec(), Some(4)), (b"gone".to_vec(), None), (b"new".to_vec(), Some(3))]
-        );
-        assert_eq!(listed(&members), vec![(b"back".to_vec(), 4), (b"kept".to_vec(), 1), (b"new".to_vec(), 3)]);
-        assert_eq!(written(&mut members), vec![], "all clean");
+        for ordered in [true, false] {
+            let mut members = Members::default();
+            members.insert_stored(b"kept".to_vec(), 1, ordered);
+            members.insert_stored(b"gone".to_vec(), 2, ordered);
+            members.insert_stored(b"back".to_vec(), 1, ordered);
+            assert_eq!(written(&mut members), vec![], "nothing changed");
+            members.add(b"brief", 1, ordered);
+            members.add(b"brief", -1, ordered);
+            assert_eq!(members.add(b"gone", -2, ordered), Footprint::Same, "a tombstone");
+            assert_eq!(members.get(b"gone"), None);
+            assert!(!members.is_vacant());
+            members.remove(b"back");
+            members.add(b"back", 4, ordered);
+            members.add(b"new", 3, ordered);
+            assert_eq!(
+                written(&mut members),
+                vec![(b"back".to_vec(), Some(4)), (b"gone".to_vec(), None), (b"new".to_vec(), Some(3))]
+            );
+            assert_eq!(
+                sorted(listed(&members)),
+                vec![(b"back".to_vec(), 4), (b"kept".to_vec(), 1), (b"new".to_vec(), 3)]
+            );
+            assert_eq!(written(&mut members), vec![], "all clean");
 
-        // Cleared, the stored members are deleted at the next checkpoint;
-        // an inline member leaves no tombstone once written.
-        members.clear();
-        assert!(members.is_empty() && !members.is_vacant());
-        assert_eq!(written(&mut members).len(), 3);
-        assert!(members.is_vacant());
-        let mut one = Members::default();
-        one.insert_stored(b"a".to_vec(), 1);
-        assert_eq!(one.get(b"b"), None);
-        assert_eq!(one.remove(b"a"), (Some(1), Footprint::Same));
-        assert!(one.is_empty() && !one.is_vacant());
-        assert_eq!(written(&mut one), vec![(b"a".to_vec(), None)]);
-        assert!(one.is_vacant());
+            // Cleared, the stored members are deleted at the next checkpoint;
+            // an inline member leaves no tombstone once written.
+            members.clear();
+            assert!(members.is_empty() && !members.is_vacant());
+            assert_eq!(written(&mut members).len(), 3);
+            assert!(members.is_vacant());
+            let mut one = Members::default();
+            one.insert_stored(b"a".to_vec(), 1, ordered);
+            assert_eq!(one.get(b"b"), None);
+            assert_eq!(one.remove(b"a"), (Some(1), Footprint::Same));
+            assert!(one.is_empty() && !one.is_vacant());
+            assert_eq!(written(&mut one), vec![(b"a".to_vec(), None)]);
+            assert!(one.is_vacant());
+        }
     }
 }

@@ -58,6 +58,8 @@ struct Slot {
 /// A multiset of byte strings per group (see the module docs).
 pub struct MultisetState {
     prefix: Vec<u8>,
+    /// Groups keep their members in byte order (else hashed).
+    ordered: bool,
     hasher: foldhash::fast::RandomState,
     index: hashbrown::HashTable<u32>,
     slots: Vec<Slot>,
@@ -80,9 +82,11 @@ pub struct MultisetState {
 }
 
 impl MultisetState {
+    /// A table whose groups list their members in byte order.
     pub fn new(prefix: &[u8]) -> Self {
         Self {
             prefix: prefix.to_vec(),
+            ordered: true,
             hasher: foldhash::fast::RandomState::default(),
             index: hashbrown::HashTable::new(),
             slots: Vec::new(),
@@ -95,6 +99,14 @@ impl MultisetState {
             charged: 0,
             complete: false,
         }
+    }
+
+    /// A table whose groups list their members in no particular order
+    /// (cheaper to update: a hash instead of byte comparisons).
+    pub fn unordered(prefix: &[u8]) -> Self {
+        let mut table = Self::new(prefix);
+        table.ordered = false;
+        table
     }
 
     /// The slot holding `group`, if cached.
@@ -165,13 +177,14 @@ impl MultisetState {
                 continue;
             }
             let mut members = Members::default();
+            let ordered = self.ordered;
             let mut size = group.len() + GROUP_OVERHEAD;
             let prefix = group_key(&self.prefix, group);
             ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
                 let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
                 let member = key.get(prefix.len()..).unwrap_or_default().to_vec();
                 size += member_size(member.len());
-                members.insert_stored(member, count);
+                members.insert_stored(member, count, ordered);
             });
             let empty = members.is_vacant();
             let id = self.allocate(group, hash, members, size);
@@ -225,7 +238,8 @@ impl MultisetState {
         if weight == 0 {
             return;
         }
-        self.change(group, true, |members| (true, grown(member, members.add(member, weight))));
+        let ordered = self.ordered;
+        self.change(group, true, |members| (true, grown(member, members.add(member, weight, ordered))));
     }
 
     /// Removes a member of a loaded group, whatever its multiplicity.

@@ -80,7 +80,7 @@ impl JoinSide {
     /// `state_prefix`: where this side's index lives in the state store.
     pub fn new(input: Box<dyn Operator>, keys: Vec<Arc<dyn PhysicalExpr>>, state_prefix: &[u8]) -> Result<Self> {
         let codec = RowCodec::new(input.schema())?;
-        Ok(Self { input, keys, codec, index: MultisetState::new(state_prefix) })
+        Ok(Self { input, keys, codec, index: MultisetState::unordered(state_prefix) })
     }
 
     /// `bounded`: the side leaves the state by time, so a delete may find
