@@ -18,7 +18,10 @@
 //! in order (top-N, window partitions, MIN/MAX), a hash map for the others
 //! (a join side: one hash instead of a B-tree's comparisons of row bytes,
 //! each a cache miss). Its hasher has a fixed seed, so a group's members
-//! come out in the same order in every run given the same changes.
+//! come out in the same order in every run given the same changes (a
+//! group read back from the store after a restart or an eviction is built
+//! in store order, so its order may differ: readers of a hashed group must
+//! not depend on it).
 
 use std::collections::BTreeMap;
 use std::collections::btree_map;
@@ -207,8 +210,8 @@ impl Members {
         }
     }
 
-    /// Removes every member; returns how many entries were dropped (the
-    /// stored ones stay as tombstones).
+    /// Removes every member; returns the lengths of the members dropped
+    /// (the stored ones stay as tombstones until the checkpoint).
     pub fn clear(&mut self) -> Vec<usize> {
         let live: Vec<Vec<u8>> = self.iter().map(|(m, _)| m.clone()).collect();
         let mut dropped = Vec::new();
@@ -249,7 +252,14 @@ impl Members {
                 }
             }
             Members::Many { map, .. } => map.retain(|member, entry| visit(member, entry)),
-            Members::Hashed { map, .. } => map.retain(|member, entry| visit(member, entry)),
+            Members::Hashed { map, .. } => {
+                map.retain(|member, entry| visit(member, entry));
+                // A hash map keeps its capacity when entries leave: give it
+                // back once most are gone (a join key whose rows expired).
+                if map.capacity() > 4 * map.len().max(4) {
+                    map.shrink_to(map.len());
+                }
+            }
         }
         dropped
     }
@@ -329,6 +339,28 @@ mod tests {
         assert_eq!(members.add(b"c", -1, true), Footprint::Shrank);
         assert_eq!(members.add(b"x", -3, true), Footprint::Shrank);
         assert!(members.is_empty() && members.is_vacant());
+    }
+
+    /// A hashed group gives its table's memory back at the checkpoint once
+    /// most of its members have left.
+    #[test]
+    fn a_hashed_group_shrinks_when_its_members_leave() {
+        let mut members = Members::default();
+        let names: Vec<Vec<u8>> = (0..1000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        for name in &names {
+            members.add(name, 1, false);
+        }
+        let capacity = |m: &Members| match m {
+            Members::Hashed { map, .. } => map.capacity(),
+            _ => 0,
+        };
+        assert!(capacity(&members) >= 1000);
+        for name in names.iter().skip(2) {
+            members.add(name, -1, false);
+        }
+        members.checkpoint(|_, _| {});
+        assert_eq!(sorted(listed(&members)), vec![(names[0].clone(), 1), (names[1].clone(), 1)]);
+        assert!(capacity(&members) <= 16, "capacity {}", capacity(&members));
     }
 
     /// A checkpoint writes what changed since the last one: a member added

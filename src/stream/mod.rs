@@ -17,6 +17,7 @@ pub mod multiset_state;
 pub mod ops;
 pub mod rowcodec;
 pub mod shared_read;
+pub mod slot_index;
 pub mod state_table;
 pub mod watermark;
 

@@ -11,21 +11,22 @@
 //! the whole cache. Each member records its own change (`stream/members.rs`),
 //! so an update is one lookup in its group.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::state::WriteBatch;
 use crate::stream::members::{Footprint, Members};
+use crate::stream::slot_index::{Slot, SlotIndex};
 use crate::stream::state_table::{StateBudget, StateContext, group_key, settle};
 
 /// Memory a cached group costs besides its key and members: its slab slot
-/// and hash table entry, and once it grows past one member the B-tree's
-/// first node (a node holds 11 entries and is allocated whole). Measured
-/// sizes, rounded up: an accounting that undercounts lets the cache outgrow
-/// its budget.
-const GROUP_OVERHEAD: usize = 160 + 400;
-/// Per member: its share of a B-tree node and its heap block.
-const MEMBER_OVERHEAD: usize = 64;
+/// and hash table entry, and once it grows past one member the map's first
+/// allocation (a B-tree node holds 11 entries of 40 bytes and is allocated
+/// whole; a hash map starts at 4 buckets). Rounded up: an accounting that
+/// undercounts lets the cache outgrow its budget.
+const GROUP_OVERHEAD: usize = 160 + 480;
+/// Per member: its share of a B-tree node or of a hash map's buckets (up to
+/// twice its 41 bytes just after the map doubles) and its heap block.
+const MEMBER_OVERHEAD: usize = 96;
 
 fn member_size(len: usize) -> usize {
     len + MEMBER_OVERHEAD
@@ -40,7 +41,7 @@ fn grown(member: &[u8], footprint: Footprint) -> isize {
     }
 }
 
-struct Slot {
+struct GroupSlot {
     /// The group key; empty for a vacant slot (on the free list).
     group: Box<[u8]>,
     /// The key's hash in the table's index (kept so that removal and the
@@ -55,16 +56,22 @@ struct Slot {
     size: usize,
 }
 
+impl Slot for GroupSlot {
+    fn group(&self) -> &[u8] {
+        &self.group
+    }
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// A multiset of byte strings per group (see the module docs).
 pub struct MultisetState {
     prefix: Vec<u8>,
     /// Groups keep their members in byte order (else hashed).
     ordered: bool,
-    hasher: foldhash::fast::RandomState,
-    index: hashbrown::HashTable<u32>,
-    slots: Vec<Slot>,
-    /// Vacant slots, reused before the slab grows.
-    free: Vec<u32>,
+    index: SlotIndex,
+    slots: Vec<GroupSlot>,
     /// The slots changed since the last checkpoint.
     dirty: Vec<u32>,
     /// The slots loaded as empty since the last checkpoint (groups the
@@ -87,10 +94,8 @@ impl MultisetState {
         Self {
             prefix: prefix.to_vec(),
             ordered: true,
-            hasher: foldhash::fast::RandomState::default(),
-            index: hashbrown::HashTable::new(),
+            index: SlotIndex::default(),
             slots: Vec::new(),
-            free: Vec::new(),
             dirty: Vec::new(),
             empty: Vec::new(),
             bytes: 0,
@@ -111,34 +116,20 @@ impl MultisetState {
 
     /// The slot holding `group`, if cached.
     fn find(&self, group: &[u8], hash: u64) -> Option<u32> {
-        let slots = &self.slots;
-        self.index.find(hash, |&id| slots.get(id as usize).is_some_and(|s| *s.group == *group)).copied()
+        self.index.find(&self.slots, group, hash)
     }
 
-    fn slot(&self, group: &[u8]) -> Option<&Slot> {
-        let id = self.find(group, self.hasher.hash_one(group))?;
+    fn slot(&self, group: &[u8]) -> Option<&GroupSlot> {
+        let id = self.find(group, self.index.hash(group))?;
         self.slots.get(id as usize)
     }
 
     /// A new cached group, in a vacant slot or a new one.
     fn allocate(&mut self, group: &[u8], hash: u64, members: Members, size: usize) -> u32 {
-        let slot = Slot { group: group.into(), hash, members, dirty: false, vacant: false, used: self.clock, size };
+        let slot =
+            GroupSlot { group: group.into(), hash, members, dirty: false, vacant: false, used: self.clock, size };
         self.bytes += size;
-        let id = match self.free.pop() {
-            Some(id) => {
-                if let Some(place) = self.slots.get_mut(id as usize) {
-                    *place = slot;
-                }
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&other| slots.get(other as usize).map_or(0, |s| s.hash));
-        id
+        self.index.place(&mut self.slots, slot)
     }
 
     /// Drops a group from the cache, with its bytes.
@@ -147,15 +138,12 @@ impl MultisetState {
         if slot.vacant {
             return;
         }
-        if let Ok(entry) = self.index.find_entry(slot.hash, |&other| other == id) {
-            entry.remove();
-        }
+        self.index.release(id, slot.hash);
         self.bytes = self.bytes.saturating_sub(slot.size);
         slot.group = Box::default();
         slot.members = Members::Empty;
         slot.dirty = false;
         slot.vacant = true;
-        self.free.push(id);
     }
 
     /// Makes sure every group in `groups` is cached (one prefix scan per
@@ -166,7 +154,7 @@ impl MultisetState {
         self.clock += 1;
         self.complete |= ctx.fresh;
         for group in groups {
-            let hash = self.hasher.hash_one(group);
+            let hash = self.index.hash(group);
             if let Some(id) = self.find(group, hash) {
                 if let Some(slot) = self.slots.get_mut(id as usize) {
                     slot.used = self.clock;
@@ -182,6 +170,10 @@ impl MultisetState {
             let prefix = group_key(&self.prefix, group);
             ctx.snapshot.scan_prefix(&prefix, &mut |key, value| {
                 let count = value.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_be_bytes);
+                if count == 0 {
+                    // Never written (a member leaves as a delete): not a member.
+                    return;
+                }
                 let member = key.get(prefix.len()..).unwrap_or_default().to_vec();
                 size += member_size(member.len());
                 members.insert_stored(member, count, ordered);
@@ -214,7 +206,7 @@ impl MultisetState {
     /// it changed anything and by how many bytes the group's entries grew;
     /// the group is then listed for the next checkpoint.
     fn change(&mut self, group: &[u8], create: bool, change: impl FnOnce(&mut Members) -> (bool, isize)) {
-        let hash = self.hasher.hash_one(group);
+        let hash = self.index.hash(group);
         let id = match self.find(group, hash) {
             Some(id) => id,
             None if create => self.allocate(group, hash, Members::default(), group.len() + GROUP_OVERHEAD),
@@ -264,7 +256,7 @@ impl MultisetState {
 
     /// How many groups the cache holds.
     pub fn cached(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.index.occupied(self.slots.len())
     }
 
     /// Every stored key under this table's prefix, without the prefix and

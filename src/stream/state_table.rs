@@ -27,12 +27,12 @@
 //! least recently used groups first, and a cache over budget with dirty
 //! entries makes the coordinator checkpoint early.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
 use crate::state::{Snapshot, WriteBatch};
+use crate::stream::slot_index::{Slot, SlotIndex};
 
 /// Virtual partitions of an operator's key space.
 pub const VNODES: u16 = 256;
@@ -158,6 +158,15 @@ struct ValueSlot<V> {
     size: usize,
 }
 
+impl<V> Slot for ValueSlot<V> {
+    fn group(&self) -> &[u8] {
+        &self.group
+    }
+    fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// The groups a [`ValueState::locate`] call touched.
 #[derive(Debug, Default)]
 pub struct Located {
@@ -177,11 +186,8 @@ pub struct Located {
 /// by [`SlotId`], without hashing its key again.
 pub struct ValueState<V> {
     prefix: Vec<u8>,
-    hasher: foldhash::fast::RandomState,
-    index: hashbrown::HashTable<u32>,
+    index: SlotIndex,
     slots: Vec<ValueSlot<V>>,
-    /// Vacant slots, reused before the slab grows.
-    free: Vec<u32>,
     /// The slots made dirty since the last checkpoint, so that a flush
     /// visits them and not the whole cache (may hold repeats, and slots
     /// vacated since: each is checked when visited).
@@ -207,10 +213,8 @@ impl<V> ValueState<V> {
     pub fn new(prefix: &[u8]) -> Self {
         Self {
             prefix: prefix.to_vec(),
-            hasher: foldhash::fast::RandomState::default(),
-            index: hashbrown::HashTable::new(),
+            index: SlotIndex::default(),
             slots: Vec::new(),
-            free: Vec::new(),
             dirty: Vec::new(),
             changed: Vec::new(),
             empty: Vec::new(),
@@ -224,9 +228,7 @@ impl<V> ValueState<V> {
 
     /// The slot holding `group`, if cached.
     fn find(&self, group: &[u8]) -> Option<u32> {
-        let hash = self.hasher.hash_one(group);
-        let slots = &self.slots;
-        self.index.find(hash, |&id| slots.get(id as usize).is_some_and(|s| *s.group == *group)).copied()
+        self.index.find(&self.slots, group, self.index.hash(group))
     }
 
     /// A new cached group with no value yet, in a vacant slot or a new one.
@@ -243,21 +245,7 @@ impl<V> ValueState<V> {
             mark: 0,
             size: 0,
         };
-        let id = match self.free.pop() {
-            Some(id) => {
-                if let Some(place) = self.slots.get_mut(id as usize) {
-                    *place = slot;
-                }
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&other| slots.get(other as usize).map_or(0, |s| s.hash));
-        id
+        self.index.place(&mut self.slots, slot)
     }
 
     /// Drops a group from the cache (its bytes are the caller's to account).
@@ -266,15 +254,12 @@ impl<V> ValueState<V> {
         if slot.vacant {
             return;
         }
-        if let Ok(entry) = self.index.find_entry(slot.hash, |&other| other == id) {
-            entry.remove();
-        }
+        self.index.release(id, slot.hash);
         slot.group = Box::default();
         slot.value = None;
         slot.dirty = false;
         slot.stored = false;
         slot.vacant = true;
-        self.free.push(id);
     }
 
     /// Finds the group of every item of `groups` (repeats allowed), caching
@@ -294,10 +279,8 @@ impl<V> ValueState<V> {
         let mut located = Located { of_item: Vec::with_capacity(groups.size_hint().0), ..Located::default() };
         let mut missing: Vec<u32> = Vec::new();
         for (item, group) in groups.enumerate() {
-            let hash = self.hasher.hash_one(group);
-            let slots = &self.slots;
-            let found = self.index.find(hash, |&id| slots.get(id as usize).is_some_and(|s| *s.group == *group));
-            let id = match found.copied() {
+            let hash = self.index.hash(group);
+            let id = match self.index.find(&self.slots, group, hash) {
                 Some(id) => id,
                 None => {
                     let id = self.allocate(group, hash);
@@ -391,7 +374,7 @@ impl<V> ValueState<V> {
 
     /// How many groups the cache holds.
     pub fn cached(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.index.occupied(self.slots.len())
     }
 
     /// The cached value of a loaded group, for change: it is written back
