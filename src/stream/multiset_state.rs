@@ -11,12 +11,11 @@
 //! the whole cache. Each member records its own change (`stream/members.rs`),
 //! so an update is one lookup in its group.
 
-use std::sync::Arc;
-
 use crate::state::WriteBatch;
+use crate::stream::cache_account::{CacheAccount, Cached};
 use crate::stream::members::{Footprint, Members};
 use crate::stream::slot_index::{Slot, SlotIndex};
-use crate::stream::state_table::{StateBudget, StateContext, group_key, settle};
+use crate::stream::state_table::{StateContext, group_key};
 
 /// Memory a cached group costs besides its key and members: its slab slot
 /// and hash table entry, and once it grows past one member the map's first
@@ -65,6 +64,12 @@ impl Slot for GroupSlot {
     }
 }
 
+impl Cached for GroupSlot {
+    fn evictable(&self) -> Option<(u64, usize)> {
+        (!self.vacant && !self.dirty).then_some((self.used, self.size))
+    }
+}
+
 /// A multiset of byte strings per group (see the module docs).
 pub struct MultisetState {
     prefix: Vec<u8>,
@@ -77,15 +82,8 @@ pub struct MultisetState {
     /// The slots loaded as empty since the last checkpoint (groups the
     /// store does not hold): a checkpoint drops those still empty.
     empty: Vec<u32>,
-    bytes: usize,
-    clock: u64,
-    /// The budget this table's bytes are charged to, and how many are.
-    budget: Option<Arc<StateBudget>>,
-    charged: usize,
-    /// The cache holds every group the store holds for this table: it
-    /// started from known-empty state (a fresh build) and has evicted
-    /// nothing since. A miss is then an empty group, without a store read.
-    complete: bool,
+    /// Bytes, budget charge, clock, completeness.
+    cache: CacheAccount,
 }
 
 impl MultisetState {
@@ -98,11 +96,7 @@ impl MultisetState {
             slots: Vec::new(),
             dirty: Vec::new(),
             empty: Vec::new(),
-            bytes: 0,
-            clock: 0,
-            budget: None,
-            charged: 0,
-            complete: false,
+            cache: CacheAccount::default(),
         }
     }
 
@@ -126,9 +120,16 @@ impl MultisetState {
 
     /// A new cached group, in a vacant slot or a new one.
     fn allocate(&mut self, group: &[u8], hash: u64, members: Members, size: usize) -> u32 {
-        let slot =
-            GroupSlot { group: group.into(), hash, members, dirty: false, vacant: false, used: self.clock, size };
-        self.bytes += size;
+        let slot = GroupSlot {
+            group: group.into(),
+            hash,
+            members,
+            dirty: false,
+            vacant: false,
+            used: self.cache.clock(),
+            size,
+        };
+        self.cache.bytes += size;
         self.index.place(&mut self.slots, slot)
     }
 
@@ -139,7 +140,7 @@ impl MultisetState {
             return;
         }
         self.index.release(id, slot.hash);
-        self.bytes = self.bytes.saturating_sub(slot.size);
+        self.cache.bytes = self.cache.bytes.saturating_sub(slot.size);
         slot.group = Box::default();
         slot.members = Members::Empty;
         slot.dirty = false;
@@ -151,17 +152,16 @@ impl MultisetState {
     /// empty: nothing is read and no slot is made for it (a join probes its
     /// other side's keys every epoch; most have no rows there).
     pub fn load<'a>(&mut self, ctx: &StateContext, groups: impl IntoIterator<Item = &'a [u8]>) {
-        self.clock += 1;
-        self.complete |= ctx.fresh;
+        let clock = self.cache.tick(ctx.fresh);
         for group in groups {
             let hash = self.index.hash(group);
             if let Some(id) = self.find(group, hash) {
                 if let Some(slot) = self.slots.get_mut(id as usize) {
-                    slot.used = self.clock;
+                    slot.used = clock;
                 }
                 continue;
             }
-            if self.complete {
+            if self.cache.complete() {
                 continue;
             }
             let mut members = Members::default();
@@ -218,7 +218,7 @@ impl MultisetState {
             return;
         }
         slot.size = slot.size.saturating_add_signed(grown);
-        self.bytes = self.bytes.saturating_add_signed(grown);
+        self.cache.bytes = self.cache.bytes.saturating_add_signed(grown);
         if !slot.dirty {
             slot.dirty = true;
             self.dirty.push(id);
@@ -300,7 +300,7 @@ impl MultisetState {
                 });
                 let freed: usize = dropped.into_iter().map(member_size).sum();
                 slot.size = slot.size.saturating_sub(freed);
-                self.bytes = self.bytes.saturating_sub(freed);
+                self.cache.bytes = self.cache.bytes.saturating_sub(freed);
             }
             // Emptied groups are now deleted from the store, and groups
             // loaded as empty hold nothing: both leave the cache.
@@ -311,32 +311,12 @@ impl MultisetState {
                 }
             }
         }
-        settle(budget, &mut self.budget, &mut self.charged, self.bytes);
-        if let Some(target) = budget.target_for(self.bytes) {
-            // Only clean groups may go, least recently used first.
-            let mut candidates: Vec<(u64, u32)> = (0..self.slots.len() as u32)
-                .filter_map(|id| {
-                    let slot = self.slots.get(id as usize)?;
-                    (!slot.vacant && !slot.dirty).then_some((slot.used, id))
-                })
-                .collect();
-            candidates.sort_unstable();
-            for (_, id) in candidates {
-                if self.bytes <= target {
-                    break;
-                }
+        let evicted = self.cache.victims(budget, &self.slots);
+        if !evicted.is_empty() {
+            for id in evicted {
                 self.vacate(id);
-                self.complete = false;
             }
-            settle(budget, &mut self.budget, &mut self.charged, self.bytes);
-        }
-    }
-}
-
-impl Drop for MultisetState {
-    fn drop(&mut self) {
-        if let Some(budget) = &self.budget {
-            budget.charge(self.charged, 0);
+            self.cache.settle(budget);
         }
     }
 }
@@ -415,17 +395,17 @@ mod tests {
         table.add(b"a", b"yy", 2);
         table.add(b"b", b"z", 1);
         let group = |g: &[u8]| g.len() + GROUP_OVERHEAD;
-        assert_eq!(table.bytes, group(b"a") + member_size(1) + member_size(2) + group(b"b") + member_size(1));
+        assert_eq!(table.cache.bytes, group(b"a") + member_size(1) + member_size(2) + group(b"b") + member_size(1));
         let mut batch = WriteBatch::default();
         table.flush(&ctx, &mut batch);
         store.commit(1, batch).expect("commit");
         table.remove(b"a", b"x");
-        assert_eq!(table.bytes, group(b"a") + member_size(1) + member_size(2) + group(b"b") + member_size(1));
+        assert_eq!(table.cache.bytes, group(b"a") + member_size(1) + member_size(2) + group(b"b") + member_size(1));
         let mut batch = WriteBatch::default();
         table.flush(&ctx, &mut batch);
         assert_eq!(writes(&batch, &prefix), (vec![], vec![b"ax".to_vec()]));
         store.commit(2, batch).expect("commit");
-        assert_eq!(table.bytes, group(b"a") + member_size(2) + group(b"b") + member_size(1));
+        assert_eq!(table.cache.bytes, group(b"a") + member_size(2) + group(b"b") + member_size(1));
 
         // A table that is not fresh reads misses from the store; a group the
         // store lacks is cached empty until the checkpoint.
@@ -436,12 +416,13 @@ mod tests {
         table.flush(&ctx, &mut WriteBatch::default());
         assert_eq!(table.cached(), 1);
 
-        let tight = StateContext { budget: StateBudget::new(1), ..context(&store, false, true) };
+        let tight =
+            StateContext { budget: crate::stream::cache_account::StateBudget::new(1), ..context(&store, false, true) };
         let mut table = MultisetState::new(&prefix);
         table.load(&tight, [b"a".as_slice(), b"b"]);
         assert_eq!(table.cached(), 2);
         table.flush(&tight, &mut WriteBatch::default());
-        assert_eq!((table.cached(), table.bytes), (0, 0));
+        assert_eq!((table.cached(), table.cache.bytes), (0, 0));
         table.load(&tight, [b"b".as_slice()]);
         assert_eq!(table.get(b"b").and_then(|m| m.get(b"z".as_slice())), Some(&1));
     }

@@ -28,10 +28,10 @@
 //! entries makes the coordinator checkpoint early.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::Result;
 use crate::state::{Snapshot, WriteBatch};
+use crate::stream::cache_account::{CacheAccount, Cached};
 use crate::stream::slot_index::{Slot, SlotIndex};
 
 /// Virtual partitions of an operator's key space.
@@ -55,51 +55,7 @@ pub struct StateContext {
     pub checkpoint: bool,
 }
 
-/// The memory all operators' caches may hold together.
-#[derive(Debug)]
-pub struct StateBudget {
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl StateBudget {
-    pub fn new(limit_bytes: usize) -> Arc<Self> {
-        Arc::new(Self { limit: limit_bytes, used: AtomicUsize::new(0) })
-    }
-    /// No limit (the in-memory store: nothing to fall back on).
-    pub fn unlimited() -> Arc<Self> {
-        Self::new(usize::MAX)
-    }
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-    /// The caches hold more than the limit (dirty state cannot be evicted
-    /// until a checkpoint writes it).
-    pub fn exceeded(&self) -> bool {
-        self.used() > self.limit
-    }
-    pub(crate) fn charge(&self, before: usize, after: usize) {
-        if after >= before {
-            self.used.fetch_add(after - before, Ordering::Relaxed);
-        } else {
-            self.used.fetch_sub(before - after, Ordering::Relaxed);
-        }
-    }
-    /// How many bytes a table holding `own` should shrink to, if any.
-    pub(crate) fn target_for(&self, own: usize) -> Option<usize> {
-        let used = self.used();
-        if used <= self.limit || own == 0 {
-            return None;
-        }
-        // Shrink in proportion to the table's share, a quarter below the
-        // limit so that eviction does not run again after every epoch.
-        let share = (own as u128 * self.limit as u128 * 3 / 4 / used as u128) as usize;
-        Some(share)
-    }
-}
+pub use crate::stream::cache_account::StateBudget;
 
 /// The vnode of a group key: FNV-1a, stable across builds and machines.
 pub fn vnode(group: &[u8]) -> u16 {
@@ -117,20 +73,6 @@ pub(crate) fn group_key(prefix: &[u8], group: &[u8]) -> Vec<u8> {
     key.extend_from_slice(&vnode(group).to_be_bytes());
     key.extend_from_slice(group);
     key
-}
-
-/// Brings the budget's count of this table's bytes up to date.
-pub(crate) fn settle(
-    budget: &Arc<StateBudget>,
-    held: &mut Option<Arc<StateBudget>>,
-    charged: &mut usize,
-    bytes: usize,
-) {
-    if held.is_none() {
-        *held = Some(budget.clone());
-    }
-    budget.charge(*charged, bytes);
-    *charged = bytes;
 }
 
 /// A loaded group's place in its [`ValueState`]: valid until the table's
@@ -167,6 +109,12 @@ impl<V> Slot for ValueSlot<V> {
     }
 }
 
+impl<V> Cached for ValueSlot<V> {
+    fn evictable(&self) -> Option<(u64, usize)> {
+        (!self.vacant && !self.dirty).then_some((self.used, self.size))
+    }
+}
+
 /// The groups a [`ValueState::locate`] call touched.
 #[derive(Debug, Default)]
 pub struct Located {
@@ -198,15 +146,8 @@ pub struct ValueState<V> {
     /// The slots a `locate` cached as empty since the last checkpoint
     /// (groups not in the store): a checkpoint drops those still empty.
     empty: Vec<u32>,
-    bytes: usize,
-    clock: u64,
-    /// The budget this table's bytes are charged to, and how many are.
-    budget: Option<Arc<StateBudget>>,
-    charged: usize,
-    /// The cache holds every group the store holds for this table: it
-    /// started from known-empty state (a fresh build) and has evicted
-    /// nothing since. A miss is then an empty group, without a store read.
-    complete: bool,
+    /// Bytes, budget charge, clock, completeness.
+    cache: CacheAccount,
 }
 
 impl<V> ValueState<V> {
@@ -218,11 +159,7 @@ impl<V> ValueState<V> {
             dirty: Vec::new(),
             changed: Vec::new(),
             empty: Vec::new(),
-            bytes: 0,
-            clock: 0,
-            budget: None,
-            charged: 0,
-            complete: false,
+            cache: CacheAccount::default(),
         }
     }
 
@@ -241,7 +178,7 @@ impl<V> ValueState<V> {
             resized: false,
             stored: false,
             vacant: false,
-            used: self.clock,
+            used: self.cache.clock(),
             mark: 0,
             size: 0,
         };
@@ -272,9 +209,7 @@ impl<V> ValueState<V> {
         groups: impl IntoIterator<Item = &'g [u8]>,
         decode: impl FnOnce(&[&[u8]]) -> Result<Vec<V>>,
     ) -> Result<Located> {
-        self.clock += 1;
-        self.complete |= ctx.fresh;
-        let clock = self.clock;
+        let clock = self.cache.tick(ctx.fresh);
         let groups = groups.into_iter();
         let mut located = Located { of_item: Vec::with_capacity(groups.size_hint().0), ..Located::default() };
         let mut missing: Vec<u32> = Vec::new();
@@ -323,7 +258,7 @@ impl<V> ValueState<V> {
         missing: &[u32],
         decode: impl FnOnce(&[&[u8]]) -> Result<Vec<V>>,
     ) -> Result<()> {
-        let stored: Vec<Option<Vec<u8>>> = if self.complete {
+        let stored: Vec<Option<Vec<u8>>> = if self.cache.complete() {
             vec![None; missing.len()]
         } else {
             let keys: Vec<Vec<u8>> = missing
@@ -343,7 +278,7 @@ impl<V> ValueState<V> {
             slot.value = if bytes.is_some() { decoded.next() } else { None };
             slot.stored = bytes.is_some();
             slot.size = slot.group.len() + GROUP_OVERHEAD + bytes.as_ref().map_or(0, Vec::len);
-            self.bytes += slot.size;
+            self.cache.bytes += slot.size;
         }
         Ok(())
     }
@@ -419,7 +354,7 @@ impl<V> ValueState<V> {
             }
             slot.resized = false;
             let size = slot.group.len() + GROUP_OVERHEAD + slot.value.as_ref().map_or(0, &size_of);
-            self.bytes = self.bytes + size - slot.size;
+            self.cache.bytes = self.cache.bytes + size - slot.size;
             slot.size = size;
         }
         if ctx.checkpoint {
@@ -473,30 +408,10 @@ impl<V> ValueState<V> {
             gone.retain(|&id| self.slots.get(id as usize).is_some_and(|s| !s.vacant && s.value.is_none() && !s.dirty));
             self.remove(&gone);
         }
-        settle(budget, &mut self.budget, &mut self.charged, self.bytes);
-        if let Some(target) = budget.target_for(self.bytes) {
-            // Only clean groups may go, least recently used first.
-            let mut candidates: Vec<(u64, u32)> = (0..self.slots.len() as u32)
-                .filter_map(|id| {
-                    let slot = self.slots.get(id as usize)?;
-                    (!slot.vacant && !slot.dirty).then_some((slot.used, id))
-                })
-                .collect();
-            candidates.sort_unstable();
-            let mut evicted = Vec::new();
-            let mut bytes = self.bytes;
-            for (_, id) in candidates {
-                if bytes <= target {
-                    break;
-                }
-                bytes = bytes.saturating_sub(self.slots.get(id as usize).map_or(0, |s| s.size));
-                evicted.push(id);
-            }
-            if !evicted.is_empty() {
-                self.complete = false;
-                self.remove(&evicted);
-            }
-            settle(budget, &mut self.budget, &mut self.charged, self.bytes);
+        let evicted = self.cache.victims(budget, &self.slots);
+        if !evicted.is_empty() {
+            self.remove(&evicted);
+            self.cache.settle(budget);
         }
         Ok(())
     }
@@ -505,16 +420,8 @@ impl<V> ValueState<V> {
     fn remove(&mut self, ids: &[u32]) {
         for &id in ids {
             let size = self.slots.get(id as usize).map_or(0, |s| s.size);
-            self.bytes = self.bytes.saturating_sub(size);
+            self.cache.bytes = self.cache.bytes.saturating_sub(size);
             self.vacate(id);
-        }
-    }
-}
-
-impl<V> Drop for ValueState<V> {
-    fn drop(&mut self) {
-        if let Some(budget) = &self.budget {
-            budget.charge(self.charged, 0);
         }
     }
 }
