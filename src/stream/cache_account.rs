@@ -8,7 +8,9 @@
 //! the budget asks it to shrink, picks the clean groups to evict, least
 //! recently used first. It also knows whether the cache is *complete* (it
 //! holds every group the store holds, so a miss is an empty group without a
-//! store read): true from a fresh build until the first eviction.
+//! store read): true from a fresh build until the first eviction. Only the
+//! epoch that builds a view is fresh, so once a table has evicted, no later
+//! load makes it complete again.
 //!
 //! The tables differ in what a slot holds and how a group is written; the
 //! books are the same, so they live here once.
@@ -33,9 +35,6 @@ impl StateBudget {
     }
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
-    }
-    pub fn limit(&self) -> usize {
-        self.limit
     }
     /// The caches hold more than the limit (dirty state cannot be evicted
     /// until a checkpoint writes it).

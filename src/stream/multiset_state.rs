@@ -325,6 +325,7 @@ impl MultisetState {
 mod tests {
     use super::*;
     use crate::state::{MemStore, StateStore};
+    use crate::stream::cache_account::StateBudget;
     use crate::stream::state_table::tests::{context, writes};
 
     /// A member added and removed between two checkpoints is never written;
@@ -416,8 +417,7 @@ mod tests {
         table.flush(&ctx, &mut WriteBatch::default());
         assert_eq!(table.cached(), 1);
 
-        let tight =
-            StateContext { budget: crate::stream::cache_account::StateBudget::new(1), ..context(&store, false, true) };
+        let tight = StateContext { budget: StateBudget::new(1), ..context(&store, false, true) };
         let mut table = MultisetState::new(&prefix);
         table.load(&tight, [b"a".as_slice(), b"b"]);
         assert_eq!(table.cached(), 2);
