@@ -40,6 +40,11 @@ fn render_into(node: &Node, depth: usize, workers: usize, lines: &mut Vec<String
     if let Kind::Aggregate(aggregate) = &node.kind {
         facts.push(aggregate.mode(node).describe().to_string());
     }
+    if let Kind::Join(join) = &node.kind
+        && join.time.is_some()
+    {
+        facts.push("rows leave as watermarks pass".to_string());
+    }
     let watermarked: Vec<&str> = node
         .watermarked_columns()
         .iter()

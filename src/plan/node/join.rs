@@ -1,7 +1,9 @@
 //! Joins ([`crate::stream::ops::join::Join`]): inner, outer, semi and anti
 //! joins on equality keys, with a residual filter. An inner join between
 //! watermarked columns bounded in time (an interval or window join, see
-//! `plan/interval.rs`) drops rows that can meet no future row.
+//! `plan/interval.rs`) drops rows that can meet no future row; an outer,
+//! semi or anti join does so only when its rows meet rows of the same time
+//! (a window join), see `stream/ops/interval.rs`.
 
 use std::sync::Arc;
 
@@ -117,9 +119,11 @@ pub(in crate::plan) fn lower(
     let (joined_schema, schema) = (stream_schema(&joined), stream_schema(&join.schema));
     let key_types: Vec<DataType> =
         key_schema.as_ref().map(|k| k.fields().iter().map(|f| f.data_type().clone()).collect()).unwrap_or_default();
-    let time = if join_kind == JoinKind::Inner { join_time(lowering, join, &left, &right)? } else { None };
+    let time = join_time(lowering, join, &left, &right, join_kind != JoinKind::Inner)?;
     let mut watermarked = vec![false; schema.fields().len()];
-    if let Some(time) = &time {
+    // Only an inner join's time columns carry watermarks out (an outer
+    // join pads them with NULLs; a semi join's rows are not pairs).
+    if let Some(time) = time.as_ref().filter(|_| join_kind == JoinKind::Inner) {
         // A future pair has a left time at or above min(wl, wr - hi), and a
         // right time at or above min(wr, wl + lo).
         let left_width = left.schema.fields().len();
@@ -164,16 +168,25 @@ fn column_of(schema: &DFSchema, index: usize) -> Result<datafusion::common::Colu
         .ok_or_else(|| SqlError::internal(format!("the schema has no column {index}")))
 }
 
-/// The time bounds of an inner join between watermarked columns, if any.
+/// The time bounds of a join between watermarked columns, if any.
+/// `same_time_only` (outer, semi and anti joins): only bounds that pair
+/// rows of equal times count. Such a join's output for a row depends on
+/// all of its partners, so a row may leave only with every partner it
+/// ever had: with equal times they leave together, once both watermarks
+/// pass their time; with a wider interval a partner could leave first.
 fn join_time(
     lowering: &Lowering,
     join: &datafusion::logical_expr::Join,
     left: &Node,
     right: &Node,
+    same_time_only: bool,
 ) -> Result<Option<JoinTime>> {
     let Some(bounds) = interval::time_bounds(join, &left.watermarked, &right.watermarked) else {
         return Ok(None);
     };
+    if same_time_only && (bounds.lo != Some(0) || bounds.hi != Some(0)) {
+        return Ok(None);
+    }
     let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
     let left_expiry = match bounds.hi {
         Some(hi) => {

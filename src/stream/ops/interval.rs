@@ -1,7 +1,10 @@
-//! Time bounds of an inner join: the state cleaning of interval joins
+//! Time bounds of a join: the state cleaning of interval joins
 //! (`b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …`) and window joins
 //! (`ON a.window_start = b.window_start`), driven by the watermarks of the
-//! two time columns.
+//! two time columns. Inner joins get both; outer, semi and anti joins only
+//! window joins, whose rows leave once both watermarks pass their time
+//! (see `Join::expire`: such a join's output for a row depends on the row
+//! and on all its partners, and with equal times they leave together).
 //!
 //! With `left.t + lo <= right.t <= left.t + hi`, a left row can meet only
 //! right rows up to `left.t + hi`; once the right watermark passes that, no

@@ -106,7 +106,8 @@ pub struct Join {
     key_types: Vec<DataType>,
     /// Residual predicate over the left columns followed by the right ones.
     filter: Option<Arc<dyn PhysicalExpr>>,
-    /// An inner join bounded in time: rows leave as watermarks pass.
+    /// A join bounded in time: rows leave as watermarks pass (any join
+    /// kind the plan gives bounds: see `plan/node/join.rs`).
     time: Option<TimeBounds>,
     /// The join key's schema (to decode stored state at a rebuild).
     key_schema: Option<SchemaRef>,
@@ -130,20 +131,39 @@ impl Join {
         Ok(Self { left, right, kind, key_codec, key_types, filter, time: None, key_schema, joined_schema, schema })
     }
 
-    /// Makes an inner join drop rows from its state as time passes.
+    /// Makes the join drop rows from its state as time passes. The plan
+    /// gives an outer, semi or anti join bounds only when joined rows have
+    /// equal times (a window join).
     pub fn with_time_bounds(mut self, time: TimeBounds) -> Self {
-        if self.kind == JoinKind::Inner {
-            self.time = Some(time);
-        }
+        self.time = Some(time);
         self
     }
 
-    /// Drops the rows both sides' watermarks have left behind.
+    /// Drops the rows both sides' watermarks have left behind. A row of an
+    /// inner join leaves once no future row of the other side can meet it
+    /// (its pairs are out; a late delete of it is dropped as late). An
+    /// outer, semi or anti join's output for a row also depends on the row
+    /// itself, whose delete must still find it: it leaves only once its
+    /// own side's watermark has passed it too.
     fn expire(&mut self, input: &EpochInput, epoch: &interval::Epoch) -> Result<()> {
         let Some(time) = &mut self.time else { return Ok(()) };
-        for (left, threshold) in [(true, &epoch.left_threshold), (false, &epoch.right_threshold)] {
-            let Some(bound) = threshold.as_ref().and_then(|w| w.after.as_ref()) else { continue };
-            let gone = if left { time.left.expire(bound)? } else { time.right.expire(bound)? };
+        let pairs_only = self.kind == JoinKind::Inner;
+        for (left, threshold, own) in
+            [(true, &epoch.left_threshold, &epoch.left), (false, &epoch.right_threshold, &epoch.right)]
+        {
+            let Some(threshold) = threshold.as_ref().and_then(|w| w.after.clone()) else { continue };
+            let bound = if pairs_only {
+                threshold
+            } else {
+                let Some(own) = own.as_ref().and_then(|w| w.after.clone()) else { continue };
+                let threshold = threshold.cast_to(&own.data_type())?;
+                match threshold.partial_cmp(&own) {
+                    Some(std::cmp::Ordering::Less) => threshold,
+                    Some(_) => own,
+                    None => continue,
+                }
+            };
+            let gone = if left { time.left.expire(&bound)? } else { time.right.expire(&bound)? };
             if gone.is_empty() {
                 continue;
             }
@@ -333,7 +353,7 @@ impl Operator for Join {
     /// Only the time columns of a bounded inner join carry watermarks.
     fn watermarks(&self, input: &EpochInput) -> Result<Watermarks> {
         let mut out = crate::stream::watermark::none(self.schema.fields().len());
-        if let Some(time) = &self.time {
+        if let Some(time) = self.time.as_ref().filter(|_| self.kind == JoinKind::Inner) {
             let epoch = time.epoch(&self.left.input.watermarks(input)?, &self.right.input.watermarks(input)?)?;
             time.output_watermarks(&epoch, self.left.input.schema().fields().len(), &mut out);
         }
