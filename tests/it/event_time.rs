@@ -199,11 +199,8 @@ async fn windowed_state_stays_flat_over_a_long_stream() {
         .expect("setup");
     // Nexmark q5's shape: the keys whose count reaches their window's
     // highest, a semi join of two aggregates on the window.
-    client
-        .batch_execute(&format!("CREATE MATERIALIZED VIEW hot AS {HOT}"))
-        .await
-        .expect("setup");
-    // 1M events, 1 ms of event time apart, 100 keys: 100 s of event time in
+    client.batch_execute(&format!("CREATE MATERIALIZED VIEW hot AS {HOT}")).await.expect("setup");
+    // 1M events, 1 ms of event time apart, 100 keys: 1,000 s of event time in
     // 50 inserts of 20k rows; a 10 s window of 100 keys holds 100 groups.
     const BATCH: i64 = 20_000;
     const BATCHES: i64 = 50;
