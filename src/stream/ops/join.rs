@@ -155,6 +155,9 @@ impl Join {
             let bound = if pairs_only {
                 threshold
             } else {
+                // The plain smaller value, not `watermark::min`: an idle
+                // side must still hold its rows back (it may wake up with a
+                // delete of them), and values that do not compare expire nothing.
                 let Some(own) = own.as_ref().and_then(|w| w.after.clone()) else { continue };
                 let threshold = threshold.cast_to(&own.data_type())?;
                 match threshold.partial_cmp(&own) {
