@@ -19,6 +19,14 @@
 //! `nexmark.event.rate` (events per second of *event* time, default 10,000
 //! as in the reference generator). Event times start at 2015-07-15 00:00:00
 //! UTC, so runs are reproducible.
+//!
+//! A reader that is catching up (each read a full chunk, the next one
+//! already due) generates the next chunk on a thread of its own while the
+//! view computes the current one ([`ReadAhead`]): the view's epoch driver
+//! then finds its rows made instead of making them between epochs. Every
+//! read is a function of its range, so a chunk made ahead is the chunk the
+//! read would have made; a read asking for another range (after recovery,
+//! or a paced source not yet due) makes its own and drops the guess.
 
 use std::sync::Arc;
 
@@ -216,6 +224,9 @@ pub fn stream_named(name: &str) -> Option<EventType> {
 /// The `nexmark` source connector.
 #[derive(Clone)]
 pub struct NexmarkReader {
+    /// The chunk being made ahead of the reads (one per narrowed reader:
+    /// each view's columns are a different chunk).
+    ahead: Arc<ReadAhead>,
     stream: EventType,
     /// Events of all streams to generate in all.
     total: u64,
@@ -227,6 +238,45 @@ pub struct NexmarkReader {
     /// generated column by column, the strings left empty.
     read: Read,
     numbers_only: bool,
+}
+
+/// The next chunk of a reader, being generated on a thread of its own.
+struct Pending {
+    first: u64,
+    end: u64,
+    rows: std::sync::mpsc::Receiver<Result<RecordBatch>>,
+}
+
+/// At most one chunk generated ahead of a reader's reads.
+#[derive(Default)]
+struct ReadAhead(parking_lot::Mutex<Option<Pending>>);
+
+impl ReadAhead {
+    /// The events `first..end` if they were made ahead, waiting for them if
+    /// they are still being made; `None` if another range was guessed (it
+    /// is dropped) or the thread making them failed.
+    fn take(&self, first: u64, end: u64) -> Option<Result<RecordBatch>> {
+        let pending = self.0.lock().take()?;
+        if (pending.first, pending.end) != (first, end) {
+            return None;
+        }
+        pending.rows.recv().ok()
+    }
+
+    /// Starts making `first..end` with `reader` on a thread of its own. If
+    /// no thread can be started, nothing is made ahead.
+    fn start(&self, reader: &NexmarkReader, first: u64, end: u64) {
+        let (sender, rows) = std::sync::mpsc::sync_channel(1);
+        let reader = reader.clone();
+        let made = std::thread::Builder::new().name("nexmark-ahead".into()).spawn(move || {
+            // The receiver may be gone (the reader dropped, another range
+            // asked for): then the rows are simply dropped.
+            let _ = sender.send(reader.generate(first, end));
+        });
+        if made.is_ok() {
+            *self.0.lock() = Some(Pending { first, end, rows });
+        }
+    }
 }
 
 /// The bid columns `nexmark_columns` generates: auction, bidder, price, date_time.
@@ -289,6 +339,7 @@ impl NexmarkReader {
         }
         let chunk = options.integer("nexmark.max.chunk.size", 10_000)?.max(1);
         let reader = Self {
+            ahead: Arc::default(),
             stream,
             total: options.integer("nexmark.event.num", MAX_FIRST_EVENT as u64)?.min(MAX_FIRST_EVENT as u64),
             gap_nanos: options.integer("nexmark.min.event.gap.in.ns", 100_000)?,
@@ -299,6 +350,15 @@ impl NexmarkReader {
         };
         check_declared("nexmark", &reader.schema(), declared.as_ref())?;
         Ok(reader)
+    }
+
+    /// The events `first..end` of this reader's stream, as one batch.
+    fn generate(&self, first: u64, end: u64) -> Result<RecordBatch> {
+        if self.numbers_only {
+            return bid_numbers(first, end, self.rate);
+        }
+        let batches = generate_columns(self.stream, first, end, self.rate, self.read)?;
+        Ok(datafusion::arrow::compute::concat_batches(&self.schema(), &batches)?)
     }
 }
 
@@ -320,17 +380,24 @@ impl SourceReader for NexmarkReader {
         if position.started_nanos == 0 {
             position.started_nanos = now_nanos.max(1);
         }
-        let end = self.total.min(due).min(position.next.saturating_add(self.chunk.min(max_records as u64)));
-        if end <= position.next {
+        let chunk = self.chunk.min(max_records as u64);
+        let first = position.next;
+        let end = self.total.min(due).min(first.saturating_add(chunk));
+        if end <= first {
             return Ok(RecordBatch::new_empty(self.schema()));
         }
-        let rows = if self.numbers_only {
-            bid_numbers(position.next, end, self.rate)?
-        } else {
-            let batches = generate_columns(self.stream, position.next, end, self.rate, self.read)?;
-            datafusion::arrow::compute::concat_batches(&self.schema(), &batches)?
+        let rows = match self.ahead.take(first, end) {
+            Some(rows) => rows?,
+            None => self.generate(first, end)?,
         };
         position.next = end;
+        // A full chunk, and the next full one already due: the reader is
+        // catching up, and its next read will most likely ask for exactly
+        // that chunk (a later read only has more records due).
+        let next_end = self.total.min(due).min(end.saturating_add(chunk));
+        if end - first == chunk && next_end > end {
+            self.ahead.start(self, end, next_end);
+        }
         Ok(rows)
     }
 
@@ -338,7 +405,7 @@ impl SourceReader for NexmarkReader {
         let numbers_only = self.stream == EventType::Bid
             && read.iter().all(|c| BID_NUMBERS.contains(c))
             && columns::supported(&config(self.rate));
-        Some(Arc::new(Self { read: Read::of(read), numbers_only, ..self.clone() }))
+        Some(Arc::new(Self { ahead: Arc::default(), read: Read::of(read), numbers_only, ..self.clone() }))
     }
 
     fn exhausted(&self, position: &SourcePosition) -> bool {
@@ -455,6 +522,63 @@ mod tests {
                     .collect();
                 assert_eq!(own, all, "{stream:?} events {first}..{}", first + events);
             }
+        }
+    }
+
+    /// Reads that catch up get their next chunk made ahead, and what they
+    /// get is what reading the whole range at once gives, for every kind
+    /// of chunk (bids as numbers, persons and auctions column by column,
+    /// bids with their strings); a read of another range than the one made
+    /// ahead (a restart from a checkpointed position) gets its own range.
+    #[test]
+    fn chunks_made_ahead_equal_the_range_read_at_once() {
+        use datafusion::arrow::compute::concat_batches;
+
+        use crate::stream::connector::{ConnectorOptions, SourcePosition, SourceReader};
+
+        let reader = |stream: &str, chunk: &str, columns: &[usize]| {
+            let options = ConnectorOptions {
+                values: [
+                    ("connector", "nexmark"),
+                    ("nexmark.table.type", stream),
+                    ("nexmark.event.num", "50000"),
+                    ("nexmark.min.event.gap.in.ns", "0"),
+                    ("nexmark.max.chunk.size", chunk),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            };
+            super::NexmarkReader::new(&options, None).expect("options").with_columns(columns).expect("narrowed")
+        };
+        let read = |reader: &dyn SourceReader, position: &mut SourcePosition| {
+            reader.read(position, 1, usize::MAX, &mut Vec::new()).expect("read")
+        };
+        for (stream, columns) in
+            [("bid", vec![0, 2, 5]), ("auction", vec![5, 7]), ("person", vec![0, 1]), ("bid", vec![0, 4])]
+        {
+            // One read of the whole stream: nothing to make ahead.
+            let once = reader(stream, "50000", &columns);
+            let whole = read(once.as_ref(), &mut SourcePosition::default());
+
+            let stepped = reader(stream, "7000", &columns);
+            let mut position = SourcePosition::default();
+            let mut parts = Vec::new();
+            for _ in 0..4 {
+                parts.push(read(stepped.as_ref(), &mut position));
+            }
+            // 28,000..35,000 is being made ahead; a restart reads from
+            // 21,000 instead and gets that range, not the guess.
+            let mut restarted = SourcePosition { next: 21_000, ..position.clone() };
+            assert_eq!(read(stepped.as_ref(), &mut restarted), parts[3], "{stream}: 21,000.. again");
+            assert_eq!(restarted, position);
+            while !stepped.exhausted(&position) {
+                parts.push(read(stepped.as_ref(), &mut position));
+            }
+            assert_eq!(parts.len(), 8, "{stream}: 50,000 events in chunks of 7,000");
+            let stepped = concat_batches(&stepped.schema(), &parts).expect("concat");
+            assert_eq!(stepped, whole, "{stream} {columns:?}");
+            assert!(whole.num_rows() > 0, "{stream}");
         }
     }
 }
