@@ -18,6 +18,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::Rows;
 use datafusion::physical_plan::PhysicalExpr;
 
 use crate::error::{Result, SqlError};
@@ -84,18 +85,46 @@ impl JoinSide {
     }
 
     /// `bounded`: the side leaves the state by time, so a delete may find
-    /// its row already gone (it still retracts its pairs).
-    fn apply(&mut self, key: &[u8], row: &[u8], weight: i64, bounded: bool) {
+    /// its row already gone (it still retracts its pairs, but changes
+    /// nothing here: then it returns false).
+    fn apply(&mut self, key: &[u8], row: &[u8], weight: i64, bounded: bool) -> bool {
         if bounded && weight < 0 && !self.index.has(key, row) {
-            return;
+            return false;
         }
         self.index.add(key, row, weight);
+        true
     }
 
-    fn rows_at(&self, key: &[u8]) -> Multiset {
-        self.index.get(key).map(|rows| rows.iter().map(|(r, n)| (r.clone(), *n)).collect()).unwrap_or_default()
+    /// Applies one epoch's changes of this side to its index. With
+    /// `applied`, notes every change that took effect, by key and row.
+    fn apply_all<'a>(
+        &mut self,
+        keys: &'a [Option<Vec<u8>>],
+        rows: &'a Rows,
+        weights: &Int64Array,
+        bounded: bool,
+        mut applied: Option<&mut Applied<'a>>,
+    ) {
+        for (i, key) in keys.iter().enumerate() {
+            let Some(key) = key else { continue };
+            let (row, weight) = (rows.row(i).data(), weights.value(i));
+            if self.apply(key, row, weight, bounded)
+                && let Some(applied) = applied.as_deref_mut()
+            {
+                applied.entry(key.as_slice()).or_default().push((row, weight));
+            }
+        }
+    }
+
+    /// The rows at `key` now, by reference.
+    fn rows_at(&self, key: &[u8]) -> Vec<&[u8]> {
+        self.index.get(key).map(|rows| rows.iter().map(|(r, _)| r.as_slice()).collect()).unwrap_or_default()
     }
 }
+
+/// The changes an epoch made to one side's index: key -> (row, weight),
+/// a row listed as often as it changed.
+type Applied<'a> = HashMap<&'a [u8], Vec<(&'a [u8], i64)>>;
 
 pub struct Join {
     left: JoinSide,
@@ -243,14 +272,13 @@ impl Join {
     }
 
     /// Which of `rows` have a partner among `others` (for the given side).
-    fn has_partner(&self, rows_left: bool, rows: &[&[u8]], others: &Multiset) -> Result<Vec<bool>> {
-        if others.is_empty() {
+    fn has_partner(&self, rows_left: bool, rows: &[&[u8]], others: &[&[u8]]) -> Result<Vec<bool>> {
+        if others.is_empty() || rows.is_empty() {
             return Ok(vec![false; rows.len()]);
         }
         if self.filter.is_none() {
             return Ok(vec![true; rows.len()]);
         }
-        let others: Vec<&[u8]> = others.keys().map(|k| k.as_slice()).collect();
         let (this_codec, other_codec) =
             if rows_left { (&self.left.codec, &self.right.codec) } else { (&self.right.codec, &self.left.codec) };
         let this = this_codec.decode(rows.iter().copied())?;
@@ -278,7 +306,8 @@ impl Join {
             return Ok(());
         }
         let rows: Vec<&[u8]> = mine.keys().map(|k| k.as_slice()).collect();
-        let partnered = self.has_partner(left, &rows, others)?;
+        let others: Vec<&[u8]> = others.keys().map(|k| k.as_slice()).collect();
+        let partnered = self.has_partner(left, &rows, &others)?;
         for (row, partnered) in rows.into_iter().zip(partnered) {
             let keep = match role {
                 SideRole::Matched => partnered,
@@ -377,23 +406,19 @@ impl Join {
         self.left.index.load(&input.state, touched.iter().copied());
         self.right.index.load(&input.state, touched.iter().copied());
 
-        // Keys whose unmatched/matched sets may change, with what we need of
-        // both sides as they were: with a residual filter, the rows; without,
-        // only whether each side had rows (that alone decides partnership).
+        // Keys whose unmatched/matched sets may change. Without a residual
+        // filter, whether each side had rows before alone decides
+        // partnership. With one, the changes applied to each side, from
+        // which (with the rows after) the rows before follow.
         let tracks_sides = self.kind.side_role(true) != SideRole::None || self.kind.side_role(false) != SideRole::None;
-        let mut before: HashMap<Vec<u8>, (Multiset, Multiset)> = HashMap::default();
+        let filtered_sides = tracks_sides && self.filter.is_some();
+        let (mut applied_left, mut applied_right): (Applied, Applied) = Default::default();
         let mut had_rows: HashMap<Vec<u8>, (bool, bool)> = HashMap::default();
-        if tracks_sides {
+        if tracks_sides && !filtered_sides {
             for key in left_keys.iter().chain(&right_keys).flatten() {
-                if self.filter.is_some() {
-                    if !before.contains_key(key) {
-                        before.insert(key.clone(), (self.left.rows_at(key), self.right.rows_at(key)));
-                    }
-                } else {
-                    had_rows
-                        .entry(key.clone())
-                        .or_insert_with(|| (self.left.index.contains(key), self.right.index.contains(key)));
-                }
+                had_rows
+                    .entry(key.clone())
+                    .or_insert_with(|| (self.left.index.contains(key), self.right.index.contains(key)));
             }
         }
 
@@ -410,11 +435,8 @@ impl Join {
                     }
                 }
             }
-            for (i, key) in left_keys.iter().enumerate() {
-                if let Some(key) = key {
-                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i), bounded);
-                }
-            }
+            let applied = filtered_sides.then_some(&mut applied_left);
+            self.left.apply_all(&left_keys, &left_bytes, &dl.weights, bounded, applied);
             if !w.is_empty() {
                 let left_cols = take_columns(dl.rows.columns(), &UInt32Array::from(li))?;
                 let right_cols = self.right.codec.decode(rrows.iter().copied())?.columns().to_vec();
@@ -436,17 +458,11 @@ impl Join {
                 parts.push(self.filtered_pairs(left_cols, right_cols, w)?);
             }
         } else {
-            for (i, key) in left_keys.iter().enumerate() {
-                if let Some(key) = key {
-                    self.left.apply(key, left_bytes.row(i).data(), dl.weights.value(i), bounded);
-                }
-            }
+            let applied = filtered_sides.then_some(&mut applied_left);
+            self.left.apply_all(&left_keys, &left_bytes, &dl.weights, bounded, applied);
         }
-        for (j, key) in right_keys.iter().enumerate() {
-            if let Some(key) = key {
-                self.right.apply(key, right_bytes.row(j).data(), dr.weights.value(j), bounded);
-            }
-        }
+        let applied = filtered_sides.then_some(&mut applied_right);
+        self.right.apply_all(&right_keys, &right_bytes, &dr.weights, bounded, applied);
         if let Some(time) = &mut self.time {
             // New rows enter the time indexes, to leave when their time passes.
             let added = |keys: &[Option<Vec<u8>>], bytes: &datafusion::arrow::row::Rows, delta: &ChangeBatch| {
@@ -511,20 +527,12 @@ impl Join {
                     &mut right_alone,
                 );
             }
-            for (key, (old_left, old_right)) in &before {
-                let (new_left, new_right) = (self.left.rows_at(key), self.right.rows_at(key));
-                let mut old_l = Multiset::default();
-                let mut old_r = Multiset::default();
-                self.side_rows(true, old_left, old_right, &mut old_l)?;
-                self.side_rows(false, old_right, old_left, &mut old_r)?;
-                self.side_rows(true, &new_left, &new_right, &mut left_alone)?;
-                self.side_rows(false, &new_right, &new_left, &mut right_alone)?;
-                for (row, n) in old_l {
-                    *left_alone.entry(row).or_insert(0) -= n;
-                }
-                for (row, n) in old_r {
-                    *right_alone.entry(row).or_insert(0) -= n;
-                }
+            let mut filtered_keys: Vec<&[u8]> = applied_left.keys().copied().collect();
+            filtered_keys.extend(applied_right.keys().filter(|k| !applied_left.contains_key(*k)));
+            for key in filtered_keys {
+                let (left, right) = (applied_left.get(key), applied_right.get(key));
+                self.filtered_side_change(true, key, left, right, &mut left_alone)?;
+                self.filtered_side_change(false, key, right, left, &mut right_alone)?;
             }
             for (alone, is_left) in [(left_alone, true), (right_alone, false)] {
                 let alone: Vec<(Vec<u8>, i64)> = alone.into_iter().filter(|(_, n)| *n != 0).collect();
@@ -546,6 +554,84 @@ impl Join {
 
     /// Without a residual filter a row has a partner iff the other side has
     /// rows at its key. Emits the change of one side's lone rows at `key`.
+    /// With a residual filter: the change of what one side contributes
+    /// alone at `key` (its lone rows, or its matched ones), from the
+    /// changes this epoch applied to each side there (`mine`, `others`)
+    /// and the rows after them. A row's contribution is its count `n` if
+    /// it keeps (`k`: partnered or not, as the role wants), so its change
+    /// is `n_after k_after - n_before k_before`, and with `n_before =
+    /// n_after - d` (`d` its applied change) that is
+    /// `n_after (k_after - k_before) + d k_before`. If the other side did
+    /// not change, `k_before = k_after` and only the changed rows count;
+    /// otherwise every row there is tested against the other side before
+    /// and after. No rows are copied but the other side's when it changed
+    /// (to have it as it was) and the rows that are output.
+    fn filtered_side_change(
+        &self,
+        left: bool,
+        key: &[u8],
+        mine: Option<&Vec<(&[u8], i64)>>,
+        others: Option<&Vec<(&[u8], i64)>>,
+        out: &mut Multiset,
+    ) -> Result<()> {
+        let role = self.kind.side_role(left);
+        if role == SideRole::None {
+            return Ok(());
+        }
+        let keeps = |partnered: &[bool]| -> Vec<i64> {
+            partnered
+                .iter()
+                .map(|&partnered| match role {
+                    SideRole::Matched => partnered as i64,
+                    _ => !partnered as i64,
+                })
+                .collect()
+        };
+        let (side, other) = if left { (&self.left, &self.right) } else { (&self.right, &self.left) };
+        let others_after = other.rows_at(key);
+        let mine: &[(&[u8], i64)] = mine.map_or(&[], Vec::as_slice);
+        let changed: Vec<&[u8]> = mine.iter().map(|(row, _)| *row).collect();
+        let Some(others) = others.filter(|others| !others.is_empty()) else {
+            // Every row keeps its partners: d k_after for each change.
+            let kept = keeps(&self.has_partner(left, &changed, &others_after)?);
+            for ((row, d), k) in mine.iter().zip(kept) {
+                if d * k != 0 {
+                    *out.entry(row.to_vec()).or_insert(0) += d * k;
+                }
+            }
+            return Ok(());
+        };
+        // The other side as it was: its rows now minus what changed.
+        let mut others_before: Multiset =
+            other.index.get(key).map(|rows| rows.iter().map(|(r, n)| (r.clone(), *n)).collect()).unwrap_or_default();
+        for (row, weight) in others {
+            *others_before.entry(row.to_vec()).or_insert(0) -= weight;
+        }
+        let others_before: Vec<&[u8]> =
+            others_before.iter().filter(|(_, n)| **n > 0).map(|(r, _)| r.as_slice()).collect();
+        // n_after (k_after - k_before) for the rows there now ...
+        let (mut rows, mut after): (Vec<&[u8]>, Vec<i64>) = Default::default();
+        for (row, &n) in side.index.get(key).into_iter().flatten() {
+            rows.push(row.as_slice());
+            after.push(n);
+        }
+        let kept_after = keeps(&self.has_partner(left, &rows, &others_after)?);
+        let kept_before = keeps(&self.has_partner(left, &rows, &others_before)?);
+        for (((row, n), k_after), k_before) in rows.iter().zip(after).zip(kept_after).zip(kept_before) {
+            if n * (k_after - k_before) != 0 {
+                *out.entry(row.to_vec()).or_insert(0) += n * (k_after - k_before);
+            }
+        }
+        // ... and d k_before for each change.
+        let kept_before = keeps(&self.has_partner(left, &changed, &others_before)?);
+        for ((row, d), k) in mine.iter().zip(kept_before) {
+            if d * k != 0 {
+                *out.entry(row.to_vec()).or_insert(0) += d * k;
+            }
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn side_transition(
         &self,
