@@ -224,8 +224,9 @@ pub fn stream_named(name: &str) -> Option<EventType> {
 /// The `nexmark` source connector.
 #[derive(Clone)]
 pub struct NexmarkReader {
-    /// The chunk being made ahead of the reads (one per narrowed reader:
-    /// each view's columns are a different chunk).
+    /// The chunk being made ahead of the reads. `with_columns` gives each
+    /// view a reader of its own; views sharing one reader at different
+    /// positions only drop each other's guesses.
     ahead: Arc<ReadAhead>,
     stream: EventType,
     /// Events of all streams to generate in all.
@@ -391,11 +392,12 @@ impl SourceReader for NexmarkReader {
             None => self.generate(first, end)?,
         };
         position.next = end;
-        // A full chunk, and the next full one already due: the reader is
-        // catching up, and its next read will most likely ask for exactly
-        // that chunk (a later read only has more records due).
+        // A full chunk, and the next full one already due (or the rest of
+        // the stream): the reader is catching up, and its next read will
+        // most likely ask for exactly that chunk (a later read only has
+        // more records due). A partial next chunk would grow by then.
         let next_end = self.total.min(due).min(end.saturating_add(chunk));
-        if end - first == chunk && next_end > end {
+        if end - first == chunk && next_end > end && (next_end - end == chunk || next_end == self.total) {
             self.ahead.start(self, end, next_end);
         }
         Ok(rows)

@@ -552,20 +552,19 @@ impl Join {
         ChangeBatch::concat(&self.schema, &parts)
     }
 
-    /// Without a residual filter a row has a partner iff the other side has
-    /// rows at its key. Emits the change of one side's lone rows at `key`.
     /// With a residual filter: the change of what one side contributes
     /// alone at `key` (its lone rows, or its matched ones), from the
     /// changes this epoch applied to each side there (`mine`, `others`)
     /// and the rows after them. A row's contribution is its count `n` if
     /// it keeps (`k`: partnered or not, as the role wants), so its change
-    /// is `n_after k_after - n_before k_before`, and with `n_before =
-    /// n_after - d` (`d` its applied change) that is
-    /// `n_after (k_after - k_before) + d k_before`. If the other side did
-    /// not change, `k_before = k_after` and only the changed rows count;
-    /// otherwise every row there is tested against the other side before
-    /// and after. No rows are copied but the other side's when it changed
-    /// (to have it as it was) and the rows that are output.
+    /// is `n_after k_after - n_before k_before`, with `n_before = n_after -
+    /// d` (`d` its applied change). If the other side did not change,
+    /// `k_before = k_after` and the change is `d k_after`: only the changed
+    /// rows are tested. Otherwise every row there is tested against the
+    /// other side as it is if it is there now, and as it was if it was
+    /// there before, so the filter only ever sees two rows that were in the
+    /// state together. No rows are copied but the other side's when it
+    /// changed (to have it as it was) and the rows that are output.
     fn filtered_side_change(
         &self,
         left: bool,
@@ -578,10 +577,10 @@ impl Join {
         if role == SideRole::None {
             return Ok(());
         }
-        let keeps = |partnered: &[bool]| -> Vec<i64> {
+        let keeps = |partnered: Vec<bool>| -> Vec<i64> {
             partnered
-                .iter()
-                .map(|&partnered| match role {
+                .into_iter()
+                .map(|partnered| match role {
                     SideRole::Matched => partnered as i64,
                     _ => !partnered as i64,
                 })
@@ -590,10 +589,10 @@ impl Join {
         let (side, other) = if left { (&self.left, &self.right) } else { (&self.right, &self.left) };
         let others_after = other.rows_at(key);
         let mine: &[(&[u8], i64)] = mine.map_or(&[], Vec::as_slice);
-        let changed: Vec<&[u8]> = mine.iter().map(|(row, _)| *row).collect();
         let Some(others) = others.filter(|others| !others.is_empty()) else {
             // Every row keeps its partners: d k_after for each change.
-            let kept = keeps(&self.has_partner(left, &changed, &others_after)?);
+            let changed: Vec<&[u8]> = mine.iter().map(|(row, _)| *row).collect();
+            let kept = keeps(self.has_partner(left, &changed, &others_after)?);
             for ((row, d), k) in mine.iter().zip(kept) {
                 if d * k != 0 {
                     *out.entry(row.to_vec()).or_insert(0) += d * k;
@@ -609,29 +608,47 @@ impl Join {
         }
         let others_before: Vec<&[u8]> =
             others_before.iter().filter(|(_, n)| **n > 0).map(|(r, _)| r.as_slice()).collect();
-        // n_after (k_after - k_before) for the rows there now ...
-        let (mut rows, mut after): (Vec<&[u8]>, Vec<i64>) = Default::default();
-        for (row, &n) in side.index.get(key).into_iter().flatten() {
-            rows.push(row.as_slice());
-            after.push(n);
+        // This side's changed rows with their summed change, then every row
+        // there now or before with its count after and before.
+        let mut changes: HashMap<&[u8], i64> = HashMap::default();
+        for &(row, d) in mine {
+            *changes.entry(row).or_insert(0) += d;
         }
-        let kept_after = keeps(&self.has_partner(left, &rows, &others_after)?);
-        let kept_before = keeps(&self.has_partner(left, &rows, &others_before)?);
-        for (((row, n), k_after), k_before) in rows.iter().zip(after).zip(kept_after).zip(kept_before) {
-            if n * (k_after - k_before) != 0 {
-                *out.entry(row.to_vec()).or_insert(0) += n * (k_after - k_before);
+        let now = side.index.get(key);
+        let (mut rows_after, mut counts_after, mut rows_before, mut counts_before) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (row, &n) in now.into_iter().flatten() {
+            let before = n - changes.get(row.as_slice()).copied().unwrap_or(0);
+            rows_after.push(row.as_slice());
+            counts_after.push(n);
+            if before != 0 {
+                rows_before.push(row.as_slice());
+                counts_before.push(before);
             }
         }
-        // ... and d k_before for each change.
-        let kept_before = keeps(&self.has_partner(left, &changed, &others_before)?);
-        for ((row, d), k) in mine.iter().zip(kept_before) {
-            if d * k != 0 {
-                *out.entry(row.to_vec()).or_insert(0) += d * k;
+        for (&row, &d) in &changes {
+            if d != 0 && now.and_then(|m| m.get(row)).is_none() {
+                rows_before.push(row);
+                counts_before.push(-d);
+            }
+        }
+        let kept_after = keeps(self.has_partner(left, &rows_after, &others_after)?);
+        for ((row, n), k) in rows_after.iter().zip(counts_after).zip(kept_after) {
+            if n * k != 0 {
+                *out.entry(row.to_vec()).or_insert(0) += n * k;
+            }
+        }
+        let kept_before = keeps(self.has_partner(left, &rows_before, &others_before)?);
+        for ((row, n), k) in rows_before.iter().zip(counts_before).zip(kept_before) {
+            if n * k != 0 {
+                *out.entry(row.to_vec()).or_insert(0) -= n * k;
             }
         }
         Ok(())
     }
 
+    /// Without a residual filter a row has a partner iff the other side has
+    /// rows at its key. Emits the change of one side's lone rows at `key`.
     #[allow(clippy::too_many_arguments)]
     fn side_transition(
         &self,
