@@ -67,6 +67,18 @@ enum SideRole {
     Matched,
 }
 
+impl SideRole {
+    /// Whether a row in this role contributes on its own, by whether it
+    /// has a partner.
+    fn keeps(self, partnered: bool) -> bool {
+        match self {
+            SideRole::None => false,
+            SideRole::Matched => partnered,
+            SideRole::PadUnmatched | SideRole::Unmatched => !partnered,
+        }
+    }
+}
+
 type Multiset = HashMap<Vec<u8>, i64>;
 
 pub struct JoinSide {
@@ -298,27 +310,6 @@ impl Join {
         let mask = mask.unwrap_or_else(|| BooleanArray::from(vec![true; n]));
         Ok((0..rows.len()).map(|i| (0..others.len()).any(|j| mask.value(i * others.len() + j))).collect())
     }
-
-    /// The rows a side contributes alone at one key, given both sides there.
-    fn side_rows(&self, left: bool, mine: &Multiset, others: &Multiset, out: &mut Multiset) -> Result<()> {
-        let role = self.kind.side_role(left);
-        if role == SideRole::None || mine.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<&[u8]> = mine.keys().map(|k| k.as_slice()).collect();
-        let others: Vec<&[u8]> = others.keys().map(|k| k.as_slice()).collect();
-        let partnered = self.has_partner(left, &rows, &others)?;
-        for (row, partnered) in rows.into_iter().zip(partnered) {
-            let keep = match role {
-                SideRole::Matched => partnered,
-                _ => !partnered,
-            };
-            if keep {
-                *out.entry(row.to_vec()).or_insert(0) += mine[row];
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Operator for Join {
@@ -479,18 +470,16 @@ impl Join {
             // Rows with a NULL key never have a partner.
             let mut left_alone = Multiset::default();
             let mut right_alone = Multiset::default();
-            let empty = Multiset::default();
-            for (i, key) in left_keys.iter().enumerate() {
-                if key.is_none() {
-                    let one: Multiset = Multiset::from_iter([(left_bytes.row(i).data().to_vec(), dl.weights.value(i))]);
-                    self.side_rows(true, &one, &empty, &mut left_alone)?;
+            let sides = [
+                (true, &left_keys, &left_bytes, &dl, &mut left_alone),
+                (false, &right_keys, &right_bytes, &dr, &mut right_alone),
+            ];
+            for (left, keys, bytes, delta, alone) in sides {
+                if !self.kind.side_role(left).keeps(false) {
+                    continue;
                 }
-            }
-            for (j, key) in right_keys.iter().enumerate() {
-                if key.is_none() {
-                    let one: Multiset =
-                        Multiset::from_iter([(right_bytes.row(j).data().to_vec(), dr.weights.value(j))]);
-                    self.side_rows(false, &one, &empty, &mut right_alone)?;
+                for (i, _) in keys.iter().enumerate().filter(|(_, key)| key.is_none()) {
+                    *alone.entry(bytes.row(i).data().to_vec()).or_insert(0) += delta.weights.value(i);
                 }
             }
             let group = |keys: &[Option<Vec<u8>>]| {
@@ -578,13 +567,7 @@ impl Join {
             return Ok(());
         }
         let keeps = |partnered: Vec<bool>| -> Vec<i64> {
-            partnered
-                .into_iter()
-                .map(|partnered| match role {
-                    SideRole::Matched => partnered as i64,
-                    _ => !partnered as i64,
-                })
-                .collect()
+            partnered.into_iter().map(|partnered| role.keeps(partnered) as i64).collect()
         };
         let (side, other) = if left { (&self.left, &self.right) } else { (&self.right, &self.left) };
         let others_after = other.rows_at(key);
@@ -662,11 +645,7 @@ impl Join {
         out: &mut Multiset,
     ) {
         let role = self.kind.side_role(left);
-        let keep = |partnered: bool| match role {
-            SideRole::None => false,
-            SideRole::Matched => partnered,
-            SideRole::PadUnmatched | SideRole::Unmatched => !partnered,
-        };
+        let keep = |partnered: bool| role.keeps(partnered);
         let side = if left { &self.left } else { &self.right };
         let add_delta = |out: &mut Multiset, sign: i64| {
             for &i in delta_by_key.get(key).map(Vec::as_slice).unwrap_or_default() {
