@@ -14,6 +14,10 @@
 //! (scripts/postgres.sh) and broker (scripts/kafka-broker.sh).
 //!
 //! Usage: cargo bench --bench connector_latency -- [SECONDS]   (default 20)
+//!
+//! `FRESHET_BIN=path` runs that server binary instead of the one cargo
+//! built with the bench (to time a release build from a bench client
+//! built in the dev profile, which needs no optimized dependencies).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +31,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const BATCH: i64 = 100;
 const PERIOD: Duration = Duration::from_millis(10);
+/// The wait between two polls of where a batch should show.
+const POLL_EVERY: Duration = Duration::from_millis(1);
 
 fn script(name: &str, args: &[&str]) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -54,7 +60,8 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 fn start_freshet(data: &std::path::Path) -> (Child, String) {
     let port = free_port();
     // FRESHET_SYNC_COMMITS=false measures without an fsync per commit.
-    let child = Command::new(env!("CARGO_BIN_EXE_freshet"))
+    let binary = std::env::var("FRESHET_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_freshet").to_string());
+    let child = Command::new(binary)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
         .env("FRESHET_LOG", "warn")
@@ -133,7 +140,7 @@ where
     })
 }
 
-/// Polls back to back until `until`: `query` with the oldest unseen
+/// Polls every POLL_EVERY until `until`: `query` with the oldest unseen
 /// batch's last id for `{id}` returns that id (BIGINT) once it is there.
 /// A point query, so the poll's own cost does not grow with the table.
 async fn poll(client: &tokio_postgres::Client, query: &str, samples: &Arc<Mutex<Samples>>, until: Instant) {
@@ -149,6 +156,9 @@ async fn poll(client: &tokio_postgres::Client, query: &str, samples: &Arc<Mutex<
                 samples.lock().expect("samples").seen(max);
             }
         }
+        // Back to back, the polls and the queries they cost kept one of
+        // the machine's two cores busy, slowing what they measure.
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
