@@ -15,7 +15,10 @@
 //! commit with its rows and after a crash it resumes exactly where its
 //! last committed epoch ended, whatever the consumer had fetched beyond. A read takes only what the consumer has already
 //! fetched in the background (it never waits for the broker), so a slow
-//! broker slows the view, not the epochs of everything else.
+//! broker slows the view, not the epochs of everything else. librdkafka
+//! says when its queue turns non-empty (`stream::arrival`): the source
+//! pump runs an epoch for the view once records came, and none while the
+//! topic is idle.
 //!
 //! `scan.startup.mode` (`earliest`, default; `latest`; `timestamp` with
 //! `scan.startup.timestamp.millis`) picks the first offsets when a view
@@ -55,6 +58,7 @@ use super::changelog::{self, Change, Envelope};
 use super::decode::{Encoding, PayloadDecoder, Payloads};
 use super::{BadRecord, Connector, ConnectorOptions, KeyedChanges, KeyedReader, Retry, SourcePosition, SourceReader};
 use crate::error::{Result, SqlError, sqlstate};
+use crate::stream::arrival::Arrival;
 use crate::stream::change::all_nullable;
 
 /// How long a metadata or offset request to the broker may take.
@@ -144,6 +148,31 @@ pub struct KafkaReader {
     fail_on_bad: bool,
     connection: Mutex<Option<Connection>>,
     health: Mutex<Health>,
+    /// Set by librdkafka's thread when the consumer's queue turns
+    /// non-empty, cleared before a read drains it: the source pump runs
+    /// no epoch for a view whose readers have nothing new.
+    arrival: Arc<Arrival>,
+}
+
+/// Most events that are not records one read serves before it leaves the
+/// rest for the next read.
+const MAX_EVENTS_PER_READ: usize = 64;
+
+/// How many events (records, errors, librdkafka's own) wait in the queue
+/// the consumer polls. rdkafka has no safe call for it.
+fn queued(consumer: &BaseConsumer<ReaderContext>) -> usize {
+    // SAFETY: the client handle is valid while `consumer` lives, which
+    // outlives this call; `rd_kafka_queue_get_consumer` returns a new
+    // reference to the consumer's queue (or null), released here at once.
+    unsafe {
+        let queue = rdkafka::bindings::rd_kafka_queue_get_consumer(consumer.client().native_ptr());
+        if queue.is_null() {
+            return 0;
+        }
+        let length = rdkafka::bindings::rd_kafka_queue_length(queue);
+        rdkafka::bindings::rd_kafka_queue_destroy(queue);
+        length
+    }
 }
 
 fn bad_option(message: impl Into<String>) -> SqlError {
@@ -276,6 +305,7 @@ impl KafkaReader {
             key_columns,
             fail_on_bad,
             connection: Mutex::new(None),
+            arrival: Arc::new(Arrival::default()),
             health: Mutex::new(Health::default()),
         })
     }
@@ -340,7 +370,12 @@ impl KafkaReader {
     /// Connects (once) and points the consumer at `position`.
     fn prepare(&self, slot: &mut Option<Connection>, position: &mut SourcePosition) -> Result<()> {
         if slot.is_none() {
-            *slot = Some(Connection { consumer: self.consumer()?, assigned: BTreeMap::new() });
+            let mut consumer = self.consumer()?;
+            // From librdkafka's thread, when fetched records (or an error)
+            // land in the queue a read polls.
+            let arrival = self.arrival.clone();
+            consumer.set_nonempty_callback(move || arrival.arrived());
+            *slot = Some(Connection { consumer, assigned: BTreeMap::new() });
         }
         let connection = slot.as_mut().ok_or_else(|| SqlError::internal("no Kafka connection"))?;
         if position.offsets.is_empty() {
@@ -408,6 +443,8 @@ impl KafkaReader {
 
     /// Notes a failure to reach the broker; reads wait out the backoff.
     fn failed(&self, error: &SqlError) {
+        // Read again (once the retry is due) whether or not records come.
+        self.arrival.arrived();
         let mut health = self.health.lock();
         let wait = health.retry.failed();
         health.error = Some(error.message.clone());
@@ -431,12 +468,21 @@ impl KafkaReader {
             return Ok(None);
         }
         let Some(connection) = slot.as_mut() else { return Ok(None) };
+        // Whatever lands in the queue from now on is news for the next read.
+        self.arrival.taking();
         let mut polled_error = false;
+        let mut events_served = 0;
         let mut payloads = Payloads::default();
         let mut metadata = Metadata::default();
         let want_keys = self.includes.contains(&Include::Key) || self.envelope.keyed();
         while payloads.len() < max_records {
             let message = match connection.consumer.poll(Duration::ZERO) {
+                // Also what a poll says after serving an event that is not
+                // a record (a log line, statistics): records may be behind it.
+                None if events_served < MAX_EVENTS_PER_READ && queued(&connection.consumer) > 0 => {
+                    events_served += 1;
+                    continue;
+                }
                 None => break,
                 Some(Err(error)) => {
                     self.failed(&broker_error(&self.topic, error));
@@ -475,6 +521,11 @@ impl KafkaReader {
         }
         if !payloads.is_empty() {
             *connection.consumer.context().last_error.lock() = None;
+        }
+        if payloads.len() >= max_records || queued(&connection.consumer) > 0 {
+            // Stopped before the queue was empty: it will not turn
+            // non-empty again to say so.
+            self.arrival.left_behind();
         }
         drop(slot);
         if !polled_error {
@@ -613,6 +664,10 @@ impl SourceReader for KafkaReader {
         false
     }
 
+    fn arrival(&self) -> Option<Arc<Arrival>> {
+        Some(self.arrival.clone())
+    }
+
     fn instance(&self) -> Option<Arc<dyn SourceReader>> {
         Some(Arc::new(Self {
             topic: self.topic.clone(),
@@ -626,6 +681,7 @@ impl SourceReader for KafkaReader {
             key_decoder: self.key_decoder.clone(),
             fail_on_bad: self.fail_on_bad,
             connection: Mutex::new(None),
+            arrival: Arc::new(Arrival::default()),
             health: Mutex::new(Health::default()),
         }))
     }

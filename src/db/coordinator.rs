@@ -232,6 +232,9 @@ pub struct Coordinator {
     health: StoreHealth,
     /// Each relation's run-time state (failure, counters, watermarks).
     run_states: RunStates,
+    /// Woken by source readers told that records came (Kafka), so the
+    /// source pump needs not poll them (see `stream::arrival`).
+    source_arrivals: Arc<tokio::sync::Notify>,
 }
 
 /// Undelivered sink epochs at which reading from connectors pauses: a
@@ -292,6 +295,7 @@ impl Coordinator {
             subscriptions: Subscriptions::default(),
             health: StoreHealth::default(),
             run_states: RunStates::default(),
+            source_arrivals: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -402,8 +406,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Runs an epoch if some view reads a source not yet read to its end;
-    /// reports whether any rows were read (then more are likely due).
+    /// Runs an epoch if some view reads a source not yet read to its end
+    /// that may have records (a Kafka reader says whether any came since
+    /// its last read; others are asked by reading); reports whether any
+    /// rows were read (then more are likely due).
     pub async fn pump_sources(&self) -> Result<bool> {
         if self.sinks_backlogged() || self.health.is_read_only() {
             return Ok(false);
@@ -414,6 +420,7 @@ impl Coordinator {
             .views
             .iter()
             .filter(|f| f.run.stats.reads_sources() && !f.run.stats.sources_done() && !f.run.failed())
+            .filter(|f| f.run.stats.may_have_records(&self.source_arrivals))
             .map(|f| f.run.stats.clone())
             .collect();
         if readers.is_empty() {
@@ -425,17 +432,21 @@ impl Coordinator {
     }
 
     /// Starts the task that feeds sources into the views reading them:
-    /// epoch after epoch while rows come, backing off (up to `idle`) while
-    /// none are due.
+    /// epoch after epoch while rows come; while none are due, backing off
+    /// (up to `idle`) or until a reader that is told of arrivals wakes it.
     pub fn spawn_source_pump(self: &Arc<Self>, idle: Duration) {
         let coordinator: Weak<Self> = Arc::downgrade(self);
+        let arrivals = self.source_arrivals.clone();
         tokio::spawn(async move {
             let mut backoff = Backoff::new(idle);
             loop {
                 let Some(strong) = coordinator.upgrade() else { break };
                 let read = strong.pump_sources().await;
                 drop(strong);
-                backoff.after(read, "source epoch failed").await;
+                tokio::select! {
+                    () = backoff.after(read, "source epoch failed") => {}
+                    () = arrivals.notified() => backoff.woken(),
+                }
             }
         });
     }
@@ -992,10 +1003,24 @@ impl EpochGuard<'_> {
         self.write(batch)
     }
 
-    /// Writes `batch` as an epoch of its own, running no dataflow (a sink's
-    /// delivered outbox entries going away).
+    /// Writes `batch` as an epoch of its own, running no dataflow.
     pub fn write_batch(&mut self, batch: WriteBatch) -> Result<()> {
         self.write(batch)
+    }
+
+    /// Deletes a sink's delivered outbox entries in an epoch of its own,
+    /// without waiting for the disk: a machine crash that loses it brings
+    /// the entries back, and the sink skips what its target already holds
+    /// (one disk flush less per delivery round).
+    pub fn forget_delivered(&mut self, batch: WriteBatch) -> Result<()> {
+        self.health.check_writable()?;
+        let epoch = self.flows.next_epoch;
+        if let Err(error) = self.store.commit_unsynced(epoch, batch) {
+            self.health.write_failed(&error);
+            return Err(error);
+        }
+        self.flows.next_epoch += 1;
+        Ok(())
     }
 
     /// `Ok` while the store takes writes, else the refusal to report (a
@@ -1053,6 +1078,12 @@ pub struct Backoff {
 impl Backoff {
     pub fn new(idle: Duration) -> Self {
         Self { wait: Duration::from_millis(1), idle }
+    }
+
+    /// Woken before the wait ran out (records came): the next wait
+    /// starts short again.
+    pub fn woken(&mut self) {
+        self.wait = Duration::from_millis(1);
     }
 
     /// Waits as a round's outcome says (`Ok(true)`: it read something).

@@ -8,7 +8,8 @@
 //! failure, it asks the writer which epoch the external system already
 //! holds, and skips up to there: a crash between the external commit and
 //! the outbox cleanup repeats nothing. Delivered entries are deleted in an
-//! epoch of their own. A writer that fails is retried with backoff (the
+//! epoch of their own, not waited for on disk (lost in a machine crash, they
+//! come back and are skipped the same way). A writer that fails is retried with backoff (the
 //! sink's status says why); the outbox keeps the epochs meanwhile, and once
 //! a sink is `SINK_BACKLOG_LIMIT` epochs behind, connectors stop reading
 //! until it catches up (backpressure; user DML still goes through). An
@@ -134,7 +135,7 @@ async fn deliver_once(
             let mut guard = coordinator.begin().await;
             // Dropped meanwhile: its outbox is gone with it.
             if catalog.get(sink.id).is_some() {
-                guard.write_batch(batch)?;
+                guard.forget_delivered(batch)?;
             }
             delivered_any = true;
         }

@@ -104,6 +104,39 @@ impl DurableStore {
         db.property_int_value("rocksdb.estimate-live-data-size").ok().flatten().unwrap_or(0)
             + db.property_int_value("rocksdb.cur-size-all-mem-tables").ok().flatten().unwrap_or(0)
     }
+
+    /// Writes `batch` and the epoch number atomically; `sync`: waits until
+    /// the write-ahead log is on disk.
+    fn write_epoch(&self, epoch: Epoch, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut disk = rocksdb::WriteBatch::default();
+        // In key order: RocksDB's memtable inserts each key from where the
+        // previous one went, so sorted keys skip most of its skip-list
+        // search (random ones cost a search from the top each; a profile of
+        // q8 had it at 12% of the run). The sort is stable: of two writes
+        // to one key the later still wins.
+        let mut ops: Vec<&(Vec<u8>, Option<Vec<u8>>)> = batch.ops().iter().collect();
+        ops.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in ops {
+            match value {
+                Some(value) => disk.put(key, value),
+                None => disk.delete(key),
+            }
+        }
+        disk.put(EPOCH_KEY, epoch.to_be_bytes());
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        // On failure (disk full, I/O error) nothing is visible: the
+        // statement fails and readers keep the previous epoch. RocksDB then
+        // refuses further writes until `recover_writes` reopens it; reads go on.
+        self.db().write_opt(disk, &options).map_err(|e| {
+            let error = storage_error("writing the epoch to disk", &e);
+            if e.to_string().contains("No space left on device") {
+                SqlError::new(sqlstate::DISK_FULL, error.message)
+            } else {
+                error
+            }
+        })
+    }
 }
 
 /// RocksDB's options for the store (see the module docs for the memory
@@ -328,34 +361,11 @@ impl StateStore for DurableStore {
     }
 
     fn commit(&self, epoch: Epoch, batch: WriteBatch) -> Result<()> {
-        let mut disk = rocksdb::WriteBatch::default();
-        // In key order: RocksDB's memtable inserts each key from where the
-        // previous one went, so sorted keys skip most of its skip-list
-        // search (random ones cost a search from the top each; a profile of
-        // q8 had it at 12% of the run). The sort is stable: of two writes
-        // to one key the later still wins.
-        let mut ops: Vec<&(Vec<u8>, Option<Vec<u8>>)> = batch.ops().iter().collect();
-        ops.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, value) in ops {
-            match value {
-                Some(value) => disk.put(key, value),
-                None => disk.delete(key),
-            }
-        }
-        disk.put(EPOCH_KEY, epoch.to_be_bytes());
-        let mut options = WriteOptions::default();
-        options.set_sync(self.sync);
-        // On failure (disk full, I/O error) nothing is visible: the
-        // statement fails and readers keep the previous epoch. RocksDB then
-        // refuses further writes until `recover_writes` reopens it; reads go on.
-        self.db().write_opt(disk, &options).map_err(|e| {
-            let error = storage_error("writing the epoch to disk", &e);
-            if e.to_string().contains("No space left on device") {
-                SqlError::new(sqlstate::DISK_FULL, error.message)
-            } else {
-                error
-            }
-        })
+        self.write_epoch(epoch, batch, self.sync)
+    }
+
+    fn commit_unsynced(&self, epoch: Epoch, batch: WriteBatch) -> Result<()> {
+        self.write_epoch(epoch, batch, false)
     }
 
     /// RocksDB keeps refusing writes after a failed one (its "background

@@ -86,6 +86,13 @@ pub trait StateStore: Send + Sync {
     fn snapshot(&self) -> std::sync::Arc<dyn Snapshot>;
     /// Applies `batch` atomically as epoch `epoch`; readers see all or nothing.
     fn commit(&self, epoch: Epoch, batch: WriteBatch) -> crate::error::Result<()>;
+    /// [`commit`](Self::commit) without waiting for the disk: for a batch a
+    /// machine crash may lose because a restart redoes it (a sink's
+    /// delivered outbox entries, which the sink's own record of what it
+    /// holds skips again). A later synced commit makes it durable too.
+    fn commit_unsynced(&self, epoch: Epoch, batch: WriteBatch) -> crate::error::Result<()> {
+        self.commit(epoch, batch)
+    }
     fn committed_epoch(&self) -> Epoch;
     /// After a failed commit: makes the store take writes again if it can.
     /// `Ok(true)`: it does; `Ok(false)`: not yet, try again later; an error

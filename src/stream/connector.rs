@@ -222,6 +222,13 @@ pub trait SourceReader: Connector {
     fn replayable(&self) -> bool {
         true
     }
+    /// For a reader told when records come (Kafka): the flag its client
+    /// sets then, which lets the source pump skip this reader's view while
+    /// nothing has come (see `stream::arrival`). `None`: the pump finds out
+    /// by reading.
+    fn arrival(&self) -> Option<std::sync::Arc<super::arrival::Arrival>> {
+        None
+    }
 }
 
 /// What every connector's reader does, whatever it yields: its schema, a

@@ -10,6 +10,7 @@
 //! This module may call `state` and DataFusion's physical expressions; it knows
 //! nothing of SQL text or of the wire protocol.
 
+pub mod arrival;
 pub mod cache_account;
 pub mod change;
 pub mod connector;

@@ -32,6 +32,7 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, Operator as BinaryOp};
 use datafusion::physical_plan::PhysicalExpr;
 
+use super::arrival::Arrival;
 use crate::error::{Result, SqlError};
 
 /// One column's watermark in one epoch. `None` values: no row yet.
@@ -290,6 +291,12 @@ pub struct ViewStats {
     /// Readers whose reads a replay cannot repeat (the view must
     /// checkpoint every epoch).
     unreplayable_readers: AtomicU64,
+    /// Readers that cannot say whether records have come (generators,
+    /// files): only a read finds out.
+    silent_readers: AtomicU64,
+    /// The others' arrival flags (see `stream::arrival`); weak, so the
+    /// readers of a rebuilt dataflow leave with it.
+    arrivals: parking_lot::Mutex<Vec<std::sync::Weak<Arrival>>>,
     /// Records the view's source readers could not decode (since start).
     bad_records: AtomicU64,
     /// Per source reader: the source's name and the state prefix under
@@ -320,8 +327,29 @@ impl ViewStats {
     pub fn source_rows(&self) -> u64 {
         self.source_rows.load(Ordering::Relaxed)
     }
-    pub fn register_reader(&self) {
+    /// A source reader of the view; `arrival`: its flag, if it has one.
+    pub fn register_reader(&self, arrival: Option<Arc<Arrival>>) {
         self.source_readers.fetch_add(1, Ordering::Relaxed);
+        match arrival {
+            Some(arrival) => self.arrivals.lock().push(Arc::downgrade(&arrival)),
+            None => {
+                self.silent_readers.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    /// Whether an epoch might read records for this view: some reader
+    /// cannot tell, or one has been told records came. Arrivals from now
+    /// on wake `pump`.
+    pub fn may_have_records(&self, pump: &Arc<tokio::sync::Notify>) -> bool {
+        if self.silent_readers.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let mut arrivals = self.arrivals.lock();
+        arrivals.retain(|arrival| arrival.strong_count() > 0);
+        // Registered before the look, so an arrival after it wakes the pump.
+        let live: Vec<Arc<Arrival>> = arrivals.iter().filter_map(std::sync::Weak::upgrade).collect();
+        live.iter().for_each(|arrival| arrival.wake(pump));
+        live.is_empty() || live.iter().any(|arrival| arrival.pending())
     }
     /// Called once per reader that reaches the end of a finite source.
     pub fn reader_finished(&self) {

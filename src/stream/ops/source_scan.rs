@@ -131,7 +131,7 @@ impl SourceScan {
             let data_type = source_schema.field(def.column).data_type().clone();
             (def, output, data_type)
         });
-        stats.register_reader();
+        stats.register_reader(reader.arrival());
         if !reader.replayable() {
             stats.register_unreplayable_reader();
         }
