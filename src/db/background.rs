@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | checkpointer (`coordinator`) | a checkpoint once writes pause | every checkpoint interval |
 //! | store healer (`store_health`) | makes the store take writes again after a failed one | while read-only, backing off |
-//! | clock (`coordinator`) | an epoch for views that follow the time (temporal filters, idle watermarks) | every `clock_tick` |
+//! | clock (`coordinator`) | an epoch for views that follow the time (temporal filters, idle timeouts of watermarks) and for views reading sources that cannot say nothing came (generators, files) | every `clock_tick` |
 //! | source pump (`coordinator`) | epochs for views reading sources | while rows come; a view whose readers are told when records come (Kafka) only once some came, woken by the arrival; others polled, backing off to 50 ms |
 //! | feed (`feed`) | rows of connector-fed tables | while rows come, backing off to 10 ms |
 //! | sink delivery (`sinks`) | committed epochs to each sink's external system | while epochs come, backing off to 10 ms |

@@ -71,8 +71,12 @@ pub struct ViewDataflow {
     /// Stepped since the last checkpoint: its operators may hold dirty
     /// state (a checkpoint flushes only such dataflows).
     unflushed: bool,
-    /// Follows the passing time (temporal filters): stepped in every epoch.
+    /// Follows the passing time (temporal filters) or reads sources:
+    /// stepped in every epoch.
     pub clocked: bool,
+    /// The clock steps it even while its sources bring nothing (temporal
+    /// filters, idle timeouts of source watermarks).
+    pub needs_ticks: bool,
 }
 
 /// Builds a view's operators, with nothing in memory (they read their state
@@ -89,7 +93,7 @@ impl ViewDataflow {
         sources: Vec<Arc<Relation>>,
     ) -> Result<Self> {
         let root = build()?;
-        Ok(Self { view, run, root, build, inputs, sources, unflushed: false, clocked: false })
+        Ok(Self { view, run, root, build, inputs, sources, unflushed: false, clocked: false, needs_ticks: false })
     }
 
     /// Its watermarks in an epoch that does not step it: unchanged.
@@ -392,7 +396,14 @@ impl Coordinator {
         }
         let mut guard = self.begin().await;
         let now = now_nanos();
-        let clocked = guard.flows.views.iter().any(|f| f.clocked && !f.run.failed());
+        // A view that only reads sources needs no tick while its readers
+        // know nothing came (Kafka between arrivals): the pump reads them.
+        let arrivals = &self.source_arrivals;
+        let clocked = guard
+            .flows
+            .views
+            .iter()
+            .any(|f| f.clocked && !f.run.failed() && (f.needs_ticks || f.run.stats.may_have_records(arrivals)));
         // A watermarked input that has just become idle moves the views over it.
         let going_idle = guard
             .flows

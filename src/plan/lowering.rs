@@ -34,6 +34,9 @@ pub struct Lowering<'a> {
     pub windowed_aggregates: usize,
     /// The view follows the passing time or reads sources.
     pub clocked: bool,
+    /// The view must be stepped as time passes even when no data comes: a
+    /// temporal filter, or a source watermark that goes idle after a time.
+    pub needs_ticks: bool,
 }
 
 /// Columns a sort or a window's ORDER BY orders rows by: the expressions,
@@ -59,6 +62,7 @@ impl<'a> Lowering<'a> {
             emit_on_window_close,
             windowed_aggregates: 0,
             clocked: false,
+            needs_ticks: false,
         }
     }
 

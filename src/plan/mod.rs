@@ -60,6 +60,9 @@ pub struct StreamPlan {
     /// sources: it is stepped in every epoch, and epochs come with the
     /// clock and the sources' data.
     pub clocked: bool,
+    /// The clock must step it even while its sources bring nothing (see
+    /// `Lowering::needs_ticks`).
+    pub needs_ticks: bool,
 }
 
 impl StreamPlan {
@@ -145,6 +148,7 @@ pub fn lower(
         workers: view.workers.max(1),
         inputs: lowering.inputs,
         clocked: lowering.clocked,
+        needs_ticks: lowering.needs_ticks,
     })
 }
 

@@ -274,12 +274,13 @@ pub async fn create_view(engine: &Engine, create: &CreateView) -> Result<Outcome
     if engine.catalog.by_name(&name).is_some() {
         return Err(SqlError::duplicate_object(&name));
     }
-    let (inputs, clocked) = (stream_plan.inputs.clone(), stream_plan.clocked);
+    let (inputs, clocked, needs_ticks) = (stream_plan.inputs.clone(), stream_plan.clocked, stream_plan.needs_ticks);
     let run = engine.coordinator.run_state(relation.id);
     let stats = run.stats.clone();
     let build: BuildOperators = Arc::new(move || stream_plan.build(&stats));
     let mut flow = ViewDataflow::new(relation.clone(), run, build, inputs, sources)?;
     flow.clocked = clocked;
+    flow.needs_ticks = needs_ticks;
     if engine.recovering() {
         guard.restore_view(flow);
     } else {

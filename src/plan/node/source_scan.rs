@@ -51,6 +51,11 @@ pub(super) fn lower(
     };
     let state = lowering.state_number()?;
     lowering.clocked = true;
+    // Its watermark turns idle after a time without rows: only an epoch
+    // can say so.
+    if source.watermark.as_ref().is_some_and(|def| def.idle_timeout.is_some()) {
+        lowering.needs_ticks = true;
+    }
     let mut watermarked = vec![false; schema.fields().len()];
     if let Some(def) = &source.watermark {
         let output = match &scan.projection {

@@ -34,6 +34,7 @@ pub(super) fn lower(lowering: &mut Lowering, input: Node, conjunct: &Expr, schem
     let threshold = lowering.state.create_physical_expr(timed.threshold, &now)?;
     let state = lowering.state_number()?;
     lowering.clocked = true;
+    lowering.needs_ticks = true;
     Ok(Node {
         kind: Kind::TemporalFilter(TemporalFilterNode { value, threshold, comparison: timed.comparison, state }),
         schema: input.schema.clone(),
