@@ -1024,14 +1024,7 @@ impl EpochGuard<'_> {
     /// the entries back, and the sink skips what its target already holds
     /// (one disk flush less per delivery round).
     pub fn forget_delivered(&mut self, batch: WriteBatch) -> Result<()> {
-        self.health.check_writable()?;
-        let epoch = self.flows.next_epoch;
-        if let Err(error) = self.store.commit_unsynced(epoch, batch) {
-            self.health.write_failed(&error);
-            return Err(error);
-        }
-        self.flows.next_epoch += 1;
-        Ok(())
+        self.write_to_store(batch, false)
     }
 
     /// `Ok` while the store takes writes, else the refusal to report (a
@@ -1041,11 +1034,18 @@ impl EpochGuard<'_> {
     }
 
     fn write(&mut self, batch: WriteBatch) -> Result<()> {
+        self.write_to_store(batch, true)
+    }
+
+    /// Writes `batch` as the next epoch; `synced`: waits for the disk (as
+    /// the store was opened to: `--sync-commits`).
+    fn write_to_store(&mut self, batch: WriteBatch, synced: bool) -> Result<()> {
         self.health.check_writable()?;
         // Every epoch goes to the store, even one with no changes, so its
         // number is the store's committed epoch.
         let epoch = self.flows.next_epoch;
-        if let Err(error) = self.store.commit(epoch, batch) {
+        let written = if synced { self.store.commit(epoch, batch) } else { self.store.commit_unsynced(epoch, batch) };
+        if let Err(error) = written {
             self.health.write_failed(&error);
             return Err(error);
         }
