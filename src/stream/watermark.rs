@@ -345,11 +345,19 @@ impl ViewStats {
             return true;
         }
         let mut arrivals = self.arrivals.lock();
-        arrivals.retain(|arrival| arrival.strong_count() > 0);
-        // Registered before the look, so an arrival after it wakes the pump.
-        let live: Vec<Arc<Arrival>> = arrivals.iter().filter_map(std::sync::Weak::upgrade).collect();
-        live.iter().for_each(|arrival| arrival.wake(pump));
-        live.is_empty() || live.iter().any(|arrival| arrival.pending())
+        let mut pending = false;
+        // One pass: flags of readers gone with a rebuilt dataflow leave;
+        // the wake is registered before each look, so an arrival after it
+        // wakes the pump.
+        arrivals.retain(|weak| match weak.upgrade() {
+            Some(arrival) => {
+                arrival.wake(pump);
+                pending |= arrival.pending();
+                true
+            }
+            None => false,
+        });
+        arrivals.is_empty() || pending
     }
     /// Called once per reader that reaches the end of a finite source.
     pub fn reader_finished(&self) {
