@@ -416,6 +416,26 @@ async fn a_table_fed_by_a_topic_stores_each_record_once_across_a_kill() {
     );
 }
 
+async fn committed_epoch(client: &tokio_postgres::Client) -> i64 {
+    count(client, "SELECT committed_epoch FROM freshet_catalog.storage").await
+}
+
+/// The committed epoch once it has stood still for 300 ms (a server whose
+/// epochs never stop fails here, within 20 s).
+async fn settled_epoch(client: &tokio_postgres::Client) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut last = committed_epoch(client).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = committed_epoch(client).await;
+        if now == last {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "epochs kept running with no record coming (at {now})");
+        last = now;
+    }
+}
+
 /// A Kafka reader is told when records come, so an idle topic costs no
 /// epochs (each would be a synced checkpoint of the view reading it), and a
 /// record that comes later still reaches the view, after a restart too
@@ -442,15 +462,19 @@ async fn an_idle_topic_runs_no_polling_epochs_and_a_record_that_comes_wakes_its_
         .await
         .unwrap_or_else(|e| panic!("setup: {}", describe(&e)));
     wait_for_count(&client, "SELECT count(*) FROM ids", 100).await;
+    wait_for_count(&client, "SELECT sum(n) FROM per_customer", 100).await;
 
     for round in 0..2 {
         // Idle: the committed epoch stands still. Before readers said when
         // records come, the pump ran an epoch (for these views a synced
         // checkpoint) every 50 ms, 30 in 1.5 s, and the clock one a second.
-        let epoch = || async { count(&client, "SELECT committed_epoch FROM freshet_catalog.storage").await };
-        let before = epoch().await;
+        // The window opens once the server has settled: a reader that has
+        // just connected (at start, after the restart) is told of the
+        // assignment it made and reads once more, and a view created last
+        // may still be taking its first records.
+        let before = settled_epoch(&client).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let idle_epochs = epoch().await - before;
+        let idle_epochs = committed_epoch(&client).await - before;
         assert_eq!(idle_epochs, 0, "round {round}: epochs ran in 1.5 s while no record came");
 
         // A record on two of the partitions wakes both views.
