@@ -451,11 +451,11 @@ impl Aggregate {
         let mode = self.mode;
         let (calls, natives) = (&self.calls, &self.natives);
         let stored_groups = &self.stored_groups;
-        let located = self.groups.locate(&input.state, closed.iter().map(Vec::as_slice), |stored| {
+        let located = self.groups.locate(&input.state, closed.iter(), |stored| {
             stored_groups.decode(stored, || fresh_accumulators(calls, natives, mode))
         })?;
         if !mode.live() {
-            self.rows.load(&input.state, closed.iter().map(Vec::as_slice));
+            self.rows.load(&input.state, closed.iter());
         }
         let mut finals: Vec<(Vec<u8>, Vec<ScalarValue>)> = Vec::new();
         for (key, &distinct) in closed.iter().zip(&located.of_item) {
@@ -464,7 +464,7 @@ impl Aggregate {
             if let (true, Some(mut group)) = (self.emit_on_close, group)
                 && group.count > 0
             {
-                finals.push((key.clone(), self.evaluate_group(key, &mut group)?));
+                finals.push((key.to_vec(), self.evaluate_group(key, &mut group)?));
             }
             if !self.mode.live() {
                 self.rows.clear(key);
