@@ -977,6 +977,7 @@ impl EpochGuard<'_> {
             .position(|f| f.view.id == id)
             .ok_or_else(|| SqlError::internal(format!("view {id} has no dataflow")))?;
         if let Some(flow) = self.flows.views.get_mut(position) {
+            flow.run.stats.forget_readers();
             flow.root = (flow.build)()?;
             flow.unflushed = false;
         }

@@ -359,6 +359,17 @@ impl ViewStats {
         });
         arrivals.is_empty() || pending
     }
+    /// Forgets the readers registered so far, before the view's operators
+    /// are built anew (after a failed store write): the new readers
+    /// register themselves, and the old ones' counts would make a finite
+    /// source's view never count as read to its end.
+    pub fn forget_readers(&self) {
+        for counter in [&self.source_readers, &self.finished_readers, &self.unreplayable_readers, &self.silent_readers]
+        {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.arrivals.lock().clear();
+    }
     /// Called once per reader that reaches the end of a finite source.
     pub fn reader_finished(&self) {
         self.finished_readers.fetch_add(1, Ordering::Relaxed);
